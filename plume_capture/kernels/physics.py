@@ -1,0 +1,104 @@
+"""One environment step, split in the pieces every kernel shares (SPEC §3.3–§6).
+
+The functions take the static choice codes as arguments; callers pass Numba literals so the
+untaken branches are pruned at compile time.
+"""
+import numpy as np
+
+from . import codes as C
+from ._jit import njit
+from .plume import sample
+from .rng import normal_pair, uniform
+
+_DEG = np.pi / 180.0
+# Discrete moves 0..3 and the oriented forward move for headings 0, 90, 180, 270 (multiples of
+# 90° make s·cos θ and s·sin θ round to exactly these offsets).
+_DX = np.array([0, 1, 0, -1], dtype=np.int64)
+_DY = np.array([1, 0, -1, 0], dtype=np.int64)
+_FX = np.array([1, 0, -1, 0], dtype=np.int64)
+_FY = np.array([0, 1, 0, -1], dtype=np.int64)
+
+
+@njit
+def _clamp(v, hi):
+    return 0 if v < 0 else (hi if v > hi else v)
+
+
+@njit
+def _along(x, y, heading, s):
+    """Cell reached from (x, y) going s along ``heading`` degrees, rounded half to even."""
+    t = heading * _DEG
+    return int(np.rint(x + s * np.cos(t))), int(np.rint(y + s * np.sin(t)))
+
+
+@njit
+def move(act_type, action, x, y, heading, step, key, s, width, height):
+    """Apply ``action``; returns the clamped new position and heading (SPEC §4)."""
+    if act_type == C.DISCRETE:
+        nx = x + s * _DX[action]
+        ny = y + s * _DY[action]
+    elif act_type == C.ORIENTED:
+        if action == 0:
+            h = int(heading) // 90
+            nx = x + s * _FX[h]
+            ny = y + s * _FY[h]
+        else:
+            nx, ny = x, y
+            if action == 1:
+                heading = heading + 90.0
+                if heading >= 360.0:
+                    heading -= 360.0
+            else:
+                heading = heading - 90.0
+                if heading < 0.0:
+                    heading += 360.0
+    else:  # RUN_TUMBLE
+        if action == 1:
+            heading = uniform(key, step, C.P_TUMBLE) * 360.0
+        nx, ny = _along(x, y, heading, s)
+    return _clamp(nx, width - 1), _clamp(ny, height - 1), heading
+
+
+@njit
+def distance(x, y, gx, gy):
+    dx = x - gx
+    dy = y - gy
+    return np.sqrt(float(dx * dx + dy * dy))
+
+
+@njit
+def reward(rew_type, reached):
+    if rew_type == C.SPARSE:
+        return 1.0 if reached else 0.0
+    return 1.0 if reached else -0.01
+
+
+@njit
+def observe(obs_type, out, row, field, frame, x, y, heading, step, key, width, height, n_sensors,
+            sensor_distance, wind_speed, wind_direction, wind_noise):
+    """Write the observation of the state after ``step`` into ``out[row]`` (float32, SPEC §5)."""
+    if obs_type == C.CONCENTRATION:
+        out[row, 0] = sample(field, frame, x, y, width, height)
+    elif obs_type == C.ANTENNAE:
+        for i in range(n_sensors):
+            sx, sy = _along(x, y, heading + i * 360.0 / n_sensors, sensor_distance)
+            out[row, i] = sample(field, frame, sx, sy, width, height)
+    else:  # WIND_VECTOR
+        t = wind_direction * _DEG
+        wx = wind_speed * np.cos(t)
+        wy = wind_speed * np.sin(t)
+        if wind_noise > 0.0:
+            n1, n2 = normal_pair(key, step)
+            wx += wind_noise * n1
+            wy += wind_noise * n2
+        out[row, 0] = wx
+        out[row, 1] = wy
+
+
+@njit
+def obs_size(obs_type, n_sensors):
+    if obs_type == C.CONCENTRATION:
+        return 1
+    if obs_type == C.ANTENNAE:
+        return n_sensors
+    return 2

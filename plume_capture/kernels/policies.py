@@ -1,0 +1,43 @@
+"""Built-in policies (SPEC §7.2). A policy sees the concentration at the agent's cell (its own
+sensor, whatever the observation type) and keeps two integers of memory per env.
+
+``dc`` is the change of that concentration over the last step (0 before the first step).
+
+* ``random``: ``randint(n_actions)`` from the episode stream (purpose 0).
+* ``surge_cast``: forward on the first step; while ``persistence`` forward steps remain after a
+  cast, forward; else forward if ``dc >= threshold``; else cast: turn left, next time right, … and
+  reset the forward budget to ``persistence``. Memory: (forward budget, next cast is right).
+* ``temporal_derivative``: forward on the first step and right after any turn; otherwise forward
+  if ``dc >= threshold``, else turn right, next time left, … Memory: (last was a turn, next turn is left).
+* ``run_tumble_chemotaxis``: run (0) on the first step and while ``dc >= threshold``, else tumble
+  (1); with probability ``eps`` (purpose 4) the action is replaced by a uniform draw (purpose 0).
+"""
+from . import codes as C
+from ._jit import njit
+from .rng import randint, uniform
+
+
+@njit
+def act(policy, n_actions, key, step, dc, m0, m1, threshold, persistence, eps):
+    """Action for ``step`` (1-based) and the updated memory ``(action, m0, m1)``."""
+    if policy == C.RANDOM:
+        return randint(key, step, C.P_POLICY, n_actions), m0, m1
+    if policy == C.SURGE_CAST:
+        if step == 1:
+            return 0, m0, m1
+        if m0 > 0:
+            return 0, m0 - 1, m1
+        if dc >= threshold:
+            return 0, m0, m1
+        return (2 if m1 else 1), persistence, 1 - m1
+    if policy == C.TEMPORAL_DERIVATIVE:
+        if step == 1 or m0 == 1:
+            return 0, 0, m1
+        if dc >= threshold:
+            return 0, 0, m1
+        return (1 if m1 else 2), 1, 1 - m1
+    # RUN_TUMBLE_CHEMOTAXIS
+    a = 0 if (step == 1 or dc >= threshold) else 1
+    if eps > 0.0 and uniform(key, step, C.P_EPS) < eps:
+        a = randint(key, step, C.P_POLICY, n_actions)
+    return a, m0, m1

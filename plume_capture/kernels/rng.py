@@ -1,0 +1,62 @@
+"""The counter-based random stream of SPEC §7.1.
+
+Every draw is a pure function of ``(episode seed, step, purpose)``::
+
+    M = 2**64 - 1
+    def mix64(z):                                   # splitmix64 finaliser
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+        return z ^ (z >> 31)
+    def uniform(seed, step, purpose):               # float64 in [0, 1)
+        key = mix64((seed + 0x9E3779B97F4A7C15) & M)
+        u = mix64((key + (step * 256 + purpose) * 0x9E3779B97F4A7C15) & M)
+        return (u >> 11) * 2.0**-53
+
+``step`` is the 1-based number of the step being computed (0 for draws made at reset) and
+``purpose`` is one of ``codes.P_*`` (0 policy action, 1 tumble heading, 2/3 wind noise, 4 policy
+epsilon). Integers in [0, n) are ``int(uniform * n)``; normals use Box–Muller on purposes 2 and 3.
+"""
+import numpy as np
+
+from ._jit import njit
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+_TWO_M53 = 2.0**-53
+
+
+@njit
+def mix64(z):
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@njit
+def episode_key(seed):
+    """Per-episode key; computed once per episode."""
+    return mix64(np.uint64(seed) + _GAMMA)
+
+
+@njit
+def uniform(key, step, purpose):
+    u = mix64(key + np.uint64(step * 256 + purpose) * _GAMMA)
+    return float(u >> _S11) * _TWO_M53
+
+
+@njit
+def randint(key, step, purpose, n):
+    a = int(uniform(key, step, purpose) * n)
+    return a if a < n else n - 1
+
+
+@njit
+def normal_pair(key, step):
+    """Two independent standard normals for ``step`` (Box–Muller)."""
+    u1 = uniform(key, step, 2)
+    u2 = uniform(key, step, 3)
+    r = np.sqrt(-2.0 * np.log(1.0 - u1))
+    t = 2.0 * np.pi * u2
+    return r * np.cos(t), r * np.sin(t)

@@ -1,0 +1,79 @@
+"""Record schemas of the schema-0.1 run format (SPEC §9.3, §9.4).
+
+The Arrow schemas below are the column layout of every step/episode record batch the engine
+produces and of the Parquet files; they match the reference tool's Parquet files exactly.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "0.1"
+
+POSITION = pa.struct([("x", pa.int64()), ("y", pa.int64())])
+
+STEP_SCHEMA = pa.schema(
+    [
+        ("action", pa.int64()),
+        ("agent_position", POSITION),
+        ("distance_to_goal", pa.float64()),
+        ("episode_id", pa.string()),
+        ("observation_summary", pa.list_(pa.field("element", pa.float64()))),
+        ("reward", pa.float64()),
+        ("run_id", pa.string()),
+        ("schema_version", pa.string()),
+        ("seed", pa.int64()),
+        ("step", pa.int64()),
+        ("terminated", pa.bool_()),
+        ("truncated", pa.bool_()),
+        ("ts", pa.float64()),
+    ]
+)
+
+EPISODE_SCHEMA = pa.schema(
+    [
+        ("avg_step_time_ms", pa.float64()),
+        ("duration_ms", pa.float64()),
+        ("episode_id", pa.string()),
+        ("final_distance_to_goal", pa.float64()),
+        ("final_position", POSITION),
+        ("run_id", pa.string()),
+        ("schema_version", pa.string()),
+        ("terminated", pa.bool_()),
+        ("total_reward", pa.float64()),
+        ("total_steps", pa.int64()),
+        ("truncated", pa.bool_()),
+    ]
+)
+
+# Fields whose values are wall-clock or run-specific; everything else is covered by the
+# determinism contract (SPEC §8).
+STEP_WALLCLOCK_FIELDS = ("ts", "run_id")
+EPISODE_WALLCLOCK_FIELDS = ("duration_ms", "avg_step_time_ms", "run_id")
+
+RUN_JSON_KEYS = (
+    "run_id",
+    "experiment",
+    "start_time",
+    "env_config",
+    "base_seed",
+    "episode_seeds",
+    "package_version",
+    "config_hash",
+    "git_sha",
+    "system",
+    "extra",
+    "schema_version",
+)
+
+STEPS_BASENAME = "steps"
+EPISODES_BASENAME = "episodes"
+
+
+def episode_id(index: int) -> str:
+    """Episode id of 0-based episode `index` (SPEC §8)."""
+    return f"ep-{index + 1:06d}"
+
+
+def part_name(base: str, part: int) -> str:
+    """File name of rotated part `part` (0 = the base file) of `base` ('steps' or 'episodes')."""
+    return f"{base}.jsonl.gz" if part == 0 else f"{base}.part{part:04d}.jsonl.gz"
