@@ -438,9 +438,16 @@ def _check_output(output: Any, experiment: str) -> None:
         raise ConfigError(f"output {output!r}: {str(probe)!r} is a broken symlink")
     if not probe.is_dir():
         raise ConfigError(f"output {output!r} is not usable: {str(probe)!r} is not a directory")
+    where = "" if probe == target else f" ({str(probe)!r} is the nearest existing directory)"
     if not os.access(probe, os.W_OK | os.X_OK):
-        where = "" if probe == target else f" ({str(probe)!r} is the nearest existing directory)"
         raise ConfigError(f"output {output!r} is not writable{where}")
+    # os.access trusts root and ignores some file systems (/proc, root-squashed NFS): try it.
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".plume-capture-probe-", dir=probe))
+    except OSError as exc:
+        raise ConfigError(f"output {output!r} is not writable{where}: {exc.strerror or exc}") from None
 
 
 def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None:
@@ -459,7 +466,7 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
     known = _defaults()
     for group in CLOSED_GROUPS:
         for key in sorted(set(cfg[group]) - set(known[group])):
-            raise ConfigError(f"unknown config key {group}.{key} (known: {', '.join(sorted(known[group]))})")
+            raise ConfigError(f"unknown config key '{group}.{key}' (known: {', '.join(sorted(known[group]))})")
 
     # top level
     _check_name("experiment", cfg["experiment"])

@@ -180,6 +180,32 @@ def run_batch(ACT, OBS, REW, POL, ip, fp, field, seeds, si, sf, n_steps,
         sf[i, 0], sf[i, 1], sf[i, 2] = heading, c_now, c_prev
 
 
+@njit
+def reset_one(OBS, ip, fp, field, seed, obs):
+    """Start position of an episode with ``seed``; writes the reset observation into ``obs[0]``."""
+    literally(OBS)
+    W, H, gx, gy, max_steps, s, n_sensors, clamp, persistence, radius, sd, ws, wd, wn, threshold, eps = \
+        _unpack(ip, fp)
+    x, y = _start(ip, seed)
+    _observe(OBS, obs, 0, field, 0, x, y, 0.0, episode_key(seed), W, H, clamp, n_sensors, sd, ws, wd, wn)
+    return x, y
+
+
+@njit
+def step_one(ACT, OBS, REW, ip, fp, field, action, seed, x, y, heading, k, obs):
+    """One step of one env; returns ``(x, y, heading, k, reward, distance, terminated, truncated)``."""
+    literally(ACT)
+    literally(OBS)
+    literally(REW)
+    W, H, gx, gy, max_steps, s, n_sensors, clamp, persistence, radius, sd, ws, wd, wn, threshold, eps = \
+        _unpack(ip, fp)
+    key = episode_key(seed)
+    k += 1
+    x, y, heading, rw, d, te, tr = _advance(ACT, REW, action, x, y, heading, k, key, s, W, H, gx, gy, radius, max_steps)
+    _observe(OBS, obs, 0, field, k, x, y, heading, key, W, H, clamp, n_sensors, sd, ws, wd, wn)
+    return x, y, heading, k, rw, d, te, tr
+
+
 @njit(parallel=True)
 def reset_envs(OBS, ip, fp, field, mask, seeds, x, y, heading, k, obs):
     """Reset the envs where ``mask`` is true with their ``seeds`` (SPEC §3.2) and observe them."""
@@ -195,15 +221,17 @@ def reset_envs(OBS, ip, fp, field, mask, seeds, x, y, heading, k, obs):
 
 
 @njit(parallel=True)
-def step_envs(ACT, OBS, REW, ip, fp, field, actions, seeds, x, y, heading, k,
+def step_envs(ACT, OBS, REW, ip, fp, field, skip, actions, seeds, x, y, heading, k,
               obs, rewards, dist, term, trunc):
-    """One step of every env with the given ``actions`` (validated by the caller)."""
+    """One step of every env not in ``skip`` with the given ``actions`` (validated by the caller)."""
     literally(ACT)
     literally(OBS)
     literally(REW)
     W, H, gx, gy, max_steps, s, n_sensors, clamp, persistence, radius, sd, ws, wd, wn, threshold, eps = \
         _unpack(ip, fp)
     for i in prange(actions.shape[0]):
+        if skip[i]:
+            continue
         key = episode_key(seeds[i])
         ki = k[i] + 1
         xi, yi, hi, rw, d, te, tr = _advance(ACT, REW, actions[i], x[i], y[i], heading[i], ki, key, s, W, H, gx, gy, radius, max_steps)

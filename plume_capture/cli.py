@@ -1,0 +1,214 @@
+"""``plume-nav-capture``: the operator's command line (SPEC §10).
+
+Everything is validated before the engine is imported, so bad input fails fast (exit 2) and
+leaves nothing on disk. Exit codes: 0 ok, 1 internal failure, 2 bad input, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import traceback
+from typing import Any, Sequence
+
+from plume_capture.errors import CaptureError, ConfigError
+
+PROG = "plume-nav-capture"
+DEBUG_ENV = "PLUME_CAPTURE_DEBUG"
+
+#: flag dest -> config key it sets (applied after overrides: an explicit flag always wins)
+FLAG_KEYS: dict[str, str] = {
+    "output": "output",
+    "experiment": "experiment",
+    "episodes": "episodes",
+    "seed": "seed",
+    "grid": "env.grid_size",
+    "action_type": "env.action_type",
+    "max_steps": "env.max_steps",
+    "parquet": "parquet",
+    "rotate_size": "rotate_size",
+    "engine": "engine.kind",
+    "num_actors": "engine.num_actors",
+    "address": "engine.address",
+    "quiet": "engine.quiet",
+}
+
+EPILOG = """\
+overrides (Hydra grammar, after or between the flags):
+  key=value        set an existing key          env.max_steps=250  env.grid_size=[64,64]
+  +key=value       add a key that is missing    ++key=value  add or replace    ~key  delete
+  preset=NAME      apply conf/data_capture/experiment/NAME.yaml (e.g. preset=default, the demo)
+  experiment=NAME  name the experiment (output goes to <output>/<experiment>/<run_id>/)
+  -m k=a,b j=range(1,3)   run the cartesian product, one run directory each
+
+Flags beat overrides, overrides beat the preset, the preset beats config.yaml.
+Set PLUME_CAPTURE_DEBUG=1 to get a traceback on errors.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (via main), no usage dump
+        raise ConfigError(message)
+
+
+def _int_type(flag: str):
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"\s*[+-]?\d+\s*", text):
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+def _grid_type(text: str) -> list[int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected WxH with integers (e.g. 64x64), got {text!r}")
+    w, h = int(m.group(1)), int(m.group(2))
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"width and height must be >= 1, got {text!r}")
+    return [w, h]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        allow_abbrev=False,
+        description="Capture odor-plume navigation episodes into a schema-0.1 run directory.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="Hydra override (see below)")
+    p.add_argument("--output", metavar="DIR", help="output root (config: output)")
+    p.add_argument("--experiment", metavar="NAME", help="experiment name (config: experiment)")
+    p.add_argument("--episodes", type=_int_type("--episodes"), metavar="N", help="number of episodes")
+    p.add_argument("--seed", type=_int_type("--seed"), metavar="S", help="base seed; episode i uses S+i")
+    p.add_argument("--grid", type=_grid_type, metavar="WxH", help="grid size (config: env.grid_size)")
+    p.add_argument("--action-type", choices=("discrete", "oriented", "run_tumble"), help="env.action_type")
+    p.add_argument("--max-steps", type=_int_type("--max-steps"), metavar="N", help="env.max_steps")
+    p.add_argument("--parquet", action=argparse.BooleanOptionalAction, default=None,
+                   help="also write Parquet files (config: parquet)")
+    p.add_argument("--rotate-size", type=_int_type("--rotate-size"), metavar="BYTES",
+                   help="rotate JSONL parts at this many compressed bytes")
+    p.add_argument("--config-name", default=None, metavar="NAME",
+                   help="config to compose, relative to the config root (default: data_capture/config)")
+    p.add_argument("--config-path", default=None, metavar="DIR",
+                   help="config root replacing the packaged conf/")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="apply experiment/NAME.yaml next to the config (same as preset=NAME)")
+    p.add_argument("--engine", choices=("auto", "local", "ray"), help="engine.kind")
+    p.add_argument("--num-actors", type=_int_type("--num-actors"), metavar="N", help="engine.num_actors")
+    p.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: $RAY_ADDRESS)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run in RUN_DIR")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bar or summary")
+    p.add_argument("-m", "--multirun", action="store_true", help="expand sweeps (k=a,b) into several runs")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    return p
+
+
+def _version() -> str:
+    from plume_capture import __version__
+
+    return __version__
+
+
+def _one_line(text: Any) -> str:
+    lines = [ln.strip() for ln in str(text).strip().splitlines()]
+    return "; ".join(ln for ln in lines if ln) or "(no message)"
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if getattr(args, dest) is not None}
+
+
+def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[dict], list[list[str]]]:
+    """Parse ``argv`` and build one validated config per run (several with ``-m``).
+
+    Returns ``(args, cfgs, overrides_per_run)``; raises :class:`ConfigError` on bad input.
+    Nothing is written and the engine is not imported.
+    """
+    from plume_capture.config import DEFAULT_CONFIG_NAME, expand_sweeps, load_config
+
+    args = build_parser().parse_intermixed_args(argv)
+
+    if args.resume is not None:
+        if args.multirun:
+            raise ConfigError("--resume resumes one run; it cannot be combined with -m/--multirun")
+        if not os.path.isdir(args.resume):
+            raise ConfigError(f"--resume: {args.resume!r} is not a run directory")
+    runs = expand_sweeps(args.overrides) if args.multirun else [list(args.overrides)]
+    settings = _settings(args)
+    cfgs = [
+        load_config(
+            overrides,
+            config_name=args.config_name or DEFAULT_CONFIG_NAME,
+            config_path=args.config_path,
+            preset=args.preset,
+            settings=settings,
+        )
+        for overrides in runs
+    ]
+    return args, cfgs, runs
+
+
+def _summary_line(result) -> str:
+    return (
+        f"{PROG}: {result.run_dir}: {result.episodes} episodes, {result.steps} steps "
+        f"in {result.wall_s:.2f} s ({result.steps_per_s:,.0f} steps/s)"
+    )
+
+
+def _table(results, runs: list[list[str]]) -> str:
+    rows = [("run_dir", "steps", "steps/s", "status", "overrides")]
+    for res, ovs in zip(results, runs):
+        rows.append((str(res.run_dir), str(res.steps), f"{res.steps_per_s:,.0f}", str(res.status), " ".join(ovs)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(c.rjust(w) if i in (1, 2) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) + "  " + r[-1]
+        for r in rows
+    )
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse, validate and capture; raises on errors (see :func:`main` for the exit codes)."""
+    args, cfgs, runs = prepare(argv)
+    quiet = cfgs[0]["engine"]["quiet"]
+    progress = not quiet and sys.stderr.isatty()
+
+    if not args.multirun:
+        from plume_capture.capture import capture  # heavy imports only after validation
+
+        result = capture(cfgs[0], overrides=runs[0], progress=progress, resume=args.resume)
+        if not quiet:
+            print(_summary_line(result), file=sys.stderr)
+        return 0 if result.status == "complete" else 1
+
+    from plume_capture.capture import capture_many
+
+    results = capture_many(cfgs, overrides_list=runs, progress=progress)
+    print(_table(results, runs))
+    return 0 if all(r.status == "complete" for r in results) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: returns the exit code (0 ok, 1 internal, 2 bad input, 130 Ctrl-C)."""
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        return run(argv)
+    except ConfigError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"{PROG}: interrupted; the run directory is left incomplete", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into exit 1
+        if debug:
+            traceback.print_exc()
+        kind = "capture failed" if isinstance(exc, CaptureError) else f"internal error: {type(exc).__name__}"
+        print(f"{PROG}: {kind}: {_one_line(exc)} (rerun with {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,124 @@
+"""``PlumeNav-v0``: one plume-navigation environment (SPEC §12) on the capture kernels."""
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from ..kernels import specialize
+from ..kernels.rollout import reset_one, step_one
+from ..params import EnvParams
+
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"seed must be an integer in [0, 2**32-1], got {seed!r}")
+    return int(seed)
+
+
+def make_spaces(params: EnvParams, n_actions: int, obs_size: int):
+    if params.observation_type == "wind_vector":
+        obs = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    else:
+        obs = spaces.Box(0.0, 1.0, (obs_size,), np.float32)
+    return spaces.Discrete(n_actions), obs
+
+
+class PlumeNavEnv(gym.Env):
+    """An agent on a ``W x H`` grid seeks the odor source from concentration readings.
+
+    Keyword arguments are those of :class:`plume_capture.params.EnvParams` (SPEC §3.1 defaults).
+    ``step`` before ``reset`` or after the episode ended, and actions outside the action space,
+    raise instead of being coerced.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, grid_size=(64, 64), goal_location=None, goal_radius=5.0, sigma=20.0,
+                 max_steps=1000, action_type="oriented", observation_type="concentration",
+                 reward_type="step_penalty", step_size=1, start_location=None, **extra):
+        params = EnvParams(
+            grid_size=tuple(grid_size), goal_location=None if goal_location is None else tuple(goal_location),
+            goal_radius=goal_radius, sigma=sigma, max_steps=max_steps, action_type=action_type,
+            observation_type=observation_type, reward_type=reward_type, step_size=step_size,
+            start_location=None if start_location is None else tuple(start_location), **extra)
+        self.physics = params.build()
+        self.params = self.physics.params
+        self.action_space, self.observation_space = make_spaces(
+            self.params, self.physics.n_actions, self.physics.obs_size)
+        self._obs = np.zeros((1, self.physics.obs_size), np.float32)
+        ph = self.physics
+        self._reset = specialize(reset_one, (ph.obs,), (ph.ip, ph.fp, ph.field, 0, self._obs))
+        self._step = specialize(step_one, (ph.act, ph.obs, ph.rew),
+                                (ph.ip, ph.fp, ph.field, 0, 0, 0, 0, 0.0, 0, self._obs))
+        self._phys_args = (ph.ip, ph.fp, ph.field)
+        self._x = self._y = self._k = 0
+        self._heading = 0.0
+        self._ep_seed = None
+        self._seeded = False
+        self._total = 0.0
+        self._done = True
+        self._started = False
+        self._reached = False
+        self._episodes = 0
+        self._dist = 0.0
+
+    @property
+    def goal_location(self):
+        return tuple(self.params.goal_location)
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            seed = check_seed(seed)
+        super().reset(seed=seed)
+        self._seeded = seed is not None
+        self._ep_seed = seed if seed is not None else int(self.np_random.integers(0, SEED_MAX + 1))
+        self._x, self._y = (int(v) for v in self._reset(*self._phys_args, self._ep_seed, self._obs))
+        self._heading, self._k, self._total = 0.0, 0, 0.0
+        self._done, self._started, self._reached = False, True, False
+        # A seeded reset restarts the env's sequence of episodes (and keeps step() deterministic
+        # for gymnasium's checker).
+        self._episodes = 1 if seed is not None else self._episodes + 1
+        gx, gy = self.params.goal_location
+        self._dist = math.sqrt((self._x - gx) ** 2 + (self._y - gy) ** 2)
+        return self._obs[0].copy(), self._info()
+
+    def step(self, action):
+        if not self._started:
+            raise RuntimeError("step() called before reset()")
+        if self._done:
+            raise RuntimeError("step() called after the episode ended; call reset()")
+        if isinstance(action, np.ndarray) and action.shape == ():
+            action = action.item()
+        if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)) \
+                or not 0 <= action < self.action_space.n:
+            raise ValueError(f"invalid action {action!r} for {self.action_space}")
+        x, y, h, k, rw, d, te, tr = self._step(*self._phys_args, int(action), self._ep_seed, self._x, self._y,
+                                               self._heading, self._k, self._obs)
+        self._x, self._y, self._heading, self._k = int(x), int(y), float(h), int(k)
+        self._total += rw
+        self._dist = float(d)
+        self._reached = bool(te)
+        self._done = bool(te or tr)
+        return self._obs[0].copy(), float(rw), bool(te), bool(tr), self._info()
+
+    def _info(self):
+        info = {
+            "agent_position": (self._x, self._y),
+            "agent_xy": (self._x, self._y),
+            "heading": self._heading,
+            "distance_to_goal": self._dist,
+            "goal_location": self.goal_location,
+            "source_location": self.goal_location,
+            "step_count": self._k,
+            "total_reward": self._total,
+            "goal_reached": self._reached,
+            "episode_count": self._episodes,
+        }
+        if self._seeded:
+            info["seed"] = self._ep_seed
+        return info

@@ -1,0 +1,113 @@
+"""A gymnasium VectorEnv stepping N plume-navigation envs in one kernel call."""
+from __future__ import annotations
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from ..kernels import specialize
+from ..kernels.rollout import reset_envs, step_envs
+from ..params import EnvParams
+from .plume_nav import SEED_MAX, check_seed, make_spaces
+
+
+class PlumeNavVectorEnv(VectorEnv):
+    """``num_envs`` envs with the same parameters as :class:`PlumeNavEnv`, state as arrays with a
+    leading env axis.
+
+    Seeds: ``reset(seed=s)`` gives env i the seed ``s + i``; each later episode of env i (after
+    autoreset) has seed ``(previous + num_envs) mod 2**32``. Autoreset mode is NEXT_STEP: the step
+    after an episode ended resets that env (its action is ignored, reward 0, flags false).
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, **kwargs):
+        from .plume_nav import PlumeNavEnv
+
+        self.num_envs = int(num_envs)
+        probe = PlumeNavEnv.__new__(PlumeNavEnv)
+        PlumeNavEnv.__init__(probe, **kwargs)
+        self.physics, self.params = probe.physics, probe.params
+        self.single_action_space = probe.action_space
+        self.single_observation_space = probe.observation_space
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        n = self.num_envs
+        self._seeds = np.zeros(n, np.int64)
+        self._x = np.zeros(n, np.int64)
+        self._y = np.zeros(n, np.int64)
+        self._heading = np.zeros(n, np.float64)
+        self._k = np.zeros(n, np.int64)
+        self._obs = np.zeros((n, self.physics.obs_size), np.float32)
+        self._rew = np.zeros(n, np.float64)
+        self._dist = np.zeros(n, np.float64)
+        self._term = np.zeros(n, np.bool_)
+        self._trunc = np.zeros(n, np.bool_)
+        self._total = np.zeros(n, np.float64)
+        self._needs_reset = np.ones(n, np.bool_)
+        self._started = False
+        ph = self.physics
+        self._reset_k = specialize(reset_envs, (ph.obs,), (ph.ip, ph.fp, ph.field, self._needs_reset, self._seeds,
+                                                           self._x, self._y, self._heading, self._k, self._obs))
+        self._step_k = specialize(step_envs, (ph.act, ph.obs, ph.rew),
+                                  (ph.ip, ph.fp, ph.field, self._needs_reset, self._k, self._seeds, self._x,
+                                   self._y, self._heading, self._k, self._obs, self._rew, self._dist,
+                                   self._term, self._trunc))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is None:
+            base = [int(self.np_random.integers(0, SEED_MAX + 1)) for _ in range(self.num_envs)]
+        elif isinstance(seed, (list, tuple)):
+            if len(seed) != self.num_envs:
+                raise ValueError(f"expected {self.num_envs} seeds, got {len(seed)}")
+            base = [check_seed(s) for s in seed]
+        else:
+            s = check_seed(seed)
+            base = [(s + i) % (SEED_MAX + 1) for i in range(self.num_envs)]
+        self._seeds[:] = base
+        mask = np.ones(self.num_envs, np.bool_)
+        self._reset_k(self.physics.ip, self.physics.fp, self.physics.field, mask, self._seeds,
+                      self._x, self._y, self._heading, self._k, self._obs)
+        self._total[:] = 0.0
+        self._needs_reset[:] = False
+        self._started = True
+        return self._obs.copy(), self._infos()
+
+    def step(self, actions):
+        if not self._started:
+            raise RuntimeError("step() called before reset()")
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(f"actions must be {self.num_envs} integers, got {actions!r}")
+        a = actions.astype(np.int64)
+        live = ~self._needs_reset
+        if np.any((a[live] < 0) | (a[live] >= self.single_action_space.n)):
+            raise ValueError(f"invalid action for {self.single_action_space}: {actions!r}")
+        ph = self.physics
+        resetting = self._needs_reset.copy()
+        if resetting.any():
+            self._seeds[resetting] = (self._seeds[resetting] + self.num_envs) % (SEED_MAX + 1)
+            self._reset_k(ph.ip, ph.fp, ph.field, resetting, self._seeds, self._x, self._y,
+                          self._heading, self._k, self._obs)
+            self._total[resetting] = 0.0
+        self._step_k(ph.ip, ph.fp, ph.field, resetting, a, self._seeds, self._x, self._y,
+                     self._heading, self._k, self._obs, self._rew, self._dist, self._term, self._trunc)
+        self._rew[resetting] = 0.0
+        self._term[resetting] = False
+        self._trunc[resetting] = False
+        self._total += self._rew
+        self._needs_reset = self._term | self._trunc
+        return (self._obs.copy(), self._rew.copy(), self._term.copy(), self._trunc.copy(), self._infos())
+
+    def _infos(self):
+        gx, gy = self.params.goal_location
+        dist = np.sqrt((self._x - gx) ** 2 + (self._y - gy) ** 2)
+        return {
+            "agent_position": np.stack([self._x, self._y], axis=1),
+            "distance_to_goal": dist,
+            "step_count": self._k.copy(),
+            "total_reward": self._total.copy(),
+            "seed": self._seeds.copy(),
+        }
