@@ -39,9 +39,6 @@ _register_when_gymnasium_loads()
 
 
 def __getattr__(name):  # lazy public API
-    if name in ("capture", "capture_many"):
-        from . import capture as _c
-        return getattr(_c, name)
     if name == "validate_run_artifacts":
         from .validate import validate_run_artifacts
         return validate_run_artifacts

@@ -52,13 +52,10 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def _int_type(flag: str):
-    def parse(text: str) -> int:
-        if not re.fullmatch(r"\s*[+-]?\d+\s*", text):
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-        return int(text)
-
-    return parse
+def _int_type(text: str) -> int:
+    if not re.fullmatch(r"\s*[+-]?\d+\s*", text):
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(text)
 
 
 def _grid_type(text: str) -> list[int]:
@@ -82,14 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="Hydra override (see below)")
     p.add_argument("--output", metavar="DIR", help="output root (config: output)")
     p.add_argument("--experiment", metavar="NAME", help="experiment name (config: experiment)")
-    p.add_argument("--episodes", type=_int_type("--episodes"), metavar="N", help="number of episodes")
-    p.add_argument("--seed", type=_int_type("--seed"), metavar="S", help="base seed; episode i uses S+i")
+    p.add_argument("--episodes", type=_int_type, metavar="N", help="number of episodes")
+    p.add_argument("--seed", type=_int_type, metavar="S", help="base seed; episode i uses S+i")
     p.add_argument("--grid", type=_grid_type, metavar="WxH", help="grid size (config: env.grid_size)")
     p.add_argument("--action-type", choices=("discrete", "oriented", "run_tumble"), help="env.action_type")
-    p.add_argument("--max-steps", type=_int_type("--max-steps"), metavar="N", help="env.max_steps")
+    p.add_argument("--max-steps", type=_int_type, metavar="N", help="env.max_steps")
     p.add_argument("--parquet", action=argparse.BooleanOptionalAction, default=None,
                    help="also write Parquet files (config: parquet)")
-    p.add_argument("--rotate-size", type=_int_type("--rotate-size"), metavar="BYTES",
+    p.add_argument("--rotate-size", type=_int_type, metavar="BYTES",
                    help="rotate JSONL parts at this many compressed bytes")
     p.add_argument("--config-name", default=None, metavar="NAME",
                    help="config to compose, relative to the config root (default: data_capture/config)")
@@ -98,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="apply experiment/NAME.yaml next to the config (same as preset=NAME)")
     p.add_argument("--engine", choices=("auto", "local", "ray"), help="engine.kind")
-    p.add_argument("--num-actors", type=_int_type("--num-actors"), metavar="N", help="engine.num_actors")
+    p.add_argument("--num-actors", type=_int_type, metavar="N", help="engine.num_actors")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: $RAY_ADDRESS)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run in RUN_DIR")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar or summary")
@@ -142,7 +139,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
     cfgs = [
         load_config(
             overrides,
-            config_name=args.config_name or DEFAULT_CONFIG_NAME,
+            config_name=DEFAULT_CONFIG_NAME if args.config_name is None else args.config_name,
             config_path=args.config_path,
             preset=args.preset,
             settings=settings,

@@ -132,10 +132,13 @@ def _parse_overrides(overrides: Sequence[str]) -> list:
         if not isinstance(text, str):
             raise ConfigError(f"override must be a string, got {text!r}")
         try:
-            parsed.extend(parser.parse_overrides([text]))
+            (ov,) = parser.parse_overrides([text])
         except OverrideParseException as exc:
             detail = _one_line(str(exc)).split("; See https://")[0]
             raise ConfigError(f"malformed override {text!r}: {detail}") from None
+        if not ov.key_or_group:
+            raise ConfigError(f"malformed override {text!r}: missing key (expected key=value)")
+        parsed.append(ov)
     return parsed
 
 
@@ -268,7 +271,8 @@ def compose_config(
             continue
         if ov.key_or_group == PRESET_KEY and ov.package is None:
             value = ov.value()
-            if ov.is_delete() or ov.is_add() or ov.is_force_add() or not isinstance(value, str) or not value:
+            if (ov.is_delete() or ov.is_add() or ov.is_force_add() or not isinstance(value, str) or not value
+                    or ".." in value.split("/") or value.startswith("/")):
                 raise ConfigError(f"invalid preset selection {text!r}: use preset=NAME")
             if not (hydra_root / PRESET_GROUP / f"{value}.yaml").is_file():
                 available = sorted(p.stem for p in (hydra_root / PRESET_GROUP).glob("*.yaml"))
@@ -287,18 +291,30 @@ def compose_config(
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    try:
+    def run(overrides: list[str], late: list):
         with initialize_config_dir(config_dir=str(hydra_root), version_base=None):
-            cfg = compose(config_name=hydra_name, overrides=hydra_overrides)
+            cfg = compose(config_name=hydra_name, overrides=overrides)
         for ov in late:
             _apply_value_override(cfg, ov)
-        out = OmegaConf.to_container(cfg, resolve=True)
+        return OmegaConf.to_container(cfg, resolve=True)
+
+    errors = (HydraException, OmegaConfBaseException, ValueError)
+    try:
+        out = run(hydra_overrides, late)
     except ConfigError:
         raise
     except MissingConfigException as exc:
         raise ConfigError(_one_line(str(exc)).split("; Config search path")[0]) from None
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise ConfigError(_hydra_message(exc)) from None
+    except errors as exc:
+        msg = _hydra_message(exc)
+        if not msg.startswith(("unknown config key", "cannot override")):
+            for text in hydra_overrides:  # name the override that fails on its own, if one does
+                try:
+                    run([text], [])
+                except errors:
+                    msg = f"cannot apply override {text!r}: {msg}"
+                    break
+        raise ConfigError(msg) from None
     if not isinstance(out, dict):
         raise ConfigError(f"config {name!r} is not a mapping")
     out.pop("hydra", None)
@@ -317,7 +333,9 @@ def _hydra_message(exc: BaseException) -> str:
         if cause_msg:
             return f"cannot override {key!r}: {cause_msg}"
         return f"cannot override {key!r}: {msg}"
-    return msg.split("; full_key")[0]
+    msg = msg.split("; full_key")[0]
+    full_key = getattr(exc, "full_key", None)
+    return f"{full_key}: {msg}" if full_key and full_key not in msg else msg
 
 
 def load_config(
@@ -396,6 +414,7 @@ def _check_choice(cfg: dict, key: str, choices: Iterable[str]) -> None:
 def _check_name(key: str, v: Any) -> None:
     _check(isinstance(v, str) and v != "", f"{key} must be a non-empty name, got {v!r}")
     _check(v not in (".", ".."), f"{key} must not be {v!r}")
+    _check(not v.startswith("."), f"{key} {v!r} must not start with '.' (hidden directory)")
     for c in ("/", "\\", "\0"):
         _check(c not in v, f"{key} {v!r} must not contain {c!r} (it names one directory)")
     _check(not any(ord(c) < 32 or ord(c) == 127 for c in v), f"{key} {v!r} contains a control character")
@@ -423,7 +442,7 @@ def _check_xy(key: str, v: Any, grid: tuple[int, int] | None) -> None:
 def _check_output(output: Any, experiment: str) -> None:
     _check(isinstance(output, str) and output.strip() != "", f"output must be a non-empty path, got {output!r}")
     _check("\0" not in output, "output must not contain a NUL character")
-    target = Path(output) / experiment
+    target = Path(output).expanduser() / experiment  # the engine expands ~ too
     probe = target
     while True:
         try:

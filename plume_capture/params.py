@@ -126,13 +126,26 @@ class EnvParams:
         )
 
     def build(self) -> "Physics":
-        """Validate, resolve defaults, compute the field; raises ConfigError on bad input."""
+        """Validate, resolve defaults, compute (or load) the field; raises ConfigError on bad input."""
+        return self._build(None)
+
+    def build_with_field(self, field: np.ndarray) -> "Physics":
+        """As ``build`` for already-resolved params, reusing a field (e.g. movie frames shared
+        through Ray's object store instead of re-read from disk)."""
+        return self._build(field)
+
+    def _build(self, given_field) -> "Physics":
         plume = _choice("env.plume", self.plume, ("static", "movie"))
         movie_info = None
+        field = given_field
         if plume == "movie":
             from .movie import load_movie  # optional feature, imported on use
 
-            field, movie_info = load_movie(self.movie_path, self.movie_step_policy)
+            step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICIES))
+            if field is None:
+                field, movie_info = load_movie(self.movie_path, step_policy)
+            else:
+                movie_info = None
             height, width = field.shape[1], field.shape[2]
         else:
             width, height = _pair("env.grid_size", self.grid_size)
@@ -143,11 +156,16 @@ class EnvParams:
                 raise ConfigError(
                     f"env.grid_size {width}x{height} needs a {need / 2**30:.1f} GiB concentration field; "
                     f"at most {MAX_FIELD_BYTES / 2**30:.0f} GiB is allowed")
-        goal = _pair("env.goal_location", self.goal_location)
-        if plume == "movie" and goal is None:
-            goal = movie_info["source_location"]
-        if goal is None:
-            goal = (min(64, width - 1), min(64, height - 1))
+        if plume == "movie":
+            attr = (movie_info or {}).get("source_location_px")
+            goal = (_pair("movie.source_location", self.movie_source_location)
+                    or _pair("env.goal_location", self.goal_location)
+                    or (tuple(attr) if attr is not None else None)
+                    or (width // 2, height // 2))
+        else:
+            goal = _pair("env.goal_location", self.goal_location)
+            if goal is None:
+                goal = (min(64, width - 1), min(64, height - 1))
         if not (0 <= goal[0] < width and 0 <= goal[1] < height):
             raise ConfigError(f"goal location {list(goal)} is outside the {width}x{height} grid")
         start = _pair("env.start_location", self.start_location)
@@ -174,8 +192,6 @@ class EnvParams:
         if wind_noise < 0:
             raise ConfigError(f"wind.noise_std must be >= 0, got {self.wind_noise_std!r}")
         step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICIES))
-        if plume == "static":
-            field = None  # computed below, after every check passed
         resolved = EnvParams(
             grid_size=(width, height), goal_location=goal, goal_radius=radius, sigma=sigma,
             max_steps=max_steps, action_type=action_type, observation_type=obs_type,
@@ -185,7 +201,7 @@ class EnvParams:
             movie_path=self.movie_path if plume == "movie" else None,
             movie_step_policy=step_policy, movie_source_location=goal if plume == "movie" else None,
         )
-        if plume == "static":
+        if field is None:
             from .kernels.plume import gaussian_field
 
             field = gaussian_field(width, height, goal[0], goal[1], sigma)

@@ -1,0 +1,4 @@
+"""The capture engine: shard plan, shard runner, Ray orchestration, writers and finalizer."""
+from .engine import CaptureResult, capture, capture_many
+
+__all__ = ["CaptureResult", "capture", "capture_many"]

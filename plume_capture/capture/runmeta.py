@@ -1,0 +1,88 @@
+"""Run identity and ``run.json`` (SPEC §9, §9.2)."""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import platform
+import secrets
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from ..records import RUN_JSON_KEYS, SCHEMA_VERSION
+
+
+def new_run_id(now: float | None = None) -> str:
+    """``run-YYYYMMDD-HHMMSS-<8 hex>`` (UTC); the random suffix keeps ids unique across machines."""
+    return time.strftime("run-%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(4)
+
+
+def iso_utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def git_info(cwd: str | os.PathLike | None = None) -> tuple[str | None, bool | None]:
+    """HEAD commit of the repository containing ``cwd`` and whether its tree has changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10)
+        if sha.returncode != 0:
+            return None, None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip(), bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def system_info() -> dict:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = None
+    return {"hostname": socket.gethostname(), "platform": platform.platform(),
+            "python_version": platform.python_version(), "pid": os.getpid(), "user": user}
+
+
+def env_config(effective: dict) -> dict:
+    """The reference's ``env_config`` block, from the settings that actually ran."""
+    src = list(effective["source_location"])
+    plume = {"source_location": src}
+    if "sigma" in effective:
+        plume["sigma"] = effective["sigma"]
+    return {"grid_size": list(effective["grid_size"]), "source_location": src,
+            "max_steps": effective["max_steps"], "goal_radius": effective["goal_radius"],
+            "enable_rendering": False, "plume_params": plume}
+
+
+def build_run_json(*, run_id, experiment, start_time, effective_env, base_seed, episodes, package_version,
+                   config_hash, git_sha, system, extra) -> dict:
+    doc = {
+        "run_id": run_id,
+        "experiment": experiment,
+        "start_time": iso_utc(start_time),
+        "env_config": env_config(effective_env),
+        "base_seed": base_seed,
+        "episode_seeds": list(range(base_seed, base_seed + episodes)),
+        "package_version": package_version,
+        "config_hash": config_hash,
+        "git_sha": git_sha,
+        "system": system,
+        "extra": extra,
+        "schema_version": SCHEMA_VERSION,
+    }
+    assert tuple(doc) == RUN_JSON_KEYS
+    return doc
+
+
+def write_json_atomic(path: Path, doc: dict) -> int:
+    tmp = path.with_name(path.name + ".tmp")
+    data = json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False).encode() + b"\n"
+    with open(tmp, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(data)

@@ -1,0 +1,155 @@
+"""``ShardRunner``: runs a shard's episodes with the capture kernel and returns its records,
+already encoded. The same class runs in-process and as a Ray actor (``ray.remote(ShardRunner)``).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from ..params import EnvParams, PolicyParams
+from ..records import EPISODE_SCHEMA, SCHEMA_VERSION, STEP_SCHEMA, episode_id
+from .plan import Shard
+
+ROTATION_BLOCK_BYTES = 64 * 1024  # SPEC §9.1: a gzip block holds at most 64 KiB of text
+_OBS_TYPE = STEP_SCHEMA.field("observation_summary").type
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a runner needs; small and picklable (sent once to each actor)."""
+    env: EnvParams  # resolved (``Physics.params``)
+    policy: PolicyParams
+    run_id: str
+    base_seed: int
+    parquet: bool = False
+    rotate: bool = False
+    gzip_level: int = 1
+    chunk_rows: int = 1 << 16
+    field_ref: object = None  # movie frames shared through Ray's object store (None: build locally)
+
+
+@dataclass
+class ShardResult:
+    shard: Shard
+    steps: int
+    steps_jsonl: object  # writers.EncodedJsonl
+    episodes_jsonl: object
+    steps_table: pa.Table | None = None
+    episodes_table: pa.Table | None = None
+    seconds: float = 0.0
+    node: str = ""
+    pid: int = field(default_factory=os.getpid)
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int32)))
+
+
+class ShardRunner:
+    """Runs shards of one job. Kernels are compiled (or loaded from Numba's cache) once."""
+
+    def __init__(self, job: Job, threads: int = 1):
+        import numba
+
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        from ..kernels import codes as C, specialize
+        from ..kernels.rollout import run_episodes
+
+        self.job = job
+        field = None
+        if job.field_ref is not None:
+            import ray
+
+            field = ray.get(job.field_ref)
+        self.physics = job.env.build() if field is None else job.env.build_with_field(field)
+        ph = self.physics
+        self.fp = ph.with_policy(job.policy)
+        ph.ip[C.I_PERSISTENCE] = job.policy.persistence
+        rows = job.chunk_rows
+        self.cols = (np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64),
+                     np.empty(rows, np.float64), np.empty(rows, np.bool_), np.empty(rows, np.bool_),
+                     np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.float64),
+                     np.empty(rows, np.float64), np.empty((rows, ph.obs_size), np.float32))
+        self.si = np.zeros(7, np.int64)
+        self.sf = np.zeros(4, np.float64)
+        seeds = np.zeros(1, np.int64)
+        ep = (np.zeros(1, np.int64), np.zeros(1, np.float64), np.zeros(1, np.bool_), np.zeros(1, np.bool_),
+              np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.float64))
+        self.kernel = specialize(run_episodes, (ph.act, ph.obs, ph.rew, C.POLICIES[job.policy.name]),
+                                 (ph.ip, self.fp, ph.field, seeds, self.si, self.sf, *self.cols, *ep))
+        self.node = os.uname().nodename
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def run(self, shard: Shard) -> ShardResult:
+        from .writers import encode_jsonl
+
+        t0 = time.perf_counter()
+        job, ph = self.job, self.physics
+        n = shard.episodes
+        seeds = np.arange(job.base_seed + shard.start, job.base_seed + shard.stop, dtype=np.int64)
+        ids = pa.array([episode_id(i) for i in range(shard.start, shard.stop)], pa.string())
+        e_steps, e_reward = np.zeros(n, np.int64), np.zeros(n, np.float64)
+        e_term, e_trunc = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
+        e_x, e_y, e_dist = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.float64)
+        first_ts, last_ts = np.zeros(n, np.float64), np.zeros(n, np.float64)
+        self.si[:] = 0
+        self.sf[:] = 0.0
+        batches = []
+        o_ep, o_step, o_action, o_reward, o_term, o_trunc, o_x, o_y, o_heading, o_dist, o_obs = self.cols
+        while self.si[0] < n:
+            e0 = int(self.si[0])
+            r = self.kernel(ph.ip, self.fp, ph.field, seeds, self.si, self.sf, *self.cols,
+                            e_steps, e_reward, e_term, e_trunc, e_x, e_y, e_dist)
+            ts = time.time()
+            e1 = int(o_ep[r - 1])
+            if first_ts[e0] == 0.0:
+                first_ts[e0] = ts
+            first_ts[e0 + 1:e1 + 1] = ts
+            last_ts[e0:e1 + 1] = ts
+            ep = pa.array(o_ep[:r])
+            obs = o_obs[:r].astype(np.float64).reshape(-1)
+            offsets = np.arange(0, obs.size + 1, ph.obs_size, dtype=np.int32)
+            batches.append(pa.RecordBatch.from_arrays([
+                pa.array(o_action[:r].copy()),
+                pa.StructArray.from_arrays([pa.array(o_x[:r].copy()), pa.array(o_y[:r].copy())], names=["x", "y"]),
+                pa.array(o_dist[:r].copy()),
+                ids.take(ep),
+                pa.ListArray.from_arrays(pa.array(offsets), pa.array(obs), type=_OBS_TYPE),
+                pa.array(o_reward[:r].copy()),
+                _constant(job.run_id, r),
+                _constant(SCHEMA_VERSION, r),
+                pa.array(seeds[o_ep[:r]]),
+                pa.array(o_step[:r].copy()),
+                pa.array(o_term[:r].copy()),
+                pa.array(o_trunc[:r].copy()),
+                pa.array(np.full(r, ts)),
+            ], schema=STEP_SCHEMA))
+        steps = pa.Table.from_batches(batches, schema=STEP_SCHEMA)
+        duration_ms = (last_ts - first_ts) * 1000.0
+        episodes = pa.Table.from_arrays([
+            pa.array(duration_ms / e_steps),
+            pa.array(duration_ms),
+            ids,
+            pa.array(e_dist),
+            pa.StructArray.from_arrays([pa.array(e_x), pa.array(e_y)], names=["x", "y"]),
+            _constant(job.run_id, n),
+            _constant(SCHEMA_VERSION, n),
+            pa.array(e_term),
+            pa.array(e_reward),
+            pa.array(e_steps),
+            pa.array(e_trunc),
+        ], schema=EPISODE_SCHEMA)
+        block = ROTATION_BLOCK_BYTES if job.rotate else None
+        return ShardResult(
+            shard=shard, steps=steps.num_rows,
+            steps_jsonl=encode_jsonl(steps, block_bytes=block, level=job.gzip_level),
+            episodes_jsonl=encode_jsonl(episodes, block_bytes=block, level=job.gzip_level),
+            steps_table=steps if job.parquet else None,
+            episodes_table=episodes if job.parquet else None,
+            seconds=time.perf_counter() - t0, node=self.node)

@@ -1,0 +1,88 @@
+"""The driver's side of a run: appends shard results in shard order to the artifacts in the
+staging directory, then publishes the run (``run.json`` last, then an atomic rename).
+
+Write lifecycle: ``<output>/<experiment>/.<run_id>.partial/`` (staging; never looks complete) →
+artifacts appended shard by shard, each shard recorded in ``journal.jsonl`` → ``run.json`` with
+``extra.status = "complete"`` → rename to ``<output>/<experiment>/<run_id>/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..records import EPISODE_SCHEMA, EPISODES_BASENAME, SCHEMA_VERSION, STEP_SCHEMA, STEPS_BASENAME
+
+JOURNAL = "journal.jsonl"
+MANIFEST = "capture.json"
+
+
+def staging_path(run_dir: Path) -> Path:
+    return run_dir.with_name("." + run_dir.name + ".partial")
+
+
+class RunSink:
+    def __init__(self, staging: Path, *, rotate_size: int | None, parquet: bool, run_id: str,
+                 config_hash: str):
+        from .writers import JsonlPartWriter, ParquetStreamWriter
+
+        self.staging = staging
+        self.steps = JsonlPartWriter(staging, STEPS_BASENAME, rotate_size)
+        self.episodes = JsonlPartWriter(staging, EPISODES_BASENAME, rotate_size)
+        self.parquet = None
+        if parquet:
+            meta = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "config_hash": config_hash}
+            self.parquet = (ParquetStreamWriter(staging / "steps.parquet", STEP_SCHEMA, meta),
+                            ParquetStreamWriter(staging / "episodes.parquet", EPISODE_SCHEMA, meta))
+        self.journal = open(staging / JOURNAL, "a", encoding="utf-8")
+        self.next_shard = 0
+        self.steps_written = 0
+        self.episodes_written = 0
+
+    def append(self, result) -> None:
+        assert result.shard.index == self.next_shard, "shards must arrive in order"
+        self.steps.write(result.steps_jsonl)
+        self.episodes.write(result.episodes_jsonl)
+        if self.parquet is not None:
+            self.parquet[0].write(result.steps_table)
+            self.parquet[1].write(result.episodes_table)
+        self.next_shard += 1
+        self.steps_written += result.steps
+        self.episodes_written += result.shard.episodes
+        self.journal.write(json.dumps({"shard": result.shard.index, "steps": result.steps}) + "\n")
+        self.journal.flush()
+
+    def close(self) -> dict:
+        """Close every artifact; returns ``{file name: {bytes, rows, sha256}}``."""
+        infos = self.steps.close() + self.episodes.close()
+        if self.parquet is not None:
+            infos += [w.close() for w in self.parquet]
+        self.journal.close()
+        return {i.name: {"bytes": i.bytes, "rows": i.rows, "sha256": i.sha256} for i in infos}
+
+    def abort(self) -> None:
+        """Leave the staging directory as it is (incomplete), releasing file handles."""
+        for w in (self.steps, self.episodes):
+            try:
+                w.abort() if hasattr(w, "abort") else None
+            except Exception:
+                pass
+        try:
+            self.journal.close()
+        except Exception:
+            pass
+
+
+def publish(staging: Path, run_dir: Path) -> None:
+    """Atomically move the finished staging directory to its final name (never onto an existing one)."""
+    if run_dir.exists():
+        raise FileExistsError(f"run directory {run_dir} already exists")
+    os.rename(staging, run_dir)
+
+
+def drop_bookkeeping(staging: Path) -> None:
+    for name in (JOURNAL, MANIFEST):
+        try:
+            (staging / name).unlink()
+        except FileNotFoundError:
+            pass

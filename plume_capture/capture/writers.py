@@ -1,0 +1,676 @@
+"""Artifact writers (SPEC §9.1): JSON Lines as gzip members, rotated parts, streaming Parquet.
+
+Shard actors call :func:`encode_jsonl` on their Arrow tables (CPU heavy, one core each); the driver
+only appends the resulting gzip members with :class:`JsonlPartWriter` (rotation, sha256) and streams
+tables into :class:`ParquetStreamWriter`.
+
+JSON text. One object per line, keys in column order, compact separators (``{"a":1,"b":[0.5]}``),
+strings as ``json.dumps(s, ensure_ascii=False)`` writes them. Floats use polars' float-to-string
+cast (Rust, shortest round-trip): ``json.loads`` gives back the exact float64 and integral values
+keep a ``.0`` or exponent (``1.0``, ``1e+16``), so they parse as floats. float32 columns are widened
+to float64 first (SPEC §9.1). NaN/Infinity and nulls raise ``ValueError``. The lines are assembled
+by a Numba kernel in row chunks of ~2 MiB that are compressed right away (isal, gzip container), so
+memory stays bounded and hot; the text is byte-identical to polars ``DataFrame.write_ndjson`` for
+the step/episode schemas, at about 2-3x its speed (see ``benchmarks/bench_writers.py``).
+
+Threads. polars reads ``POLARS_MAX_THREADS`` once, when it is first imported; this module imports
+polars lazily (on the first :func:`encode_jsonl`), so a Ray actor running with one CPU should call
+``configure_threads(1)`` before anything imports polars.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba as nb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from isal import isal_zlib
+
+from plume_capture.records import part_name
+
+__all__ = [
+    "EMPTY_GZIP_MEMBER",
+    "EncodedJsonl",
+    "FileInfo",
+    "JsonlPartWriter",
+    "ParquetStreamWriter",
+    "configure_threads",
+    "encode_jsonl",
+]
+
+BLOCK_BYTES = 65536  # SPEC §9.1: uncompressed text per gzip member when rotation is on
+_GZIP_WBITS = 31  # zlib wbits for the gzip container (header mtime 0: deterministic bytes)
+EMPTY_GZIP_MEMBER = isal_zlib.compress(b"", 1, wbits=_GZIP_WBITS)
+_CHUNK_TEXT_BYTES = 2 << 20  # text assembled per kernel call
+
+
+def configure_threads(n: int) -> bool:
+    """Limit polars to `n` threads; returns whether that limit is in force.
+
+    Only effective before polars is first imported in this process (it reads
+    ``POLARS_MAX_THREADS`` once); afterwards it returns False if the pool size differs.
+    """
+    if n < 1:
+        raise ValueError(f"thread count must be >= 1, got {n}")
+    os.environ["POLARS_MAX_THREADS"] = str(n)
+    pl = sys.modules.get("polars")
+    return pl is None or pl.thread_pool_size() == n
+
+
+# --------------------------------------------------------------------------------------------
+# JSON Lines encoding
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EncodedJsonl:
+    """One shard's JSON Lines, compressed, ready to append."""
+
+    members: list[bytes]  # complete gzip members, in order
+    raw_sizes: list[int]  # uncompressed bytes per member
+    rows: list[int]  # records per member
+
+
+_INT, _BOOL, _TOKEN, _LIST = 0, 1, 2, 3
+_ONE = np.uint64(1)
+_TRUE = np.frombuffer(b"true", np.uint8)
+_FALSE = np.frombuffer(b"false", np.uint8)
+_INT64_MIN_DIGITS = np.frombuffer(b"9223372036854775808", np.uint8)
+
+
+# Byte positions are uint64 on purpose: with signed indices Numba adds a negative-index check to
+# every byte copy, which made the kernel ~5x slower. Mixing uint64 with int64 literals would
+# promote to float64, hence the explicit np.uint64 everywhere.
+@nb.njit(cache=True, nogil=True, inline="always")
+def _copy(out, pos, src, a, b):
+    while a < b:
+        out[pos] = src[a]
+        pos += _ONE
+        a += _ONE
+    return pos
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _put_int(out, pos, v):
+    if v < 0:
+        out[pos] = 45  # '-'
+        pos += _ONE
+        if v == -9223372036854775807 - 1:
+            return _copy(out, pos, _INT64_MIN_DIGITS, np.uint64(0), np.uint64(19))
+        v = -v
+    nd = 1
+    t = v
+    while t >= 10:
+        t //= 10
+        nd += 1
+    p = pos + np.uint64(nd - 1)
+    while True:
+        out[p] = 48 + v % 10
+        v //= 10
+        if v == 0:
+            break
+        p -= _ONE
+    return pos + np.uint64(nd)
+
+
+@nb.njit(cache=True, nogil=True)
+def _assemble(r0, r1, kinds, cols, lit_data, lit_off, ints, bools, tok_pool, tok_base, tok_list,
+              list_off, off0, data0, off1, data1, out, pos, line_end):
+    """Write rows r0..r1-1 into out[pos:], their end offsets into line_end; returns the end."""
+    nk = kinds.shape[0]
+    for i in range(r0, r1):
+        for k in range(nk + 1):
+            pos = _copy(out, pos, lit_data, lit_off[k], lit_off[k + 1])
+            if k == nk:
+                break
+            kind = kinds[k]
+            c = cols[k]
+            if kind == 0:
+                pos = _put_int(out, pos, ints[c, i - r0])
+            elif kind == 1:
+                if bools[c, i - r0]:
+                    pos = _copy(out, pos, _TRUE, np.uint64(0), np.uint64(4))
+                else:
+                    pos = _copy(out, pos, _FALSE, np.uint64(0), np.uint64(5))
+            else:
+                if tok_pool[c] == 0:
+                    off = off0
+                    data = data0
+                else:
+                    off = off1
+                    data = data1
+                if kind == 2:
+                    t = tok_base[c] + i
+                    pos = _copy(out, pos, data, off[t], off[t + 1])
+                else:
+                    out[pos] = 91  # '['
+                    pos += _ONE
+                    lr = tok_list[c]
+                    t0 = tok_base[c] + list_off[lr, i]
+                    t1 = tok_base[c] + list_off[lr, i + 1]
+                    for t in range(t0, t1):
+                        if t > t0:
+                            out[pos] = 44  # ','
+                            pos += _ONE
+                        pos = _copy(out, pos, data, off[t], off[t + 1])
+                    out[pos] = 93  # ']'
+                    pos += _ONE
+        line_end[i - r0] = pos
+    return pos
+
+
+def _pl():
+    import polars
+
+    return polars
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    # One array type (read-only) for every pool argument, so the kernel compiles once.
+    a = a.view()
+    a.flags.writeable = False
+    return a
+
+
+def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 offsets, uint8 data) of a string-like array, as large_string."""
+    arr = arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
+    bufs = arr.buffers()
+    off = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    return off, data
+
+
+def _format_floats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shortest round-trip text of float64 values: (uint64 offsets, uint8 data)."""
+    pl = _pl()
+    s = pl.Series(values=x, dtype=pl.Float64).cast(pl.String).to_arrow()
+    if isinstance(s, pa.ChunkedArray):
+        s = s.combine_chunks()
+    off, data = _string_buffers(s)
+    return _ro(off.view(np.uint64)), _ro(data)
+
+
+def _json_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _needs_escape(off: np.ndarray, data: np.ndarray) -> bool:
+    d = data[off[0] : off[-1]]
+    return bool(np.any((d < 0x20) | (d == 0x22) | (d == 0x5C)))
+
+
+class _Plan:
+    """Per-table layout: literal pieces between values, value columns, static token pool."""
+
+    def __init__(self, table: pa.Table):
+        self.n = n = table.num_rows
+        self.kinds: list[int] = []
+        self.cols: list[int] = []
+        self.lits: list[str] = []
+        self._cur = ""
+        self.ints: list[np.ndarray] = []
+        self.bools: list[np.ndarray] = []
+        self.floats: list[tuple[int, np.ndarray, np.ndarray | None]] = []  # (tok col, values, list offsets)
+        self.tok_pool: list[int] = []
+        self.tok_base: list[int] = []
+        self.tok_list: list[int] = []
+        self.list_offs: list[np.ndarray] = []
+        self._static: list[pa.Array] = []
+        self._static_len = 0
+        self.static_cols: list[tuple[int, int, np.ndarray | None]] = []  # (tok col, base, list offsets)
+        for i, name in enumerate(table.column_names):
+            col = table.column(name)
+            arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+            self._cur += ("{" if i == 0 else ",") + _json_str(name) + ":"
+            self._value(name, arr)
+        self.lits.append(self._cur + "}\n")
+        if not table.column_names:
+            self.lits[-1] = "{}\n"
+        lb = [s.encode() for s in self.lits]
+        self.lit_data = np.frombuffer(bytearray(b"".join(lb)), np.uint8)
+        self.lit_off = np.cumsum([0] + [len(b) for b in lb]).astype(np.uint64)
+        if self._static:
+            pool = self._static[0] if len(self._static) == 1 else pa.concat_arrays(self._static)
+            off0, data0 = _string_buffers(pool)
+        else:
+            off0, data0 = np.zeros(1, np.int64), np.zeros(0, np.uint8)
+        self.off0 = _ro(off0.view(np.uint64))
+        self.data0 = _ro(data0)
+        self.list_off = np.stack(self.list_offs) if self.list_offs else np.zeros((1, 1), np.int64)
+        n_float_values = sum(len(v) for _, v, _ in self.floats)
+        static_bytes = int(self.off0[-1] - self.off0[0]) + len(self.off0)
+        self.row_bytes = (len(self.lit_data) + 20 * len(self.ints) + 5 * len(self.bools)
+                          + 2 * len(self.list_offs)) + (25 * n_float_values + static_bytes) / max(n, 1)
+
+    # ---- building ---------------------------------------------------------------------------
+    def _literal_value(self, text: str) -> None:
+        self._cur += text
+
+    def _op(self, kind: int, col: int) -> None:
+        self.lits.append(self._cur)
+        self._cur = ""
+        self.kinds.append(kind)
+        self.cols.append(col)
+
+    def _token_col(self, pool: int, base: int, list_row: int) -> int:
+        self.tok_pool.append(pool)
+        self.tok_base.append(base)
+        self.tok_list.append(list_row)
+        return len(self.tok_pool) - 1
+
+    def _static_tokens(self, tokens: pa.Array) -> int:
+        base = self._static_len
+        self._static.append(tokens.cast(pa.large_string()))
+        self._static_len += len(tokens)
+        return base
+
+    def _value(self, name: str, arr: pa.Array) -> None:
+        t = arr.type
+        if arr.null_count:
+            raise ValueError(f"column {name!r} has null values; records need every field")
+        if pa.types.is_dictionary(t):
+            return self._value(name, arr.dictionary_decode())
+        if pa.types.is_struct(t):
+            self._cur += "{"
+            for j, (field, child) in enumerate(zip(t, arr.flatten())):
+                self._cur += ("," if j else "") + _json_str(field.name) + ":"
+                self._value(f"{name}.{field.name}", child)
+            self._cur += "}"
+            return
+        if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            return self._list(name, arr)
+        n = len(arr)
+        if pa.types.is_integer(t):
+            x = self._int_values(name, arr)
+            if n and np.all(x == x[0]):
+                return self._literal_value(str(int(x[0])))
+            self._op(_INT, len(self.ints))
+            self.ints.append(x)
+        elif pa.types.is_boolean(t):
+            x = arr.to_numpy(zero_copy_only=False)
+            if n and np.all(x == x[0]):
+                return self._literal_value("true" if x[0] else "false")
+            self._op(_BOOL, len(self.bools))
+            self.bools.append(x)
+        elif pa.types.is_floating(t):
+            x = self._float_values(name, arr)
+            if n and np.all(x.view(np.uint64) == x[:1].view(np.uint64)[0]):
+                off, data = _format_floats(x[:1])
+                return self._literal_value(bytes(data[off[0] : off[1]]).decode())
+            c = self._token_col(1, 0, -1)
+            self._op(_TOKEN, c)
+            self.floats.append((c, x, None))
+        elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+            off, data = _string_buffers(arr)
+            if n and self._all_equal(off, data):
+                return self._literal_value(_json_str(arr[0].as_py()))
+            escape = _needs_escape(off, data)
+            base = self._static_tokens(self._escaped(arr) if escape else arr)
+            c = self._token_col(0, base, -1)
+            if not escape:
+                self._cur += '"'
+            self._op(_TOKEN, c)
+            if not escape:
+                self._cur += '"'
+            self.static_cols.append((c, base, None))
+        else:
+            raise TypeError(f"column {name!r}: type {t} is not supported in JSON Lines records")
+
+    def _list(self, name: str, arr: pa.Array) -> None:
+        values = arr.flatten()
+        if values.null_count:
+            raise ValueError(f"column {name!r} has null list elements")
+        offs = np.asarray(arr.offsets if not pa.types.is_fixed_size_list(arr.type)
+                          else np.arange(len(arr) + 1) * arr.type.list_size, dtype=np.int64)
+        offs = offs - offs[0]
+        lrow = len(self.list_offs)
+        self.list_offs.append(offs)
+        vt = values.type
+        if pa.types.is_floating(vt):
+            c = self._token_col(1, 0, lrow)
+            self.floats.append((c, self._float_values(name, values), offs))
+        else:
+            if pa.types.is_integer(vt):
+                tokens = pa.array(self._int_values(name, values)).cast(pa.large_string())
+            elif pa.types.is_boolean(vt):
+                tokens = pa.array(np.where(values.to_numpy(zero_copy_only=False), "true", "false"))
+            elif pa.types.is_string(vt) or pa.types.is_large_string(vt) or pa.types.is_string_view(vt):
+                tokens = self._escaped(values)
+            else:
+                raise TypeError(f"column {name!r}: list of {vt} is not supported in JSON Lines records")
+            base = self._static_tokens(tokens)
+            c = self._token_col(0, base, lrow)
+            self.static_cols.append((c, base, offs))
+        self._op(_LIST, c)
+
+    @staticmethod
+    def _int_values(name: str, arr: pa.Array) -> np.ndarray:
+        if arr.type != pa.int64():
+            try:
+                arr = arr.cast(pa.int64())
+            except pa.ArrowInvalid as e:
+                raise ValueError(f"column {name!r}: integer out of int64 range") from e
+        return np.ascontiguousarray(arr.to_numpy())
+
+    @staticmethod
+    def _float_values(name: str, arr: pa.Array) -> np.ndarray:
+        x = np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"column {name!r} has NaN or infinite values, which JSON cannot hold")
+        return x
+
+    @staticmethod
+    def _all_equal(off: np.ndarray, data: np.ndarray) -> bool:
+        lengths = np.diff(off)
+        size = int(lengths[0])
+        if not np.all(lengths == size):
+            return False
+        rows = data[off[0] : off[-1]].reshape(len(lengths), size)
+        return bool(np.all(rows == rows[:1]))
+
+    @staticmethod
+    def _escaped(arr: pa.Array) -> pa.Array:
+        enc = arr.dictionary_encode()
+        quoted = pa.array([_json_str(s) for s in enc.dictionary.to_pylist()], pa.large_string())
+        return quoted.take(enc.indices)
+
+    # ---- per chunk ----------------------------------------------------------------------------
+    def chunk_rows(self) -> int:
+        return int(max(64, min(self.n, _CHUNK_TEXT_BYTES // max(self.row_bytes, 1))))
+
+    def float_tokens(self, r0: int, r1: int, base: np.ndarray):
+        """Format the chunk's float values; sets their pool bases (relative to the chunk)."""
+        parts = []
+        start = 0
+        for c, x, offs in self.floats:
+            if offs is None:
+                parts.append(x[r0:r1])
+                base[c] = start - r0
+                start += r1 - r0
+            else:
+                a, b = int(offs[r0]), int(offs[r1])
+                parts.append(x[a:b])
+                base[c] = start - a
+                start += b - a
+        x = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else np.zeros(0))
+        return _format_floats(x)
+
+    def bound(self, r0: int, r1: int, off1: np.ndarray, data1: np.ndarray) -> int:
+        """Upper bound of the text size of rows r0..r1-1."""
+        m = r1 - r0
+        total = m * (len(self.lit_data) + 20 * len(self.ints) + 5 * len(self.bools)
+                     + 2 * len(self.list_offs))
+        total += len(data1) + len(off1)
+        for _, base, offs in self.static_cols:
+            a, b = (base + r0, base + r1) if offs is None else (base + offs[r0], base + offs[r1])
+            total += int(self.off0[b] - self.off0[a]) + (b - a)
+        return total
+
+
+def encode_jsonl(table: pa.Table, *, block_bytes: int | None = None, level: int = 1,
+                 _chunk_rows: int | None = None) -> EncodedJsonl:
+    """Encode `table` as JSON Lines in gzip members (see the module docstring for the format).
+
+    `block_bytes=None`: one member for the whole table. `block_bytes=B`: the text is cut at record
+    boundaries so that each member holds at most B uncompressed bytes, except that a single record
+    longer than B gets a member of its own. Members depend only on the text, never on chunking.
+    `level` is the isal compression level (0-3). Zero rows give no members.
+    """
+    if block_bytes is not None and block_bytes < 1:
+        raise ValueError(f"block_bytes must be >= 1, got {block_bytes}")
+    if not 0 <= level <= 3:
+        raise ValueError(f"isal compression level must be 0..3, got {level}")
+    plan = _Plan(table)
+    n = plan.n
+    enc = EncodedJsonl([], [], [])
+    if n == 0:
+        return enc
+    R = _chunk_rows or plan.chunk_rows()
+    kinds = np.array(plan.kinds, np.int64)
+    cols = np.array(plan.cols, np.int64)
+    tok_pool = np.array(plan.tok_pool or [0], np.int64)
+    tok_base = np.array(plan.tok_base or [0], np.int64)
+    tok_list = np.array(plan.tok_list or [0], np.int64)
+    ints = np.empty((len(plan.ints), R), np.int64)
+    bools = np.empty((len(plan.bools), R), np.uint8)
+    buf = np.empty(0, np.uint8)
+    ends = np.empty(2 * R + 1, np.int64)
+    comp = isal_zlib.compressobj(level, isal_zlib.DEFLATED, _GZIP_WBITS) if block_bytes is None else None
+    pieces: list[bytes] = []
+    carry_bytes = carry_rows = raw_total = 0
+    for r0 in range(0, n, R):
+        r1 = min(n, r0 + R)
+        m = r1 - r0
+        for k, x in enumerate(plan.ints):
+            ints[k, :m] = x[r0:r1]
+        for k, x in enumerate(plan.bools):
+            bools[k, :m] = x[r0:r1]
+        off1, data1 = plan.float_tokens(r0, r1, tok_base)
+        need = carry_bytes + plan.bound(r0, r1, off1, data1)
+        if need > len(buf):
+            grown = np.empty(max(need, 2 * len(buf)), np.uint8)
+            grown[:carry_bytes] = buf[:carry_bytes]
+            buf = grown
+        if carry_rows + m > len(ends):
+            ends = np.concatenate([ends[:carry_rows], np.empty(m, np.int64)])
+        pos = int(_assemble(r0, r1, kinds, cols, plan.lit_data, plan.lit_off, ints, bools,
+                            tok_pool, tok_base, tok_list, plan.list_off, plan.off0, plan.data0,
+                            off1, data1, buf, np.uint64(carry_bytes), ends[carry_rows:]))
+        if comp is not None:
+            pieces.append(comp.compress(memoryview(buf)[:pos]))
+            raw_total += pos
+            continue
+        rows = carry_rows + m
+        last = r1 == n
+        start = k = 0
+        while k < rows:
+            j = int(np.searchsorted(ends[k:rows], start + block_bytes, side="right")) + k
+            if j == k:
+                j = k + 1  # one record longer than the block: a member of its own
+            elif j == rows and not last:
+                break  # partial block: carried into the next chunk
+            end = int(ends[j - 1])
+            enc.members.append(isal_zlib.compress(memoryview(buf)[start:end], level, wbits=_GZIP_WBITS))
+            enc.raw_sizes.append(end - start)
+            enc.rows.append(j - k)
+            start, k = end, j
+        carry_bytes, carry_rows = pos - start, rows - k
+        buf[:carry_bytes] = buf[start:pos]
+        ends[:carry_rows] = ends[k:rows] - start
+    if comp is not None:
+        pieces.append(comp.flush())
+        enc.members.append(b"".join(pieces))
+        enc.raw_sizes.append(raw_total)
+        enc.rows.append(n)
+    return enc
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FileInfo:
+    """One written artifact: file name (in its directory), size in bytes, records, sha256 hex."""
+
+    name: str
+    bytes: int
+    rows: int
+    sha256: str
+
+
+class _HashingFile:
+    """Binary file opened with exclusive creation that hashes and counts what is written."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._f = open(path, "xb", buffering=1 << 20)  # noqa: SIM115
+        self._sha = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        self._f.write(data)
+        self._sha.update(data)
+        n = memoryview(data).nbytes
+        self.size += n
+        return n
+
+    def tell(self) -> int:
+        return self.size
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._f.close()
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+class JsonlPartWriter:
+    """Appends gzip members to `<base>.jsonl.gz`, rotating into `<base>.partNNNN.jsonl.gz`.
+
+    Rotation (SPEC §9.1): before a member is appended, a new part is started if the current part
+    is non-empty and would exceed `rotate_size` bytes, so a part is larger than `rotate_size` only
+    when it holds a single member. With no rows at all the base file still exists and holds one
+    empty gzip member (20 bytes; it decompresses to empty text, which every gzip reader accepts,
+    whereas a 0-byte file is an error for zcat).
+    """
+
+    def __init__(self, directory: Path, base: str, rotate_size: int | None):
+        if rotate_size is not None and (isinstance(rotate_size, bool) or rotate_size < 1):
+            raise ValueError(f"rotate_size must be a positive number of bytes, got {rotate_size!r}")
+        self.directory = Path(directory)
+        self.base = base
+        self.rotate_size = rotate_size
+        self._files: list[FileInfo] = []
+        self._f: _HashingFile | None = None
+        self._rows = 0
+        self._closed = False
+
+    def _next_part(self) -> None:
+        self._finish_part()
+        self._f = _HashingFile(self.directory / part_name(self.base, len(self._files)))
+
+    def _finish_part(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._files.append(FileInfo(self._f.path.name, self._f.size, self._rows, self._f.hexdigest()))
+            self._f = None
+            self._rows = 0
+
+    def write_member(self, member: bytes, rows: int) -> None:
+        """Append one complete gzip member holding `rows` records."""
+        if self._closed:
+            raise ValueError("writer is closed")
+        if self._f is None:
+            self._next_part()
+        elif self.rotate_size is not None and self._f.size and self._f.size + len(member) > self.rotate_size:
+            self._next_part()
+        self._f.write(member)
+        self._rows += rows
+
+    def write(self, enc: EncodedJsonl) -> None:
+        """Append a shard's members in order."""
+        for member, rows in zip(enc.members, enc.rows):
+            self.write_member(member, rows)
+
+    def close(self) -> list[FileInfo]:
+        """Finish the last part; returns one FileInfo per file, in part order."""
+        if not self._closed:
+            if self._f is None and not self._files:
+                self.write_member(EMPTY_GZIP_MEMBER, 0)
+            self._finish_part()
+            self._closed = True
+        return list(self._files)
+
+    def abort(self) -> None:
+        """Close open files without finishing (the caller discards the partial output)."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self._closed = True
+
+
+class ParquetStreamWriter:
+    """One standard Parquet file (zstd) written as a stream of row groups.
+
+    Tables are buffered until `row_group_rows` rows are pending, so shards of any size give
+    row groups of a reader-friendly size; memory holds at most one row group plus one table.
+    The file's key-value metadata gets `metadata` (schema_version, run_id, config_hash) next to
+    pyarrow's own ARROW:schema. The sha256 is computed while writing.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, metadata: dict[str, str], *,
+                 row_group_rows: int = 1 << 18, compression_level: int | None = None):
+        self.path = Path(path)
+        self.schema = schema.with_metadata({**(schema.metadata or {}), **{
+            str(k).encode(): str(v).encode() for k, v in metadata.items()}})
+        self.row_group_rows = row_group_rows
+        self._sink = _HashingFile(self.path)
+        try:
+            self._writer = pq.ParquetWriter(self._sink, self.schema, compression="zstd",
+                                            compression_level=compression_level)
+        except BaseException:
+            self._sink.close()
+            raise
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self.rows = 0
+        self._info: FileInfo | None = None
+
+    def write(self, table: pa.Table) -> None:
+        """Append the rows of `table` (same columns and types as the schema)."""
+        if self._info is not None:
+            raise ValueError("writer is closed")
+        if not table.schema.equals(self.schema, check_metadata=False):
+            raise ValueError(f"table schema does not match the Parquet schema:\n{table.schema}")
+        if table.num_rows == 0:
+            return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self._pending_rows >= self.row_group_rows:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        if not self._pending_rows:
+            return
+        t = pa.concat_tables(self._pending)
+        full = t.num_rows if final else t.num_rows - t.num_rows % self.row_group_rows
+        self._writer.write_table(t.slice(0, full), row_group_size=self.row_group_rows)
+        rest = t.slice(full)
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+
+    def close(self) -> FileInfo:
+        """Write the remaining rows and the footer; returns the file's info."""
+        if self._info is None:
+            self._flush(final=True)
+            self._writer.close()
+            self._sink.close()
+            self._info = FileInfo(self.path.name, self._sink.size, self.rows, self._sink.hexdigest())
+        return self._info
+
+    def abort(self) -> None:
+        """Close the file without a footer (the caller discards it)."""
+        self._sink.close()
+        self._pending = []

@@ -1,0 +1,63 @@
+"""Helpers for running ``plume-nav-capture`` as an operator would (a subprocess in a tmp cwd)."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args, cwd, *, env=None, timeout=300, python=sys.executable) -> subprocess.CompletedProcess:
+    """``python -m plume_capture ARGS`` in ``cwd``; stdout/stderr captured as text."""
+    full_env = dict(os.environ)
+    full_env.pop("PLUME_CAPTURE_DEBUG", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [python, "-m", "plume_capture", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def tree(root: Path) -> set[str]:
+    """Every path under ``root`` (relative), directories included."""
+    root = Path(root)
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def engine_available() -> bool:
+    try:
+        import plume_capture.capture as cap
+    except ImportError:
+        return False
+    return hasattr(cap, "capture") and hasattr(cap, "capture_many")
+
+
+needs_engine = pytest.mark.skipif(
+    not engine_available(), reason="plume_capture.capture.capture/capture_many not implemented yet"
+)
+
+
+def run_dirs(output: Path, experiment: str) -> list[Path]:
+    base = Path(output) / experiment
+    return sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+
+def run_json(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "run.json").read_text())
+
+
+def read_jsonl(run_dir: Path, base: str) -> list[dict]:
+    """All records of ``base`` (``steps``/``episodes``) across rotated parts, in order."""
+    run_dir = Path(run_dir)
+    files = [run_dir / f"{base}.jsonl.gz"] + sorted(run_dir.glob(f"{base}.part*.jsonl.gz"))
+    out = []
+    for f in files:
+        with gzip.open(f, "rt", encoding="utf-8") as fh:
+            out.extend(json.loads(line) for line in fh)
+    return out
