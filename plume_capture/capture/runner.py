@@ -86,10 +86,25 @@ class ShardRunner:
     def ping(self) -> int:
         return os.getpid()
 
+    def run_table(self, shard: Shard) -> pa.Table:
+        """The shard's step records as an Arrow table (no encoding)."""
+        return self._simulate(shard)[0]
+
     def run(self, shard: Shard) -> ShardResult:
         from .writers import encode_jsonl
 
         t0 = time.perf_counter()
+        steps, episodes = self._simulate(shard)
+        block = ROTATION_BLOCK_BYTES if self.job.rotate else None
+        return ShardResult(
+            shard=shard, steps=steps.num_rows,
+            steps_jsonl=encode_jsonl(steps, block_bytes=block, level=self.job.gzip_level),
+            episodes_jsonl=encode_jsonl(episodes, block_bytes=block, level=self.job.gzip_level),
+            steps_table=steps if self.job.parquet else None,
+            episodes_table=episodes if self.job.parquet else None,
+            seconds=time.perf_counter() - t0, node=self.node)
+
+    def _simulate(self, shard: Shard) -> tuple[pa.Table, pa.Table]:
         job, ph = self.job, self.physics
         n = shard.episodes
         seeds = np.arange(job.base_seed + shard.start, job.base_seed + shard.stop, dtype=np.int64)
@@ -145,11 +160,4 @@ class ShardRunner:
             pa.array(e_steps),
             pa.array(e_trunc),
         ], schema=EPISODE_SCHEMA)
-        block = ROTATION_BLOCK_BYTES if job.rotate else None
-        return ShardResult(
-            shard=shard, steps=steps.num_rows,
-            steps_jsonl=encode_jsonl(steps, block_bytes=block, level=job.gzip_level),
-            episodes_jsonl=encode_jsonl(episodes, block_bytes=block, level=job.gzip_level),
-            steps_table=steps if job.parquet else None,
-            episodes_table=episodes if job.parquet else None,
-            seconds=time.perf_counter() - t0, node=self.node)
+        return steps, episodes

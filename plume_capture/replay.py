@@ -1,0 +1,169 @@
+"""Replay: re-simulate recorded episodes from ``run.json`` and compare every recorded step.
+
+Runs written by plume-capture are re-run with the capture kernel and policy (``extra.env``,
+``extra.policy``, seeds), so every field must agree, actions included. Runs of the reference tool
+(unseeded random actions) are replayed by driving ``PlumeNavEnv`` with the recorded actions.
+Wall-clock fields (``ts``, ``run_id``) are not compared.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+from .params import EnvParams, PolicyParams
+from .records import STEPS_BASENAME, episode_id, part_name
+
+COMPARED = ("action", "agent_position", "distance_to_goal", "observation_summary", "reward", "terminated",
+            "truncated", "step", "seed", "episode_id")
+
+
+def _step_files(run_dir: Path) -> list[Path]:
+    files, k = [], 0
+    while (run_dir / part_name(STEPS_BASENAME, k)).exists():
+        files.append(run_dir / part_name(STEPS_BASENAME, k))
+        k += 1
+    return files
+
+
+def _iter_episodes(run_dir: Path):
+    """Yield ``(episode_id, [step records])`` in file order."""
+    current, steps = None, []
+    for path in _step_files(run_dir):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                rec = json.loads(line)
+                if rec["episode_id"] != current:
+                    if current is not None:
+                        yield current, steps
+                    current, steps = rec["episode_id"], []
+                steps.append(rec)
+    if current is not None:
+        yield current, steps
+
+
+def _env_params(meta: dict) -> EnvParams:
+    env = dict(meta.get("extra", {}).get("env") or {})
+    ec = meta.get("env_config") or {}
+    wind = env.get("wind") or {}
+    movie = env.get("movie") or {}
+    return EnvParams(
+        grid_size=tuple(env.get("grid_size") or ec.get("grid_size") or (64, 64)),
+        goal_location=tuple(env.get("goal_location") or ec.get("source_location") or ()) or None,
+        goal_radius=env.get("goal_radius", ec.get("goal_radius")),
+        sigma=env.get("sigma", (ec.get("plume_params") or {}).get("sigma", 20.0)),
+        max_steps=env.get("max_steps", ec.get("max_steps")),
+        action_type=env.get("action_type", "oriented"),
+        observation_type=env.get("observation_type", "concentration"),
+        reward_type=env.get("reward_type", "step_penalty"),
+        step_size=env.get("step_size", 1),
+        start_location=tuple(env["start_location"]) if env.get("start_location") else None,
+        n_sensors=env.get("n_sensors", 2),
+        sensor_distance=env.get("sensor_distance", 2.0),
+        wind_direction_deg=wind.get("direction_deg", 0.0),
+        wind_speed=wind.get("speed", 1.0),
+        wind_noise_std=wind.get("noise_std", 0.0),
+        plume=env.get("plume", "static"),
+        movie_path=movie.get("path"),
+        movie_step_policy=movie.get("step_policy", "wrap"),
+        movie_source_location=tuple(env["goal_location"]) if env.get("plume") == "movie" else None,
+    )
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and (
+            a == b or (math.isnan(a) and math.isnan(b)))
+    return a == b
+
+
+def _diff(expected: dict, actual: dict):
+    for k in COMPARED:
+        e, a = expected.get(k), actual.get(k)
+        if isinstance(e, list) and isinstance(a, list):
+            if len(e) != len(a) or not all(_same(x, y) for x, y in zip(e, a)):
+                return k, e, a
+        elif not _same(e, a):
+            return k, e, a
+    return None
+
+
+def _simulate_policy(runner, index: int) -> list[dict]:
+    """Our engine's records for episode ``index`` (0-based), built by the capture runner."""
+    from .capture.plan import Shard
+
+    return runner.run_table(Shard(0, index, index + 1)).to_pylist()
+
+
+def _simulate_actions(params: EnvParams, seed: int, actions: list[int]) -> list[dict]:
+    from .envs.plume_nav import PlumeNavEnv
+
+    env = PlumeNavEnv(**{k: getattr(params, k) for k in params.__dataclass_fields__})
+    env.reset(seed=seed)
+    out = []
+    for a in actions:
+        obs, r, te, tr, info = env.step(a)
+        x, y = info["agent_position"]
+        out.append({"action": a, "agent_position": {"x": x, "y": y}, "distance_to_goal": info["distance_to_goal"],
+                    "observation_summary": [float(v) for v in obs], "reward": r, "terminated": te,
+                    "truncated": tr, "step": info["step_count"], "seed": seed})
+        if te or tr:
+            break
+    return out
+
+
+def replay_run(run_dir, *, episodes: int | None = None) -> dict:
+    """Re-simulate the first ``episodes`` recorded episodes (all when None) and compare each step.
+
+    Returns ``{"run_dir", "ok", "mode", "episodes_checked", "steps_checked", "divergence"}`` where
+    ``divergence`` is None or ``{"episode", "step", "field", "expected", "actual"}`` (expected =
+    re-simulated, actual = recorded) for the first difference.
+    """
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / "run.json").read_text())
+    params = EnvParams.build(_env_params(meta)).params
+    base_seed = int(meta["base_seed"])
+    pol = (meta.get("extra") or {}).get("policy")
+    mode = "policy" if isinstance(pol, dict) and pol.get("name") else "actions"
+    runner = None
+    if mode == "policy":
+        from .capture.runner import Job, ShardRunner
+
+        policy = PolicyParams(pol["name"], pol.get("threshold", 1e-6), pol.get("persistence", 1), pol.get("eps", 0.0))
+        runner = ShardRunner(Job(env=params, policy=policy, run_id="replay", base_seed=base_seed))
+    checked = steps = 0
+    result = {"run_dir": str(run_dir), "ok": True, "mode": mode, "episodes_checked": 0, "steps_checked": 0,
+              "divergence": None}
+    for i, (eid, recorded) in enumerate(_iter_episodes(run_dir)):
+        if episodes is not None and i >= episodes:
+            break
+        if eid != episode_id(i):
+            result.update(ok=False, divergence={"episode": eid, "step": None, "field": "episode_id",
+                                                "expected": episode_id(i), "actual": eid})
+            break
+        seed = base_seed + i
+        if mode == "policy":
+            expected = _simulate_policy(runner, i)
+        else:
+            expected = _simulate_actions(params, seed, [r["action"] for r in recorded])
+            for e in expected:
+                e["episode_id"] = eid
+        for k in range(max(len(expected), len(recorded))):
+            if k >= len(expected) or k >= len(recorded):
+                result.update(ok=False, divergence={
+                    "episode": eid, "step": k + 1, "field": "length",
+                    "expected": len(expected), "actual": len(recorded)})
+                break
+            d = _diff(expected[k], recorded[k])
+            if d is not None:
+                result.update(ok=False, divergence={"episode": eid, "step": recorded[k].get("step", k + 1),
+                                                    "field": d[0], "expected": d[1], "actual": d[2]})
+                break
+            steps += 1
+        checked += 1
+        if not result["ok"]:
+            break
+    result["episodes_checked"] = checked
+    result["steps_checked"] = steps
+    return result
