@@ -150,8 +150,9 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
 
 
 def _summary_line(result) -> str:
+    eps = f"{result.episodes} episode{'' if result.episodes == 1 else 's'}"
     return (
-        f"{PROG}: {result.run_dir}: {result.episodes} episodes, {result.steps} steps "
+        f"{PROG}: {result.run_dir}: {eps}, {result.steps} steps "
         f"in {result.wall_s:.2f} s ({result.steps_per_s:,.0f} steps/s)"
     )
 
@@ -177,9 +178,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         from plume_capture.capture import capture  # heavy imports only after validation
 
         result = capture(cfgs[0], overrides=runs[0], progress=progress, resume=args.resume)
+        if result.status != "complete":
+            print(f"{PROG}: {result.run_dir}: run ended with status {result.status!r}", file=sys.stderr)
+            return 1
         if not quiet:
             print(_summary_line(result), file=sys.stderr)
-        return 0 if result.status == "complete" else 1
+        return 0
 
     from plume_capture.capture import capture_many
 

@@ -211,7 +211,8 @@ def _apply_value_override(cfg, ov) -> None:
                 raise ConfigError(f"cannot delete {key!r}: no such key")
             del cfg[key]
         elif ov.is_add() and exists:
-            raise ConfigError(f"cannot add {key!r}: the key already exists (use {key}=... or ++{key}=...)")
+            hint = "; to select a preset use preset=NAME" if key == "experiment" else ""
+            raise ConfigError(f"cannot add {key!r}: the key already exists (use {key}=... or ++{key}=...){hint}")
         elif not ov.is_add() and not ov.is_force_add() and not exists:
             raise ConfigError(f"unknown config key {key!r} (use +{key}=... to add a new key)")
         else:
@@ -269,6 +270,8 @@ def compose_config(
             )
         if is_preset[i] and i != last_preset:  # only the last selection counts
             continue
+        if ov.key_or_group.split(".")[0].split("/")[0] == "hydra":
+            raise ConfigError(f"override {text!r}: hydra.* settings have no effect here (no Hydra app runs)")
         if ov.key_or_group == PRESET_KEY and ov.package is None:
             value = ov.value()
             if (ov.is_delete() or ov.is_add() or ov.is_force_add() or not isinstance(value, str) or not value
@@ -440,7 +443,6 @@ def _check_xy(key: str, v: Any, grid: tuple[int, int] | None) -> None:
 
 
 def _check_output(output: Any, experiment: str) -> None:
-    _check(isinstance(output, str) and output.strip() != "", f"output must be a non-empty path, got {output!r}")
     _check("\0" not in output, "output must not contain a NUL character")
     target = Path(output).expanduser() / experiment  # the engine expands ~ too
     probe = target
@@ -567,14 +569,16 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
     addr = eng["address"]
     _check(addr is None or (isinstance(addr, str) and addr.strip() != ""),
            f"engine.address must be a Ray address or null, got {addr!r}")
-    _check(not (addr is not None and eng["kind"] == "local"),
-           f"engine.address {addr!r} needs engine.kind ray or auto, not local")
+    if eng["kind"] == "local":  # in-process: a cluster address or actor count would be ignored
+        _check(addr is None, f"engine.address {addr!r} needs engine.kind ray or auto, not local")
+        _check(eng["num_actors"] is None,
+               f"engine.num_actors {eng['num_actors']!r} needs engine.kind ray or auto, not local")
     _check(isinstance(eng["quiet"], bool), f"engine.quiet must be true or false, got {eng['quiet']!r}")
 
+    out = cfg["output"]
+    _check(isinstance(out, str) and out.strip() != "", f"output must be a non-empty path, got {out!r}")
     if check_paths:
-        _check_output(cfg["output"], cfg["experiment"])
-    else:
-        _check(isinstance(cfg["output"], str) and cfg["output"] != "", f"output must be a non-empty path, got {cfg['output']!r}")
+        _check_output(out, cfg["experiment"])
 
 
 def _check_field_fits(w: int, h: int) -> None:

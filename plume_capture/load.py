@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import queue
 import re
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -489,11 +490,19 @@ class Batch:
 
     layout: Layout
     n: int
-    lines: np.ndarray  # 1-based line number of each row in its file
+    nlines: int  # lines in the chunk (n plus the lines that were not well-formed records)
     cols: dict
+    first: int = 1  # line number of the chunk's first line in its file
+    rows: np.ndarray | None = None  # 0-based line offsets of the records when some were dropped
     _buf: np.ndarray | None = None
     _spans: dict = field(default_factory=dict)
     _strs: dict = field(default_factory=dict)
+
+    @property
+    def lines(self) -> np.ndarray:
+        """1-based line number of each record in its file."""
+        rel = np.arange(self.n, dtype=np.int64) if self.rows is None else self.rows
+        return rel + self.first
 
     def strings(self, name: str) -> pa.Array:
         if name in self._strs:
@@ -555,16 +564,18 @@ def _scan_chunk(layout: Layout, buf: np.ndarray, expected, rows: int, values: in
             values *= 2
 
 
-def parse_fast(layout: Layout, chunk: bytes, first_line: int, expected) -> Batch | None:
-    """Parse a chunk of complete lines with the scanner; None when some line needs the slow path.
+def parse_fast(layout: Layout, chunk, expected, rows: int | None = None) -> Batch | None:
+    """Parse a chunk of complete lines (bytes or uint8 array) with the scanner; None when some
+    line needs the slow path.
 
-    ``expected`` is ``layout.expected(values)``."""
-    if not chunk.endswith(b"\n"):
+    ``expected`` is ``layout.expected(values)``; ``rows`` an estimate of the row count (a fixed
+    estimate keeps the allocations the same size from chunk to chunk). Set ``first`` on the
+    result. The batch refers to ``chunk`` for its strings.
+    """
+    buf = chunk if isinstance(chunk, np.ndarray) else np.frombuffer(chunk, np.uint8)
+    if not len(buf) or buf[-1] != 10 or expected is None:
         return None
-    buf = np.frombuffer(chunk, np.uint8)
-    if expected is None:
-        return None
-    rows = len(chunk) // 160 + 16
+    rows = rows or len(buf) // 160 + 16
     status, n, nv, ns, out = _scan_chunk(layout, buf, expected, rows, 2 * rows)
     if status != 0:
         return None
@@ -606,8 +617,7 @@ def parse_fast(layout: Layout, chunk: bytes, first_line: int, expected) -> Batch
         else:
             cols[name + ".offsets"] = out["loff"][: n + 1]
             cols[name + ".values"] = lvals[:nv]
-    lines = np.arange(first_line, first_line + n, dtype=np.int64)
-    return Batch(layout, n, lines, cols, _buf=buf, _spans=spans)
+    return Batch(layout, n, n, cols, _buf=buf, _spans=spans)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -710,19 +720,25 @@ def check_line(layout: Layout, line: bytes):
 
 def parse_slow(layout: Layout, chunk: bytes, first_line: int, expected_values: dict | None):
     """Per-line parse of a chunk -> (Batch of the good lines, [(line, code, message), ...])."""
-    rows, lines, problems = [], [], []
+    rows, offsets, problems = [], [], []
+    chunk = bytes(chunk)
     text = chunk[:-1] if chunk.endswith(b"\n") else chunk
-    for i, line in enumerate(text.split(b"\n")):
+    parts = text.split(b"\n")
+    for i, line in enumerate(parts):
         rec, code, msg = check_line(layout, line)
         if rec is None:
             problems.append((first_line + i, code, msg))
         else:
             rows.append(rec)
-            lines.append(first_line + i)
-    return rows_to_batch(layout, rows, np.array(lines, np.int64), expected_values), problems
+            offsets.append(i)
+    batch = rows_to_batch(layout, rows, expected_values)
+    batch.first, batch.nlines = first_line, len(parts)
+    if len(rows) != len(parts):
+        batch.rows = np.array(offsets, np.int64)
+    return batch, problems
 
 
-def rows_to_batch(layout: Layout, rows: list, lines: np.ndarray, expected_values=None) -> Batch:
+def rows_to_batch(layout: Layout, rows: list, expected_values=None) -> Batch:
     """A Batch from checked record dicts."""
     expected_values = expected_values or {}
     cols, strs = {}, {}
@@ -749,7 +765,7 @@ def rows_to_batch(layout: Layout, rows: list, lines: np.ndarray, expected_values
             lens = np.array([len(v) for v in vals], np.int64)
             cols[name + ".offsets"] = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
             cols[name + ".values"] = np.array([x for v in vals for x in v], np.float64)
-    return Batch(layout, len(rows), lines, cols, _strs=strs)
+    return Batch(layout, len(rows), len(rows), cols, _strs=strs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -759,97 +775,164 @@ def rows_to_batch(layout: Layout, rows: list, lines: np.ndarray, expected_values
 class GzipLines:
     """Streams a gzip file (possibly multi-member) as chunks of complete lines.
 
-    Iterating yields ``(chunk, first_line)``; afterwards ``bytes_read``, ``sha256``, ``lines``
-    and ``problem`` (None, or ``(code, message)`` for GZIP_TRUNCATED / GZIP_CORRUPT /
-    RECORD_JSON) describe the file. Memory is bounded by ``chunk_bytes`` plus one line.
+    Iterating yields uint8 arrays that end with a newline. They are views of a few recycled
+    buffers of fixed size (variable-size multi-MB allocations fragment the C heap and make the
+    RSS grow with the run): with ``auto_release`` a chunk stays valid until the next one is
+    requested; otherwise until ``release(chunk)``, and iteration waits while ``slots`` chunks
+    are out. Afterwards ``bytes_read`` and ``sha256`` cover the whole file and ``problem`` is
+    None or ``(code, message)`` for GZIP_TRUNCATED / GZIP_CORRUPT / RECORD_JSON (after which
+    only the complete lines decoded before the damage were yielded).
     """
 
     MAX_LINE = 64 << 20
+    _OUT = 1 << 18  # decompressed bytes per call
 
-    def __init__(self, path, chunk_bytes: int = 8 << 20, read_bytes: int = 1 << 20):
+    def __init__(self, path, chunk_bytes: int = 4 << 20, *, slots: int = 2,
+                 auto_release: bool = True, read_bytes: int = 1 << 20):
         self.path = path
-        self.chunk_bytes = chunk_bytes
+        self.chunk_bytes = max(chunk_bytes, 1)
+        self.cap = self.chunk_bytes + self._OUT + 1
         self.read_bytes = read_bytes
+        self.auto_release = auto_release
         self.bytes_read = 0
         self.sha256 = None
-        self.lines = 0
         self.problem = None
+        self._slots = slots
+        self._made = 0
+        self._free: queue.Queue = queue.Queue()
+        self._pool: set = set()
 
-    def _emit(self, pending: bytearray, final: bool):
-        cut = len(pending) if final else pending.rfind(b"\n") + 1
-        if cut <= 0:
-            return None
-        chunk = bytes(pending[:cut])
-        del pending[:cut]
-        first = self.lines + 1
-        self.lines += chunk.count(b"\n")
-        return chunk, first
+    def release(self, chunk: np.ndarray):
+        """Give the buffer of a yielded chunk back."""
+        base = chunk.base if isinstance(chunk.base, np.ndarray) else chunk
+        if id(base) in self._pool:
+            self._free.put(base)
 
-    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+    def close(self):
+        """Stop an iteration that waits for a free buffer (from another thread)."""
+        self._free.put(None)
+
+    def _slot(self) -> np.ndarray:
+        if self._free.empty() and self._made < self._slots:
+            self._made += 1
+            buf = np.empty(self.cap, np.uint8)
+            self._pool.add(id(buf))
+            return buf
+        buf = self._free.get()
+        if buf is None:
+            raise _Closed
+        return buf
+
+    def __iter__(self) -> Iterator[np.ndarray]:
         h = hashlib.sha256()
-        pending = bytearray()
         d = isal_zlib.decompressobj(31)
         fed = False
         members = 0
-        out_cap = max(self.chunk_bytes, 1 << 20)
+        out_of_turn = None  # the chunk to release when the next is requested (auto_release)
+        slot, fill = self._slot(), 0
+        raw = bytearray(self.read_bytes)
+        view = memoryview(raw)
         try:
             with open(self.path, "rb") as f:
-                while self.problem is None:
-                    raw = f.read(self.read_bytes)
-                    if not raw:
+                while True:
+                    k = f.readinto(raw)
+                    if not k:
                         break
-                    h.update(raw)
-                    self.bytes_read += len(raw)
-                    data = raw
+                    h.update(view[:k])
+                    self.bytes_read += k
+                    data = bytes(view[:k]) if self.problem is None else b""
                     while data and self.problem is None:
                         if d.eof:
                             d = isal_zlib.decompressobj(31)
                             fed = False
-                        try:
-                            out = d.decompress(data, out_cap)
-                        except isal_zlib.error as e:
-                            where = "after the last gzip member" if members and not fed else "in gzip data"
-                            self.problem = ("GZIP_CORRUPT",
-                                            f"{where} near compressed byte "
-                                            f"{self.bytes_read - len(data)}: {e}")
-                            break
+                        junk = not fed and members and not data.startswith(b"\x1f\x8b"[:len(data)])
                         fed = True
-                        pending += out
+                        try:
+                            out = d.decompress(data, self._OUT)
+                        except isal_zlib.error as e:
+                            where = (f"data after gzip member {members}" if junk
+                                     else f"gzip member {members + 1}")
+                            self.problem = ("GZIP_CORRUPT", f"{where} cannot be decoded (near "
+                                            f"compressed byte {self.bytes_read - len(data)}: {e})")
+                            break
                         if d.eof:
                             members += 1
                             data = d.unused_data
                         else:
                             data = d.unconsumed_tail
-                        if len(pending) >= self.chunk_bytes:
-                            got = self._emit(pending, False)
-                            if got:
-                                yield got
-                            elif len(pending) > self.MAX_LINE:
-                                self.problem = ("RECORD_JSON",
-                                                f"line {self.lines + 1} is longer than "
+                        n = len(out)
+                        if fill + n > len(slot):  # a line longer than a buffer: grow (rare)
+                            if fill + n > self.MAX_LINE:
+                                self.problem = ("RECORD_JSON", "a line is longer than "
                                                 f"{self.MAX_LINE >> 20} MiB")
+                                break
+                            bigger = np.empty(2 * (fill + n), np.uint8)
+                            bigger[:fill] = slot[:fill]
+                            self.release(slot)
+                            slot = bigger
+                        slot[fill:fill + n] = np.frombuffer(out, np.uint8)
+                        fill += n
+                        if fill >= self.chunk_bytes:
+                            cut = _last_newline(slot, fill) + 1
+                            if cut > 0:
+                                if out_of_turn is not None:
+                                    self.release(out_of_turn)
+                                    out_of_turn = None
+                                nxt = self._slot()
+                                rest = fill - cut
+                                if rest > len(nxt):
+                                    self.release(nxt)
+                                    nxt = np.empty(2 * rest, np.uint8)
+                                nxt[:rest] = slot[cut:fill]
+                                chunk = slot[:cut]
+                                slot, fill = nxt, rest
+                                if self.auto_release:
+                                    out_of_turn = chunk
+                                yield chunk
             if self.problem is None:
                 if self.bytes_read == 0:
                     self.problem = ("GZIP_TRUNCATED", "empty file (no gzip member)")
                 elif fed and not d.eof:
-                    done = self.lines + pending.count(b"\n")
-                    self.problem = ("GZIP_TRUNCATED", f"gzip stream ends inside a member after "
-                                    f"line {done} ({self.bytes_read} bytes)")
-            if self.problem is not None:
-                # A damaged stream: hand on the complete lines decoded before the damage.
-                got = self._emit(pending, False)
-                if got:
-                    yield got
-            else:
-                if pending and not pending.endswith(b"\n"):
-                    last = self.lines + pending.count(b"\n") + 1
-                    self.problem = ("RECORD_JSON", f"line {last} is not newline-terminated")
-                    pending += b"\n"
-                got = self._emit(pending, True)
-                if got:
-                    yield got
+                    self.problem = ("GZIP_TRUNCATED", f"the gzip stream ends inside member "
+                                    f"{members + 1} ({self.bytes_read} bytes read)")
+                elif fill and slot[fill - 1] != 10:
+                    self.problem = ("RECORD_JSON", "the last line is not newline-terminated")
+                    if fill == len(slot):
+                        bigger = np.empty(fill + 1, np.uint8)
+                        bigger[:fill] = slot[:fill]
+                        slot = bigger
+                    slot[fill] = 10
+                    fill += 1
+            # After damage: hand on the complete lines decoded before it.
+            cut = _last_newline(slot, fill) + 1
+            if cut > 0:
+                yield slot[:cut]
+        except _Closed:
+            return
         finally:
             self.sha256 = h.hexdigest()
+
+
+class _Closed(Exception):
+    pass
+
+
+@njit
+def _last_newline(buf, end):
+    for i in range(end - 1, -1, -1):
+        if buf[i] == 10:
+            return i
+    return -1
+
+
+@njit
+def count_lines(buf):
+    """Number of newline bytes in a uint8 array."""
+    n = 0
+    for i in range(buf.shape[0]):
+        if buf[i] == 10:
+            n += 1
+    return n
 
 
 def sha256_file(path, block: int = 4 << 20) -> str:
@@ -913,19 +996,29 @@ def list_run_files(run_dir) -> RunFiles:
     return RunFiles(jsonl, parquet, missing, stray, other)
 
 
+def parse_chunk(layout: Layout, chunk: bytes, first_line: int, expected, expected_values):
+    """-> (batch, problems): the scanner, or the per-line path when it declines."""
+    batch = parse_fast(layout, chunk, expected)
+    if batch is None:
+        return parse_slow(layout, chunk, first_line, expected_values)
+    batch.first = first_line
+    return batch, []
+
+
 def iter_jsonl_batches(path, layout: Layout, expected_values: dict | None = None,
-                       chunk_bytes: int = 8 << 20):
-    """Yield ``(batch, problems)`` for one JSON Lines file (problems: [(line, code, message)])."""
-    reader = GzipLines(path, chunk_bytes=chunk_bytes)
+                       chunk_bytes: int = 4 << 20):
+    """Yield ``(batch, problems)`` for one JSON Lines file (problems: [(line, code, message)]);
+    a damaged gzip stream ends with ``(None, [(line, code, message)])``. A batch is valid until
+    the next one is requested."""
+    reader = GzipLines(path, chunk_bytes)
     expected = layout.expected(expected_values)
-    for chunk, first in reader:
-        batch = parse_fast(layout, chunk, first, expected)
-        if batch is not None:
-            yield batch, []
-        else:
-            yield parse_slow(layout, chunk, first, expected_values)
+    line = 1
+    for chunk in reader:
+        batch, problems = parse_chunk(layout, chunk, line, expected, expected_values)
+        line += batch.nlines
+        yield batch, problems
     if reader.problem is not None:
-        yield None, [(reader.lines + 1, *reader.problem)]
+        yield None, [(line, *reader.problem)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -986,17 +1079,21 @@ def load_run(run_dir, *, prefer: str = "parquet") -> LoadedRun:
         with open(meta_path, "rb") as f:
             meta = json.load(f)
     files = list_run_files(run_dir)
-    tables, sources = {}, {}
-    for base, layout in ((records.STEPS_BASENAME, STEP_LAYOUT),
-                         (records.EPISODES_BASENAME, EPISODE_LAYOUT)):
-        pq_name = files.parquet[base]
-        if prefer == "parquet" and pq_name:
-            tables[base] = _read_parquet_table(os.path.join(run_dir, pq_name), layout.schema)
-            sources[base] = [pq_name]
+    sources = {}
+    for base in (records.STEPS_BASENAME, records.EPISODES_BASENAME):
+        if prefer == "parquet" and files.parquet[base]:
+            sources[base] = [files.parquet[base]]
         elif files.jsonl[base]:
-            tables[base] = _read_jsonl_table(run_dir, files.jsonl[base], layout)
             sources[base] = list(files.jsonl[base])
         else:
             raise FileNotFoundError(f"{run_dir}: no {records.part_name(base, 0)}")
+    tables = {}
+    for base, layout in ((records.STEPS_BASENAME, STEP_LAYOUT),
+                         (records.EPISODES_BASENAME, EPISODE_LAYOUT)):
+        if sources[base][0].endswith(".parquet"):
+            tables[base] = _read_parquet_table(os.path.join(run_dir, sources[base][0]),
+                                               layout.schema)
+        else:
+            tables[base] = _read_jsonl_table(run_dir, sources[base], layout)
     return LoadedRun(run_dir, meta, tables[records.STEPS_BASENAME],
                      tables[records.EPISODES_BASENAME], sources)

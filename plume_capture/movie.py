@@ -115,8 +115,8 @@ def _load_zarr(p: Path):
     try:
         import zarr
     except ImportError:
-        raise ConfigError(f"movie {str(p)!r} is a Zarr store but the 'zarr' extra is not installed "
-                          f"(pip install 'plume-capture[zarr]')") from None
+        raise ConfigError(f"movie {str(p)!r} is a Zarr store but the 'zarr' package is not installed "
+                          f"(install the 'movie' extra: pip install 'plume-capture[movie]')") from None
     try:
         node = zarr.open(str(p), mode="r")
     except Exception as exc:  # zarr raises several unrelated types for "not a store"
@@ -142,8 +142,8 @@ def _load_hdf5(p: Path):
     try:
         import h5py
     except ImportError:
-        raise ConfigError(f"movie {str(p)!r} is an HDF5 file but the 'h5py' extra is not installed "
-                          f"(pip install 'plume-capture[hdf5]')") from None
+        raise ConfigError(f"movie {str(p)!r} is an HDF5 file but the 'h5py' package is not installed "
+                          f"(install the 'movie' extra: pip install 'plume-capture[movie]')") from None
     try:
         f = h5py.File(p, "r")
     except OSError as exc:

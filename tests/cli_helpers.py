@@ -13,14 +13,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(args, cwd, *, env=None, timeout=300, python=sys.executable) -> subprocess.CompletedProcess:
-    """``python -m plume_capture ARGS`` in ``cwd``; stdout/stderr captured as text."""
+def run_cli(args, cwd, *, env=None, timeout=300, python=sys.executable, script=False) -> subprocess.CompletedProcess:
+    """``python -m plume_capture ARGS`` (or, with ``script``, the ``plume-nav-capture`` console
+    script next to ``python``) in ``cwd``; stdout/stderr captured as text."""
     full_env = dict(os.environ)
     full_env.pop("PLUME_CAPTURE_DEBUG", None)
     full_env.update(env or {})
+    cmd = [str(Path(python).parent / "plume-nav-capture")] if script else [python, "-m", "plume_capture"]
     return subprocess.run(
-        [python, "-m", "plume_capture", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        [*cmd, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
 
 

@@ -175,8 +175,7 @@ class RefEnv:
         self.y = min(max(y, 0), cfg.height - 1)
         self.heading = h
         self.step_count = k
-        gx, gy = cfg.goal
-        dist = math.sqrt((self.x - gx) ** 2 + (self.y - gy) ** 2)
+        dist = self.distance()
         reached = dist <= cfg.radius
         if cfg.reward_type == "sparse":
             reward = 1.0 if reached else 0.0
@@ -186,6 +185,10 @@ class RefEnv:
         truncated = k >= cfg.max_steps
         self.obs = self.observe()
         return Step(self.x, self.y, h, k, action, reward, dist, reached, truncated, self.obs)
+
+    def distance(self) -> float:
+        gx, gy = self.cfg.goal
+        return math.sqrt((self.x - gx) ** 2 + (self.y - gy) ** 2)
 
     def observe(self) -> np.ndarray:
         cfg = self.cfg

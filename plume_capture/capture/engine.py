@@ -172,7 +172,7 @@ class _Progress:
 
 
 def _run_local(p: Prepared, shards, sink: RunSink, progress: _Progress) -> dict:
-    runner = ShardRunner(_job(p, p.rotate_size is not None), threads=1)
+    runner = ShardRunner(_job(p, p.rotate_size is not None), threads=1, physics=p.physics)
     for shard in shards:
         res = runner.run(shard)
         sink.append(res)
@@ -363,25 +363,46 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _execute(p: Prepared, progress_enabled: bool, pool: RayPool | None = None) -> CaptureResult:
+def _execute(p: Prepared, progress_enabled: bool, pool: RayPool | None = None,
+             checkpoint: dict | None = None, resuming: bool = False) -> CaptureResult:
     t0 = time.perf_counter()
-    p.run_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.mkdir(p.staging)
-    except FileExistsError as exc:
-        raise CaptureError(f"staging directory {p.staging} already exists") from exc
-    runmeta.write_json_atomic(p.staging / MANIFEST, {"run_id": p.run_id, "config_hash": p.config_hash,
-                                                     "config": p.cfg, "overrides": p.overrides})
+    if not resuming:
+        p.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(p.staging)
+        except FileExistsError as exc:
+            raise CaptureError(f"staging directory {p.staging} already exists") from exc
+        runmeta.write_json_atomic(p.staging / MANIFEST, {
+            "run_id": p.run_id, "config_hash": p.config_hash, "config": p.cfg, "overrides": p.overrides,
+            "start_time": p.start_time, "env": p.physics.effective()})
+    else:
+        for name in ("steps.parquet", "episodes.parquet", "run.json", "run.json.tmp"):
+            (p.staging / name).unlink(missing_ok=True)
     sink = RunSink(p.staging, rotate_size=p.rotate_size, parquet=p.parquet, run_id=p.run_id,
                    config_hash=p.config_hash)
     shards = plan(p.episodes, p.shard_episodes)
+    done = 0
+    if resuming:
+        from .resume import reopen, rebuild_parquet
+
+        reopen(sink.steps, (checkpoint or {}).get("steps_files", []))
+        reopen(sink.episodes, (checkpoint or {}).get("episodes_files", []))
+        if checkpoint:
+            done = checkpoint["shard"] + 1
+            sink.next_shard = done
+            sink.steps_written = checkpoint["steps"]
+            sink.episodes_written = checkpoint["episodes"]
+        if p.parquet:
+            rebuild_parquet(sink)
     progress = _Progress(progress_enabled, p.episodes, p.experiment)
+    progress.update(sink.episodes_written, 0)
     try:
         if p.engine == "local":
-            execution = _run_local(p, shards, sink, progress)
+            execution = _run_local(p, shards[done:], sink, progress)
         else:
-            execution = _run_ray(p, shards, sink, progress, pool)
+            execution = _run_ray(p, shards[done:], sink, progress, pool)
         wall = time.perf_counter() - t0
+        execution["resumed_from_shard"] = done if resuming else None
         _finalize(p, sink, execution, wall)
     except BaseException:
         sink.abort()
@@ -390,6 +411,19 @@ def _execute(p: Prepared, progress_enabled: bool, pool: RayPool | None = None) -
         progress.close()
     return CaptureResult(run_dir=p.run_dir, run_id=p.run_id, episodes=p.episodes, steps=sink.steps_written,
                          wall_s=time.perf_counter() - t0, config_hash=p.config_hash, engine=p.engine)
+
+
+def execute_resumed(p: Prepared, progress: bool, checkpoint: dict | None) -> CaptureResult:
+    started = False
+    try:
+        if p.engine == "ray":
+            started = _ray_init(p.address)
+        return _execute(p, progress, checkpoint=checkpoint, resuming=True)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
 
 
 def capture(cfg: dict, *, overrides=(), progress: bool = False, resume: str | None = None) -> CaptureResult:

@@ -52,7 +52,7 @@ def _constant(value: str, n: int) -> pa.Array:
 class ShardRunner:
     """Runs shards of one job. Kernels are compiled (or loaded from Numba's cache) once."""
 
-    def __init__(self, job: Job, threads: int = 1):
+    def __init__(self, job: Job, threads: int = 1, physics=None):
         import numba
 
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
@@ -65,10 +65,14 @@ class ShardRunner:
             import ray
 
             field = ray.get(job.field_ref)
-        self.physics = job.env.build() if field is None else job.env.build_with_field(field)
+        if physics is not None:  # in-process: reuse the driver's (movie frames are loaded once)
+            self.physics = physics
+        else:
+            self.physics = job.env.build() if field is None else job.env.build_with_field(field)
         ph = self.physics
         self.fp = ph.with_policy(job.policy)
-        ph.ip[C.I_PERSISTENCE] = job.policy.persistence
+        self.ip = ph.ip.copy()
+        self.ip[C.I_PERSISTENCE] = job.policy.persistence
         rows = job.chunk_rows
         self.cols = (np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64),
                      np.empty(rows, np.float64), np.empty(rows, np.bool_), np.empty(rows, np.bool_),
@@ -80,7 +84,7 @@ class ShardRunner:
         ep = (np.zeros(1, np.int64), np.zeros(1, np.float64), np.zeros(1, np.bool_), np.zeros(1, np.bool_),
               np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.float64))
         self.kernel = specialize(run_episodes, (ph.act, ph.obs, ph.rew, C.POLICIES[job.policy.name]),
-                                 (ph.ip, self.fp, ph.field, seeds, self.si, self.sf, *self.cols, *ep))
+                                 (self.ip, self.fp, ph.field, seeds, self.si, self.sf, *self.cols, *ep))
         self.node = os.uname().nodename
 
     def ping(self) -> int:
@@ -119,7 +123,7 @@ class ShardRunner:
         o_ep, o_step, o_action, o_reward, o_term, o_trunc, o_x, o_y, o_heading, o_dist, o_obs = self.cols
         while self.si[0] < n:
             e0 = int(self.si[0])
-            r = self.kernel(ph.ip, self.fp, ph.field, seeds, self.si, self.sf, *self.cols,
+            r = self.kernel(self.ip, self.fp, ph.field, seeds, self.si, self.sf, *self.cols,
                             e_steps, e_reward, e_term, e_trunc, e_x, e_y, e_dist)
             ts = time.time()
             e1 = int(o_ep[r - 1])

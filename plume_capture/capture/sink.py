@@ -49,8 +49,18 @@ class RunSink:
         self.next_shard += 1
         self.steps_written += result.steps
         self.episodes_written += result.shard.episodes
-        self.journal.write(json.dumps({"shard": result.shard.index, "steps": result.steps}) + "\n")
+        self._checkpoint(result.shard.index)
+
+    def _checkpoint(self, shard: int) -> None:
+        """Journal that shards ``0..shard`` are on disk, with each JSON Lines file's size and rows,
+        so an interrupted run can be truncated back to this point and resumed."""
+        from .resume import checkpoint
+
+        entry = {"shard": shard, "steps": self.steps_written, "episodes": self.episodes_written,
+                 "steps_files": checkpoint(self.steps), "episodes_files": checkpoint(self.episodes)}
+        self.journal.write(json.dumps(entry) + "\n")
         self.journal.flush()
+        os.fsync(self.journal.fileno())
 
     def close(self) -> dict:
         """Close every artifact; returns ``{file name: {bytes, rows, sha256}}``."""

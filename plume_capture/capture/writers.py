@@ -10,8 +10,10 @@ cast (Rust, shortest round-trip): ``json.loads`` gives back the exact float64 an
 keep a ``.0`` or exponent (``1.0``, ``1e+16``), so they parse as floats. float32 columns are widened
 to float64 first (SPEC §9.1). NaN/Infinity and nulls raise ``ValueError``. The lines are assembled
 by a Numba kernel in row chunks of ~2 MiB that are compressed right away (isal, gzip container), so
-memory stays bounded and hot; the text is byte-identical to polars ``DataFrame.write_ndjson`` for
-the step/episode schemas, at about 2-3x its speed (see ``benchmarks/bench_writers.py``).
+memory stays bounded and hot; only floats are formatted by polars, and a run of equal values in a
+column (timestamps of one kernel call) is formatted once. The text is byte-identical to polars
+``DataFrame.write_ndjson`` for the step/episode schemas (tested); with compression it is ~1.5x as
+fast per core (2.0-2.4 vs 1.4 M step rows/s, ``benchmarks/bench_writers.py``).
 
 Threads. polars reads ``POLARS_MAX_THREADS`` once, when it is first imported; this module imports
 polars lazily (on the first :func:`encode_jsonl`), so a Ray actor running with one CPU should call
@@ -35,6 +37,7 @@ from isal import isal_zlib
 from plume_capture.records import part_name
 
 __all__ = [
+    "BLOCK_BYTES",
     "EMPTY_GZIP_MEMBER",
     "EncodedJsonl",
     "FileInfo",
@@ -77,8 +80,12 @@ class EncodedJsonl:
     rows: list[int]  # records per member
 
 
-_INT, _BOOL, _TOKEN, _LIST = 0, 1, 2, 3
+# Kernel value kinds; "pool 0" holds per-table tokens (strings, non-float list items), "pool 1" the
+# chunk's formatted floats.
+_INT, _BOOL, _TOKEN, _TOKEN_LIST, _FLOAT, _FLOAT_LIST = range(6)
 _ONE = np.uint64(1)
+_TWO = np.uint64(2)
+_DIGIT_PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), np.uint8)
 _TRUE = np.frombuffer(b"true", np.uint8)
 _FALSE = np.frombuffer(b"false", np.uint8)
 _INT64_MIN_DIGITS = np.frombuffer(b"9223372036854775808", np.uint8)
@@ -106,63 +113,103 @@ def _put_int(out, pos, v):
         v = -v
     nd = 1
     t = v
-    while t >= 10:
-        t //= 10
+    if t >= 10000000000000000:
+        t //= 10000000000000000
+        nd += 16
+    if t >= 100000000:
+        t //= 100000000
+        nd += 8
+    if t >= 10000:
+        t //= 10000
+        nd += 4
+    if t >= 100:
+        t //= 100
+        nd += 2
+    if t >= 10:
         nd += 1
-    p = pos + np.uint64(nd - 1)
-    while True:
-        out[p] = 48 + v % 10
-        v //= 10
-        if v == 0:
-            break
-        p -= _ONE
-    return pos + np.uint64(nd)
+    end = pos + np.uint64(nd)
+    p = end
+    while v >= 100:  # two digits at a time
+        q = v // 100
+        r = 2 * (v - 100 * q)
+        p -= _TWO
+        out[p] = _DIGIT_PAIRS[r]
+        out[p + _ONE] = _DIGIT_PAIRS[r + 1]
+        v = q
+    if v >= 10:
+        out[pos] = _DIGIT_PAIRS[2 * v]
+        out[pos + _ONE] = _DIGIT_PAIRS[2 * v + 1]
+    else:
+        out[pos] = 48 + v
+    return end
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _put_list(out, pos, off, data, t0, t1):
+    out[pos] = 91  # '['
+    pos += _ONE
+    for t in range(t0, t1):
+        if t > t0:
+            out[pos] = 44  # ','
+            pos += _ONE
+        pos = _copy(out, pos, data, off[t], off[t + 1])
+    out[pos] = 93  # ']'
+    return pos + _ONE
 
 
 @nb.njit(cache=True, nogil=True)
-def _assemble(r0, r1, kinds, cols, lit_data, lit_off, ints, bools, tok_pool, tok_base, tok_list,
-              list_off, off0, data0, off1, data1, out, pos, line_end):
-    """Write rows r0..r1-1 into out[pos:], their end offsets into line_end; returns the end."""
+def _assemble(r0, r1, kinds, cols, lit_data, lit_off, ints, bools, fidx, fl_base, fl_lrow,
+              ts_base, tl_base, tl_lrow, list_off, off0, data0, off1, data1, out, pos, line_end):
+    """Write rows r0..r1-1 into out[pos:] and their end offsets into line_end; returns the end."""
     nk = kinds.shape[0]
     for i in range(r0, r1):
+        j = i - r0
         for k in range(nk + 1):
             pos = _copy(out, pos, lit_data, lit_off[k], lit_off[k + 1])
             if k == nk:
                 break
             kind = kinds[k]
             c = cols[k]
-            if kind == 0:
-                pos = _put_int(out, pos, ints[c, i - r0])
-            elif kind == 1:
-                if bools[c, i - r0]:
+            if kind == _INT:
+                pos = _put_int(out, pos, ints[c, j])
+            elif kind == _BOOL:
+                if bools[c, j]:
                     pos = _copy(out, pos, _TRUE, np.uint64(0), np.uint64(4))
                 else:
                     pos = _copy(out, pos, _FALSE, np.uint64(0), np.uint64(5))
-            else:
-                if tok_pool[c] == 0:
-                    off = off0
-                    data = data0
-                else:
-                    off = off1
-                    data = data1
-                if kind == 2:
-                    t = tok_base[c] + i
-                    pos = _copy(out, pos, data, off[t], off[t + 1])
-                else:
-                    out[pos] = 91  # '['
-                    pos += _ONE
-                    lr = tok_list[c]
-                    t0 = tok_base[c] + list_off[lr, i]
-                    t1 = tok_base[c] + list_off[lr, i + 1]
-                    for t in range(t0, t1):
-                        if t > t0:
-                            out[pos] = 44  # ','
-                            pos += _ONE
-                        pos = _copy(out, pos, data, off[t], off[t + 1])
-                    out[pos] = 93  # ']'
-                    pos += _ONE
-        line_end[i - r0] = pos
+            elif kind == _TOKEN:
+                t = ts_base[c] + i
+                pos = _copy(out, pos, data0, off0[t], off0[t + 1])
+            elif kind == _TOKEN_LIST:
+                lr = tl_lrow[c]
+                pos = _put_list(out, pos, off0, data0, tl_base[c] + list_off[lr, i],
+                                tl_base[c] + list_off[lr, i + 1])
+            elif kind == _FLOAT:
+                t = fidx[c, j]
+                pos = _copy(out, pos, data1, off1[t], off1[t + 1])
+            else:  # _FLOAT_LIST
+                lr = fl_lrow[c]
+                pos = _put_list(out, pos, off1, data1, fl_base[c] + list_off[lr, i],
+                                fl_base[c] + list_off[lr, i + 1])
+        line_end[j] = pos
     return pos
+
+
+@nb.njit(cache=True, nogil=True)
+def _periodic(data, size):
+    """Whether data is one `size`-byte value repeated."""
+    s = np.uint64(size)
+    n = np.uint64(data.shape[0])
+    i = s
+    while i < n:  # blocks of branch-free compares (vectorized), early exit between blocks
+        e = min(i + np.uint64(4096), n)
+        acc = np.uint8(0)
+        while i < e:
+            acc |= data[i] ^ data[i - s]
+            i += _ONE
+        if acc:
+            return False
+    return True
 
 
 def _pl():
@@ -201,38 +248,38 @@ def _json_str(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)
 
 
-def _needs_escape(off: np.ndarray, data: np.ndarray) -> bool:
-    d = data[off[0] : off[-1]]
-    return bool(np.any((d < 0x20) | (d == 0x22) | (d == 0x5C)))
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
 class _Plan:
-    """Per-table layout: literal pieces between values, value columns, static token pool."""
+    """Per-table layout: literal text between values, value columns, per-table token pool."""
 
     def __init__(self, table: pa.Table):
-        self.n = n = table.num_rows
+        self.n = table.num_rows
         self.kinds: list[int] = []
         self.cols: list[int] = []
         self.lits: list[str] = []
         self._cur = ""
         self.ints: list[np.ndarray] = []
         self.bools: list[np.ndarray] = []
-        self.floats: list[tuple[int, np.ndarray, np.ndarray | None]] = []  # (tok col, values, list offsets)
-        self.tok_pool: list[int] = []
-        self.tok_base: list[int] = []
-        self.tok_list: list[int] = []
+        self.fcols: list[np.ndarray] = []  # scalar float columns
+        self.flists: list[tuple[np.ndarray, int]] = []  # (values, list row)
+        self.ts_base: list[int] = []  # scalar token columns (pool 0)
+        self.tl: list[tuple[int, int]] = []  # token list columns (pool 0): (base, list row)
         self.list_offs: list[np.ndarray] = []
         self._static: list[pa.Array] = []
         self._static_len = 0
-        self.static_cols: list[tuple[int, int, np.ndarray | None]] = []  # (tok col, base, list offsets)
         for i, name in enumerate(table.column_names):
             col = table.column(name)
             arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
             self._cur += ("{" if i == 0 else ",") + _json_str(name) + ":"
             self._value(name, arr)
-        self.lits.append(self._cur + "}\n")
-        if not table.column_names:
-            self.lits[-1] = "{}\n"
+        self.lits.append(self._cur + "}\n" if table.column_names else "{}\n")
         lb = [s.encode() for s in self.lits]
         self.lit_data = np.frombuffer(bytearray(b"".join(lb)), np.uint8)
         self.lit_off = np.cumsum([0] + [len(b) for b in lb]).astype(np.uint64)
@@ -244,26 +291,17 @@ class _Plan:
         self.off0 = _ro(off0.view(np.uint64))
         self.data0 = _ro(data0)
         self.list_off = np.stack(self.list_offs) if self.list_offs else np.zeros((1, 1), np.int64)
-        n_float_values = sum(len(v) for _, v, _ in self.floats)
-        static_bytes = int(self.off0[-1] - self.off0[0]) + len(self.off0)
-        self.row_bytes = (len(self.lit_data) + 20 * len(self.ints) + 5 * len(self.bools)
-                          + 2 * len(self.list_offs)) + (25 * n_float_values + static_bytes) / max(n, 1)
-
-    # ---- building ---------------------------------------------------------------------------
-    def _literal_value(self, text: str) -> None:
-        self._cur += text
+        self.fixed_row_bytes = (len(self.lit_data) + 20 * len(self.ints) + 5 * len(self.bools)
+                                + 2 * len(self.list_offs))
+        floats = len(self.fcols) * self.n + sum(len(v) for v, _ in self.flists)
+        static = int(self.off0[-1] - self.off0[0]) + len(self.off0)
+        self.row_bytes = self.fixed_row_bytes + (25 * floats + static) / max(self.n, 1)
 
     def _op(self, kind: int, col: int) -> None:
         self.lits.append(self._cur)
         self._cur = ""
         self.kinds.append(kind)
         self.cols.append(col)
-
-    def _token_col(self, pool: int, base: int, list_row: int) -> int:
-        self.tok_pool.append(pool)
-        self.tok_base.append(base)
-        self.tok_list.append(list_row)
-        return len(self.tok_pool) - 1
 
     def _static_tokens(self, tokens: pa.Array) -> int:
         base = self._static_len
@@ -284,42 +322,45 @@ class _Plan:
                 self._value(f"{name}.{field.name}", child)
             self._cur += "}"
             return
-        if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        if _is_list(t):
             return self._list(name, arr)
         n = len(arr)
+        # A column holding one value throughout (run_id, schema_version, ...) becomes literal text.
         if pa.types.is_integer(t):
             x = self._int_values(name, arr)
             if n and np.all(x == x[0]):
-                return self._literal_value(str(int(x[0])))
-            self._op(_INT, len(self.ints))
-            self.ints.append(x)
+                self._cur += str(int(x[0]))
+            else:
+                self._op(_INT, len(self.ints))
+                self.ints.append(x)
         elif pa.types.is_boolean(t):
             x = arr.to_numpy(zero_copy_only=False)
             if n and np.all(x == x[0]):
-                return self._literal_value("true" if x[0] else "false")
-            self._op(_BOOL, len(self.bools))
-            self.bools.append(x)
+                self._cur += "true" if x[0] else "false"
+            else:
+                self._op(_BOOL, len(self.bools))
+                self.bools.append(x)
         elif pa.types.is_floating(t):
             x = self._float_values(name, arr)
             if n and np.all(x.view(np.uint64) == x[:1].view(np.uint64)[0]):
                 off, data = _format_floats(x[:1])
-                return self._literal_value(bytes(data[off[0] : off[1]]).decode())
-            c = self._token_col(1, 0, -1)
-            self._op(_TOKEN, c)
-            self.floats.append((c, x, None))
-        elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+                self._cur += bytes(data[off[0] : off[1]]).decode()
+            else:
+                self._op(_FLOAT, len(self.fcols))
+                self.fcols.append(x)
+        elif _is_string(t):
             off, data = _string_buffers(arr)
             if n and self._all_equal(off, data):
-                return self._literal_value(_json_str(arr[0].as_py()))
-            escape = _needs_escape(off, data)
+                self._cur += _json_str(arr[0].as_py())
+                return
+            d = data[off[0] : off[-1]]
+            escape = bool(np.any((d < 0x20) | (d == 0x22) | (d == 0x5C)))
+            # Plain strings are copied raw between literal quotes; others get json.dumps tokens.
             base = self._static_tokens(self._escaped(arr) if escape else arr)
-            c = self._token_col(0, base, -1)
-            if not escape:
-                self._cur += '"'
-            self._op(_TOKEN, c)
-            if not escape:
-                self._cur += '"'
-            self.static_cols.append((c, base, None))
+            self._cur += "" if escape else '"'
+            self._op(_TOKEN, len(self.ts_base))
+            self._cur += "" if escape else '"'
+            self.ts_base.append(base)
         else:
             raise TypeError(f"column {name!r}: type {t} is not supported in JSON Lines records")
 
@@ -327,28 +368,28 @@ class _Plan:
         values = arr.flatten()
         if values.null_count:
             raise ValueError(f"column {name!r} has null list elements")
-        offs = np.asarray(arr.offsets if not pa.types.is_fixed_size_list(arr.type)
-                          else np.arange(len(arr) + 1) * arr.type.list_size, dtype=np.int64)
-        offs = offs - offs[0]
+        if pa.types.is_fixed_size_list(arr.type):
+            offs = np.arange(len(arr) + 1, dtype=np.int64) * arr.type.list_size
+        else:
+            offs = arr.offsets.to_numpy().astype(np.int64)
+            offs -= offs[0]
         lrow = len(self.list_offs)
         self.list_offs.append(offs)
         vt = values.type
         if pa.types.is_floating(vt):
-            c = self._token_col(1, 0, lrow)
-            self.floats.append((c, self._float_values(name, values), offs))
+            self._op(_FLOAT_LIST, len(self.flists))
+            self.flists.append((self._float_values(name, values), lrow))
+            return
+        if pa.types.is_integer(vt):
+            tokens = pa.array(self._int_values(name, values)).cast(pa.large_string())
+        elif pa.types.is_boolean(vt):
+            tokens = pa.array(np.where(values.to_numpy(zero_copy_only=False), "true", "false"))
+        elif _is_string(vt):
+            tokens = self._escaped(values)
         else:
-            if pa.types.is_integer(vt):
-                tokens = pa.array(self._int_values(name, values)).cast(pa.large_string())
-            elif pa.types.is_boolean(vt):
-                tokens = pa.array(np.where(values.to_numpy(zero_copy_only=False), "true", "false"))
-            elif pa.types.is_string(vt) or pa.types.is_large_string(vt) or pa.types.is_string_view(vt):
-                tokens = self._escaped(values)
-            else:
-                raise TypeError(f"column {name!r}: list of {vt} is not supported in JSON Lines records")
-            base = self._static_tokens(tokens)
-            c = self._token_col(0, base, lrow)
-            self.static_cols.append((c, base, offs))
-        self._op(_LIST, c)
+            raise TypeError(f"column {name!r}: list of {vt} is not supported in JSON Lines records")
+        self._op(_TOKEN_LIST, len(self.tl))
+        self.tl.append((self._static_tokens(tokens), lrow))
 
     @staticmethod
     def _int_values(name: str, arr: pa.Array) -> np.ndarray:
@@ -368,12 +409,10 @@ class _Plan:
 
     @staticmethod
     def _all_equal(off: np.ndarray, data: np.ndarray) -> bool:
-        lengths = np.diff(off)
-        size = int(lengths[0])
-        if not np.all(lengths == size):
+        size = int(off[1] - off[0])
+        if int(off[-1] - off[-2]) != size or not np.all(np.diff(off) == size):
             return False
-        rows = data[off[0] : off[-1]].reshape(len(lengths), size)
-        return bool(np.all(rows == rows[:1]))
+        return bool(_periodic(data[off[0] : off[-1]], size)) if size else True
 
     @staticmethod
     def _escaped(arr: pa.Array) -> pa.Array:
@@ -381,37 +420,56 @@ class _Plan:
         quoted = pa.array([_json_str(s) for s in enc.dictionary.to_pylist()], pa.large_string())
         return quoted.take(enc.indices)
 
-    # ---- per chunk ----------------------------------------------------------------------------
     def chunk_rows(self) -> int:
         return int(max(64, min(self.n, _CHUNK_TEXT_BYTES // max(self.row_bytes, 1))))
 
-    def float_tokens(self, r0: int, r1: int, base: np.ndarray):
-        """Format the chunk's float values; sets their pool bases (relative to the chunk)."""
+    def float_tokens(self, r0: int, r1: int, fidx: np.ndarray, fl_base: np.ndarray):
+        """Format the floats of rows r0..r1-1 into pool 1; fills the kernel's indexes into it.
+
+        Runs of one repeated value in a column (timestamps of one kernel call, a constant
+        reward, ...) are formatted once.
+        """
+        m = r1 - r0
         parts = []
         start = 0
-        for c, x, offs in self.floats:
-            if offs is None:
-                parts.append(x[r0:r1])
-                base[c] = start - r0
-                start += r1 - r0
-            else:
-                a, b = int(offs[r0]), int(offs[r1])
-                parts.append(x[a:b])
-                base[c] = start - a
-                start += b - a
+        change = np.empty(m, np.bool_)
+        change[0] = True
+        for k, x in enumerate(self.fcols):
+            seg = x[r0:r1]
+            u = seg.view(np.uint64)
+            np.not_equal(u[1:], u[:-1], out=change[1:])
+            idx = fidx[k, :m]
+            np.cumsum(change, out=idx)
+            runs = int(idx[-1])
+            idx += start - 1
+            parts.append(seg if runs == m else seg[change])
+            start += runs
+        for k, (x, lrow) in enumerate(self.flists):
+            offs = self.list_offs[lrow]
+            a, b = int(offs[r0]), int(offs[r1])
+            parts.append(x[a:b])
+            fl_base[k] = start - a
+            start += b - a
         x = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else np.zeros(0))
         return _format_floats(x)
 
     def bound(self, r0: int, r1: int, off1: np.ndarray, data1: np.ndarray) -> int:
         """Upper bound of the text size of rows r0..r1-1."""
         m = r1 - r0
-        total = m * (len(self.lit_data) + 20 * len(self.ints) + 5 * len(self.bools)
-                     + 2 * len(self.list_offs))
-        total += len(data1) + len(off1)
-        for _, base, offs in self.static_cols:
-            a, b = (base + r0, base + r1) if offs is None else (base + offs[r0], base + offs[r1])
+        # pool 1 holds each float list item once, but a scalar token once per run of rows
+        total = m * self.fixed_row_bytes + len(data1) + len(off1)
+        if self.fcols and len(off1) > 1:
+            total += len(self.fcols) * m * int(np.max(np.diff(off1)))
+        spans = [(b + r0, b + r1) for b in self.ts_base]
+        spans += [(b + int(self.list_offs[lr][r0]), b + int(self.list_offs[lr][r1])) for b, lr in self.tl]
+        for a, b in spans:
             total += int(self.off0[b] - self.off0[a]) + (b - a)
         return total
+
+
+def _int_array(values: list[int]) -> np.ndarray:
+    """Index array for the kernel; never empty, so that it is never typed from an empty list."""
+    return np.array(values or [0], np.int64)
 
 
 def encode_jsonl(table: pa.Table, *, block_bytes: int | None = None, level: int = 1,
@@ -420,8 +478,8 @@ def encode_jsonl(table: pa.Table, *, block_bytes: int | None = None, level: int 
 
     `block_bytes=None`: one member for the whole table. `block_bytes=B`: the text is cut at record
     boundaries so that each member holds at most B uncompressed bytes, except that a single record
-    longer than B gets a member of its own. Members depend only on the text, never on chunking.
-    `level` is the isal compression level (0-3). Zero rows give no members.
+    longer than B gets a member of its own; cuts depend only on the text, never on chunking.
+    `level` is the isal compression level (0-3). A table without rows gives no members.
     """
     if block_bytes is not None and block_bytes < 1:
         raise ValueError(f"block_bytes must be >= 1, got {block_bytes}")
@@ -433,16 +491,18 @@ def encode_jsonl(table: pa.Table, *, block_bytes: int | None = None, level: int 
     if n == 0:
         return enc
     R = _chunk_rows or plan.chunk_rows()
-    kinds = np.array(plan.kinds, np.int64)
-    cols = np.array(plan.cols, np.int64)
-    tok_pool = np.array(plan.tok_pool or [0], np.int64)
-    tok_base = np.array(plan.tok_base or [0], np.int64)
-    tok_list = np.array(plan.tok_list or [0], np.int64)
+    kinds, cols = np.array(plan.kinds, np.int64), np.array(plan.cols, np.int64)
+    ts_base = _int_array(plan.ts_base)
+    tl_base, tl_lrow = _int_array([b for b, _ in plan.tl]), _int_array([lr for _, lr in plan.tl])
+    fl_base, fl_lrow = _int_array([0] * len(plan.flists)), _int_array([lr for _, lr in plan.flists])
     ints = np.empty((len(plan.ints), R), np.int64)
     bools = np.empty((len(plan.bools), R), np.uint8)
+    fidx = np.empty((len(plan.fcols), R), np.int64)
     buf = np.empty(0, np.uint8)
     ends = np.empty(2 * R + 1, np.int64)
-    comp = isal_zlib.compressobj(level, isal_zlib.DEFLATED, _GZIP_WBITS) if block_bytes is None else None
+    comp = None
+    if block_bytes is None:
+        comp = isal_zlib.compressobj(level, isal_zlib.DEFLATED, _GZIP_WBITS)
     pieces: list[bytes] = []
     carry_bytes = carry_rows = raw_total = 0
     for r0 in range(0, n, R):
@@ -452,7 +512,7 @@ def encode_jsonl(table: pa.Table, *, block_bytes: int | None = None, level: int 
             ints[k, :m] = x[r0:r1]
         for k, x in enumerate(plan.bools):
             bools[k, :m] = x[r0:r1]
-        off1, data1 = plan.float_tokens(r0, r1, tok_base)
+        off1, data1 = plan.float_tokens(r0, r1, fidx, fl_base)
         need = carry_bytes + plan.bound(r0, r1, off1, data1)
         if need > len(buf):
             grown = np.empty(max(need, 2 * len(buf)), np.uint8)
@@ -460,9 +520,12 @@ def encode_jsonl(table: pa.Table, *, block_bytes: int | None = None, level: int 
             buf = grown
         if carry_rows + m > len(ends):
             ends = np.concatenate([ends[:carry_rows], np.empty(m, np.int64)])
-        pos = int(_assemble(r0, r1, kinds, cols, plan.lit_data, plan.lit_off, ints, bools,
-                            tok_pool, tok_base, tok_list, plan.list_off, plan.off0, plan.data0,
-                            off1, data1, buf, np.uint64(carry_bytes), ends[carry_rows:]))
+        pos = int(_assemble(r0, r1, kinds, cols, plan.lit_data, plan.lit_off, ints, bools, fidx,
+                            fl_base, fl_lrow, ts_base, tl_base, tl_lrow, plan.list_off,
+                            plan.off0, plan.data0, off1, data1, buf, np.uint64(carry_bytes),
+                            ends[carry_rows:]))
+        if pos > len(buf):  # cannot happen unless bound() is wrong; then memory is corrupt
+            raise RuntimeError("JSON Lines text overflowed its buffer")
         if comp is not None:
             pieces.append(comp.compress(memoryview(buf)[:pos]))
             raw_total += pos
@@ -610,11 +673,34 @@ class JsonlPartWriter:
         self._closed = True
 
 
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Parquet paths of the non-float leaf columns.
+
+    Dictionary encoding pays for ids, positions, seeds and strings; float columns (timestamps,
+    distances) rarely repeat enough and cost ~20% of the write time when it is tried.
+    """
+    paths: list[str] = []
+
+    def walk(path: str, t: pa.DataType) -> None:
+        if pa.types.is_struct(t):
+            for f in t:
+                walk(f"{path}.{f.name}", f.type)
+        elif _is_list(t):
+            walk(f"{path}.list.element", t.value_type)
+        elif not pa.types.is_floating(t):
+            paths.append(path)
+
+    for field in schema:
+        walk(field.name, field.type)
+    return paths
+
+
 class ParquetStreamWriter:
     """One standard Parquet file (zstd) written as a stream of row groups.
 
     Tables are buffered until `row_group_rows` rows are pending, so shards of any size give
     row groups of a reader-friendly size; memory holds at most one row group plus one table.
+    Dictionary encoding is used for the non-float columns only.
     The file's key-value metadata gets `metadata` (schema_version, run_id, config_hash) next to
     pyarrow's own ARROW:schema. The sha256 is computed while writing.
     """
@@ -628,7 +714,8 @@ class ParquetStreamWriter:
         self._sink = _HashingFile(self.path)
         try:
             self._writer = pq.ParquetWriter(self._sink, self.schema, compression="zstd",
-                                            compression_level=compression_level)
+                                            compression_level=compression_level,
+                                            use_dictionary=_dictionary_columns(schema))
         except BaseException:
             self._sink.close()
             raise

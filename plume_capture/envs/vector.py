@@ -56,9 +56,9 @@ class PlumeNavVectorEnv(VectorEnv):
                                    self._term, self._trunc))
 
     def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
+        # Validate before gymnasium's seeding, which takes only a Python int.
         if seed is None:
-            base = [int(self.np_random.integers(0, SEED_MAX + 1)) for _ in range(self.num_envs)]
+            base = None
         elif isinstance(seed, (list, tuple)):
             if len(seed) != self.num_envs:
                 raise ValueError(f"expected {self.num_envs} seeds, got {len(seed)}")
@@ -66,6 +66,9 @@ class PlumeNavVectorEnv(VectorEnv):
         else:
             s = check_seed(seed)
             base = [(s + i) % (SEED_MAX + 1) for i in range(self.num_envs)]
+        super().reset(seed=None if base is None else base[0])
+        if base is None:
+            base = [int(self.np_random.integers(0, SEED_MAX + 1)) for _ in range(self.num_envs)]
         self._seeds[:] = base
         mask = np.ones(self.num_envs, np.bool_)
         self._reset_k(self.physics.ip, self.physics.fp, self.physics.field, mask, self._seeds,

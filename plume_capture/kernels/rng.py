@@ -11,10 +11,15 @@ Every draw is a pure function of ``(episode seed, step, purpose)``::
         key = mix64((seed + 0x9E3779B97F4A7C15) & M)
         u = mix64((key + (step * 256 + purpose) * 0x9E3779B97F4A7C15) & M)
         return (u >> 11) * 2.0**-53
+    def normal_pair(seed, step):                    # two standard normals (Box–Muller)
+        u1, u2 = uniform(seed, step, 2), uniform(seed, step, 3)
+        r = math.sqrt(-2.0 * math.log(1.0 - u1))
+        return r * math.cos(2.0 * math.pi * u2), r * math.sin(2.0 * math.pi * u2)
 
 ``step`` is the 1-based number of the step being computed (0 for draws made at reset) and
 ``purpose`` is one of ``codes.P_*`` (0 policy action, 1 tumble heading, 2/3 wind noise, 4 policy
-epsilon). Integers in [0, n) are ``int(uniform * n)``; normals use Box–Muller on purposes 2 and 3.
+epsilon). Integers in [0, n) are ``int(uniform * n)``. Wind noise adds ``noise_std *`` the first
+normal to the x component and the second to the y component.
 """
 import numpy as np
 

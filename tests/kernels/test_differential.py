@@ -88,7 +88,7 @@ def drive_single_env(cfg: Config, n_steps: int, rng) -> int:
             r_obs = ref.reset(seed)
             got.append((i, "reset", obs.tobytes(), info["agent_position"], info["distance_to_goal"], info["seed"]))
             exp.append((i, "reset", r_obs.tobytes(), (ref.x, ref.y),
-                        float(np.hypot(ref.x - cfg.goal[0], ref.y - cfg.goal[1])), seed))
+                        ref.distance(), seed))
         obs, rew, term, trunc, info = env.step(int(a))
         st = ref.step(int(a))
         got.append((i, obs.tobytes(), rew, term, trunc, info["agent_position"], info["heading"],
@@ -189,13 +189,17 @@ def test_builtin_policy_run_batch_matches_reference(name, act):
 
 
 def test_builtin_policies_do_something():
-    """Guard against a vacuous comparison: the policies produce every action they can."""
+    """Guard against a vacuous comparison: over the configs, each policy uses every action it has and
+    reaches the goal in some episodes."""
     for name, act in (("surge_cast", "oriented"), ("temporal_derivative", "oriented"),
                       ("run_tumble_chemotaxis", "run_tumble")):
-        cfg = configs(act, "concentration", "sparse")[4]
-        rows, summary = kernel_episodes(cfg, range(20), policy_for(name, 4))
-        assert set(np.unique(rows["action"])) == set(range(cfg.n_actions)), name
-        assert summary["terminated"].any(), f"{name} never reaches the goal on 64x64"
+        actions, reached = set(), 0
+        for i, cfg in enumerate(configs(act, "concentration", "sparse")[1:], start=1):
+            rows, summary = kernel_episodes(cfg, range(20), policy_for(name, i))
+            actions |= set(rows["action"].tolist())
+            reached += int(summary["terminated"].sum())
+        assert actions == set(range(cfg.n_actions)), name
+        assert reached >= 20, name
 
 
 # --- a short run for NUMBA_DISABLE_JIT=1 -------------------------------------------------------

@@ -1,0 +1,1515 @@
+"""Validation of run directories (SPEC §11): ``validate_run_artifacts`` and ``plume-nav-validate``.
+
+Everything is streamed: JSON Lines chunk by chunk (see ``load``), Parquet batch by batch, with
+per-episode state carried across chunk and file boundaries, so memory does not grow with the
+run. Each problem is one string ``CODE: where: message``; ``where`` is ``run.json``, a file
+name, or ``file:line``. Row-level problems of one kind are reported once per file with the
+first line and the number of rows affected. The codes are listed in ``CODES``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import threading
+import queue
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import records
+from .kernels._jit import njit
+from .load import (EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, Layout, T_EPID, T_FLIST, T_POS,
+                   T_STR, count_lines, episode_index, list_run_files, parse_fast, parse_slow,
+                   sha256_file)
+
+CODES = {
+    # run directory and run.json
+    "RUN_DIR_MISSING": "the run directory does not exist or is not a directory",
+    "RUN_JSON_MISSING": "no run.json (the run is incomplete)",
+    "RUN_JSON_INVALID": "run.json is not a valid JSON object",
+    "RUN_JSON_KEYS": "run.json top-level keys are not exactly RUN_JSON_KEYS in order",
+    "RUN_JSON_TYPE": "a run.json value has the wrong type or form",
+    "RUN_JSON_VALUE": "a run.json value contradicts the spec or another run.json value",
+    "RUN_INCOMPLETE": "extra.status is not 'complete'",
+    "SEEDS_MISMATCH": "episode_seeds is not [base_seed + i for i in range(episodes)]",
+    "COUNTS_MISMATCH": "extra.counts / episode_seeds disagree with the records",
+    # files
+    "FILE_MISSING": "a required or listed file is missing",
+    "PART_MISSING": "a rotated part is missing (gap in numbering or listed in extra.files)",
+    "STRAY_PART": "a file named like an artifact that no reader loads (its rows are lost)",
+    "FILE_UNLISTED": "an artifact file is not listed in extra.files",
+    "SIZE_MISMATCH": "file size differs from extra.files",
+    "SHA256_MISMATCH": "file sha256 differs from extra.files",
+    "ROWS_MISMATCH": "number of lines/rows differs from extra.files",
+    "GZIP_TRUNCATED": "gzip stream ends inside a member (or the file is empty)",
+    "GZIP_CORRUPT": "gzip data cannot be decoded (bad block, CRC/size mismatch, trailing junk)",
+    # records
+    "RECORD_JSON": "a line is not one JSON object (invalid JSON, NaN, blank, unterminated)",
+    "RECORD_KEYS": "a record has missing, unknown or duplicate keys",
+    "RECORD_TYPE": "a record value has the wrong JSON type",
+    "RECORD_VALUE": "a record value violates a constraint (range, avg = duration/steps, ...)",
+    "SCHEMA_VERSION": "schema_version is not '0.1'",
+    "RUN_ID_MISMATCH": "a record's run_id differs from run.json",
+    "EPISODE_ID": "episode_id is not of the form ep-NNNNNN",
+    "SEED_MISMATCH": "a step's seed is not base_seed + episode index",
+    "EPISODE_ORDER": "episodes out of order (an episode id goes back or resumes)",
+    "EPISODE_MISSING": "an episode has no steps or no episode record",
+    "DUPLICATE": "the same step (or episode record) twice in a row",
+    "STEP_SEQUENCE": "steps of an episode do not start at 1 or go backwards",
+    "STEP_GAP": "steps of an episode skip numbers (records missing)",
+    "STEP_AFTER_END": "step records after the step that terminated/truncated the episode",
+    "EPISODE_MISMATCH": "an episode record disagrees with its steps",
+    "POSITION_RANGE": "a position lies outside the grid",
+    "DISTANCE_MISMATCH": "distance_to_goal is not the distance from the position to the goal",
+    "FLAG_MISMATCH": "terminated/truncated disagree with distance/goal_radius or step/max_steps",
+    "REWARD_MISMATCH": "a reward does not follow from the reward type and the distance",
+    "ACTION_RANGE": "an action is outside the action space",
+    "OBS_SHAPE": "observation_summary has the wrong length",
+    "OBS_VALUE": "a concentration observation lies outside [0, 1]",
+    # parquet
+    "PARQUET_CORRUPT": "a Parquet file cannot be read",
+    "PARQUET_SCHEMA": "a Parquet file's schema differs from the record schema",
+    "PARQUET_METADATA": "Parquet key-value metadata missing or differing from run.json",
+    "PARQUET_MISMATCH": "Parquet rows differ from the JSON Lines",
+    "ERRORS_SUPPRESSED": "more errors than max_errors",
+}
+
+WARNING_CODES = {
+    "REFERENCE_RUN": "written by the reference implementation; some checks cannot be made",
+    "UNCHECKED": "a check could not be made (what is missing is named)",
+    "UNKNOWN_FILE": "a file that is not part of the run format",
+    "PARQUET_SKIPPED": "Parquet not compared (check_parquet=False or JSON Lines damaged)",
+}
+
+_RUN_ID_RE = re.compile(r"run-\d{8}-\d{6}(-[A-Za-z0-9_.-]+)?\Z")
+_START_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_N_ACTIONS = {"discrete": 4, "oriented": 3, "run_tumble": 2}
+_STEP_PENALTY = -0.01
+_STEPS, _EPISODES = records.STEPS_BASENAME, records.EPISODES_BASENAME
+
+
+# ------------------------------------------------------------------------------------------------
+# Report
+
+
+class _Report:
+    def __init__(self, max_errors: int):
+        self.max_errors = max(int(max_errors), 1)
+        self.entries: list[list] = []  # [code, where, message, rows]
+        self.agg: dict = {}
+        self.warnings: list[str] = []
+        self.suppressed = 0
+
+    def error(self, code: str, where: str, msg: str):
+        if len(self.entries) >= self.max_errors:
+            self.suppressed += 1
+            return
+        self.entries.append([code, where, msg, 0])
+
+    def rows(self, code: str, fname: str, line: int, msg: str, count: int, check: str = ""):
+        """A row-level problem: reported once per (code, file, check) with a running row count."""
+        key = (code, fname, check)
+        e = self.agg.get(key)
+        if e is not None:
+            e[3] += count
+            return
+        if len(self.entries) >= self.max_errors:
+            self.suppressed += 1
+            self.agg[key] = [code, "", "", 0]
+            return
+        e = [code, f"{fname}:{line}", msg, count]
+        self.entries.append(e)
+        self.agg[key] = e
+
+    def warn(self, code: str, where: str, msg: str):
+        self.warnings.append(f"{code}: {where}: {msg}")
+
+    def error_strings(self) -> list[str]:
+        out = []
+        for code, where, msg, count in self.entries:
+            s = f"{code}: {where}: {msg}"
+            if count > 1:
+                s += f" ({count} rows in this file)"
+            out.append(s)
+        if self.suppressed:
+            out.append(f"ERRORS_SUPPRESSED: run: {self.suppressed} more errors not listed "
+                       f"(max_errors={self.max_errors})")
+        return out
+
+    @property
+    def codes(self) -> set:
+        return {e[0] for e in self.entries}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    return str(v)
+
+
+# ------------------------------------------------------------------------------------------------
+# run.json
+
+
+class _Reject(ValueError):
+    pass
+
+
+def _reject_constant(name):
+    raise _Reject(f"{name} is not valid JSON")
+
+
+def _unique_pairs(pairs):
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _Reject(f"duplicate key {dup!r}")
+    return d
+
+
+_SEEDS_RE = re.compile(rb'"episode_seeds"\s*:\s*\[')
+
+
+def _load_run_json(path):
+    """-> (object, episode_seeds as int64 array or None, error message or None).
+
+    A very long ``episode_seeds`` list (up to 10^7 entries, SPEC §9.2) is parsed with numpy
+    instead of becoming a Python list.
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
+    seeds = None
+    if len(raw) > (4 << 20):
+        m = _SEEDS_RE.search(raw)
+        end = raw.find(b"]", m.end()) if m else -1
+        if m and end > 0:
+            body = raw[m.end():end]
+            if re.fullmatch(rb"[\s\d,]*", body):
+                try:
+                    seeds = np.array(body.split(b","), dtype=np.int64) if body.strip() else \
+                        np.zeros(0, np.int64)
+                    raw = raw[: m.end()] + raw[end:]
+                except ValueError:
+                    seeds = None
+    try:
+        obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant,
+                         object_pairs_hook=_unique_pairs)
+    except (UnicodeDecodeError, ValueError) as e:
+        return None, None, str(e)
+    if seeds is not None:
+        if isinstance(obj, dict) and obj.get("episode_seeds") == []:
+            obj["episode_seeds"] = seeds
+        else:  # the match was not the top-level key: parse normally
+            return _load_run_json_plain(path)
+    return obj, None if seeds is None else seeds, None
+
+
+def _load_run_json_plain(path):
+    with open(path, "rb") as f:
+        try:
+            obj = json.loads(f.read().decode("utf-8"), parse_constant=_reject_constant,
+                             object_pairs_hook=_unique_pairs)
+        except (UnicodeDecodeError, ValueError) as e:
+            return None, None, str(e)
+    return obj, None, None
+
+
+def _is_int(v) -> bool:
+    return type(v) is int
+
+
+def _is_num(v) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _is_xy(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_is_int(e) for e in v)
+
+
+@dataclass
+class _Ctx:
+    """What the records are checked against (from run.json, else from the first record)."""
+
+    kind: str = "unknown"
+    meta_ok: bool = False  # run.json was read (its values may still be wrong)
+    run_id: str | None = None
+    base_seed: int | None = None
+    n_episodes: int | None = None
+    grid: tuple | None = None
+    goal: tuple | None = None
+    radius: float | None = None
+    max_steps: int | None = None
+    reward_type: str | None = None
+    n_actions: int | None = None
+    obs_type: str | None = None
+    obs_len: int | None = None
+    config_hash: str | None = None
+    counts: dict | None = None
+    files: dict | None = None
+
+    @property
+    def ours(self) -> bool:
+        return self.kind != "reference"
+
+    def expected_values(self) -> dict:
+        return {"run_id": self.run_id, "schema_version": records.SCHEMA_VERSION}
+
+
+def _check_run_json(meta, seeds_arr, ctx: _Ctx, rep: _Report):
+    """Check run.json and fill ``ctx``."""
+    W = "run.json"
+    keys = list(meta)
+    if keys != list(records.RUN_JSON_KEYS):
+        missing = [k for k in records.RUN_JSON_KEYS if k not in meta]
+        unknown = [k for k in keys if k not in records.RUN_JSON_KEYS]
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing))
+        if unknown:
+            parts.append("unknown " + ", ".join(repr(k) for k in unknown))
+        if not parts:
+            parts.append("keys not in the order " + ", ".join(records.RUN_JSON_KEYS))
+        rep.error("RUN_JSON_KEYS", W, "; ".join(parts))
+    extra = meta.get("extra")
+    if not isinstance(extra, dict):
+        if "extra" in meta:
+            rep.error("RUN_JSON_TYPE", W, "extra must be an object")
+        extra = {}
+    ours_markers = ("status", "files", "counts", "engine", "policy")
+    if any(k in extra for k in ours_markers):
+        ctx.kind = "plume-capture"
+    elif isinstance(extra.get("simulation_metadata"), dict) or not extra:
+        ctx.kind = "reference"
+    else:
+        ctx.kind = "plume-capture"
+
+    def bad(key, what):
+        rep.error("RUN_JSON_TYPE", W, f"{key} must be {what}, got {_short(meta.get(key))}")
+
+    sv = meta.get("schema_version")
+    if sv != records.SCHEMA_VERSION and "schema_version" in meta:
+        rep.error("SCHEMA_VERSION", W, f"schema_version {_short(sv)}, expected '0.1'")
+    rid = meta.get("run_id")
+    if isinstance(rid, str) and rid:
+        ctx.run_id = rid
+        if not _RUN_ID_RE.match(rid):
+            bad("run_id", "run-YYYYMMDD-HHMMSS-<suffix>")
+        elif ctx.ours and _RUN_ID_RE.match(rid).group(1) is None:
+            rep.error("RUN_JSON_VALUE", W, f"run_id {rid!r} has no unique suffix (SPEC §9)")
+    elif "run_id" in meta:
+        bad("run_id", "a non-empty string")
+    if "experiment" in meta and not (isinstance(meta["experiment"], str) and meta["experiment"]):
+        bad("experiment", "a non-empty string")
+    if "start_time" in meta and not (isinstance(meta["start_time"], str)
+                                     and _START_RE.match(meta["start_time"])):
+        bad("start_time", "YYYY-MM-DDTHH:MM:SSZ")
+    for key in ("package_version",):
+        if key in meta and not isinstance(meta[key], str):
+            bad(key, "a string")
+    for key in ("config_hash", "git_sha"):
+        if key in meta and meta[key] is not None and not isinstance(meta[key], str):
+            bad(key, "a string or null")
+    ch = meta.get("config_hash")
+    if isinstance(ch, str):
+        ctx.config_hash = ch
+        if ctx.ours and not _HEX64.match(ch):
+            bad("config_hash", "a SHA-256 hex digest")
+    system = meta.get("system")
+    if "system" in meta:
+        want = ("hostname", "platform", "python_version", "pid", "user")
+        if not isinstance(system, dict) or any(k not in system for k in want):
+            bad("system", "an object with " + ", ".join(want))
+
+    # env_config
+    env = meta.get("env_config")
+    if isinstance(env, dict):
+        gs, src = env.get("grid_size"), env.get("source_location")
+        if _is_xy(gs) and gs[0] >= 1 and gs[1] >= 1:
+            ctx.grid = (gs[0], gs[1])
+        else:
+            rep.error("RUN_JSON_TYPE", W, f"env_config.grid_size must be [W, H], got {_short(gs)}")
+        if _is_xy(src):
+            ctx.goal = (src[0], src[1])
+            if ctx.grid and not (0 <= src[0] < ctx.grid[0] and 0 <= src[1] < ctx.grid[1]):
+                rep.error("RUN_JSON_VALUE", W, f"env_config.source_location {src} is outside "
+                          f"the grid {ctx.grid[0]}x{ctx.grid[1]}")
+        else:
+            rep.error("RUN_JSON_TYPE", W,
+                      f"env_config.source_location must be [x, y], got {_short(src)}")
+        ms = env.get("max_steps")
+        if _is_int(ms) and ms >= 1:
+            ctx.max_steps = ms
+        else:
+            rep.error("RUN_JSON_TYPE", W, f"env_config.max_steps must be an int >= 1, got {_short(ms)}")
+        gr = env.get("goal_radius")
+        if _is_num(gr) and gr >= 0:
+            ctx.radius = float(gr)
+        else:
+            rep.error("RUN_JSON_TYPE", W,
+                      f"env_config.goal_radius must be a number >= 0, got {_short(gr)}")
+        er = env.get("enable_rendering")
+        if type(er) is not bool:
+            rep.error("RUN_JSON_TYPE", W, "env_config.enable_rendering must be a boolean")
+        elif er and ctx.ours:
+            rep.error("RUN_JSON_VALUE", W, "env_config.enable_rendering is true; capture never renders")
+        if not isinstance(env.get("plume_params"), dict):
+            rep.error("RUN_JSON_TYPE", W, "env_config.plume_params must be an object")
+    elif "env_config" in meta:
+        bad("env_config", "an object")
+
+    # seeds
+    bs = meta.get("base_seed")
+    if _is_int(bs) and 0 <= bs <= 2 ** 32 - 1:
+        ctx.base_seed = bs
+    elif "base_seed" in meta:
+        bad("base_seed", "an int in [0, 2**32 - 1]")
+    es = seeds_arr if seeds_arr is not None else meta.get("episode_seeds")
+    if isinstance(es, list):
+        if all(_is_int(s) for s in es) and all(-(2 ** 63) <= s < 2 ** 63 for s in es):
+            es = np.array(es, dtype=np.int64)
+        else:
+            bad("episode_seeds", "a list of ints")
+            es = None
+    elif es is not None and not isinstance(es, np.ndarray):
+        bad("episode_seeds", "a list of ints")
+        es = None
+    if isinstance(es, np.ndarray):
+        ctx.n_episodes = len(es)
+        if ctx.base_seed is not None:
+            expect = ctx.base_seed + np.arange(len(es), dtype=np.int64)
+            wrong = np.flatnonzero(es != expect)
+            if len(wrong):
+                i = int(wrong[0])
+                rep.error("SEEDS_MISMATCH", W,
+                          f"episode_seeds[{i}] is {int(es[i])}, expected base_seed + {i} = "
+                          f"{int(expect[i])} ({len(wrong)} of {len(es)} seeds differ)")
+        if len(es) == 0:
+            rep.error("RUN_JSON_VALUE", W, "episode_seeds is empty")
+
+    # extra
+    env_eff = extra.get("env") if isinstance(extra.get("env"), dict) else {}
+    if ctx.ours:
+        status = extra.get("status")
+        if status != "complete":
+            rep.error("RUN_INCOMPLETE", W,
+                      f"extra.status is {_short(status)}, not 'complete'" if "status" in extra
+                      else "extra.status is missing (the run did not finish)")
+        if not env_eff:
+            rep.error("RUN_JSON_VALUE", W, "extra.env (the effective env settings) is missing")
+        counts = extra.get("counts")
+        if isinstance(counts, dict) and all(_is_int(counts.get(k)) for k in ("steps", "episodes")):
+            ctx.counts = counts
+        else:
+            rep.error("RUN_JSON_TYPE", W, 'extra.counts must be {"steps": int, "episodes": int}')
+        files = extra.get("files")
+        if isinstance(files, dict) and all(
+                isinstance(v, dict) and _is_int(v.get("bytes")) and _is_int(v.get("rows"))
+                and isinstance(v.get("sha256"), str) for v in files.values()):
+            ctx.files = files
+        else:
+            rep.error("RUN_JSON_TYPE", W,
+                      'extra.files must map file names to {"bytes", "rows", "sha256"}')
+    else:
+        rep.warn("REFERENCE_RUN", W, "written by the reference implementation (no extra.status, "
+                 "extra.counts or extra.files): completeness, counts, sizes and checksums are "
+                 "not checked")
+    if env_eff:
+        for key, ref in (("grid_size", ctx.grid), ("max_steps", ctx.max_steps),
+                         ("goal_radius", ctx.radius)):
+            v = env_eff.get(key)
+            if v is None or ref is None:
+                continue
+            same = tuple(v) == tuple(ref) if isinstance(v, list) else v == ref
+            if not same:
+                msg = f"extra.env.{key} {_short(v)} differs from env_config ({_short(ref)})"
+                if ctx.ours:
+                    rep.error("RUN_JSON_VALUE", W, msg)
+                else:
+                    rep.warn("UNCHECKED", W, msg + "; env_config is used")
+        if env_eff.get("reward_type") in ("sparse", "step_penalty"):
+            ctx.reward_type = env_eff["reward_type"]
+        at = env_eff.get("action_type")
+        ctx.n_actions = _N_ACTIONS.get(at)
+        ctx.obs_type = env_eff.get("observation_type")
+        if ctx.obs_type == "concentration":
+            ctx.obs_len = 1
+        elif ctx.obs_type == "wind_vector":
+            ctx.obs_len = 2
+        elif ctx.obs_type == "antennae" and _is_int(env_eff.get("n_sensors")):
+            ctx.obs_len = env_eff["n_sensors"]
+    missing = [w for w, v in (("reward type", ctx.reward_type), ("action type", ctx.n_actions))
+               if v is None]
+    if missing:
+        rep.warn("UNCHECKED", W, f"extra.env gives no {' or '.join(missing)}: step "
+                 f"{' and '.join('rewards' if m == 'reward type' else 'actions' for m in missing)}"
+                 " not checked against it")
+
+
+def _short(v, n: int = 60) -> str:
+    try:
+        s = json.dumps(v.tolist() if isinstance(v, np.ndarray) else v)
+    except (TypeError, ValueError):
+        s = repr(v)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------------------
+# Step sequence kernel
+
+EV_EP_GAP, EV_ORDER, EV_FIRST, EV_DUP, EV_GAP, EV_BACK, EV_AFTER_END = range(1, 8)
+
+
+@njit
+def _step_sequence(ep, step, reward, term, trunc, x, y, dist, st, sf,
+                   o_idx, o_cnt, o_sum, o_x, o_y, o_dist, o_term, o_trunc, ev):
+    """Walk the steps in file order with the state carried in ``st``/``sf``.
+
+    st = [episode, max episode, previous step, count, ended, valid, x, y, term, trunc],
+    sf = [reward sum (sequential, in step order), distance]. Writes one summary per finished
+    in-order episode segment to ``o_*`` and events ``(code, row, a, b)`` to ``ev``.
+    Returns (summaries, events stored, events total).
+    """
+    cur, mx, prev, cnt, ended, valid = st[0], st[1], st[2], st[3], st[4], st[5]
+    lx, ly, lterm, ltrunc = st[6], st[7], st[8], st[9]
+    rsum, ldist = sf[0], sf[1]
+    no = 0
+    ne = 0
+    ntot = 0
+    cap = ev.shape[0]
+    for i in range(ep.shape[0]):
+        e = ep[i]
+        if e < 0:
+            continue
+        s = step[i]
+        code = 0
+        a = 0
+        b = 0
+        if e != cur:
+            if cur >= 0 and valid == 1 and cnt > 0:
+                o_idx[no] = cur
+                o_cnt[no] = cnt
+                o_sum[no] = rsum
+                o_x[no] = lx
+                o_y[no] = ly
+                o_dist[no] = ldist
+                o_term[no] = lterm
+                o_trunc[no] = ltrunc
+                no += 1
+            if e > mx:
+                if e > mx + 1:
+                    code, a, b = EV_EP_GAP, mx + 1, e - 1
+                mx = e
+                valid = 1
+            else:
+                code, a, b = EV_ORDER, e, mx
+                valid = 0
+            if code != 0:
+                if ne < cap:
+                    ev[ne, 0], ev[ne, 1], ev[ne, 2], ev[ne, 3] = code, i, a, b
+                    ne += 1
+                ntot += 1
+                code = 0
+            cur = e
+            cnt = 0
+            rsum = 0.0
+            ended = 0
+            if valid == 1 and s != 1:
+                code, a = EV_FIRST, s
+        elif valid == 1:
+            if s == prev:
+                code, a = EV_DUP, s
+            elif ended == 1:
+                code, a, b = EV_AFTER_END, prev, s
+            elif s > prev + 1:
+                code, a, b = EV_GAP, prev, s
+            elif s < prev:
+                code, a, b = EV_BACK, prev, s
+        if code != 0:
+            if ne < cap:
+                ev[ne, 0], ev[ne, 1], ev[ne, 2], ev[ne, 3] = code, i, a, b
+                ne += 1
+            ntot += 1
+            if code == EV_DUP:
+                continue  # a repeated record does not count twice
+        cnt += 1
+        rsum += reward[i]
+        prev = s
+        ended = 1 if (term[i] or trunc[i]) else 0
+        lx = x[i]
+        ly = y[i]
+        ldist = dist[i]
+        lterm = 1 if term[i] else 0
+        ltrunc = 1 if trunc[i] else 0
+    st[0], st[1], st[2], st[3], st[4], st[5] = cur, mx, prev, cnt, ended, valid
+    st[6], st[7], st[8], st[9] = lx, ly, lterm, ltrunc
+    sf[0], sf[1] = rsum, ldist
+    return no, ne, ntot
+
+
+def _cat(parts: list[dict]) -> dict:
+    if len(parts) == 1:
+        return parts[0]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _take(d: dict, sel) -> dict:
+    return {k: v[sel] for k, v in d.items()}
+
+
+def _eid(i) -> str:
+    return records.episode_id(int(i))
+
+
+def _eids(a, b) -> str:
+    return _eid(a) if a == b else f"{_eid(a)}..{_eid(b)}"
+
+
+class _Joiner:
+    """Matches per-episode summaries of the steps with the episode records, both in order."""
+
+    def __init__(self, rep: _Report):
+        self.rep = rep
+        self.S: list[dict] = []
+        self.E: list[dict] = []
+
+    @staticmethod
+    def _last(parts):
+        for p in reversed(parts):
+            if len(p["idx"]):
+                return int(p["idx"][-1])
+        return None
+
+    def wants_episodes(self) -> bool:
+        s, e = self._last(self.S), self._last(self.E)
+        return s is not None and (e is None or e < s)
+
+    def match(self, final: bool):
+        if not self.S or not self.E:
+            if final:
+                self.S, self.E = [], []
+            return
+        S, E = _cat(self.S), _cat(self.E)
+        if final:
+            ns, ne = len(S["idx"]), len(E["idx"])
+        else:
+            if not len(S["idx"]) or not len(E["idx"]):
+                self.S, self.E = [S], [E]
+                return
+            hi = min(S["idx"][-1], E["idx"][-1])
+            ns = int(np.searchsorted(S["idx"], hi, "right"))
+            ne = int(np.searchsorted(E["idx"], hi, "right"))
+        _, si, ei = np.intersect1d(S["idx"][:ns], E["idx"][:ne], assume_unique=True,
+                                   return_indices=True)
+        if len(si):
+            self._compare(_take(S, si), _take(E, ei))
+        self.S = [_take(S, slice(ns, None))] if ns < len(S["idx"]) else []
+        self.E = [_take(E, slice(ne, None))] if ne < len(E["idx"]) else []
+
+    def _compare(self, s: dict, e: dict):
+        bad_steps = s["count"] != e["total_steps"]
+        bad_sum = s["rsum"] != e["total_reward"]
+        bad_pos = (s["x"] != e["x"]) | (s["y"] != e["y"])
+        bad_dist = s["dist"] != e["dist"]
+        bad_term = s["term"] != e["term"]
+        bad_trunc = s["trunc"] != e["trunc"]
+        bad = bad_steps | bad_sum | bad_pos | bad_dist | bad_term | bad_trunc
+        for k in np.flatnonzero(bad)[: self.rep.max_errors + 1]:
+            parts = []
+            if bad_steps[k]:
+                parts.append(f"total_steps {e['total_steps'][k]} but {s['count'][k]} step records")
+            if bad_sum[k]:
+                parts.append(f"total_reward {_fmt(e['total_reward'][k])} but the steps' rewards "
+                             f"sum to {_fmt(s['rsum'][k])}")
+            if bad_pos[k]:
+                parts.append(f"final_position ({e['x'][k]}, {e['y'][k]}) but the last step is at "
+                             f"({s['x'][k]}, {s['y'][k]})")
+            if bad_dist[k]:
+                parts.append(f"final_distance_to_goal {_fmt(e['dist'][k])} but the last step has "
+                             f"{_fmt(s['dist'][k])}")
+            for flag, badf in (("terminated", bad_term), ("truncated", bad_trunc)):
+                key = flag[:4] if flag == "terminated" else "trunc"
+                if badf[k]:
+                    parts.append(f"{flag} {_fmt(bool(e[key][k]))} but the last step has "
+                                 f"{_fmt(bool(s[key][k]))}")
+            self.rep.error("EPISODE_MISMATCH", f"{e['file'][k]}:{e['line'][k]}",
+                           f"{_eid(s['idx'][k])}: " + "; ".join(parts))
+        extra = int(bad.sum()) - min(int(bad.sum()), self.rep.max_errors + 1)
+        self.rep.suppressed += extra
+
+
+# ------------------------------------------------------------------------------------------------
+# Parquet comparison
+
+
+def _epid_index_arrow(strs: pa.Array) -> np.ndarray:
+    """Vectorised ``episode_index`` for an Arrow string array."""
+    strs = strs.cast(pa.string())
+    ok = pc.match_substring_regex(strs, r"^ep-(\d{6}|[1-9]\d{6,17})$").to_numpy(
+        zero_copy_only=False)
+    digits = pc.utf8_slice_codeunits(strs, 3)
+    digits = pc.if_else(pa.array(ok), digits, pa.scalar("0"))
+    v = pc.cast(digits, pa.int64()).to_numpy(zero_copy_only=False)
+    return np.where(ok & (v >= 1), v - 1, -1)
+
+
+def _dict_parts(arr: pa.Array):
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr)
+    return arr.dictionary, arr.indices.to_numpy(zero_copy_only=False)
+
+
+def _parquet_cols(rb: pa.RecordBatch, layout: Layout, expected: dict) -> dict:
+    """The columns of a Parquet batch in the form of ``load.Batch.cols``."""
+    cols = {}
+    for name in layout.names:
+        arr = rb.column(name)
+        if arr.null_count:
+            raise ValueError(f"column {name} has {arr.null_count} nulls")
+        kind = layout.kinds[name]
+        if kind == T_EPID:
+            d, ix = _dict_parts(arr)
+            cols[name] = _epid_index_arrow(d)[ix]
+        elif kind == T_STR:
+            d, ix = _dict_parts(arr)
+            ok = pc.equal(d.cast(pa.string()), pa.scalar(expected.get(name) or "", pa.string()))
+            cols[name] = ok.to_numpy(zero_copy_only=False)[ix]
+        elif kind == T_POS:
+            xs, ys = arr.flatten()
+            if xs.null_count or ys.null_count:
+                raise ValueError(f"column {name} has nulls")
+            cols[name + ".x"] = xs.to_numpy()
+            cols[name + ".y"] = ys.to_numpy()
+        elif kind == T_FLIST:
+            off = arr.offsets.to_numpy()
+            vals = arr.flatten()
+            if vals.null_count:
+                raise ValueError(f"column {name} has null elements")
+            cols[name + ".offsets"] = off - off[0]
+            cols[name + ".values"] = vals.to_numpy()
+        else:
+            cols[name] = arr.to_numpy(zero_copy_only=False)
+    return cols
+
+
+def _slice_cols(cols: dict, start: int, n: int, lf: str | None) -> dict:
+    out = {}
+    for k, v in cols.items():
+        if lf and k == lf + ".offsets":
+            out[k] = v[start:start + n + 1] - v[start]
+        elif lf and k == lf + ".values":
+            off = cols[lf + ".offsets"]
+            out[k] = v[off[start]:off[start + n]]
+        else:
+            out[k] = v[start:start + n]
+    return out
+
+
+def _cat_cols(parts: list[dict], lf: str | None) -> dict:
+    if len(parts) == 1:
+        return parts[0]
+    out = _cat(parts)
+    if lf:
+        lens = np.concatenate([np.diff(p[lf + ".offsets"]) for p in parts])
+        out[lf + ".offsets"] = np.concatenate([[0], np.cumsum(lens)])
+    return out
+
+
+def _slice_rows(cols: dict, rows: np.ndarray, lf: str | None) -> dict:
+    out = {}
+    for k, v in cols.items():
+        if lf and k == lf + ".offsets":
+            out[k] = np.concatenate([[0], np.cumsum(np.diff(v)[rows])])
+        elif lf and k == lf + ".values":
+            off = cols[lf + ".offsets"]
+            out[k] = np.concatenate([v[off[r]:off[r + 1]] for r in rows] or [v[:0]])
+        else:
+            out[k] = v[rows]
+    return out
+
+
+class _ParquetSide:
+    """Reads a Parquet file batch by batch in a background thread and compares it, row for row,
+    with the JSON Lines records of the same base (all parts in order)."""
+
+    BATCH = 1 << 15
+
+    def __init__(self, path: str, layout: Layout, ctx: _Ctx, rep: _Report):
+        self.path, self.name = path, os.path.basename(path)
+        self.layout, self.ctx, self.rep = layout, ctx, rep
+        self.active = False
+        self.diverged = False  # after the first difference rows are only counted
+        self.rows = None
+        self.pos = 0  # parquet rows consumed
+        self.mismatch_rows = 0
+        self.parts: list[dict] = []
+        self.buffered = 0
+        self._q: queue.Queue | None = None
+        self._stop = threading.Event()
+        try:
+            pf = pq.ParquetFile(path, read_dictionary=["episode_id", "run_id", "schema_version"])
+        except Exception as e:  # noqa: BLE001 - any reader failure means a damaged file
+            rep.error("PARQUET_CORRUPT", self.name, f"cannot open: {e}")
+            return
+        self.rows = pf.metadata.num_rows
+        got = pf.schema_arrow.remove_metadata()
+        want = layout.schema
+        if got.names != want.names or any(not g.type.equals(w.type) and not (
+                pa.types.is_dictionary(g.type) and g.type.value_type == w.type)
+                for g, w in zip(got, want)):
+            rep.error("PARQUET_SCHEMA", self.name, f"schema differs from the record schema: "
+                      f"{_short(str(got), 200)}")
+            return
+        self._check_metadata(pf)
+        self.pf = pf
+        self.active = True
+        self._q = queue.Queue(maxsize=2)
+        self._thread = threading.Thread(target=self._produce, daemon=True)
+        self._thread.start()
+
+    def _check_metadata(self, pf):
+        kv = pf.metadata.metadata or {}
+        kv = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in kv.items()}
+        if not self.ctx.meta_ok:
+            return
+        want = {"schema_version": records.SCHEMA_VERSION, "run_id": self.ctx.run_id,
+                "config_hash": self.ctx.config_hash}
+        missing = [k for k in want if k not in kv]
+        if missing and not self.ctx.ours:
+            self.rep.warn("UNCHECKED", self.name, "no key-value metadata " + ", ".join(missing)
+                          + " (reference Parquet)")
+        elif missing:
+            if missing == ["config_hash"] and self.ctx.config_hash is None:
+                missing = []
+            if missing:
+                self.rep.error("PARQUET_METADATA", self.name,
+                               "key-value metadata lacks " + ", ".join(missing))
+        for k, v in want.items():
+            if k in kv and v is not None and kv[k] != v:
+                self.rep.error("PARQUET_METADATA", self.name,
+                               f"metadata {k} is {kv[k]!r}, run.json has {v!r}")
+            if k == "config_hash" and v is None and kv.get(k) not in (None, "", "null"):
+                self.rep.error("PARQUET_METADATA", self.name,
+                               f"metadata config_hash is {kv[k]!r}, run.json has null")
+
+    def _produce(self):
+        try:
+            for rb in self.pf.iter_batches(batch_size=self.BATCH):
+                cols = _parquet_cols(rb, self.layout, self.ctx.expected_values())
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(("ok", cols, rb.num_rows), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            self._q.put(("end", None, 0))
+        except Exception as e:  # noqa: BLE001
+            self._q.put(("error", str(e), 0))
+
+    def _next_part(self) -> bool:
+        """Append the next Parquet batch to ``self.parts``; False at the end."""
+        kind, cols, k = self._q.get()
+        if kind == "end":
+            self._q.put((kind, cols, k))
+            return False
+        if kind == "error":
+            self.rep.error("PARQUET_CORRUPT", self.name,
+                           f"cannot read after row {self.pos + self.buffered}: {cols}")
+            self.close()
+            return False
+        self.parts.append([cols, 0, k])
+        self.buffered += k
+        return True
+
+    def _take(self, n: int):
+        """Yield ``(cols, start, count)`` pieces of the next ``n`` Parquet rows (views)."""
+        while n > 0:
+            if not self.parts and not self._next_part():
+                return
+            part = self.parts[0]
+            cols, off, k = part
+            m = min(n, k - off)
+            yield cols, off, m
+            part[1] += m
+            self.buffered -= m
+            self.pos += m
+            n -= m
+            if part[1] == k:
+                self.parts.pop(0)
+
+    def compare(self, batch, fname: str):
+        """Compare the next Parquet rows with the lines of one JSON Lines chunk (the batch holds
+        the well-formed ones; the rows of the others are skipped)."""
+        if not self.active:
+            return
+        nlines, got = batch.nlines, 0
+        if batch.rows is None and not self.diverged:
+            for cols, off, m in self._take(nlines):
+                self._diff(batch, got, cols, off, m, fname)
+                got += m
+        else:
+            pieces = list(self._take(nlines))
+            got = sum(m for _, _, m in pieces)
+            if not self.diverged and batch.n and got == nlines:
+                p = _cat_cols([_slice_cols(c, o, m, self.layout.list_field) for c, o, m in pieces],
+                              self.layout.list_field)
+                p = _slice_rows(p, batch.rows, self.layout.list_field)
+                self._diff(batch, 0, p, 0, batch.n, fname)
+        if got < nlines and self.active:
+            self._report(fname, batch.first + got, f"{self.name} has only {self.pos} rows",
+                         nlines - got, "short")
+            self.close()
+
+    def _diff(self, batch, ja: int, p: dict, pa_: int, k: int, fname: str):
+        """Compare JSON Lines rows ``ja:ja+k`` of ``batch`` with Parquet rows ``pa_:pa_+k``."""
+        if self.diverged or k == 0:
+            return
+        c = batch.cols
+        lf = self.layout.list_field
+        rowbad = np.zeros(k, bool)
+        first = None
+        for key, a in c.items():
+            if lf and key == lf + ".values":
+                continue
+            b = p[key]
+            if lf and key == lf + ".offsets":
+                ao, bo = a[ja:ja + k + 1], b[pa_:pa_ + k + 1]
+                m = np.diff(ao) != np.diff(bo)
+                if not m.any():
+                    va = c[lf + ".values"][ao[0]:ao[-1]]
+                    vb = p[lf + ".values"][bo[0]:bo[-1]]
+                    cs = np.concatenate([[0], np.cumsum(va.view(np.uint64) != vb.view(np.uint64))])
+                    rel = ao - ao[0]
+                    m = (cs[rel[1:]] - cs[rel[:-1]]) > 0
+                name = lf
+            else:
+                a, b = a[ja:ja + k], b[pa_:pa_ + k]
+                m = (a.view(np.uint64) != b.view(np.uint64)) if a.dtype == np.float64 else a != b
+                name = key
+            if m.any():
+                i = int(np.argmax(m))
+                if first is None or i < first[0]:
+                    first = (i, name)
+                rowbad |= m
+        if first is not None:
+            i, name = first
+            self._report(fname, int(batch.lines[ja + i]),
+                         f"{self.name} row {self.pos - k + i + 1}: {name} differs from the JSON "
+                         f"Lines ({self._value(p, name, pa_ + i)} vs "
+                         f"{self._value(c, name, ja + i)}); {int(rowbad.sum())} of the next {k} "
+                         "rows differ, later rows not compared", 1, "values")
+            self.diverged = True
+
+    def _value(self, cols, name, i):
+        lf = self.layout.list_field
+        if name == lf:
+            off, vals = cols[lf + ".offsets"], cols[lf + ".values"]
+            return _fmt([float(v) for v in vals[off[i]:off[i + 1]]])
+        v = cols[name]
+        if name == "episode_id":
+            return _eid(v[i]) if v[i] >= 0 else "<malformed>"
+        if name in self.layout.str_fields:
+            return "expected value" if v[i] else "other value"
+        return _fmt(v[i].item())
+
+    def _report(self, fname, line, msg, count, check):
+        self.mismatch_rows += count
+        self.rep.rows("PARQUET_MISMATCH", fname, line, msg, count, check + self.name)
+
+    def finish(self, total_lines: int):
+        if not self.active:
+            self.close()
+            return
+        if self.rows is not None and self.rows != total_lines:
+            self.rep.error("PARQUET_MISMATCH", self.name,
+                           f"{self.rows} rows, the JSON Lines have {total_lines}")
+        self.close()
+
+    def disable(self, why: str):
+        if self.active:
+            self.rep.warn("PARQUET_SKIPPED", self.name, why)
+        self.active = False
+        self.close()
+
+    def close(self):
+        self.active = False
+        self._stop.set()
+        if self._q is not None:
+            try:
+                while True:
+                    self._q.get_nowait()
+            except queue.Empty:
+                pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Streams
+
+
+def _chunks(reader: GzipLines):
+    """The chunks of ``reader``, read and decompressed in a background thread; the consumer
+    releases each chunk (``reader.release``) when done with it."""
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for chunk in reader:
+                if stop.is_set():
+                    return
+                q.put(chunk)
+        except OSError as e:
+            reader.problem = ("FILE_MISSING", f"cannot read: {e}")
+        q.put(None)
+
+    t = threading.Thread(target=produce, daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                break
+            yield item
+    finally:
+        stop.set()
+        reader.close()
+        t.join()
+
+
+class _Stream:
+    """The JSON Lines files of one base, parsed chunk by chunk (parsing overlaps with the next
+    chunk's parse and decompression in worker threads)."""
+
+    def __init__(self, run_dir, files, layout: Layout, ctx: _Ctx, rep: _Report,
+                 parquet: _ParquetSide | None, pool: ThreadPoolExecutor, chunk_bytes: int):
+        self.run_dir, self.files, self.layout = run_dir, files, layout
+        self.ctx, self.rep, self.parquet, self.pool = ctx, rep, parquet, pool
+        self.chunk_bytes = chunk_bytes
+        self.readers: list[GzipLines] = []
+        self.file_lines: list[int] = []
+        self.lines = 0
+        self.rows_ok = 0
+        self.damaged = False
+
+    def batches(self):
+        """Yield (file name, batch) for every chunk; problems are reported as they come."""
+        L = self.layout
+        for name in self.files:
+            pending = []
+            exp_values = self.ctx.expected_values()
+            expected = L.expected(exp_values)
+            self._line = 1
+            # Buffers: one filling, two parsing, one being checked, one queued.
+            reader = GzipLines(os.path.join(self.run_dir, name), self.chunk_bytes, slots=5,
+                               auto_release=False)
+            rows = reader.cap // 160 + 16
+            for chunk in _chunks(reader):
+                pending.append((self.pool.submit(parse_fast, L, chunk, expected, rows), chunk))
+                if len(pending) >= 2:
+                    fut, chunk = pending.pop(0)
+                    yield self._finish(name, fut, chunk, exp_values)
+                    reader.release(chunk)
+            while pending:
+                fut, chunk = pending.pop(0)
+                yield self._finish(name, fut, chunk, exp_values)
+                reader.release(chunk)
+            nlines = self._line - 1
+            self.readers.append(reader)
+            self.file_lines.append(nlines)
+            self.lines += nlines
+            if reader.problem is not None:
+                code, msg = reader.problem
+                if code == "RECORD_JSON":
+                    self.rep.error(code, f"{name}:{nlines}", msg)
+                else:
+                    self.rep.error(code, name, f"{msg}; {nlines} complete lines before it")
+                self.damaged = True
+                if self.parquet is not None and code != "RECORD_JSON":
+                    self.parquet.disable(f"not compared beyond {name} line {nlines}: "
+                                         "the JSON Lines are damaged")
+
+    def _finish(self, name, fut, chunk, exp_values):
+        batch = fut.result()
+        if batch is None:
+            batch, problems = parse_slow(self.layout, chunk, self._line, exp_values)
+            for line, code, msg in problems:
+                self.rep.rows(code, name, line, msg, 1, msg.split(" ")[0])
+            if problems:
+                self.damaged = True
+        else:
+            batch.first = self._line
+        self._line += batch.nlines
+        if self.parquet is not None:
+            self.parquet.compare(batch, name)
+        self.rows_ok += batch.n
+        return name, batch
+
+
+def _flag(rep: _Report, code: str, fname: str, batch, mask: np.ndarray, msg, check: str = ""):
+    if mask.any():
+        i = int(np.argmax(mask))
+        rep.rows(code, fname, int(batch.lines[i]), msg(i), int(mask.sum()), check)
+
+
+def _check_common(rep, ctx, fname, b):
+    c = b.cols
+    _flag(rep, "SCHEMA_VERSION", fname, b, ~c["schema_version"],
+          lambda i: f"schema_version {b.string_at('schema_version', i)!r}, expected '0.1'")
+    if ctx.run_id is not None:
+        _flag(rep, "RUN_ID_MISMATCH", fname, b, ~c["run_id"],
+              lambda i: f"run_id {b.string_at('run_id', i)!r}, run.json has {ctx.run_id!r}")
+    _flag(rep, "EPISODE_ID", fname, b, c["episode_id"] < 0,
+          lambda i: f"episode_id {b.string_at('episode_id', i)!r} is not of the form ep-NNNNNN")
+
+
+def _check_positions(rep, ctx, fname, b, xs, ys, what):
+    if ctx.grid is None:
+        return
+    W, H = ctx.grid
+    _flag(rep, "POSITION_RANGE", fname, b, (xs < 0) | (xs >= W) | (ys < 0) | (ys >= H),
+          lambda i: f"{what} ({xs[i]}, {ys[i]}) is outside the {W}x{H} grid")
+
+
+def _check_steps(rep: _Report, ctx: _Ctx, fname: str, b):
+    c = b.cols
+    _check_common(rep, ctx, fname, b)
+    ep = c["episode_id"]
+    if ctx.base_seed is not None:
+        want = ctx.base_seed + ep
+        _flag(rep, "SEED_MISMATCH", fname, b, (ep >= 0) & (c["seed"] != want),
+              lambda i: f"{_eid(ep[i])} step {c['step'][i]} has seed {c['seed'][i]}, expected "
+                        f"base_seed + {ep[i]} = {want[i]}")
+    x, y, dist, step = c["agent_position.x"], c["agent_position.y"], c["distance_to_goal"], c["step"]
+    _check_positions(rep, ctx, fname, b, x, y, "agent_position")
+    if ctx.goal is not None:
+        dx, dy = x - ctx.goal[0], y - ctx.goal[1]
+        want_d = np.sqrt((dx * dx + dy * dy).astype(np.float64))
+        _flag(rep, "DISTANCE_MISMATCH", fname, b, want_d != dist,
+              lambda i: f"distance_to_goal {_fmt(dist[i])} at ({x[i]}, {y[i]}), expected "
+                        f"{_fmt(want_d[i])} from the goal {ctx.goal}")
+    else:
+        _flag(rep, "RECORD_VALUE", fname, b, dist < 0,
+              lambda i: f"distance_to_goal {_fmt(dist[i])} is negative", "dist")
+    term, trunc = c["terminated"], c["truncated"]
+    if ctx.radius is not None:
+        reached = dist <= ctx.radius
+        _flag(rep, "FLAG_MISMATCH", fname, b, term != reached,
+              lambda i: f"terminated {_fmt(term[i])} with distance_to_goal {_fmt(dist[i])} and "
+                        f"goal_radius {_fmt(ctx.radius)}", "term")
+        if ctx.reward_type is not None:
+            miss = 0.0 if ctx.reward_type == "sparse" else _STEP_PENALTY
+            want_r = np.where(reached, 1.0, miss)
+            r = c["reward"]
+            _flag(rep, "REWARD_MISMATCH", fname, b, r != want_r,
+                  lambda i: f"reward {_fmt(r[i])} with distance_to_goal {_fmt(dist[i])}, expected "
+                            f"{_fmt(want_r[i])} ({ctx.reward_type})")
+    if ctx.max_steps is not None:
+        _flag(rep, "FLAG_MISMATCH", fname, b, trunc != (step >= ctx.max_steps),
+              lambda i: f"truncated {_fmt(trunc[i])} at step {step[i]} with max_steps "
+                        f"{ctx.max_steps}", "trunc")
+    a = c["action"]
+    hi = ctx.n_actions
+    _flag(rep, "ACTION_RANGE", fname, b, (a < 0) | (a >= hi) if hi else a < 0,
+          lambda i: f"action {a[i]} is outside " + (f"0..{hi - 1}" if hi else "the naturals"))
+    off = c["observation_summary.offsets"]
+    lens = np.diff(off)
+    if ctx.obs_len is None and len(lens):
+        ctx.obs_len = int(lens[0])
+    if ctx.obs_len is not None:
+        _flag(rep, "OBS_SHAPE", fname, b, lens != ctx.obs_len,
+              lambda i: f"observation_summary has {lens[i]} values, expected {ctx.obs_len}")
+    if ctx.obs_type in ("concentration", "antennae"):
+        vals = c["observation_summary.values"]
+        badv = (vals < 0) | (vals > 1)
+        if badv.any():
+            rows = np.searchsorted(off, np.flatnonzero(badv), "right") - 1
+            m = np.zeros(b.n, bool)
+            m[rows] = True
+            _flag(rep, "OBS_VALUE", fname, b, m,
+                  lambda i: f"observation_summary {_short(vals[off[i]:off[i + 1]])} outside [0, 1]")
+
+
+def _check_episodes(rep: _Report, ctx: _Ctx, fname: str, b):
+    c = b.cols
+    _check_common(rep, ctx, fname, b)
+    ts, dur, avg = c["total_steps"], c["duration_ms"], c["avg_step_time_ms"]
+    _flag(rep, "RECORD_VALUE", fname, b, ts < 1, lambda i: f"total_steps {ts[i]} < 1", "steps")
+    _flag(rep, "RECORD_VALUE", fname, b, (dur < 0) | (avg < 0),
+          lambda i: f"duration_ms {_fmt(dur[i])} / avg_step_time_ms {_fmt(avg[i])} negative", "neg")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = dur / np.maximum(ts, 1)
+    _flag(rep, "RECORD_VALUE", fname, b, (ts >= 1) & (np.abs(avg - want) > 1e-9 * np.maximum(
+        1.0, np.abs(want))), lambda i: f"avg_step_time_ms {_fmt(avg[i])} != duration_ms / "
+                                       f"total_steps = {_fmt(want[i])}", "avg")
+    fd = c["final_distance_to_goal"]
+    _flag(rep, "RECORD_VALUE", fname, b, fd < 0,
+          lambda i: f"final_distance_to_goal {_fmt(fd[i])} is negative", "fdist")
+    _flag(rep, "RECORD_VALUE", fname, b, ~(c["terminated"] | c["truncated"]),
+          lambda i: f"{_eid(c['episode_id'][i])} is neither terminated nor truncated", "unfinished")
+    _check_positions(rep, ctx, fname, b, c["final_position.x"], c["final_position.y"],
+                     "final_position")
+
+
+class _StepState:
+    def __init__(self):
+        self.st = np.array([-1, -1, 0, 0, 0, 0, 0, 0, 0, 0], np.int64)
+        self.sf = np.zeros(2, np.float64)
+        self.max_ep = -1
+
+    def run(self, b, rep: _Report, fname: str) -> dict:
+        c = b.cols
+        n = b.n + 1
+        out = {"idx": np.empty(n, np.int64), "count": np.empty(n, np.int64),
+               "rsum": np.empty(n, np.float64), "x": np.empty(n, np.int64),
+               "y": np.empty(n, np.int64), "dist": np.empty(n, np.float64),
+               "term": np.empty(n, np.int64), "trunc": np.empty(n, np.int64)}
+        ev = np.empty((64, 4), np.int64)
+        no, ne, ntot = _step_sequence(
+            c["episode_id"], c["step"], c["reward"], c["terminated"], c["truncated"],
+            c["agent_position.x"], c["agent_position.y"], c["distance_to_goal"], self.st, self.sf,
+            out["idx"], out["count"], out["rsum"], out["x"], out["y"], out["dist"], out["term"],
+            out["trunc"], ev)
+        for code, row, a, bb in ev[:ne]:
+            where = f"{fname}:{b.lines[row]}"
+            e = c["episode_id"][row]
+            if code == EV_EP_GAP:
+                rep.error("EPISODE_MISSING", where, f"no steps for {_eids(a, bb)} "
+                          f"(next is {_eid(e)})")
+            elif code == EV_ORDER:
+                rep.error("EPISODE_ORDER", where, f"{_eid(a)} again, after other records" if a == bb
+                          else f"{_eid(a)} after {_eid(bb)}")
+            elif code == EV_FIRST:
+                rep.error("STEP_SEQUENCE", where, f"{_eid(e)} starts at step {a}, expected 1")
+            elif code == EV_DUP:
+                rep.error("DUPLICATE", where, f"{_eid(e)} step {a} repeated")
+            elif code == EV_GAP:
+                rep.error("STEP_GAP", where, f"{_eid(e)} step {bb} follows step {a} "
+                          f"(step{'s' if bb - a > 2 else ''} {a + 1}"
+                          f"{'..' + str(bb - 1) if bb - a > 2 else ''} missing)")
+            elif code == EV_BACK:
+                rep.error("STEP_SEQUENCE", where, f"{_eid(e)} step {bb} follows step {a}")
+            elif code == EV_AFTER_END:
+                rep.error("STEP_AFTER_END", where, f"{_eid(e)} step {bb} follows step {a}, which "
+                          "ended the episode")
+        rep.suppressed += ntot - ne
+        return {k: v[:no] for k, v in out.items()}
+
+    def close(self) -> dict:
+        """The summary of the episode still open at the end of the steps."""
+        st, sf = self.st, self.sf
+        one = {"idx": st[0], "count": st[3], "rsum": sf[0], "x": st[6], "y": st[7],
+               "dist": sf[1], "term": st[8], "trunc": st[9]}
+        keep = st[0] >= 0 and st[5] == 1 and st[3] > 0
+        st[0] = -1
+        return {k: np.array([v] if keep else [], dtype=np.asarray(v).dtype)
+                for k, v in one.items()}
+
+
+class _EpisodeState:
+    def __init__(self):
+        self.max_ep = -1
+
+    def run(self, b, rep: _Report, fname: str) -> dict:
+        c = b.cols
+        ep = c["episode_id"]
+        valid = ep >= 0
+        e = np.where(valid, ep, -1)
+        prior = np.maximum.accumulate(np.concatenate([[self.max_ep], e]))[:-1]
+        if len(e):
+            self.max_ep = max(self.max_ep, int(e.max()))
+        dup = valid & (e == prior)
+        order = valid & (e < prior)
+        gap = valid & (e > prior + 1)
+        events = np.flatnonzero(dup | order | gap)
+        for i in events[: rep.max_errors + 1]:
+            where = f"{fname}:{b.lines[i]}"
+            if dup[i]:
+                rep.error("DUPLICATE", where, f"episode record {_eid(e[i])} repeated")
+            elif order[i]:
+                rep.error("EPISODE_ORDER", where, f"{_eid(e[i])} after {_eid(prior[i])}")
+            else:
+                rep.error("EPISODE_MISSING", where,
+                          f"no episode record for {_eids(prior[i] + 1, e[i] - 1)}")
+        rep.suppressed += max(0, len(events) - rep.max_errors - 1)
+        keep = valid & (e > prior)
+        return {"idx": e[keep], "total_steps": c["total_steps"][keep],
+                "total_reward": c["total_reward"][keep], "x": c["final_position.x"][keep],
+                "y": c["final_position.y"][keep], "dist": c["final_distance_to_goal"][keep],
+                "term": c["terminated"][keep].astype(np.int64),
+                "trunc": c["truncated"][keep].astype(np.int64),
+                "line": b.lines[keep], "file": np.full(int(keep.sum()), fname, dtype=object)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Files
+
+
+def _check_files(run_dir, files, ctx: _Ctx, rep: _Report):
+    for base, name in files.missing_parts:
+        rep.error("PART_MISSING", name, f"rotated part of {base} missing (numbering has a gap)")
+    for base in (_STEPS, _EPISODES):
+        if not files.jsonl[base]:
+            rep.error("FILE_MISSING", records.part_name(base, 0), "no such file")
+        elif files.jsonl[base][0] != records.part_name(base, 0):
+            rep.error("FILE_MISSING", records.part_name(base, 0),
+                      f"no such file, but {files.jsonl[base][0]} exists")
+    for name in files.stray:
+        path = os.path.join(run_dir, name)
+        what = f"{os.path.getsize(path)} bytes"
+        if name.endswith(".gz") and os.path.getsize(path) <= (64 << 20):
+            n = sum(count_lines(chunk) for chunk in GzipLines(path))
+            what = f"{n} lines"
+        base = _STEPS if name.startswith(_STEPS + ".") else _EPISODES
+        m = re.fullmatch(r"(steps|episodes)\.jsonl\.part(\d+)\.gz", name)
+        hint = (f"; the reference tool's naming, the part is "
+                f"{records.part_name(base, int(m.group(2)))}" if m and int(m.group(2)) else "")
+        rep.error("STRAY_PART", name,
+                  f"looks like part of {base} but is not named {base}.jsonl.gz or "
+                  f"{base}.partNNNN.jsonl.gz, so no reader loads it ({what} not read){hint}")
+    for name in files.other:
+        if ctx.files and name in ctx.files:
+            continue
+        rep.warn("UNKNOWN_FILE", name, "not part of the run format")
+    if ctx.files is not None:
+        present = set(os.listdir(run_dir))
+        for name in ctx.files:
+            if name not in present:
+                is_part = bool(re.match(r"(steps|episodes)\.part\d+\.jsonl\.gz\Z", name))
+                rep.error("PART_MISSING" if is_part else "FILE_MISSING", name,
+                          "listed in extra.files but missing")
+        artifacts = [n for fs in files.jsonl.values() for n in fs] + \
+            [p for p in files.parquet.values() if p]
+        for name in artifacts:
+            if name not in ctx.files:
+                rep.error("FILE_UNLISTED", name, "not listed in extra.files")
+
+
+def _check_manifest_entry(run_dir, name, ctx: _Ctx, rep: _Report, rows: int | None, sha=None,
+                          size=None):
+    if ctx.files is None or name not in ctx.files:
+        return
+    ent = ctx.files[name]
+    path = os.path.join(run_dir, name)
+    if size is None:
+        size = os.path.getsize(path)
+    if size != ent["bytes"]:
+        rep.error("SIZE_MISMATCH", name, f"{size} bytes, extra.files says {ent['bytes']}")
+    if sha is None:
+        sha = sha256_file(path)
+    if sha != ent["sha256"]:
+        rep.error("SHA256_MISMATCH", name, f"sha256 {sha[:16]}…, extra.files says "
+                  f"{str(ent['sha256'])[:16]}…")
+    if rows is not None and rows != ent["rows"]:
+        rep.error("ROWS_MISMATCH", name, f"{rows} rows, extra.files says {ent['rows']}")
+
+
+def _first_record(path):
+    """run_id and seed of the first step record (for runs without a usable run.json)."""
+    import gzip
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            rec = json.loads(f.readline())
+        return rec.get("run_id"), rec.get("seed"), episode_index(rec.get("episode_id"))
+    except (OSError, ValueError, AttributeError, EOFError):
+        return None, None, -1
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: int = 100,
+                           chunk_bytes: int = 4 << 20) -> dict:
+    """Validate a run directory (ours or the reference tool's); see the module docstring.
+
+    Returns ``{"run_dir", "ok", "kind", "errors", "warnings", "errors_suppressed", "counts":
+    {"steps", "episodes"}, "files_checked"}``; ``ok`` is true when there are no errors.
+    """
+    run_dir = os.fspath(run_dir)
+    rep = _Report(max_errors)
+    ctx = _Ctx()
+    result = {"run_dir": run_dir, "ok": False, "kind": "unknown", "errors": [], "warnings": [],
+              "errors_suppressed": 0, "counts": {"steps": 0, "episodes": 0}, "files_checked": []}
+    if not os.path.isdir(run_dir):
+        rep.error("RUN_DIR_MISSING", run_dir, "not a directory")
+        result["errors"] = rep.error_strings()
+        return result
+    checked = []
+    meta_path = os.path.join(run_dir, "run.json")
+    if not os.path.exists(meta_path):
+        rep.error("RUN_JSON_MISSING", "run.json", "no run.json: the run is incomplete or this "
+                  "is not a run directory")
+    else:
+        checked.append("run.json")
+        meta, seeds, err = _load_run_json(meta_path)
+        if err is not None:
+            rep.error("RUN_JSON_INVALID", "run.json", f"not valid JSON: {err}")
+        elif not isinstance(meta, dict):
+            rep.error("RUN_JSON_INVALID", "run.json", f"not a JSON object ({type(meta).__name__})")
+        else:
+            ctx.meta_ok = True
+            _check_run_json(meta, seeds, ctx, rep)
+    files = list_run_files(run_dir)
+    _check_files(run_dir, files, ctx, rep)
+    if ctx.run_id is None or ctx.base_seed is None:
+        if files.jsonl[_STEPS]:
+            rid, seed, idx = _first_record(os.path.join(run_dir, files.jsonl[_STEPS][0]))
+            if ctx.run_id is None and isinstance(rid, str):
+                ctx.run_id = rid
+                rep.warn("UNCHECKED", "run.json", f"no usable run_id: records are checked "
+                         f"against the first record's ({rid!r})")
+            if ctx.base_seed is None and type(seed) is int and idx >= 0:
+                ctx.base_seed = seed - idx
+                rep.warn("UNCHECKED", "run.json", "no usable base_seed: seeds are checked "
+                         "against the first record's")
+
+    pool = ThreadPoolExecutor(max_workers=2)
+    pq_sides = {}
+    try:
+        for base, layout in ((_STEPS, STEP_LAYOUT), (_EPISODES, EPISODE_LAYOUT)):
+            name = files.parquet[base]
+            if name and check_parquet:
+                pq_sides[base] = _ParquetSide(os.path.join(run_dir, name), layout, ctx, rep)
+            elif name:
+                rep.warn("PARQUET_SKIPPED", name, "not compared (check_parquet=False)")
+        steps = _Stream(run_dir, files.jsonl[_STEPS], STEP_LAYOUT, ctx, rep,
+                        pq_sides.get(_STEPS), pool, chunk_bytes)
+        episodes = _Stream(run_dir, files.jsonl[_EPISODES], EPISODE_LAYOUT, ctx, rep,
+                           pq_sides.get(_EPISODES), pool, chunk_bytes)
+        ep_iter = episodes.batches()
+        ep_done = False
+        sstate, estate = _StepState(), _EpisodeState()
+        joiner = _Joiner(rep)
+
+        def pull_episodes(all_: bool):
+            nonlocal ep_done
+            while not ep_done and (all_ or joiner.wants_episodes()):
+                try:
+                    fname, eb = next(ep_iter)
+                except StopIteration:
+                    ep_done = True
+                    return
+                _check_episodes(rep, ctx, fname, eb)
+                joiner.E.append(estate.run(eb, rep, fname))
+
+        for fname, sb in steps.batches():
+            _check_steps(rep, ctx, fname, sb)
+            joiner.S.append(sstate.run(sb, rep, fname))
+            pull_episodes(False)
+            joiner.match(final=False)
+        joiner.S.append(sstate.close())
+        pull_episodes(True)
+        joiner.match(final=True)
+
+        # totals
+        n_ep = ctx.n_episodes
+        for stream, label, last in ((steps, "steps", int(sstate.st[1])),
+                                    (episodes, "episode records", estate.max_ep)):
+            if n_ep is not None and stream.files:
+                if last + 1 < n_ep and not stream.damaged:
+                    rep.error("EPISODE_MISSING", stream.files[-1],
+                              f"no {label} for {_eids(last + 1, n_ep - 1)} "
+                              f"(run.json lists {n_ep} episodes)")
+                elif last + 1 > n_ep:
+                    rep.error("COUNTS_MISMATCH", stream.files[-1],
+                              f"{label} go up to {_eid(last)}, run.json lists {n_ep} episodes")
+        if ctx.counts is not None:
+            for key, stream in (("steps", steps), ("episodes", episodes)):
+                if ctx.counts[key] != stream.lines:
+                    rep.error("COUNTS_MISMATCH", "run.json",
+                              f"extra.counts.{key} is {ctx.counts[key]}, the files hold "
+                              f"{stream.lines} records")
+        for stream in (steps, episodes):
+            for name, reader, nlines in zip(stream.files, stream.readers, stream.file_lines):
+                checked.append(name)
+                _check_manifest_entry(run_dir, name, ctx, rep, nlines, reader.sha256,
+                                      reader.bytes_read)
+        for base, stream in ((_STEPS, steps), (_EPISODES, episodes)):
+            side = pq_sides.get(base)
+            name = files.parquet[base]
+            if side is not None:
+                side.finish(stream.lines)
+            if name:
+                checked.append(name)
+                rows = side.rows if side is not None else None
+                if rows is None:
+                    try:
+                        rows = pq.ParquetFile(os.path.join(run_dir, name)).metadata.num_rows
+                    except Exception:  # noqa: BLE001 - reported by the Parquet side
+                        rows = None
+                _check_manifest_entry(run_dir, name, ctx, rep, rows)
+        result["counts"] = {"steps": steps.lines, "episodes": episodes.lines}
+    finally:
+        for side in pq_sides.values():
+            side.close()
+        pool.shutdown(wait=True)
+    result.update(ok=not rep.entries and not rep.suppressed, kind=ctx.kind,
+                  errors=rep.error_strings(), warnings=rep.warnings,
+                  errors_suppressed=rep.suppressed, files_checked=checked)
+    return result
+
+
+def format_report(res: dict) -> str:
+    """A readable multi-line report of ``validate_run_artifacts``' result."""
+    lines = [f"run: {res['run_dir']}",
+             f"kind: {res['kind']}   steps: {res['counts']['steps']}   "
+             f"episodes: {res['counts']['episodes']}",
+             f"files checked: {', '.join(res['files_checked']) or '-'}"]
+    n = len(res["errors"]) - (1 if res["errors_suppressed"] else 0) + res["errors_suppressed"]
+    nw = len(res["warnings"])
+    if res["ok"]:
+        lines.append(f"OK ({nw} warning{'s' if nw != 1 else ''})")
+    else:
+        lines.append(f"NOT OK: {n} error{'s' if n != 1 else ''}")
+    if res["errors"]:
+        lines.append("errors:")
+        lines += [f"  {e}" for e in res["errors"]]
+    if res["warnings"]:
+        lines.append("warnings:")
+        lines += [f"  {w}" for w in res["warnings"]]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """``plume-nav-validate RUN_DIR [--json]``: exit 0 ok, 1 not ok, 2 bad usage."""
+    ap = argparse.ArgumentParser(prog="plume-nav-validate",
+                                 description="Validate a plume-capture run directory.")
+    ap.add_argument("run_dir", help="run directory (contains run.json, steps.jsonl.gz, ...)")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--no-parquet", action="store_true", help="do not compare Parquet files")
+    ap.add_argument("--max-errors", type=int, default=100, metavar="N",
+                    help="list at most N errors (default 100)")
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    if args.max_errors < 1:
+        print("plume-nav-validate: --max-errors must be >= 1", file=sys.stderr)
+        return 2
+    if not os.path.isdir(args.run_dir):
+        print(f"plume-nav-validate: not a directory: {args.run_dir}", file=sys.stderr)
+        return 2
+    res = validate_run_artifacts(args.run_dir, check_parquet=not args.no_parquet,
+                                 max_errors=args.max_errors)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(format_report(res))
+    return 0 if res["ok"] else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
