@@ -772,56 +772,74 @@ def rows_to_batch(layout: Layout, rows: list, expected_values=None) -> Batch:
 # Gzip streaming
 
 
+class BufferPool:
+    """A few fixed-size byte buffers, recycled (variable-size multi-MB allocations fragment the C
+    heap and make the RSS grow with the data read)."""
+
+    OUT = 1 << 18  # decompressed bytes per call
+
+    def __init__(self, chunk_bytes: int = 4 << 20, slots: int = 2):
+        self.chunk_bytes = max(int(chunk_bytes), 1)
+        self.cap = self.chunk_bytes + self.OUT + 1
+        self.slots = slots
+        self._made = 0
+        self._free: queue.Queue = queue.Queue()
+        self._ids: set = set()
+        self._closed = False
+
+    def get(self) -> np.ndarray:
+        """A free buffer (waits for one when all are out); raises _Closed after ``close``."""
+        while True:
+            if self._closed:
+                raise _Closed
+            if self._free.empty() and self._made < self.slots:
+                self._made += 1
+                buf = np.empty(self.cap, np.uint8)
+                self._ids.add(id(buf))
+                return buf
+            buf = self._free.get()
+            if buf is not None:
+                return buf
+
+    def put(self, chunk: np.ndarray):
+        """Give back the buffer of ``chunk`` (a view of it); other arrays are ignored."""
+        base = chunk.base if isinstance(chunk.base, np.ndarray) else chunk
+        if id(base) in self._ids:
+            self._free.put(base)
+
+    def close(self):
+        """Make a waiting ``get`` (in another thread) give up."""
+        self._closed = True
+        self._free.put(None)
+
+
+class _Closed(Exception):
+    pass
+
+
 class GzipLines:
     """Streams a gzip file (possibly multi-member) as chunks of complete lines.
 
-    Iterating yields uint8 arrays that end with a newline. They are views of a few recycled
-    buffers of fixed size (variable-size multi-MB allocations fragment the C heap and make the
-    RSS grow with the run): with ``auto_release`` a chunk stays valid until the next one is
-    requested; otherwise until ``release(chunk)``, and iteration waits while ``slots`` chunks
-    are out. Afterwards ``bytes_read`` and ``sha256`` cover the whole file and ``problem`` is
-    None or ``(code, message)`` for GZIP_TRUNCATED / GZIP_CORRUPT / RECORD_JSON (after which
-    only the complete lines decoded before the damage were yielded).
+    Iterating yields uint8 arrays that end with a newline, views of the buffers of ``pool``:
+    with ``auto_release`` a chunk stays valid until the next one is requested; otherwise until
+    ``pool.put(chunk)``, and iteration waits while all buffers are out. Afterwards
+    ``bytes_read`` and ``sha256`` cover the whole file and ``problem`` is None or
+    ``(code, message)`` for GZIP_TRUNCATED / GZIP_CORRUPT / RECORD_JSON (after which only the
+    complete lines decoded before the damage were yielded).
     """
 
     MAX_LINE = 64 << 20
-    _OUT = 1 << 18  # decompressed bytes per call
 
-    def __init__(self, path, chunk_bytes: int = 4 << 20, *, slots: int = 2,
+    def __init__(self, path, chunk_bytes: int = 4 << 20, *, pool: BufferPool | None = None,
                  auto_release: bool = True, read_bytes: int = 1 << 20):
         self.path = path
-        self.chunk_bytes = max(chunk_bytes, 1)
-        self.cap = self.chunk_bytes + self._OUT + 1
+        self.pool = pool or BufferPool(chunk_bytes, 2)
+        self.chunk_bytes = self.pool.chunk_bytes
         self.read_bytes = read_bytes
         self.auto_release = auto_release
         self.bytes_read = 0
         self.sha256 = None
         self.problem = None
-        self._slots = slots
-        self._made = 0
-        self._free: queue.Queue = queue.Queue()
-        self._pool: set = set()
-
-    def release(self, chunk: np.ndarray):
-        """Give the buffer of a yielded chunk back."""
-        base = chunk.base if isinstance(chunk.base, np.ndarray) else chunk
-        if id(base) in self._pool:
-            self._free.put(base)
-
-    def close(self):
-        """Stop an iteration that waits for a free buffer (from another thread)."""
-        self._free.put(None)
-
-    def _slot(self) -> np.ndarray:
-        if self._free.empty() and self._made < self._slots:
-            self._made += 1
-            buf = np.empty(self.cap, np.uint8)
-            self._pool.add(id(buf))
-            return buf
-        buf = self._free.get()
-        if buf is None:
-            raise _Closed
-        return buf
 
     def __iter__(self) -> Iterator[np.ndarray]:
         h = hashlib.sha256()
@@ -829,7 +847,8 @@ class GzipLines:
         fed = False
         members = 0
         out_of_turn = None  # the chunk to release when the next is requested (auto_release)
-        slot, fill = self._slot(), 0
+        pool = self.pool
+        slot, fill = pool.get(), 0
         raw = bytearray(self.read_bytes)
         view = memoryview(raw)
         try:
@@ -848,7 +867,7 @@ class GzipLines:
                         junk = not fed and members and not data.startswith(b"\x1f\x8b"[:len(data)])
                         fed = True
                         try:
-                            out = d.decompress(data, self._OUT)
+                            out = d.decompress(data, pool.OUT)
                         except isal_zlib.error as e:
                             where = (f"data after gzip member {members}" if junk
                                      else f"gzip member {members + 1}")
@@ -868,7 +887,7 @@ class GzipLines:
                                 break
                             bigger = np.empty(2 * (fill + n), np.uint8)
                             bigger[:fill] = slot[:fill]
-                            self.release(slot)
+                            pool.put(slot)
                             slot = bigger
                         slot[fill:fill + n] = np.frombuffer(out, np.uint8)
                         fill += n
@@ -876,12 +895,12 @@ class GzipLines:
                             cut = _last_newline(slot, fill) + 1
                             if cut > 0:
                                 if out_of_turn is not None:
-                                    self.release(out_of_turn)
+                                    pool.put(out_of_turn)
                                     out_of_turn = None
-                                nxt = self._slot()
+                                nxt = pool.get()
                                 rest = fill - cut
                                 if rest > len(nxt):
-                                    self.release(nxt)
+                                    pool.put(nxt)
                                     nxt = np.empty(2 * rest, np.uint8)
                                 nxt[:rest] = slot[cut:fill]
                                 chunk = slot[:cut]
@@ -906,15 +925,17 @@ class GzipLines:
             # After damage: hand on the complete lines decoded before it.
             cut = _last_newline(slot, fill) + 1
             if cut > 0:
+                if out_of_turn is not None:
+                    pool.put(out_of_turn)
                 yield slot[:cut]
+                if self.auto_release:
+                    pool.put(slot)
+            else:
+                pool.put(slot)
         except _Closed:
             return
         finally:
             self.sha256 = h.hexdigest()
-
-
-class _Closed(Exception):
-    pass
 
 
 @njit

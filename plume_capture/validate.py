@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from . import records
 from .kernels._jit import njit
-from .load import (EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, Layout, T_EPID, T_FLIST, T_POS,
+from .load import (EPISODE_LAYOUT, STEP_LAYOUT, BufferPool, GzipLines, Layout, T_EPID, T_FLIST, T_POS,
                    T_STR, count_lines, episode_index, list_run_files, parse_fast, parse_slow,
                    sha256_file)
 
@@ -961,7 +961,7 @@ class _ParquetSide:
 
 def _chunks(reader: GzipLines):
     """The chunks of ``reader``, read and decompressed in a background thread; the consumer
-    releases each chunk (``reader.release``) when done with it."""
+    gives each chunk back (``reader.pool.put``) when done with it."""
     q: queue.SimpleQueue = queue.SimpleQueue()
     stop = threading.Event()
 
@@ -985,7 +985,8 @@ def _chunks(reader: GzipLines):
             yield item
     finally:
         stop.set()
-        reader.close()
+        if t.is_alive():  # the consumer stopped early: the producer may wait for a buffer
+            reader.pool.close()
         t.join()
 
 
@@ -998,8 +999,7 @@ class _Stream:
         self.run_dir, self.files, self.layout = run_dir, files, layout
         self.ctx, self.rep, self.parquet, self.pool = ctx, rep, parquet, pool
         self.chunk_bytes = chunk_bytes
-        self.readers: list[GzipLines] = []
-        self.file_lines: list[int] = []
+        self.file_info: list[tuple] = []  # (lines, bytes, sha256) per file read
         self.lines = 0
         self.rows_ok = 0
         self.damaged = False
@@ -1007,28 +1007,27 @@ class _Stream:
     def batches(self):
         """Yield (file name, batch) for every chunk; problems are reported as they come."""
         L = self.layout
+        # Buffers: one filling, two parsing, one being checked, one queued.
+        pool = BufferPool(self.chunk_bytes, 5)
+        rows = pool.cap // 160 + 16
         for name in self.files:
             pending = []
             exp_values = self.ctx.expected_values()
             expected = L.expected(exp_values)
             self._line = 1
-            # Buffers: one filling, two parsing, one being checked, one queued.
-            reader = GzipLines(os.path.join(self.run_dir, name), self.chunk_bytes, slots=5,
-                               auto_release=False)
-            rows = reader.cap // 160 + 16
+            reader = GzipLines(os.path.join(self.run_dir, name), pool=pool, auto_release=False)
             for chunk in _chunks(reader):
                 pending.append((self.pool.submit(parse_fast, L, chunk, expected, rows), chunk))
                 if len(pending) >= 2:
                     fut, chunk = pending.pop(0)
                     yield self._finish(name, fut, chunk, exp_values)
-                    reader.release(chunk)
+                    pool.put(chunk)
             while pending:
                 fut, chunk = pending.pop(0)
                 yield self._finish(name, fut, chunk, exp_values)
-                reader.release(chunk)
+                pool.put(chunk)
             nlines = self._line - 1
-            self.readers.append(reader)
-            self.file_lines.append(nlines)
+            self.file_info.append((nlines, reader.bytes_read, reader.sha256))
             self.lines += nlines
             if reader.problem is not None:
                 code, msg = reader.problem
@@ -1433,10 +1432,9 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
                               f"extra.counts.{key} is {ctx.counts[key]}, the files hold "
                               f"{stream.lines} records")
         for stream in (steps, episodes):
-            for name, reader, nlines in zip(stream.files, stream.readers, stream.file_lines):
+            for name, (nlines, size, sha) in zip(stream.files, stream.file_info):
                 checked.append(name)
-                _check_manifest_entry(run_dir, name, ctx, rep, nlines, reader.sha256,
-                                      reader.bytes_read)
+                _check_manifest_entry(run_dir, name, ctx, rep, nlines, sha, size)
         for base, stream in ((_STEPS, steps), (_EPISODES, episodes)):
             side = pq_sides.get(base)
             name = files.parquet[base]

@@ -306,11 +306,14 @@ def episode(cfg: Config, seed: int, policy: Policy) -> list:
             return steps
 
 
-def episodes(cfg: Config, seeds, policy: Policy) -> tuple[dict, dict]:
-    """Rows of ``seeds``' episodes one after another (plus ``episode`` index) and per-episode summaries."""
+def episodes(cfg: Config, seeds, policy: Policy, min_rows: int | None = None) -> tuple[dict, dict]:
+    """Rows of ``seeds``' episodes one after another (plus ``episode`` index) and per-episode summaries
+    (plus ``seed``). With ``min_rows``, stops after the episode that reaches that many rows."""
     all_steps, ep_index, summary = [], [], {k: [] for k in ("steps", "reward", "terminated", "truncated",
-                                                            "x", "y", "distance")}
+                                                            "x", "y", "distance", "seed")}
     for e, seed in enumerate(seeds):
+        if min_rows is not None and len(all_steps) >= min_rows:
+            break
         steps = episode(cfg, int(seed), policy)
         all_steps += steps
         ep_index += [e] * len(steps)
@@ -319,7 +322,8 @@ def episodes(cfg: Config, seeds, policy: Policy) -> tuple[dict, dict]:
             total += s.reward
         last = steps[-1]
         for k, v in (("steps", last.step), ("reward", total), ("terminated", last.terminated),
-                     ("truncated", last.truncated), ("x", last.x), ("y", last.y), ("distance", last.distance)):
+                     ("truncated", last.truncated), ("x", last.x), ("y", last.y), ("distance", last.distance),
+                     ("seed", int(seed))):
             summary[k].append(v)
     rows = _rows(all_steps, obs_size(cfg))
     rows["episode"] = np.array(ep_index, np.int64)

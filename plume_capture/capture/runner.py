@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from ..params import EnvParams, PolicyParams
 from ..records import EPISODE_SCHEMA, SCHEMA_VERSION, STEP_SCHEMA, episode_id
+from .arrow_util import column, strings
 from .plan import Shard
 
 ROTATION_BLOCK_BYTES = 64 * 1024  # SPEC §9.1: a gzip block holds at most 64 KiB of text
@@ -46,7 +47,7 @@ class ShardResult:
 
 
 def _constant(value: str, n: int) -> pa.Array:
-    return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int32)))
+    return strings([value]).take(column(np.zeros(n, np.int32)))
 
 
 class ShardRunner:
@@ -112,7 +113,7 @@ class ShardRunner:
         job, ph = self.job, self.physics
         n = shard.episodes
         seeds = np.arange(job.base_seed + shard.start, job.base_seed + shard.stop, dtype=np.int64)
-        ids = pa.array([episode_id(i) for i in range(shard.start, shard.stop)], pa.string())
+        ids = strings([episode_id(i) for i in range(shard.start, shard.stop)])
         e_steps, e_reward = np.zeros(n, np.int64), np.zeros(n, np.float64)
         e_term, e_trunc = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
         e_x, e_y, e_dist = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.float64)
@@ -131,37 +132,37 @@ class ShardRunner:
                 first_ts[e0] = ts
             first_ts[e0 + 1:e1 + 1] = ts
             last_ts[e0:e1 + 1] = ts
-            ep = pa.array(o_ep[:r])
+            ep = column(o_ep[:r])
             obs = o_obs[:r].astype(np.float64).reshape(-1)
             offsets = np.arange(0, obs.size + 1, ph.obs_size, dtype=np.int32)
             batches.append(pa.RecordBatch.from_arrays([
-                pa.array(o_action[:r].copy()),
-                pa.StructArray.from_arrays([pa.array(o_x[:r].copy()), pa.array(o_y[:r].copy())], names=["x", "y"]),
-                pa.array(o_dist[:r].copy()),
+                column(o_action[:r].copy()),
+                pa.StructArray.from_arrays([column(o_x[:r].copy()), column(o_y[:r].copy())], names=["x", "y"]),
+                column(o_dist[:r].copy()),
                 ids.take(ep),
-                pa.ListArray.from_arrays(pa.array(offsets), pa.array(obs), type=_OBS_TYPE),
-                pa.array(o_reward[:r].copy()),
+                pa.ListArray.from_arrays(column(offsets), column(obs), type=_OBS_TYPE),
+                column(o_reward[:r].copy()),
                 _constant(job.run_id, r),
                 _constant(SCHEMA_VERSION, r),
-                pa.array(seeds[o_ep[:r]]),
-                pa.array(o_step[:r].copy()),
-                pa.array(o_term[:r].copy()),
-                pa.array(o_trunc[:r].copy()),
-                pa.array(np.full(r, ts)),
+                column(seeds[o_ep[:r]]),
+                column(o_step[:r].copy()),
+                column(o_term[:r].copy()),
+                column(o_trunc[:r].copy()),
+                column(np.full(r, ts)),
             ], schema=STEP_SCHEMA))
         steps = pa.Table.from_batches(batches, schema=STEP_SCHEMA)
         duration_ms = (last_ts - first_ts) * 1000.0
         episodes = pa.Table.from_arrays([
-            pa.array(duration_ms / e_steps),
-            pa.array(duration_ms),
+            column(duration_ms / e_steps),
+            column(duration_ms),
             ids,
-            pa.array(e_dist),
-            pa.StructArray.from_arrays([pa.array(e_x), pa.array(e_y)], names=["x", "y"]),
+            column(e_dist),
+            pa.StructArray.from_arrays([column(e_x), column(e_y)], names=["x", "y"]),
             _constant(job.run_id, n),
             _constant(SCHEMA_VERSION, n),
-            pa.array(e_term),
-            pa.array(e_reward),
-            pa.array(e_steps),
-            pa.array(e_trunc),
+            column(e_term),
+            column(e_reward),
+            column(e_steps),
+            column(e_trunc),
         ], schema=EPISODE_SCHEMA)
         return steps, episodes

@@ -36,6 +36,8 @@ from isal import isal_zlib
 
 from plume_capture.records import part_name
 
+from .arrow_util import column, to_numpy
+
 __all__ = [
     "BLOCK_BYTES",
     "EMPTY_GZIP_MEMBER",
@@ -334,7 +336,7 @@ class _Plan:
                 self._op(_INT, len(self.ints))
                 self.ints.append(x)
         elif pa.types.is_boolean(t):
-            x = arr.to_numpy(zero_copy_only=False)
+            x = to_numpy(arr)
             if n and np.all(x == x[0]):
                 self._cur += "true" if x[0] else "false"
             else:
@@ -371,7 +373,7 @@ class _Plan:
         if pa.types.is_fixed_size_list(arr.type):
             offs = np.arange(len(arr) + 1, dtype=np.int64) * arr.type.list_size
         else:
-            offs = arr.offsets.to_numpy().astype(np.int64)
+            offs = to_numpy(arr.offsets).astype(np.int64)
             offs -= offs[0]
         lrow = len(self.list_offs)
         self.list_offs.append(offs)
@@ -381,9 +383,9 @@ class _Plan:
             self.flists.append((self._float_values(name, values), lrow))
             return
         if pa.types.is_integer(vt):
-            tokens = pa.array(self._int_values(name, values)).cast(pa.large_string())
+            tokens = column(self._int_values(name, values)).cast(pa.large_string())
         elif pa.types.is_boolean(vt):
-            tokens = pa.array(np.where(values.to_numpy(zero_copy_only=False), "true", "false"))
+            tokens = pa.array(np.where(to_numpy(values), "true", "false"))
         elif _is_string(vt):
             tokens = self._escaped(values)
         else:
@@ -398,11 +400,11 @@ class _Plan:
                 arr = arr.cast(pa.int64())
             except pa.ArrowInvalid as e:
                 raise ValueError(f"column {name!r}: integer out of int64 range") from e
-        return np.ascontiguousarray(arr.to_numpy())
+        return np.ascontiguousarray(to_numpy(arr))
 
     @staticmethod
     def _float_values(name: str, arr: pa.Array) -> np.ndarray:
-        x = np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+        x = np.ascontiguousarray(to_numpy(arr), dtype=np.float64)
         if not np.all(np.isfinite(x)):
             raise ValueError(f"column {name!r} has NaN or infinite values, which JSON cannot hold")
         return x

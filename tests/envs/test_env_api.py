@@ -186,3 +186,37 @@ def test_defaulted_params():
     for grid, goal in (((64, 64), (63, 63)), ((128, 128), (64, 64)), ((8, 8), (7, 7)), ((13, 7), (12, 6)),
                        ((1, 1), (0, 0)), ((200, 30), (64, 29))):
         assert make(grid_size=grid).unwrapped.params.goal_location == goal
+
+
+# --- determinism and size -------------------------------------------------------------------------
+
+def _run(env, seed, actions):
+    obs, info = env.reset(seed=seed)
+    out = [(obs.tobytes(), info["agent_position"])]
+    for a in actions:
+        obs, rew, term, trunc, info = env.step(int(a))
+        out.append((obs.tobytes(), rew, term, trunc, info["agent_position"], info["heading"]))
+        if term or trunc:
+            obs, info = env.reset()
+            out.append((obs.tobytes(), info["agent_position"]))
+    return out
+
+
+@pytest.mark.parametrize("kw", [dict(action_type="run_tumble", observation_type="wind_vector", wind_noise_std=1.0),
+                                dict(action_type="oriented", observation_type="antennae", n_sensors=3,
+                                     grid_size=(13, 7), max_steps=20)])
+def test_same_seed_same_trajectory_different_seed_different(kw):
+    actions = np.random.default_rng(0).integers(0, 2, 300)
+    a, b = make(**kw), make(**kw)
+    assert _run(a, 5, actions) == _run(b, 5, actions) == _run(a, 5, actions)
+    assert _run(a, 5, actions) != _run(a, 6, actions)
+
+
+def test_2048_grid():
+    env = make(grid_size=(2048, 2048))
+    assert env.unwrapped.params.goal_location == (64, 64)
+    for seed in (0, 1, 2**32 - 1):
+        _, info = env.reset(seed=seed)
+        rng = np.random.default_rng(seed)
+        assert info["agent_position"] == (int(rng.integers(0, 2048)), int(rng.integers(0, 2048)))
+    env.step(0)

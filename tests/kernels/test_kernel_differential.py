@@ -112,20 +112,10 @@ def test_single_env_matches_reference(act, obs, rew):
 
 # --- the capture kernel and the batched kernel -------------------------------------------------
 
-def reference_episodes(cfg, policy, rng, min_rows):
-    """Seeds and reference rows for at least ``min_rows`` rows of whole episodes."""
-    seeds, n = [], 0
-    batch = iter(_seeds(rng, 100_000))
-    while n < min_rows:
-        seeds.append(int(next(batch)))
-        rows, _ = episodes(cfg, seeds[-1:], policy)
-        n += len(rows["step"])
-    return seeds
-
-
 def check_episodes(cfg, policy, rng, min_rows) -> int:
-    seeds = reference_episodes(cfg, policy, rng, min_rows)
-    exp, exp_summary = episodes(cfg, seeds, policy)
+    """Whole episodes, at least ``min_rows`` rows, through resumable ``run_episodes`` calls."""
+    exp, exp_summary = episodes(cfg, _seeds(rng, 100_000), policy, min_rows=min_rows)
+    seeds = exp_summary.pop("seed")
     got, got_summary = kernel_episodes(cfg, seeds, policy, capacity=int(rng.integers(1, 300)))
     assert_rows_equal(got, exp, f"run_episodes {policy} {cfg}")
     for k in exp_summary:
@@ -213,9 +203,9 @@ SHORT = [("discrete", "antennae", "sparse", 1), ("oriented", "wind_vector", "ste
 def test_short_differential(act, obs, rew, i):
     cfg = configs(act, obs, rew)[i]
     rng = _rng("short", act, i)
-    drive_single_env(cfg, 150, rng)
-    check_episodes(cfg, Policy("random"), rng, 150)
-    check_batch(cfg, Policy("random"), rng, n_slots=3, n_steps=40, calls=2)
+    drive_single_env(cfg, 500, rng)
+    check_episodes(cfg, Policy("random"), rng, 500)
+    check_batch(cfg, Policy("random"), rng, n_slots=3, n_steps=90, calls=2)
     name = {"oriented": "temporal_derivative", "run_tumble": "run_tumble_chemotaxis"}.get(act)
     if name:
-        check_episodes(cfg, policy_for(name, i), rng, 150)
+        check_episodes(cfg, policy_for(name, i), rng, 500)
