@@ -307,10 +307,11 @@ def episode(cfg: Config, seed: int, policy: Policy) -> list:
 
 
 def episodes(cfg: Config, seeds, policy: Policy, min_rows: int | None = None) -> tuple[dict, dict]:
-    """Rows of ``seeds``' episodes one after another (plus ``episode`` index) and per-episode summaries
-    (plus ``seed``). With ``min_rows``, stops after the episode that reaches that many rows."""
+    """Rows of ``seeds``' episodes one after another (plus ``episode`` index) and per-episode summaries.
+    With ``min_rows``, stops after the episode that reaches that many rows (``len(summary["steps"])``
+    tells how many seeds were used)."""
     all_steps, ep_index, summary = [], [], {k: [] for k in ("steps", "reward", "terminated", "truncated",
-                                                            "x", "y", "distance", "seed")}
+                                                            "x", "y", "distance")}
     for e, seed in enumerate(seeds):
         if min_rows is not None and len(all_steps) >= min_rows:
             break
@@ -322,8 +323,7 @@ def episodes(cfg: Config, seeds, policy: Policy, min_rows: int | None = None) ->
             total += s.reward
         last = steps[-1]
         for k, v in (("steps", last.step), ("reward", total), ("terminated", last.terminated),
-                     ("truncated", last.truncated), ("x", last.x), ("y", last.y), ("distance", last.distance),
-                     ("seed", int(seed))):
+                     ("truncated", last.truncated), ("x", last.x), ("y", last.y), ("distance", last.distance)):
             summary[k].append(v)
     rows = _rows(all_steps, obs_size(cfg))
     rows["episode"] = np.array(ep_index, np.int64)

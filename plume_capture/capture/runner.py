@@ -50,6 +50,19 @@ def _constant(value: str, n: int) -> pa.Array:
     return strings([value]).take(column(np.zeros(n, np.int32)))
 
 
+def _node_id() -> str:
+    """The Ray node id inside a Ray worker (hosts of a one-machine cluster share a hostname), else the hostname."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        try:
+            return ray.get_runtime_context().get_node_id()
+        except Exception:  # pragma: no cover - defensive: never fail a shard over a label
+            pass
+    return os.uname().nodename
+
+
 class ShardRunner:
     """Runs shards of one job. Kernels are compiled (or loaded from Numba's cache) once."""
 
@@ -86,7 +99,7 @@ class ShardRunner:
               np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.float64))
         self.kernel = specialize(run_episodes, (ph.act, ph.obs, ph.rew, C.POLICIES[job.policy.name]),
                                  (self.ip, self.fp, ph.field, seeds, self.si, self.sf, *self.cols, *ep))
-        self.node = os.uname().nodename
+        self.node = _node_id()
 
     def ping(self) -> int:
         return os.getpid()

@@ -114,8 +114,9 @@ def test_single_env_matches_reference(act, obs, rew):
 
 def check_episodes(cfg, policy, rng, min_rows) -> int:
     """Whole episodes, at least ``min_rows`` rows, through resumable ``run_episodes`` calls."""
-    exp, exp_summary = episodes(cfg, _seeds(rng, 100_000), policy, min_rows=min_rows)
-    seeds = exp_summary.pop("seed")
+    seeds = _seeds(rng, 100_000)
+    exp, exp_summary = episodes(cfg, seeds, policy, min_rows=min_rows)
+    seeds = seeds[: len(exp_summary["steps"])]
     got, got_summary = kernel_episodes(cfg, seeds, policy, capacity=int(rng.integers(1, 300)))
     assert_rows_equal(got, exp, f"run_episodes {policy} {cfg}")
     for k in exp_summary:
