@@ -119,6 +119,36 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if getattr(args, dest) is not None}
 
 
+#: flags that only say how/where to run; with ``--resume`` alone (or with only these) the
+#: interrupted run's stored config is used, so the operator need not repeat the original command
+EXECUTION_FLAGS = ("engine", "num_actors", "address", "quiet")
+
+
+def _config_given(args: argparse.Namespace) -> bool:
+    if args.overrides or args.config_name is not None or args.config_path is not None or args.preset is not None:
+        return True
+    return any(getattr(args, dest) is not None for dest in FLAG_KEYS if dest not in EXECUTION_FLAGS)
+
+
+def _stored_config(args: argparse.Namespace) -> dict | None:
+    """The interrupted run's config (from its staging manifest) with the execution flags applied;
+    None when there is no readable manifest (the engine then reports why it cannot resume)."""
+    import copy
+
+    from plume_capture.capture.resume import read_manifest
+
+    try:
+        cfg = copy.deepcopy(read_manifest(args.resume)["config"])
+    except (ConfigError, KeyError, TypeError):
+        return None
+    for dest in EXECUTION_FLAGS:
+        value = getattr(args, dest)
+        if value is not None:
+            group, key = FLAG_KEYS[dest].split(".")
+            cfg.setdefault(group, {})[key] = value
+    return cfg
+
+
 def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[dict], list[list[str]]]:
     """Parse ``argv`` and build one validated config per run (several with ``-m``).
 
@@ -134,6 +164,9 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
             raise ConfigError("--resume resumes one run; it cannot be combined with -m/--multirun")
         if not os.path.isdir(args.resume):
             raise ConfigError(f"--resume: {args.resume!r} is not a run directory")
+        stored = None if _config_given(args) else _stored_config(args)
+        if stored is not None:
+            return args, [stored], [[]]
     runs = expand_sweeps(args.overrides) if args.multirun else [list(args.overrides)]
     settings = _settings(args)
     cfgs = [
@@ -202,10 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             traceback.print_exc()
-        print(f"{PROG}: interrupted; the run directory is left incomplete", file=sys.stderr)
+        staging = getattr(exc, "staging", None)
+        where = f"; the incomplete run is in {staging} (finish it with --resume {staging})" if staging else ""
+        print(f"{PROG}: interrupted{where}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns failures into exit 1
         if debug:

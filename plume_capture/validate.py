@@ -743,7 +743,7 @@ class _ParquetSide:
     """Reads a Parquet file batch by batch in a background thread and compares it, row for row,
     with the JSON Lines records of the same base (all parts in order)."""
 
-    BATCH = 1 << 15
+    BATCH = 1 << 14
 
     def __init__(self, path: str, layout: Layout, ctx: _Ctx, rep: _Report):
         self.path, self.name = path, os.path.basename(path)
@@ -758,7 +758,9 @@ class _ParquetSide:
         self._q: queue.Queue | None = None
         self._stop = threading.Event()
         try:
-            pf = pq.ParquetFile(path, read_dictionary=["episode_id", "run_id", "schema_version"])
+            # No pre-buffering: it holds whole row groups (the engine writes 256Ki rows each).
+            pf = pq.ParquetFile(path, read_dictionary=["episode_id", "run_id", "schema_version"],
+                                pre_buffer=False, buffer_size=1 << 20)
         except Exception as e:  # noqa: BLE001 - any reader failure means a damaged file
             rep.error("PARQUET_CORRUPT", self.name, f"cannot open: {e}")
             return
@@ -805,7 +807,8 @@ class _ParquetSide:
 
     def _produce(self):
         try:
-            for rb in self.pf.iter_batches(batch_size=self.BATCH):
+            # One thread is enough here (and Arrow's pool threads cost memory).
+            for rb in self.pf.iter_batches(batch_size=self.BATCH, use_threads=False):
                 cols = _parquet_cols(rb, self.layout, self.ctx.expected_values())
                 while not self._stop.is_set():
                     try:

@@ -1,6 +1,8 @@
 """Shared fixtures. Ray settings are fixed here, before anything imports Ray (RAY_NOTES.md)."""
 import os
+import sys
 import tempfile
+import time
 
 import pytest
 
@@ -10,15 +12,89 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ.pop("RAY_ADDRESS", None)
 os.environ.setdefault("PLUME_CAPTURE_TEST_MARKER", _RAY_TMP)
+# Unique to this pytest process: every process it starts (Ray included) inherits it, so the
+# session end can find and stop leftovers by PID (never by name, never `ray stop`).
+SESSION_MARK_VAR = "PLUME_CAPTURE_TEST_SESSION"
+os.environ[SESSION_MARK_VAR] = f"{_RAY_TMP}:{os.getpid()}"
+
+_local = {"gcs": None}
+
+
+def ensure_local_ray():
+    """The session's local Ray instance (2 CPUs, small object store); (re)started when Ray is not
+    initialised or is connected to something else (e.g. after a test with a Cluster)."""
+    import ray
+
+    if ray.is_initialized():
+        try:
+            gcs = ray.get_runtime_context().gcs_address
+        except Exception:
+            gcs = None
+        if gcs is not None and gcs == _local["gcs"]:
+            return ray
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, object_store_memory=256 << 20, log_to_driver=False,
+             include_dashboard=False)
+    _local["gcs"] = ray.get_runtime_context().gcs_address
+    return ray
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray instance for the whole test session (2 CPUs, small object store)."""
-    import ray
+def _ray_session_owner():
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, object_store_memory=256 << 20, log_to_driver=False,
-                 include_dashboard=False)
-    yield ray
-    ray.shutdown()
+
+@pytest.fixture
+def ray_session(_ray_session_owner):
+    """The shared local Ray instance (started once per session, restarted only when needed)."""
+    return ensure_local_ray()
+
+
+def marked_processes():
+    """Processes started by this test session (they carry its mark in their environment)."""
+    import psutil
+
+    mark = os.environ[SESSION_MARK_VAR]
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get(SESSION_MARK_VAR) == mark:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def stop_processes(procs, grace: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, by PID."""
+    import psutil
+
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop every process this session started that is still running (Ray's raylet/gcs_server
+    sometimes outlive ``ray.shutdown()``)."""
+    deadline = time.monotonic() + 5
+    procs = marked_processes()
+    while procs and time.monotonic() < deadline:  # let a normal shutdown finish first
+        time.sleep(0.5)
+        procs = marked_processes()
+    if procs:
+        stop_processes(procs)

@@ -228,9 +228,9 @@ class PolicyRunner:
         self.p, self.n, self.seed = policy, n_actions, seed
         self.c_now = self.c_prev = float(c0)
         self.forward_budget = 0       # surge_cast
-        self.next_cast_right = False  # surge_cast
         self.last_was_turn = False    # temporal_derivative
-        self.next_turn_left = False   # temporal_derivative
+        self.second_side = False      # turn side of the current bout is the second one
+        self.in_bout = False          # casting/turning since the last rise
 
     def choose(self, k: int) -> int:
         p = self.p
@@ -244,25 +244,33 @@ class PolicyRunner:
                 self.forward_budget -= 1
                 return 0
             if dc >= p.threshold:
+                self._end_bout()
                 return 0
-            a = 2 if self.next_cast_right else 1
-            self.next_cast_right = not self.next_cast_right
+            self.in_bout = True
             self.forward_budget = p.persistence
-            return a
+            return 2 if self.second_side else 1      # left side first
         if p.name == "temporal_derivative":
-            if k == 1 or self.last_was_turn or dc >= p.threshold:
+            if k == 1 or self.last_was_turn:
                 self.last_was_turn = False
                 return 0
-            a = 1 if self.next_turn_left else 2
-            self.next_turn_left = not self.next_turn_left
+            if dc >= p.threshold:
+                self._end_bout()
+                return 0
+            self.in_bout = True
             self.last_was_turn = True
-            return a
+            return 1 if self.second_side else 2      # right side first
         if p.name == "run_tumble_chemotaxis":
             a = 0 if (k == 1 or dc >= p.threshold) else 1
             if uniform(self.seed, k, PURPOSE_EPS) < p.eps:
                 a = randint(self.seed, k, PURPOSE_POLICY, self.n)
             return a
         raise ValueError(p.name)
+
+    def _end_bout(self) -> None:
+        """A rise ends a bout of turns; the next bout turns to the other side."""
+        if self.in_bout:
+            self.in_bout = False
+            self.second_side = not self.second_side
 
     def sensed(self, c: float) -> None:
         self.c_prev, self.c_now = self.c_now, float(c)

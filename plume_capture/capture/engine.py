@@ -185,6 +185,30 @@ def _runtime_env():
                          "RAY_DEDUP_LOGS": "0"}}
 
 
+def _placement(n: int) -> list:
+    """Node ids for ``n`` actors: round-robin over the alive nodes, at most one per CPU of each
+    (SPREAD alone is best-effort and may stack actors on one node); None beyond the CPUs."""
+    import ray
+
+    free = {node["NodeID"]: int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")}
+    out = []
+    while len(out) < n and any(v > 0 for v in free.values()):
+        for node in sorted(free):
+            if free[node] > 0 and len(out) < n:
+                out.append(node)
+                free[node] -= 1
+    return out + [None] * (n - len(out))
+
+
+def _strategy(node):
+    """Soft affinity: a restarted actor whose node died goes to any live node."""
+    if node is None:
+        return "SPREAD"
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+
+
 class RayPool:
     """Long-lived ShardRunner actors (one CPU each) on the connected Ray instance or cluster."""
 
@@ -194,8 +218,9 @@ class RayPool:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.n = max(1, num_actors or cpus)
         remote = ray.remote(ShardRunner).options(num_cpus=1, max_restarts=-1, max_task_retries=0,
-                                                 scheduling_strategy="SPREAD", runtime_env=_runtime_env())
-        self.actors = [remote.remote(job, 1) for _ in range(self.n)]
+                                                 runtime_env=_runtime_env())
+        self.actors = [remote.options(scheduling_strategy=_strategy(node)).remote(job, 1)
+                       for node in _placement(self.n)]
 
     def kill(self):
         import ray
@@ -328,7 +353,6 @@ def _versions() -> dict:
 
 def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float) -> None:
     files = sink.close()
-    drop_bookkeeping(p.staging)
     sha, dirty = runmeta.git_info(os.getcwd())
     steps = sink.steps_written
     extra = {
@@ -352,6 +376,8 @@ def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float) -> None:
         package_version=__version__, config_hash=p.config_hash, git_sha=sha, system=runmeta.system_info(),
         extra=extra)
     runmeta.write_json_atomic(p.staging / "run.json", doc)
+    # Bookkeeping goes only now, so a finalizer that fails before this point leaves a resumable run.
+    drop_bookkeeping(p.staging)
     publish(p.staging, p.run_dir)
 
 
@@ -374,7 +400,7 @@ def _execute(p: Prepared, progress_enabled: bool, pool: RayPool | None = None,
             raise CaptureError(f"staging directory {p.staging} already exists") from exc
         runmeta.write_json_atomic(p.staging / MANIFEST, {
             "run_id": p.run_id, "config_hash": p.config_hash, "config": p.cfg, "overrides": p.overrides,
-            "start_time": p.start_time, "env": p.physics.effective()})
+            "start_time": p.start_time, "env": p.physics.effective(), "shard_episodes": p.shard_episodes})
     else:
         for name in ("steps.parquet", "episodes.parquet", "run.json", "run.json.tmp"):
             (p.staging / name).unlink(missing_ok=True)
@@ -404,8 +430,13 @@ def _execute(p: Prepared, progress_enabled: bool, pool: RayPool | None = None,
         wall = time.perf_counter() - t0
         execution["resumed_from_shard"] = done if resuming else None
         _finalize(p, sink, execution, wall)
-    except BaseException:
+    except BaseException as exc:
         sink.abort()
+        if p.staging.is_dir():
+            try:
+                exc.staging = p.staging  # the CLI tells the operator what to --resume
+            except AttributeError:  # pragma: no cover
+                pass
         raise
     finally:
         progress.close()
@@ -415,11 +446,17 @@ def _execute(p: Prepared, progress_enabled: bool, pool: RayPool | None = None,
 
 def execute_resumed(p: Prepared, progress: bool, checkpoint: dict | None) -> CaptureResult:
     started = False
+    old = signal.getsignal(signal.SIGTERM)
+    in_main = _is_main_thread()
+    if in_main:  # SIGTERM stops a resumed run like SIGINT (exit 130, still resumable)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if p.engine == "ray":
             started = _ray_init(p.address)
         return _execute(p, progress, checkpoint=checkpoint, resuming=True)
     finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old)
         if started:
             import ray
 

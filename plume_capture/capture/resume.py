@@ -134,8 +134,14 @@ def resume_run(run_dir, cfg: dict | None, *, overrides=(), progress: bool = Fals
             raise ConfigError(
                 f"cannot resume {str(run_dir)!r}: the config differs from the interrupted run's "
                 f"(config_hash {config_hash(cfg)[:12]} != {manifest['config_hash'][:12]})")
+        for key in ("parquet", "rotate_size"):  # outside the hash, but they shape the artifacts
+            if cfg.get(key) != stored.get(key):
+                raise ConfigError(f"cannot resume {str(run_dir)!r}: {key} is {cfg.get(key)!r} but the "
+                                  f"interrupted run used {stored.get(key)!r}")
         stored = {**stored, "engine": cfg.get("engine", stored.get("engine"))}
     p = engine.prepare(stored, manifest.get("overrides", ()))
+    if manifest.get("shard_episodes"):  # the journal counts shards of the original plan
+        p.shard_episodes = manifest["shard_episodes"]
     if "env" in manifest and p.physics.effective() != manifest["env"]:
         raise ConfigError(f"cannot resume {str(run_dir)!r}: the environment that would run differs from the "
                           "interrupted run's (e.g. the movie file changed)")

@@ -36,6 +36,7 @@ from isal import isal_zlib
 
 from plume_capture.records import part_name
 
+from ..kernels._jit import njit
 from .arrow_util import column, to_numpy
 
 __all__ = [
@@ -96,7 +97,7 @@ _INT64_MIN_DIGITS = np.frombuffer(b"9223372036854775808", np.uint8)
 # Byte positions are uint64 on purpose: with signed indices Numba adds a negative-index check to
 # every byte copy, which made the kernel ~5x slower. Mixing uint64 with int64 literals would
 # promote to float64, hence the explicit np.uint64 everywhere.
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(inline="always")
 def _copy(out, pos, src, a, b):
     while a < b:
         out[pos] = src[a]
@@ -105,7 +106,7 @@ def _copy(out, pos, src, a, b):
     return pos
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(inline="always")
 def _put_int(out, pos, v):
     if v < 0:
         out[pos] = 45  # '-'
@@ -146,7 +147,7 @@ def _put_int(out, pos, v):
     return end
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(inline="always")
 def _put_list(out, pos, off, data, t0, t1):
     out[pos] = 91  # '['
     pos += _ONE
@@ -159,7 +160,7 @@ def _put_list(out, pos, off, data, t0, t1):
     return pos + _ONE
 
 
-@nb.njit(cache=True, nogil=True)
+@njit
 def _assemble(r0, r1, kinds, cols, lit_data, lit_off, ints, bools, fidx, fl_base, fl_lrow,
               ts_base, tl_base, tl_lrow, list_off, off0, data0, off1, data1, out, pos, line_end):
     """Write rows r0..r1-1 into out[pos:] and their end offsets into line_end; returns the end."""
@@ -197,7 +198,7 @@ def _assemble(r0, r1, kinds, cols, lit_data, lit_off, ints, bools, fidx, fl_base
     return pos
 
 
-@nb.njit(cache=True, nogil=True)
+@njit
 def _periodic(data, size):
     """Whether data is one `size`-byte value repeated."""
     s = np.uint64(size)

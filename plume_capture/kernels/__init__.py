@@ -1,10 +1,37 @@
-"""Numba kernels (private). ``specialize`` is the one way callers obtain a kernel."""
+"""Numba kernels (private). ``specialize`` is the one way callers obtain a kernel.
+
+Numba's on-disk cache only notices changes to the file that holds a cached function, not to the
+functions it calls in other files. So the cache lives in a directory named after a hash of every
+module with jitted code: a changed kernel anywhere gets fresh compiles (``NUMBA_CACHE_DIR`` or
+``PLUME_CAPTURE_CACHE`` override the location).
+"""
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+from pathlib import Path
 
 import numba
 from numba.core import config
+
+_JITTED_SOURCES = ("kernels/*.py", "capture/writers.py", "load.py")
+
+
+def _cache_dir() -> str:
+    pkg = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(numba.__version__.encode())
+    for pattern in _JITTED_SOURCES:
+        for path in sorted(pkg.glob(pattern)):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    base = os.environ.get("PLUME_CAPTURE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "plume_capture")
+    return os.path.join(base, "numba-" + h.hexdigest()[:16])
+
+
+if not os.environ.get("NUMBA_CACHE_DIR"):
+    config.CACHE_DIR = _cache_dir()
 
 _CACHE: dict = {}
 

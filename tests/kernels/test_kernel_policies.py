@@ -25,21 +25,25 @@ def actions(policy, dcs, n_actions=3, threshold=1e-6, persistence=1, eps=0.0, se
 
 @pytest.mark.nojit
 def test_surge_cast():
-    # first step forward; surge while rising; cast left, persist, cast right, persist, ...
-    assert actions(C.SURGE_CAST, [0, UP, UP, DOWN, DOWN, DOWN, DOWN, UP, DOWN, DOWN]) == \
-        [FWD, FWD, FWD, LEFT, FWD, RIGHT, FWD, FWD, LEFT, FWD]
+    # first step forward; surge while rising; a bout of casts turns one way (left first), persisting
+    # after each cast; a rise ends the bout and the next bout turns the other way
+    assert actions(C.SURGE_CAST, [0, UP, UP, DOWN, DOWN, DOWN, DOWN, UP, DOWN, DOWN, DOWN, UP, DOWN]) == \
+        [FWD, FWD, FWD, LEFT, FWD, LEFT, FWD, FWD, RIGHT, FWD, RIGHT, FWD, RIGHT]
     assert actions(C.SURGE_CAST, [0, DOWN, DOWN, DOWN, DOWN, DOWN, DOWN], persistence=2) == \
-        [FWD, LEFT, FWD, FWD, RIGHT, FWD, FWD]
-    assert actions(C.SURGE_CAST, [0, DOWN, DOWN, DOWN], persistence=0) == [FWD, LEFT, RIGHT, LEFT]
+        [FWD, LEFT, FWD, FWD, LEFT, FWD, FWD]
+    assert actions(C.SURGE_CAST, [0, DOWN, DOWN, DOWN], persistence=0) == [FWD, LEFT, LEFT, LEFT]
     # the threshold is inclusive: a rise of exactly threshold surges, a smaller one casts
     assert actions(C.SURGE_CAST, [0, 0.5, 0.25], threshold=0.5) == [FWD, FWD, LEFT]
 
 
 @pytest.mark.nojit
 def test_temporal_derivative():
-    # first step forward; always forward right after a turn; turns right first, then alternates
+    # first step forward; always forward right after a turn; a bout of turns goes one way (right
+    # first); a rise ends the bout and the next bout turns the other way
     assert actions(C.TEMPORAL_DERIVATIVE, [DOWN, DOWN, DOWN, DOWN, UP, DOWN, 0.0, DOWN]) == \
-        [FWD, RIGHT, FWD, LEFT, FWD, RIGHT, FWD, LEFT]
+        [FWD, RIGHT, FWD, RIGHT, FWD, RIGHT, FWD, RIGHT]
+    assert actions(C.TEMPORAL_DERIVATIVE, [0, DOWN, DOWN, UP, DOWN, DOWN, DOWN]) == \
+        [FWD, RIGHT, FWD, FWD, LEFT, FWD, LEFT]
     assert actions(C.TEMPORAL_DERIVATIVE, [0, 0.0, 0.0], threshold=0.0) == [FWD, FWD, FWD]
     assert actions(C.TEMPORAL_DERIVATIVE, [0, 0.0, 0.0]) == [FWD, RIGHT, FWD]
 
