@@ -28,7 +28,7 @@ from . import records
 from .kernels._jit import njit
 from .load import (EPISODE_LAYOUT, STEP_LAYOUT, BufferPool, GzipLines, Layout, T_EPID, T_FLIST, T_POS,
                    T_STR, count_lines, episode_index, list_run_files, parse_fast, parse_slow,
-                   sha256_file)
+                   sha256_file, to_numpy)
 
 CODES = {
     # run directory and run.json
@@ -654,20 +654,19 @@ class _Joiner:
 
 
 def _epid_index_arrow(strs: pa.Array) -> np.ndarray:
-    """Vectorised ``episode_index`` for an Arrow string array."""
-    strs = strs.cast(pa.string())
-    ok = pc.match_substring_regex(strs, r"^ep-(\d{6}|[1-9]\d{6,17})$").to_numpy(
-        zero_copy_only=False)
-    digits = pc.utf8_slice_codeunits(strs, 3)
-    digits = pc.if_else(pa.array(ok), digits, pa.scalar("0"))
-    v = pc.cast(digits, pa.int64()).to_numpy(zero_copy_only=False)
-    return np.where(ok & (v >= 1), v - 1, -1)
+    """Vectorised ``episode_index`` for an Arrow string array (no Arrow scalars: creating one
+    imports pandas)."""
+    digits = pc.replace_substring_regex(
+        strs.cast(pa.string()), pattern=r"^(?:ep-(\d{6}|[1-9]\d{6,17})|(?s:.*))$",
+        replacement=r"0\1")
+    v = to_numpy(pc.cast(digits, pa.int64()))
+    return np.where(v >= 1, v - 1, -1)
 
 
 def _dict_parts(arr: pa.Array):
     if not pa.types.is_dictionary(arr.type):
         arr = pc.dictionary_encode(arr)
-    return arr.dictionary, arr.indices.to_numpy(zero_copy_only=False)
+    return arr.dictionary, to_numpy(arr.indices)
 
 
 def _parquet_cols(rb: pa.RecordBatch, layout: Layout, expected: dict) -> dict:
@@ -683,23 +682,23 @@ def _parquet_cols(rb: pa.RecordBatch, layout: Layout, expected: dict) -> dict:
             cols[name] = _epid_index_arrow(d)[ix]
         elif kind == T_STR:
             d, ix = _dict_parts(arr)
-            ok = pc.equal(d.cast(pa.string()), pa.scalar(expected.get(name) or "", pa.string()))
-            cols[name] = ok.to_numpy(zero_copy_only=False)[ix]
+            want = expected.get(name)
+            cols[name] = np.array([v == want for v in d.to_pylist()], bool)[ix]
         elif kind == T_POS:
             xs, ys = arr.flatten()
             if xs.null_count or ys.null_count:
                 raise ValueError(f"column {name} has nulls")
-            cols[name + ".x"] = xs.to_numpy()
-            cols[name + ".y"] = ys.to_numpy()
+            cols[name + ".x"] = to_numpy(xs)
+            cols[name + ".y"] = to_numpy(ys)
         elif kind == T_FLIST:
-            off = arr.offsets.to_numpy()
+            off = to_numpy(arr.offsets)
             vals = arr.flatten()
             if vals.null_count:
                 raise ValueError(f"column {name} has null elements")
             cols[name + ".offsets"] = off - off[0]
-            cols[name + ".values"] = vals.to_numpy()
+            cols[name + ".values"] = to_numpy(vals)
         else:
-            cols[name] = arr.to_numpy(zero_copy_only=False)
+            cols[name] = to_numpy(arr)
     return cols
 
 

@@ -173,16 +173,13 @@ class _Progress:
 
 def _run_local(p: Prepared, shards, sink: RunSink, progress: _Progress) -> dict:
     runner = ShardRunner(_job(p, p.rotate_size is not None), threads=1, physics=p.physics)
+    busy = 0.0
     for shard in shards:
         res = runner.run(shard)
+        busy += res.seconds
         sink.append(res)
         progress.update(shard.episodes, res.steps)
-    return {"kind": "local", "actors": 1, "nodes": 1}
-
-
-def _runtime_env():
-    return {"env_vars": {"NUMBA_NUM_THREADS": "1", "POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1",
-                         "RAY_DEDUP_LOGS": "0"}}
+    return {"kind": "local", "actors": 1, "nodes": 1, "actor_busy_s": busy}
 
 
 def _placement(n: int) -> list:
@@ -217,9 +214,11 @@ class RayPool:
 
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.n = max(1, num_actors or cpus)
-        remote = ray.remote(ShardRunner).options(num_cpus=1, max_restarts=-1, max_task_retries=0,
-                                                 runtime_env=_runtime_env())
-        self.actors = [remote.options(scheduling_strategy=_strategy(node)).remote(job, 1)
+        remote = ray.remote(ShardRunner)
+        # No runtime_env: actors start on Ray's prestarted workers; ShardRunner sets its own
+        # Numba and polars thread counts.
+        self.actors = [remote.options(num_cpus=1, max_restarts=-1, max_task_retries=0,
+                                      scheduling_strategy=_strategy(node)).remote(job, 1)
                        for node in _placement(self.n)]
 
     def kill(self):
@@ -255,6 +254,8 @@ def _run_ray(p: Prepared, shards, sink: RunSink, progress: _Progress, pool: RayP
     limit = pool.n * p.window
     nodes = set()
     retries = 0
+    actor_s = 0.0
+    t_start = time.perf_counter()
     try:
         while queue or inflight or buffered:
             # Fill the window: least-loaded live actor, bounded by in flight + buffered results.
@@ -299,6 +300,7 @@ def _run_ray(p: Prepared, shards, sink: RunSink, progress: _Progress, pool: RayP
                     except RayTaskError as exc:
                         raise CaptureError(f"shard {shard.index} failed: {exc}") from exc
                     nodes.add(res.node)
+                    actor_s += res.seconds
                     buffered[shard.index] = res
             while p_next(sink) in buffered:
                 res = buffered.pop(p_next(sink))
@@ -307,7 +309,9 @@ def _run_ray(p: Prepared, shards, sink: RunSink, progress: _Progress, pool: RayP
     finally:
         if own_pool:
             pool.kill()
-    return {"kind": "ray", "actors": pool.n, "nodes": len(nodes), "shard_retries": retries}
+    wall = time.perf_counter() - t_start
+    return {"kind": "ray", "actors": pool.n, "nodes": len(nodes), "shard_retries": retries,
+            "actor_busy_s": actor_s, "actor_utilization": actor_s / (pool.n * wall) if wall > 0 else None}
 
 
 def p_next(sink: RunSink) -> int:
@@ -376,9 +380,14 @@ def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float) -> None:
         package_version=__version__, config_hash=p.config_hash, git_sha=sha, system=runmeta.system_info(),
         extra=extra)
     runmeta.write_json_atomic(p.staging / "run.json", doc)
-    # Bookkeeping goes only now, so a finalizer that fails before this point leaves a resumable run.
-    drop_bookkeeping(p.staging)
-    publish(p.staging, p.run_dir)
+    # The rename is the commit point. Until then the journal and manifest stay, so a finalizer that
+    # fails leaves a resumable run; a complete-looking run.json never stays behind in the staging dir.
+    try:
+        publish(p.staging, p.run_dir)
+    except BaseException:
+        (p.staging / "run.json").unlink(missing_ok=True)
+        raise
+    drop_bookkeeping(p.run_dir)
 
 
 class _Terminated(BaseException):

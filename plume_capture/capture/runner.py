@@ -69,6 +69,10 @@ class ShardRunner:
     def __init__(self, job: Job, threads: int = 1, physics=None):
         import numba
 
+        from .writers import configure_threads
+
+        # Ray sets OMP_NUM_THREADS for an actor but not Numba's or polars' thread counts.
+        configure_threads(max(1, threads))
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
         from ..kernels import codes as C, specialize
         from ..kernels.rollout import run_episodes

@@ -1,0 +1,146 @@
+"""Faults: an actor's worker process SIGKILLed mid-run (the run completes with the clean run's
+records) and crashes inside the finalizer (nothing looks complete; the run can be resumed)."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from helpers import assert_same_records, complete_runs, config, run_json
+from plume_capture.capture import capture
+from plume_capture.capture.sink import JOURNAL, MANIFEST
+
+SLOW = dict(episodes=120, seed=21, env={"grid_size": [128, 128], "max_steps": 1000})
+SMALL = dict(episodes=30, seed=4, env={"grid_size": [32, 32], "max_steps": 100})
+
+
+def _own_process(pid: int) -> bool:
+    """``pid`` was started by this test session (it carries the session's mark)."""
+    import psutil
+
+    from conftest import SESSION_MARK_VAR
+
+    try:
+        return psutil.Process(pid).environ().get(SESSION_MARK_VAR) == os.environ[SESSION_MARK_VAR]
+    except psutil.Error:
+        return False
+
+
+def _runner_pids() -> list[int]:
+    import ray
+
+    return [a["Pid"] for a in ray._private.state.actors().values()
+            if a["ActorClassName"] == "ShardRunner" and a["State"] == "ALIVE" and a["Pid"]]
+
+
+def test_sigkill_actor_mid_run_same_records(tmp_path, ray_session):
+    clean = capture(config(output=str(tmp_path / "clean"), parquet=True, engine={"kind": "local"}, **SLOW)).run_dir
+    cfg = config(output=str(tmp_path / "faulty"), parquet=True,
+                 engine={"kind": "ray", "num_actors": 2, "shard_episodes": 3}, **SLOW)
+    out: dict = {}
+
+    def run():
+        try:
+            out["result"] = capture(cfg)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            out["error"] = exc
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    deadline = time.monotonic() + 120
+    staging = tmp_path / "faulty" / "default"
+    while time.monotonic() < deadline and th.is_alive():
+        journals = list(staging.glob(".*.partial/journal.jsonl"))
+        if journals and journals[0].stat().st_size > 0:
+            break
+        time.sleep(0.02)
+    assert th.is_alive(), f"the run ended before an actor could be killed: {out}"
+    pids = _runner_pids()
+    assert len(pids) == 2, pids
+    victim = pids[0]
+    assert _own_process(victim)
+    os.kill(victim, signal.SIGKILL)
+    th.join(timeout=180)
+    assert not th.is_alive(), "the run did not finish after the actor was killed"
+    assert "error" not in out, out.get("error")
+    run_dir = out["result"].run_dir
+    info = run_json(run_dir)["extra"]["engine"]
+    assert info["shard_retries"] >= 1, info
+    assert_same_records(clean, run_dir, parquet=True)
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _crash_run_json(monkeypatch):
+    from plume_capture.capture import engine
+
+    real = engine.runmeta.write_json_atomic
+
+    def write(path, doc):
+        if path.name == "run.json":
+            raise Boom("crash while writing run.json")
+        return real(path, doc)
+
+    monkeypatch.setattr(engine.runmeta, "write_json_atomic", write)
+
+
+def _crash_second_artifact(monkeypatch):
+    """steps.jsonl.gz is finished, then closing episodes.jsonl.gz fails."""
+    from plume_capture.capture.writers import JsonlPartWriter
+
+    real = JsonlPartWriter.close
+
+    def close(self):
+        if self.base == "episodes":
+            raise Boom("crash after the first artifact")
+        return real(self)
+
+    monkeypatch.setattr(JsonlPartWriter, "close", close)
+
+
+def _crash_publish(monkeypatch):
+    """run.json is written in the staging directory, then the rename fails."""
+    from plume_capture.capture import engine
+
+    def publish(staging, run_dir):
+        assert (staging / "run.json").is_file()
+        raise Boom("crash at the rename")
+
+    monkeypatch.setattr(engine, "publish", publish)
+
+
+@pytest.mark.parametrize("inject", [_crash_second_artifact, _crash_run_json, _crash_publish],
+                         ids=["after-first-artifact", "writing-run-json", "at-publish"])
+def test_finalizer_crash_leaves_nothing_complete_and_resumes(tmp_path, monkeypatch, inject):
+    clean = capture(config(output=str(tmp_path / "clean"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
+    cfg = config(output=str(tmp_path / "out"), parquet=True, rotate_size=5000,
+                 engine={"kind": "local", "shard_episodes": 4}, **SMALL)
+    with monkeypatch.context() as m:
+        inject(m)
+        with pytest.raises(Boom) as info:
+            capture(cfg)
+    out = tmp_path / "out" / "default"
+    assert complete_runs(tmp_path / "out") == []
+    entries = list(out.iterdir())
+    assert len(entries) == 1 and entries[0].name.startswith(".") and entries[0].name.endswith(".partial"), entries
+    staging = entries[0]
+    assert info.value.staging == staging
+    assert not staging.with_name(staging.name[1:-len(".partial")]).exists()
+    assert (staging / MANIFEST).is_file() and (staging / JOURNAL).is_file()
+
+    from plume_capture.validate import validate_run_artifacts
+
+    assert not validate_run_artifacts(staging)["ok"]
+
+    result = capture(cfg, resume=str(staging))  # the finished shards are kept, the run is published
+    assert not staging.exists() and result.run_dir.name == staging.name[1:-len(".partial")]
+    meta = run_json(result.run_dir)
+    assert meta["extra"]["status"] == "complete" and meta["extra"]["engine"]["resumed_from_shard"] == 8
+    assert not (result.run_dir / MANIFEST).exists() and not (result.run_dir / JOURNAL).exists()
+    assert validate_run_artifacts(result.run_dir)["ok"]
+    assert_same_records(clean, result.run_dir, parquet=True)
