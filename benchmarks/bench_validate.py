@@ -191,15 +191,17 @@ _CHILD = r"""
 import json, resource, sys, time
 from plume_capture.validate import validate_run_artifacts
 t = time.perf_counter()
+u0 = resource.getrusage(resource.RUSAGE_SELF)
 res = validate_run_artifacts(sys.argv[1], check_parquet=sys.argv[2] == "1")
 dt = time.perf_counter() - t
-print(json.dumps({"seconds": dt, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+u = resource.getrusage(resource.RUSAGE_SELF)
+cpu = u.ru_utime + u.ru_stime - u0.ru_utime - u0.ru_stime
+print(json.dumps({"seconds": dt, "cpu_s": cpu, "maxrss_mb": u.ru_maxrss / 1024,
                   "ok": res["ok"], "counts": res["counts"], "errors": res["errors"][:5]}))
 """
 
 
 def validate_in_child(run_dir: Path, parquet: bool) -> dict:
-    t = time.process_time()
     out = subprocess.run([sys.executable, "-c", _CHILD, str(run_dir), "1" if parquet else "0"],
                          check=True, capture_output=True, text=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -232,7 +234,9 @@ def main(argv=None):
         print(f"{run_dir.name}: {steps} steps, {res['counts']['episodes']} episodes, "
               f"{size / 2**20:.0f} MiB on disk, parquet {'on' if parquet else 'off'}: "
               f"{res['seconds']:.2f} s = {steps / res['seconds'] / 1e6:.2f} M steps/s, "
-              f"peak RSS {res['maxrss_mb']:.0f} MB, ok={res['ok']}", flush=True)
+              f"CPU {res['cpu_s']:.1f} s ({res['cpu_s'] / steps * 1e6:.2f} us/step), "
+              f"peak RSS {res['maxrss_mb']:.0f} MB, ok={res['ok']}, "
+              f"load avg {os.getloadavg()[0]:.1f}", flush=True)
         if not res["ok"]:
             print("  errors:", *res["errors"], sep="\n    ")
 

@@ -791,11 +791,12 @@ class BufferPool:
     """A few fixed-size byte buffers, recycled (variable-size multi-MB allocations fragment the C
     heap and make the RSS grow with the data read)."""
 
-    OUT = 1 << 18  # decompressed bytes per call
+    OUT = 1 << 18  # decompressed bytes per call (at most)
 
     def __init__(self, chunk_bytes: int = 4 << 20, slots: int = 2):
         self.chunk_bytes = max(int(chunk_bytes), 1)
-        self.cap = self.chunk_bytes + self.OUT + 1
+        self.out = min(self.OUT, self.chunk_bytes)
+        self.cap = self.chunk_bytes + self.out + 1
         self.slots = slots
         self._made = 0
         self._free: queue.Queue = queue.Queue()
@@ -879,15 +880,17 @@ class GzipLines:
                         if d.eof:
                             d = isal_zlib.decompressobj(31)
                             fed = False
-                        junk = not fed and members and not data.startswith(b"\x1f\x8b"[:len(data)])
+                        if not fed and members and not data.startswith(b"\x1f\x8b"[:len(data)]):
+                            self.problem = ("GZIP_CORRUPT", f"{len(data)}+ bytes after gzip "
+                                            f"member {members} are not a gzip member")
+                            break
                         fed = True
                         try:
-                            out = d.decompress(data, pool.OUT)
+                            out = d.decompress(data, pool.out)
                         except isal_zlib.error as e:
-                            where = (f"data after gzip member {members}" if junk
-                                     else f"gzip member {members + 1}")
-                            self.problem = ("GZIP_CORRUPT", f"{where} cannot be decoded (near "
-                                            f"compressed byte {self.bytes_read - len(data)}: {e})")
+                            self.problem = ("GZIP_CORRUPT", f"gzip member {members + 1} cannot be "
+                                            f"decoded (near compressed byte "
+                                            f"{self.bytes_read - len(data)}: {e})")
                             break
                         if d.eof:
                             members += 1

@@ -837,20 +837,21 @@ class _ParquetSide:
         return True
 
     def _take(self, n: int):
-        """Yield ``(cols, start, count)`` pieces of the next ``n`` Parquet rows (views)."""
+        """Yield ``(cols, start, count, row)`` pieces of the next ``n`` Parquet rows (views;
+        ``row`` is the file row of the piece's first row)."""
         while n > 0:
             if not self.parts and not self._next_part():
                 return
             part = self.parts[0]
             cols, off, k = part
             m = min(n, k - off)
-            yield cols, off, m
             part[1] += m
             self.buffered -= m
             self.pos += m
             n -= m
             if part[1] == k:
                 self.parts.pop(0)
+            yield cols, off, m, self.pos - m
 
     def compare(self, batch, fname: str):
         """Compare the next Parquet rows with the lines of one JSON Lines chunk (the batch holds
@@ -859,29 +860,30 @@ class _ParquetSide:
             return
         nlines, got = batch.nlines, 0
         if batch.rows is None and not self.diverged:
-            for cols, off, m in self._take(nlines):
-                self._diff(batch, got, cols, off, m, fname)
+            for cols, off, m, row in self._take(nlines):
+                self._diff(batch, got, cols, off, m, fname, row)
                 got += m
         else:
             pieces = list(self._take(nlines))
-            got = sum(m for _, _, m in pieces)
+            got = sum(m for _, _, m, _ in pieces)
             if not self.diverged and batch.n and got == nlines:
-                p = _cat_cols([_slice_cols(c, o, m, self.layout.list_field) for c, o, m in pieces],
-                              self.layout.list_field)
-                p = _slice_rows(p, batch.rows, self.layout.list_field)
-                self._diff(batch, 0, p, 0, batch.n, fname)
+                lf = self.layout.list_field
+                p = _cat_cols([_slice_cols(c, o, m, lf) for c, o, m, _ in pieces], lf)
+                self._diff(batch, 0, _slice_rows(p, batch.rows, lf), 0, batch.n, fname,
+                           pieces[0][3], batch.rows)
         if got < nlines and self.active:
             self._report(fname, batch.first + got, f"{self.name} has only {self.pos} rows",
                          nlines - got, "short")
             self.close()
 
-    def _diff(self, batch, ja: int, p: dict, pa_: int, k: int, fname: str):
-        """Compare JSON Lines rows ``ja:ja+k`` of ``batch`` with Parquet rows ``pa_:pa_+k``."""
+    def _diff(self, batch, ja: int, p: dict, pa_: int, k: int, fname: str, row0: int,
+              rows=None):
+        """Compare JSON Lines rows ``ja:ja+k`` of ``batch`` with Parquet rows ``pa_:pa_+k``
+        (file rows ``row0 + (rows or range(k))``)."""
         if self.diverged or k == 0:
             return
         c = batch.cols
         lf = self.layout.list_field
-        rowbad = np.zeros(k, bool)
         first = None
         for key, a in c.items():
             if lf and key == lf + ".values":
@@ -905,14 +907,13 @@ class _ParquetSide:
                 i = int(np.argmax(m))
                 if first is None or i < first[0]:
                     first = (i, name)
-                rowbad |= m
         if first is not None:
             i, name = first
+            row = row0 + (i if rows is None else int(rows[i]))
             self._report(fname, int(batch.lines[ja + i]),
-                         f"{self.name} row {self.pos - k + i + 1}: {name} differs from the JSON "
-                         f"Lines ({self._value(p, name, pa_ + i)} vs "
-                         f"{self._value(c, name, ja + i)}); {int(rowbad.sum())} of the next {k} "
-                         "rows differ, later rows not compared", 1, "values")
+                         f"{self.name} row {row + 1}: {name} differs from the JSON Lines "
+                         f"({self._value(p, name, pa_ + i)} vs {self._value(c, name, ja + i)}); "
+                         "later rows not compared", 1, "values")
             self.diverged = True
 
     def _value(self, cols, name, i):

@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from plume_capture import records
-from plume_capture.load import (EPISODE_LAYOUT, STEP_LAYOUT, check_line, episode_index,
-                                list_run_files, load_run, parse_fast, parse_slow)
+from plume_capture.load import (EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, check_line,
+                                episode_index, iter_jsonl_batches, list_run_files, load_run,
+                                parse_fast, parse_slow)
 from runfactory import make_run, read_lines, simulate, write_lines
 
 REFERENCE_RUNS = Path(os.environ.get(
@@ -98,6 +99,44 @@ def test_load_errors(tmp_path):
     os.remove(d / "episodes.jsonl.gz")
     with pytest.raises(FileNotFoundError, match="episodes.jsonl.gz"):
         load_run(d, prefer="jsonl")
+
+
+def test_small_chunks_split_at_line_ends(tmp_path):
+    d = Path(make_run(tmp_path / "r", episodes=3, steps_per_episode=30, parquet=False))
+    path = d / "steps.jsonl.gz"
+    whole = gzip.open(path).read()
+    chunks = [bytes(c) for c in GzipLines(path, 1000)]
+    assert len(chunks) > 10 and b"".join(chunks) == whole
+    assert all(c.endswith(b"\n") and len(c) < 2000 for c in chunks)
+    firsts, arrow = [], []
+    for b, problems in iter_jsonl_batches(path, STEP_LAYOUT, chunk_bytes=1000):
+        firsts.append((b.first, b.n))
+        arrow.append(b.to_arrow())  # a batch's strings are valid until the next batch
+    assert all(f + n == f2 for (f, n), (f2, _) in zip(firsts, firsts[1:])) and firsts[0][0] == 1
+    table = pa.Table.from_batches(arrow)
+    assert table.equals(json_table([path], records.STEP_SCHEMA))
+
+
+def test_gzip_problems(tmp_path):
+    d = Path(make_run(tmp_path / "r", episodes=2, steps_per_episode=30, parquet=False))
+    path = d / "steps.jsonl.gz"
+    data = path.read_bytes()
+    cases = {
+        "trunc": (data[:-9], "GZIP_TRUNCATED"),
+        "junk": (data + b"garbage!", "GZIP_CORRUPT"),
+        "empty": (b"", "GZIP_TRUNCATED"),
+        "unterminated": (gzip.compress(b'{"a": 1}\n{"b": 2}'), "RECORD_JSON"),
+    }
+    for name, (raw, code) in cases.items():
+        p = tmp_path / f"{name}.gz"
+        p.write_bytes(raw)
+        g = GzipLines(p, 1000)
+        text = b"".join(bytes(c) for c in g)
+        assert g.problem and g.problem[0] == code, name
+        assert g.bytes_read == len(raw)
+        assert text.endswith(b"\n") or not text
+    assert gzip.decompress(data).startswith(b"".join(bytes(c) for c in GzipLines(
+        tmp_path / "trunc.gz", 1000)))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def test_replay_agrees_for_every_type(tmp_path, action_type, observation_type, r
 
 
 def test_altered_reward_is_reported_at_its_episode_and_step(tmp_path):
-    run_dir = _run(tmp_path, policy="random")
+    run_dir = _run(tmp_path, policy="random", grid_size=[64, 64])
     path = run_dir / "steps.jsonl.gz"
     lines = gzip.decompress(path.read_bytes()).decode().splitlines()
     target = next(i for i, line in enumerate(lines)

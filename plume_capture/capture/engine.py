@@ -403,6 +403,8 @@ def _execute(p: Prepared, progress_enabled: bool, pool: RayPool | None = None,
     t0 = time.perf_counter()
     if not resuming:
         p.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(p.run_dir):  # never run into (or later rename onto) an existing run
+            raise CaptureError(f"run directory {p.run_dir} already exists")
         try:
             os.mkdir(p.staging)
         except FileExistsError as exc:
