@@ -83,7 +83,6 @@ class _Parts:
 def generate(run_dir: Path, steps: int, steps_per_episode: int = 1000, parquet: bool = True,
              rotate_mb: int = 256, seed: int = 123) -> Path:
     import polars as pl
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from plume_capture import records
@@ -124,7 +123,8 @@ def generate(run_dir: Path, steps: int, steps_per_episode: int = 1000, parquet: 
         df = pl.DataFrame({
             "action": rng.integers(0, 4, n), "x": x, "y": y, "distance_to_goal": dist,
             "episode_id": ids.gather(ep - e0), "o": obs, "reward": np.full(n, -0.01),
-            "run_id": pl.repeat(RUN_ID, n, eager=True), "schema_version": pl.repeat("0.1", n, eager=True),
+            "run_id": pl.repeat(RUN_ID, n, eager=True),
+            "schema_version": pl.repeat("0.1", n, eager=True),
             "seed": seed + ep, "step": step, "terminated": np.zeros(n, bool),
             "truncated": step == L, "ts": ts,
         }).select(

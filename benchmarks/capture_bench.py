@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .suite import CACHE, cli, json_from_stdout, load_str, only_run_dir, run_child, summary
+from .suite import CACHE, cli, fmt_stat, json_from_stdout, load_str, only_run_dir, run_child, summary
 
 GRID = "128x128"
 MAX_STEPS = 1000
@@ -97,15 +97,15 @@ def steady(variants: list[dict], *, n0: int, n: int, repeats: int, log=print) ->
     out = {}
     for v in variants:
         pairs = res[v["name"]]
-        marg = [(b["steps"] - a["steps"]) / (b["wall_s"] - a["wall_s"]) for a, b in pairs
-                if b["wall_s"] > a["wall_s"]]
+        # A pair whose larger run was not slower (noise on a shared machine) has no marginal rate.
+        marg = [(b["steps"] - a["steps"]) / (b["wall_s"] - a["wall_s"]) if b["wall_s"] > a["wall_s"] else None
+                for a, b in pairs]
         only = [b["steps"] / b["wall_s"] for _, b in pairs]
         out[v["name"]] = {"steady_rate": summary(marg), "capture_rate": summary(only),
-                          "fixed_s": summary(a["wall_s"] - a["steps"] / m for (a, _), m in zip(pairs, marg)),
+                          "fixed_s": summary(a["wall_s"] - a["steps"] / m for (a, _), m in zip(pairs, marg) if m),
                           "pairs": pairs, "load": [pairs[0][0]["load"], pairs[-1][1]["load"]]}
-        s = out[v["name"]]["steady_rate"]
-        log(f"    steady {v['name']}: {s['median'] / 1e6:.2f} M/s (min {s['min'] / 1e6:.2f}, max {s['max'] / 1e6:.2f}); "
-            f"capture only {out[v['name']]['capture_rate']['median'] / 1e6:.2f} M/s")
+        log(f"    steady {v['name']}: {fmt_stat(out[v['name']]['steady_rate'], 1e6)} M/s; "
+            f"capture only {fmt_stat(out[v['name']]['capture_rate'], 1e6)} M/s")
     out["_load"] = [r.load_before, r.load_after]
     return out
 

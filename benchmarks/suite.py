@@ -108,6 +108,7 @@ class FamilyMemory:
         self.rescan_every, self.pss = rescan_every, pss
         self.peak_rss = self.peak_pss = 0
         self.peak_procs = 0
+        self.peak_roles: dict[str, float] = {}
         self.samples = 0
         self.pids: set[int] = set()
         self._procs: dict[int, psutil.Process] = {}
@@ -138,10 +139,22 @@ class FamilyMemory:
             self._procs.setdefault(p.pid, p)
         return list(self._procs.values())
 
+    def _role(self, p: psutil.Process) -> str:
+        if p.pid == self.root_pid:
+            return "driver"
+        try:
+            name = " ".join(p.cmdline()[:2])
+        except psutil.Error:
+            return "other"
+        if name.startswith("ray::") or "default_worker.py" in name:
+            return "ray workers"
+        return "ray system (gcs, raylet, dashboard, monitors)" if "ray" in name else "other"
+
     def _loop(self):
         tick = 0
         while not self._stop.is_set():
             rss = pss = alive = 0
+            roles: dict[str, float] = {}
             for p in self._family(tick):
                 try:
                     if self.pss:
@@ -150,13 +163,16 @@ class FamilyMemory:
                     else:
                         m = p.memory_info()
                     rss += m.rss
+                    role = self._role(p)
+                    roles[role] = roles.get(role, 0) + m.rss
                     alive += 1
                     self.pids.add(p.pid)
                 except (psutil.NoSuchProcess, psutil.ZombieProcess):
                     self._procs.pop(p.pid, None)
                 except psutil.Error:
                     pass
-            self.peak_rss = max(self.peak_rss, rss)
+            if rss > self.peak_rss:
+                self.peak_rss, self.peak_roles = rss, roles
             self.peak_pss = max(self.peak_pss, pss)
             self.peak_procs = max(self.peak_procs, alive)
             self.samples += 1
@@ -165,7 +181,8 @@ class FamilyMemory:
 
     def result(self) -> dict:
         return {"peak_rss_mb": round(self.peak_rss / 2**20, 1), "peak_pss_mb": round(self.peak_pss / 2**20, 1),
-                "peak_processes": self.peak_procs, "samples": self.samples}
+                "peak_processes": self.peak_procs, "samples": self.samples,
+                "rss_mb_at_peak_by_role": {k: round(v / 2**20, 1) for k, v in sorted(self.peak_roles.items())}}
 
 
 def kill_marked(marker: str, grace: float = 5.0) -> list[int]:

@@ -141,11 +141,13 @@ def _stored_config(args: argparse.Namespace) -> dict | None:
         cfg = copy.deepcopy(read_manifest(args.resume)["config"])
     except (ConfigError, KeyError, TypeError):
         return None
+    eng = cfg.setdefault("engine", {})
+    if args.engine == "local":  # the stored Ray settings do not apply in-process
+        eng["num_actors"] = eng["address"] = None
     for dest in EXECUTION_FLAGS:
         value = getattr(args, dest)
         if value is not None:
-            group, key = FLAG_KEYS[dest].split(".")
-            cfg.setdefault(group, {})[key] = value
+            eng[FLAG_KEYS[dest].split(".")[1]] = value
     return cfg
 
 

@@ -152,7 +152,7 @@ def _number(buf, p):
     else:
         while 48 <= buf[p] <= 57:
             if nd < 18:
-                w = w * 10 + (buf[p] - 48)
+                w = w * 10 + (int(buf[p]) - 48)
                 nd += 1
             else:
                 many = True
@@ -164,7 +164,7 @@ def _number(buf, p):
         if not (48 <= buf[p] <= 57):
             return p, 0, False, neg, w, e10
         while 48 <= buf[p] <= 57:
-            d = buf[p] - 48
+            d = int(buf[p]) - 48  # int(): uint8 arithmetic would wrap without the JIT
             if w == 0 and d == 0:
                 e10 -= 1
             elif nd < 18:
@@ -186,19 +186,19 @@ def _number(buf, p):
         ev = 0
         while 48 <= buf[p] <= 57:
             if ev < 100000:
-                ev = ev * 10 + (buf[p] - 48)
+                ev = ev * 10 + (int(buf[p]) - 48)
             p += 1
         e10 += -ev if eneg else ev
     return p, 2 if many else 1, is_int, neg, w, e10
 
 
 @njit
-def _fast_float(status, neg, w, e10):
+def _fast_float(status, is_int, neg, w, e10):
     """Clinger's exact fast path; (value, True) or (0.0, False) when the slow path is needed."""
     if status != 1:
         return 0.0, False
-    if w == 0:
-        return (-0.0 if neg else 0.0), True
+    if w == 0:  # json.loads reads "-0" as the int 0
+        return (-0.0 if neg and not is_int else 0.0), True
     if w > _TWO53 or e10 < -22 or e10 > 22:
         return 0.0, False
     v = float(w)
@@ -302,7 +302,7 @@ def _scan(buf, end, key_bytes, key_len, key_type, key_slot, key_slot2, exp_bytes
                 p, st, isint, neg, w, e10 = _number(buf, p)
                 if st == 0:
                     return 1, row, nv, ns
-                v, ok = _fast_float(st, neg, w, e10)
+                v, ok = _fast_float(st, isint, neg, w, e10)
                 if ok:
                     flts[s1, row] = v
                 else:
@@ -355,7 +355,7 @@ def _scan(buf, end, key_bytes, key_len, key_type, key_slot, key_slot2, exp_bytes
                             and buf[st0 + 2] == 45 and (nd == 6 or buf[st0 + 3] != 48)):
                         v = 0
                         for i in range(st0 + 3, q):
-                            c = buf[i]
+                            c = int(buf[i])
                             if c < 48 or c > 57:
                                 v = -1
                                 break
@@ -414,7 +414,7 @@ def _scan(buf, end, key_bytes, key_len, key_type, key_slot, key_slot2, exp_bytes
                             return 1, row, nv, ns
                         if nv >= lvals.shape[0]:
                             return 2, row, nv, ns
-                        v, ok = _fast_float(st, neg, w, e10)
+                        v, ok = _fast_float(st, isint, neg, w, e10)
                         if ok:
                             lvals[nv] = v
                         else:
@@ -480,13 +480,32 @@ def to_numpy(arr: pa.Array) -> np.ndarray:
     if pa.types.is_boolean(arr.type):
         bits = np.frombuffer(buf, np.uint8)
         return np.unpackbits(bits, bitorder="little")[arr.offset:arr.offset + len(arr)].view(bool)
-    dtype = np.dtype(arr.type.to_pandas_dtype())
-    return np.frombuffer(buf, dtype)[arr.offset:arr.offset + len(arr)]
+    return np.frombuffer(buf, _DTYPES[arr.type])[arr.offset:arr.offset + len(arr)]
+
+
+_DTYPES = {pa.int64(): np.int64, pa.int32(): np.int32, pa.float64(): np.float64}
+
+
+def from_numpy(a: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """A numpy array as an Arrow array without nulls (zero-copy except for bools; ``pa.array``
+    would import pandas)."""
+    if type_ == pa.bool_():
+        return pa.Array.from_buffers(type_, len(a), [None, pa.py_buffer(
+            np.packbits(a.astype(bool), bitorder="little"))])
+    return pa.Array.from_buffers(type_, len(a), [None, pa.py_buffer(
+        np.ascontiguousarray(a, dtype=_DTYPES[type_]))])
 
 
 def _strings_from_spans(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> pa.Array:
     data, off = _gather(buf, starts, starts + lens)
     return pa.StringArray.from_buffers(len(starts), pa.py_buffer(off), pa.py_buffer(data))
+
+
+def _strings_from_list(values: list) -> pa.Array:
+    enc = [v.encode() for v in values]
+    off = np.zeros(len(enc) + 1, np.int32)
+    np.cumsum([len(e) for e in enc], out=off[1:])
+    return pa.StringArray.from_buffers(len(enc), pa.py_buffer(off), pa.py_buffer(b"".join(enc)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -521,7 +540,7 @@ class Batch:
 
     def strings(self, name: str) -> pa.Array:
         if name in self._strs:
-            return pa.array(self._strs[name], pa.string())
+            return _strings_from_list(self._strs[name])
         starts, lens = self._spans[name]
         return _strings_from_spans(self._buf, starts, lens)
 
@@ -540,14 +559,14 @@ class Batch:
                 arrays.append(self.strings(f.name))
             elif kind == T_POS:
                 arrays.append(pa.StructArray.from_arrays(
-                    [pa.array(self.cols[f.name + ".x"]), pa.array(self.cols[f.name + ".y"])],
+                    [from_numpy(self.cols[f"{f.name}.{c}"], pa.int64()) for c in "xy"],
                     fields=list(f.type)))
             elif kind == T_FLIST:
-                off = self.cols[f.name + ".offsets"].astype(np.int32)
                 arrays.append(pa.ListArray.from_arrays(
-                    pa.array(off), pa.array(self.cols[f.name + ".values"]), type=f.type))
+                    from_numpy(self.cols[f.name + ".offsets"], pa.int32()),
+                    from_numpy(self.cols[f.name + ".values"], pa.float64()), type=f.type))
             else:
-                arrays.append(pa.array(self.cols[f.name], f.type))
+                arrays.append(from_numpy(self.cols[f.name], f.type))
         return pa.RecordBatch.from_arrays(arrays, schema=self.layout.schema)
 
 
@@ -655,21 +674,30 @@ def episode_index(s) -> int:
     return v - 1 if v >= 1 else -1
 
 
-class _JSONConstant(ValueError):
+class StrictJSONError(ValueError):
+    """Text ``json.loads`` accepts but the format does not: NaN/Infinity, duplicate keys."""
+
+
+class DuplicateKeyError(StrictJSONError):
     pass
 
 
 def _reject_constant(name):
-    raise _JSONConstant(f"{name} is not valid JSON")
+    raise StrictJSONError(f"{name} is not valid JSON")
 
 
-def _pairs(pairs):
+def _unique_keys(pairs):
     d = dict(pairs)
     if len(d) != len(pairs):
         seen = set()
         dup = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise _JSONConstant(f"duplicate key {dup!r}")
+        raise DuplicateKeyError(f"duplicate key {dup!r}")
     return d
+
+
+def strict_loads(text):
+    """``json.loads`` that rejects NaN/Infinity and duplicate keys (raises ValueError)."""
+    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
 
 
 def _is_int(v) -> bool:
@@ -707,10 +735,9 @@ def check_line(layout: Layout, line: bytes):
     if not text.strip():
         return None, "RECORD_JSON", "blank line"
     try:
-        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_pairs)
-    except _JSONConstant as e:
-        code = "RECORD_KEYS" if str(e).startswith("duplicate") else "RECORD_JSON"
-        return None, code, str(e)
+        obj = strict_loads(text)
+    except StrictJSONError as e:
+        return None, "RECORD_KEYS" if isinstance(e, DuplicateKeyError) else "RECORD_JSON", str(e)
     except ValueError as e:
         return None, "RECORD_JSON", f"invalid JSON ({e})"
     if type(obj) is not dict:
@@ -865,6 +892,7 @@ class GzipLines:
         out_of_turn = None  # the chunk to release when the next is requested (auto_release)
         pool = self.pool
         slot, fill = pool.get(), 0
+        no_nl = 0  # slot[:no_nl] is known to hold no newline
         raw = bytearray(self.read_bytes)
         view = memoryview(raw)
         try:
@@ -910,7 +938,8 @@ class GzipLines:
                         slot[fill:fill + n] = np.frombuffer(out, np.uint8)
                         fill += n
                         if fill >= self.chunk_bytes:
-                            cut = _last_newline(slot, fill) + 1
+                            cut = _last_newline(slot, no_nl, fill) + 1
+                            no_nl = fill
                             if cut > 0:
                                 if out_of_turn is not None:
                                     pool.put(out_of_turn)
@@ -922,7 +951,7 @@ class GzipLines:
                                     nxt = np.empty(2 * rest, np.uint8)
                                 nxt[:rest] = slot[cut:fill]
                                 chunk = slot[:cut]
-                                slot, fill = nxt, rest
+                                slot, fill, no_nl = nxt, rest, rest
                                 if self.auto_release:
                                     out_of_turn = chunk
                                 yield chunk
@@ -941,7 +970,7 @@ class GzipLines:
                     slot[fill] = 10
                     fill += 1
             # After damage: hand on the complete lines decoded before it.
-            cut = _last_newline(slot, fill) + 1
+            cut = _last_newline(slot, 0, fill) + 1
             if cut > 0:
                 if out_of_turn is not None:
                     pool.put(out_of_turn)
@@ -957,8 +986,9 @@ class GzipLines:
 
 
 @njit
-def _last_newline(buf, end):
-    for i in range(end - 1, -1, -1):
+def _last_newline(buf, lo, end):
+    """Index of the last newline in ``buf[lo:end]``, else -1."""
+    for i in range(end - 1, lo - 1, -1):
         if buf[i] == 10:
             return i
     return -1
@@ -1028,7 +1058,7 @@ def list_run_files(run_dir) -> RunFiles:
     for n in names:
         if n in known:
             continue
-        if n.startswith(f"{records.STEPS_BASENAME}.") or n.startswith(f"{records.EPISODES_BASENAME}."):
+        if n.startswith((f"{records.STEPS_BASENAME}.", f"{records.EPISODES_BASENAME}.")):
             stray.append(n)
         else:
             other.append(n)
@@ -1116,7 +1146,7 @@ def load_run(run_dir, *, prefer: str = "parquet") -> LoadedRun:
     meta_path = os.path.join(run_dir, "run.json")
     if os.path.exists(meta_path):
         with open(meta_path, "rb") as f:
-            meta = json.load(f)
+            meta = strict_loads(f.read())
     files = list_run_files(run_dir)
     sources = {}
     for base in (records.STEPS_BASENAME, records.EPISODES_BASENAME):

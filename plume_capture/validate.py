@@ -1,14 +1,33 @@
-"""Validation of run directories (SPEC §11): ``validate_run_artifacts`` and ``plume-nav-validate``.
+"""Validation of run directories (SPEC §11): ``validate_run_artifacts`` and the
+``plume-nav-validate RUN_DIR [--json] [--no-parquet] [--max-errors N]`` command (``main``;
+exit 0 ok, 1 not ok, 2 bad usage).
 
-Everything is streamed: JSON Lines chunk by chunk (see ``load``), Parquet batch by batch, with
+What is checked: run.json (keys and their order, types, seeds, ``extra.status``/``counts``/
+``files``); the file set (rotated parts in order and without gaps, stray or unlisted files);
+gzip integrity, sizes, sha256 and row counts against ``extra.files``; every record (keys, JSON
+types, ``schema_version``, one ``run_id``, episode ids and seeds, positions in the grid,
+distance to the goal, the terminated/truncated flags, rewards and actions against
+``extra.env``, observation length); per episode: steps ``1..n`` contiguous and in order, and the
+episode record agreeing with its steps (count, sequential float64 reward sum, final position
+and distance, flags); Parquet against the JSON Lines value for value (floats bit for bit) and its
+key-value metadata.
+
+Everything is streamed: JSON Lines chunk by chunk (``load``), Parquet batch by batch, with the
 per-episode state carried across chunk and file boundaries, so memory does not grow with the
-run. Each problem is one string ``CODE: where: message``; ``where`` is ``run.json``, a file
-name, or ``file:line``. Row-level problems of one kind are reported once per file with the
-first line and the number of rows affected. The codes are listed in ``CODES``.
+run. Decompression, parsing and Parquet decoding run in worker threads (the kernels release the
+GIL).
+
+Each problem is one string ``CODE: where: message`` (codes in ``CODES``, warnings in
+``WARNING_CODES``); ``where`` is ``run.json``, a file name or ``file:line``. Row-level problems
+of one kind are reported once per file with the first line and the number of rows. A run is
+``kind == "reference"`` (the reference tool's) when run.json's ``extra`` has none of our keys
+(``status``, ``files``, ``counts``, ``engine``, ``policy``); what cannot be checked for it
+becomes a warning. For our runs a missing ``extra.status`` means the run is incomplete.
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -26,9 +45,9 @@ import pyarrow.parquet as pq
 
 from . import records
 from .kernels._jit import njit
-from .load import (EPISODE_LAYOUT, STEP_LAYOUT, BufferPool, GzipLines, Layout, T_EPID, T_FLIST, T_POS,
-                   T_STR, count_lines, episode_index, list_run_files, parse_fast, parse_slow,
-                   sha256_file, to_numpy)
+from .load import (EPISODE_LAYOUT, STEP_LAYOUT, BufferPool, GzipLines, Layout, T_EPID, T_FLIST,
+                   T_POS, T_STR, count_lines, episode_index, from_numpy, list_run_files, parse_fast,
+                   parse_slow, sha256_file, strict_loads, to_numpy)
 
 CODES = {
     # run directory and run.json
@@ -43,6 +62,7 @@ CODES = {
     "COUNTS_MISMATCH": "extra.counts / episode_seeds disagree with the records",
     # files
     "FILE_MISSING": "a required or listed file is missing",
+    "FILE_UNREADABLE": "a file cannot be read (permissions, I/O error)",
     "PART_MISSING": "a rotated part is missing (gap in numbering or listed in extra.files)",
     "STRAY_PART": "a file named like an artifact that no reader loads (its rows are lost)",
     "FILE_UNLISTED": "an artifact file is not listed in extra.files",
@@ -92,6 +112,7 @@ WARNING_CODES = {
 _RUN_ID_RE = re.compile(r"run-\d{8}-\d{6}(-[A-Za-z0-9_.-]+)?\Z")
 _START_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_SYSTEM_KEYS = ("hostname", "platform", "python_version", "pid", "user")
 _N_ACTIONS = {"discrete": 4, "oriented": 3, "run_tumble": 2}
 _STEP_PENALTY = -0.01
 _STEPS, _EPISODES = records.STEPS_BASENAME, records.EPISODES_BASENAME
@@ -145,10 +166,6 @@ class _Report:
                        f"(max_errors={self.max_errors})")
         return out
 
-    @property
-    def codes(self) -> set:
-        return {e[0] for e in self.entries}
-
 
 def _fmt(v) -> str:
     if isinstance(v, (bool, np.bool_)):
@@ -162,68 +179,34 @@ def _fmt(v) -> str:
 # run.json
 
 
-class _Reject(ValueError):
-    pass
+_SEEDS_RE = re.compile(rb'"episode_seeds"\s*:\s*\[([\s\d,-]*)\]')
 
 
-def _reject_constant(name):
-    raise _Reject(f"{name} is not valid JSON")
+def _load_run_json(path, fast_seeds: bool = True):
+    """-> (object, error message or None); ``episode_seeds`` becomes an int64 array.
 
-
-def _unique_pairs(pairs):
-    d = dict(pairs)
-    if len(d) != len(pairs):
-        seen = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise _Reject(f"duplicate key {dup!r}")
-    return d
-
-
-_SEEDS_RE = re.compile(rb'"episode_seeds"\s*:\s*\[')
-
-
-def _load_run_json(path):
-    """-> (object, episode_seeds as int64 array or None, error message or None).
-
-    A very long ``episode_seeds`` list (up to 10^7 entries, SPEC §9.2) is parsed with numpy
-    instead of becoming a Python list.
+    A very long ``episode_seeds`` list (up to 10^7 entries, SPEC §9.2) is parsed by numpy
+    rather than becoming a Python list of ints.
     """
     with open(path, "rb") as f:
         raw = f.read()
     seeds = None
-    if len(raw) > (4 << 20):
-        m = _SEEDS_RE.search(raw)
-        end = raw.find(b"]", m.end()) if m else -1
-        if m and end > 0:
-            body = raw[m.end():end]
-            if re.fullmatch(rb"[\s\d,]*", body):
-                try:
-                    seeds = np.array(body.split(b","), dtype=np.int64) if body.strip() else \
-                        np.zeros(0, np.int64)
-                    raw = raw[: m.end()] + raw[end:]
-                except ValueError:
-                    seeds = None
-    try:
-        obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant,
-                         object_pairs_hook=_unique_pairs)
-    except (UnicodeDecodeError, ValueError) as e:
-        return None, None, str(e)
-    if seeds is not None:
-        if isinstance(obj, dict) and obj.get("episode_seeds") == []:
-            obj["episode_seeds"] = seeds
-        else:  # the match was not the top-level key: parse normally
-            return _load_run_json_plain(path)
-    return obj, None if seeds is None else seeds, None
-
-
-def _load_run_json_plain(path):
-    with open(path, "rb") as f:
+    m = _SEEDS_RE.search(raw) if fast_seeds and len(raw) > (4 << 20) else None
+    if m:
         try:
-            obj = json.loads(f.read().decode("utf-8"), parse_constant=_reject_constant,
-                             object_pairs_hook=_unique_pairs)
-        except (UnicodeDecodeError, ValueError) as e:
-            return None, None, str(e)
-    return obj, None, None
+            seeds = np.fromstring(m.group(1), dtype=np.int64, sep=",")
+            raw = raw[:m.start(1)] + raw[m.end(1):]
+        except ValueError:
+            seeds = None
+    try:
+        obj = strict_loads(raw)
+    except ValueError as e:
+        return None, str(e)
+    if seeds is not None:
+        if not (isinstance(obj, dict) and obj.get("episode_seeds") == []):
+            return _load_run_json(path, fast_seeds=False)  # the match was not the top-level key
+        obj["episode_seeds"] = seeds
+    return obj, None
 
 
 def _is_int(v) -> bool:
@@ -267,194 +250,174 @@ class _Ctx:
         return {"run_id": self.run_id, "schema_version": records.SCHEMA_VERSION}
 
 
-def _check_run_json(meta, seeds_arr, ctx: _Ctx, rep: _Report):
-    """Check run.json and fill ``ctx``."""
-    W = "run.json"
+def _check_run_json(meta: dict, ctx: _Ctx, rep: _Report):
+    """Check run.json (SPEC §9.2) and fill ``ctx`` with what the records are checked against."""
     keys = list(meta)
     if keys != list(records.RUN_JSON_KEYS):
         missing = [k for k in records.RUN_JSON_KEYS if k not in meta]
         unknown = [k for k in keys if k not in records.RUN_JSON_KEYS]
-        parts = []
-        if missing:
-            parts.append("missing " + ", ".join(missing))
-        if unknown:
-            parts.append("unknown " + ", ".join(repr(k) for k in unknown))
-        if not parts:
-            parts.append("keys not in the order " + ", ".join(records.RUN_JSON_KEYS))
-        rep.error("RUN_JSON_KEYS", W, "; ".join(parts))
+        parts = (["missing " + ", ".join(missing)] if missing else []) + \
+            (["unknown " + ", ".join(map(repr, unknown))] if unknown else [])
+        rep.error("RUN_JSON_KEYS", "run.json", "; ".join(parts) or
+                  "keys not in the order " + ", ".join(records.RUN_JSON_KEYS))
     extra = meta.get("extra")
     if not isinstance(extra, dict):
         if "extra" in meta:
-            rep.error("RUN_JSON_TYPE", W, "extra must be an object")
+            rep.error("RUN_JSON_TYPE", "run.json", "extra must be an object")
         extra = {}
-    ours_markers = ("status", "files", "counts", "engine", "policy")
-    if any(k in extra for k in ours_markers):
-        ctx.kind = "plume-capture"
-    elif isinstance(extra.get("simulation_metadata"), dict) or not extra:
-        ctx.kind = "reference"
-    else:
-        ctx.kind = "plume-capture"
+    # Our runs always have extra.status (and more); the reference tool's have none of these.
+    ours = any(k in extra for k in ("status", "files", "counts", "engine", "policy"))
+    ctx.kind = "plume-capture" if ours or (extra and "simulation_metadata" not in extra) \
+        else "reference"
+    _check_top_level(meta, ctx, rep)
+    _check_env_config(meta, ctx, rep)
+    _check_seeds(meta, ctx, rep)
+    _check_extra(extra, ctx, rep)
 
-    def bad(key, what):
-        rep.error("RUN_JSON_TYPE", W, f"{key} must be {what}, got {_short(meta.get(key))}")
 
-    sv = meta.get("schema_version")
-    if sv != records.SCHEMA_VERSION and "schema_version" in meta:
-        rep.error("SCHEMA_VERSION", W, f"schema_version {_short(sv)}, expected '0.1'")
+def _bad_type(rep, key, value, what):
+    rep.error("RUN_JSON_TYPE", "run.json", f"{key} must be {what}, got {_short(value)}")
+
+
+def _check_top_level(meta, ctx, rep):
+    sv = meta.get("schema_version", records.SCHEMA_VERSION)
+    if sv != records.SCHEMA_VERSION:
+        rep.error("SCHEMA_VERSION", "run.json", f"schema_version {_short(sv)}, expected '0.1'")
     rid = meta.get("run_id")
+    m = _RUN_ID_RE.match(rid) if isinstance(rid, str) else None
     if isinstance(rid, str) and rid:
         ctx.run_id = rid
-        if not _RUN_ID_RE.match(rid):
-            bad("run_id", "run-YYYYMMDD-HHMMSS-<suffix>")
-        elif ctx.ours and _RUN_ID_RE.match(rid).group(1) is None:
-            rep.error("RUN_JSON_VALUE", W, f"run_id {rid!r} has no unique suffix (SPEC §9)")
-    elif "run_id" in meta:
-        bad("run_id", "a non-empty string")
-    if "experiment" in meta and not (isinstance(meta["experiment"], str) and meta["experiment"]):
-        bad("experiment", "a non-empty string")
-    if "start_time" in meta and not (isinstance(meta["start_time"], str)
-                                     and _START_RE.match(meta["start_time"])):
-        bad("start_time", "YYYY-MM-DDTHH:MM:SSZ")
-    for key in ("package_version",):
-        if key in meta and not isinstance(meta[key], str):
-            bad(key, "a string")
-    for key in ("config_hash", "git_sha"):
-        if key in meta and meta[key] is not None and not isinstance(meta[key], str):
-            bad(key, "a string or null")
-    ch = meta.get("config_hash")
-    if isinstance(ch, str):
-        ctx.config_hash = ch
-        if ctx.ours and not _HEX64.match(ch):
-            bad("config_hash", "a SHA-256 hex digest")
-    system = meta.get("system")
-    if "system" in meta:
-        want = ("hostname", "platform", "python_version", "pid", "user")
-        if not isinstance(system, dict) or any(k not in system for k in want):
-            bad("system", "an object with " + ", ".join(want))
+    if "run_id" in meta and not m:
+        _bad_type(rep, "run_id", rid, "run-YYYYMMDD-HHMMSS-<suffix>")
+    elif m and ctx.ours and m.group(1) is None:
+        rep.error("RUN_JSON_VALUE", "run.json", f"run_id {rid!r} has no unique suffix (SPEC §9)")
+    checks = {"experiment": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+              "start_time": (lambda v: isinstance(v, str) and _START_RE.match(v),
+                             "YYYY-MM-DDTHH:MM:SSZ"),
+              "package_version": (lambda v: isinstance(v, str), "a string"),
+              "git_sha": (lambda v: v is None or isinstance(v, str), "a string or null"),
+              "config_hash": (lambda v: v is None or isinstance(v, str) and (
+                  not ctx.ours or _HEX64.match(v)), "a SHA-256 hex digest or null"),
+              "system": (lambda v: isinstance(v, dict) and all(k in v for k in _SYSTEM_KEYS),
+                         "an object with " + ", ".join(_SYSTEM_KEYS))}
+    for key, (ok, what) in checks.items():
+        if key in meta and not ok(meta[key]):
+            _bad_type(rep, key, meta[key], what)
+    if isinstance(meta.get("config_hash"), str):
+        ctx.config_hash = meta["config_hash"]
 
-    # env_config
-    env = meta.get("env_config")
-    if isinstance(env, dict):
-        gs, src = env.get("grid_size"), env.get("source_location")
-        if _is_xy(gs) and gs[0] >= 1 and gs[1] >= 1:
-            ctx.grid = (gs[0], gs[1])
-        else:
-            rep.error("RUN_JSON_TYPE", W, f"env_config.grid_size must be [W, H], got {_short(gs)}")
-        if _is_xy(src):
-            ctx.goal = (src[0], src[1])
-            if ctx.grid and not (0 <= src[0] < ctx.grid[0] and 0 <= src[1] < ctx.grid[1]):
-                rep.error("RUN_JSON_VALUE", W, f"env_config.source_location {src} is outside "
-                          f"the grid {ctx.grid[0]}x{ctx.grid[1]}")
-        else:
-            rep.error("RUN_JSON_TYPE", W,
-                      f"env_config.source_location must be [x, y], got {_short(src)}")
-        ms = env.get("max_steps")
-        if _is_int(ms) and ms >= 1:
-            ctx.max_steps = ms
-        else:
-            rep.error("RUN_JSON_TYPE", W, f"env_config.max_steps must be an int >= 1, got {_short(ms)}")
-        gr = env.get("goal_radius")
-        if _is_num(gr) and gr >= 0:
-            ctx.radius = float(gr)
-        else:
-            rep.error("RUN_JSON_TYPE", W,
-                      f"env_config.goal_radius must be a number >= 0, got {_short(gr)}")
-        er = env.get("enable_rendering")
-        if type(er) is not bool:
-            rep.error("RUN_JSON_TYPE", W, "env_config.enable_rendering must be a boolean")
-        elif er and ctx.ours:
-            rep.error("RUN_JSON_VALUE", W, "env_config.enable_rendering is true; capture never renders")
-        if not isinstance(env.get("plume_params"), dict):
-            rep.error("RUN_JSON_TYPE", W, "env_config.plume_params must be an object")
-    elif "env_config" in meta:
-        bad("env_config", "an object")
 
-    # seeds
+def _check_env_config(meta, ctx, rep):
+    if "env_config" not in meta:
+        return
+    env = meta["env_config"]
+    if not isinstance(env, dict):
+        _bad_type(rep, "env_config", env, "an object")
+        return
+    gs, src, ms, gr = (env.get(k) for k in ("grid_size", "source_location", "max_steps",
+                                             "goal_radius"))
+    if _is_xy(gs) and gs[0] >= 1 and gs[1] >= 1:
+        ctx.grid = (gs[0], gs[1])
+    else:
+        _bad_type(rep, "env_config.grid_size", gs, "[W, H] with W, H >= 1")
+    if _is_xy(src):
+        ctx.goal = (src[0], src[1])
+        if ctx.grid and not (0 <= src[0] < ctx.grid[0] and 0 <= src[1] < ctx.grid[1]):
+            rep.error("RUN_JSON_VALUE", "run.json", f"env_config.source_location {src} is "
+                      f"outside the {ctx.grid[0]}x{ctx.grid[1]} grid")
+    else:
+        _bad_type(rep, "env_config.source_location", src, "[x, y]")
+    if _is_int(ms) and ms >= 1:
+        ctx.max_steps = ms
+    else:
+        _bad_type(rep, "env_config.max_steps", ms, "an int >= 1")
+    if _is_num(gr) and gr >= 0:
+        ctx.radius = float(gr)
+    else:
+        _bad_type(rep, "env_config.goal_radius", gr, "a number >= 0")
+    er = env.get("enable_rendering")
+    if type(er) is not bool:
+        _bad_type(rep, "env_config.enable_rendering", er, "a boolean")
+    elif er and ctx.ours:
+        rep.error("RUN_JSON_VALUE", "run.json", "env_config.enable_rendering is true; capture "
+                  "never renders")
+    if not isinstance(env.get("plume_params"), dict):
+        _bad_type(rep, "env_config.plume_params", env.get("plume_params"), "an object")
+
+
+def _check_seeds(meta, ctx, rep):
     bs = meta.get("base_seed")
     if _is_int(bs) and 0 <= bs <= 2 ** 32 - 1:
         ctx.base_seed = bs
     elif "base_seed" in meta:
-        bad("base_seed", "an int in [0, 2**32 - 1]")
-    es = seeds_arr if seeds_arr is not None else meta.get("episode_seeds")
-    if isinstance(es, list):
-        if all(_is_int(s) for s in es) and all(-(2 ** 63) <= s < 2 ** 63 for s in es):
-            es = np.array(es, dtype=np.int64)
-        else:
-            bad("episode_seeds", "a list of ints")
-            es = None
-    elif es is not None and not isinstance(es, np.ndarray):
-        bad("episode_seeds", "a list of ints")
-        es = None
-    if isinstance(es, np.ndarray):
-        ctx.n_episodes = len(es)
-        if ctx.base_seed is not None:
-            expect = ctx.base_seed + np.arange(len(es), dtype=np.int64)
-            wrong = np.flatnonzero(es != expect)
-            if len(wrong):
-                i = int(wrong[0])
-                rep.error("SEEDS_MISMATCH", W,
-                          f"episode_seeds[{i}] is {int(es[i])}, expected base_seed + {i} = "
-                          f"{int(expect[i])} ({len(wrong)} of {len(es)} seeds differ)")
-        if len(es) == 0:
-            rep.error("RUN_JSON_VALUE", W, "episode_seeds is empty")
+        _bad_type(rep, "base_seed", bs, "an int in [0, 2**32 - 1]")
+    es = meta.get("episode_seeds")
+    if isinstance(es, list) and all(_is_int(v) and abs(v) < 2 ** 63 for v in es):
+        es = np.array(es, dtype=np.int64)
+    if not isinstance(es, np.ndarray):
+        if "episode_seeds" in meta:
+            _bad_type(rep, "episode_seeds", es, "a list of ints")
+        return
+    ctx.n_episodes = len(es)
+    if len(es) == 0:
+        rep.error("RUN_JSON_VALUE", "run.json", "episode_seeds is empty")
+    if ctx.base_seed is not None:
+        expect = ctx.base_seed + np.arange(len(es), dtype=np.int64)
+        wrong = np.flatnonzero(es != expect)
+        if len(wrong):
+            i = int(wrong[0])
+            rep.error("SEEDS_MISMATCH", "run.json",
+                      f"episode_seeds[{i}] is {int(es[i])}, expected base_seed + {i} = "
+                      f"{int(expect[i])} ({len(wrong)} of {len(es)} seeds differ)")
 
-    # extra
-    env_eff = extra.get("env") if isinstance(extra.get("env"), dict) else {}
+
+def _check_extra(extra, ctx, rep):
+    W = "run.json"
+    env = extra.get("env") if isinstance(extra.get("env"), dict) else {}
     if ctx.ours:
         status = extra.get("status")
         if status != "complete":
-            rep.error("RUN_INCOMPLETE", W,
-                      f"extra.status is {_short(status)}, not 'complete'" if "status" in extra
-                      else "extra.status is missing (the run did not finish)")
-        if not env_eff:
+            rep.error("RUN_INCOMPLETE", W, f"extra.status is {_short(status)}, not 'complete'"
+                      if "status" in extra else "extra.status is missing (the run did not finish)")
+        if not env:
             rep.error("RUN_JSON_VALUE", W, "extra.env (the effective env settings) is missing")
         counts = extra.get("counts")
         if isinstance(counts, dict) and all(_is_int(counts.get(k)) for k in ("steps", "episodes")):
             ctx.counts = counts
         else:
-            rep.error("RUN_JSON_TYPE", W, 'extra.counts must be {"steps": int, "episodes": int}')
+            _bad_type(rep, "extra.counts", counts, '{"steps": int, "episodes": int}')
         files = extra.get("files")
         if isinstance(files, dict) and all(
                 isinstance(v, dict) and _is_int(v.get("bytes")) and _is_int(v.get("rows"))
                 and isinstance(v.get("sha256"), str) for v in files.values()):
             ctx.files = files
         else:
-            rep.error("RUN_JSON_TYPE", W,
-                      'extra.files must map file names to {"bytes", "rows", "sha256"}')
+            _bad_type(rep, "extra.files", files, '{file: {"bytes", "rows", "sha256"}}')
     else:
         rep.warn("REFERENCE_RUN", W, "written by the reference implementation (no extra.status, "
                  "extra.counts or extra.files): completeness, counts, sizes and checksums are "
                  "not checked")
-    if env_eff:
-        for key, ref in (("grid_size", ctx.grid), ("max_steps", ctx.max_steps),
-                         ("goal_radius", ctx.radius)):
-            v = env_eff.get(key)
-            if v is None or ref is None:
-                continue
-            same = tuple(v) == tuple(ref) if isinstance(v, list) else v == ref
-            if not same:
-                msg = f"extra.env.{key} {_short(v)} differs from env_config ({_short(ref)})"
-                if ctx.ours:
-                    rep.error("RUN_JSON_VALUE", W, msg)
-                else:
-                    rep.warn("UNCHECKED", W, msg + "; env_config is used")
-        if env_eff.get("reward_type") in ("sparse", "step_penalty"):
-            ctx.reward_type = env_eff["reward_type"]
-        at = env_eff.get("action_type")
-        ctx.n_actions = _N_ACTIONS.get(at)
-        ctx.obs_type = env_eff.get("observation_type")
-        if ctx.obs_type == "concentration":
-            ctx.obs_len = 1
-        elif ctx.obs_type == "wind_vector":
-            ctx.obs_len = 2
-        elif ctx.obs_type == "antennae" and _is_int(env_eff.get("n_sensors")):
-            ctx.obs_len = env_eff["n_sensors"]
-    missing = [w for w, v in (("reward type", ctx.reward_type), ("action type", ctx.n_actions))
-               if v is None]
-    if missing:
-        rep.warn("UNCHECKED", W, f"extra.env gives no {' or '.join(missing)}: step "
-                 f"{' and '.join('rewards' if m == 'reward type' else 'actions' for m in missing)}"
-                 " not checked against it")
+    for key, ref in (("grid_size", ctx.grid), ("max_steps", ctx.max_steps),
+                     ("goal_radius", ctx.radius)):
+        v = env.get(key)
+        if v is not None and ref is not None and (tuple(v) if isinstance(v, list) else v) != ref:
+            msg = f"extra.env.{key} {_short(v)} differs from env_config ({_short(ref)})"
+            if ctx.ours:
+                rep.error("RUN_JSON_VALUE", W, msg)
+            else:
+                rep.warn("UNCHECKED", W, msg + "; env_config is used")
+    if env.get("reward_type") in ("sparse", "step_penalty"):
+        ctx.reward_type = env["reward_type"]
+    ctx.n_actions = _N_ACTIONS.get(env.get("action_type"))
+    ctx.obs_type = env.get("observation_type")
+    ctx.obs_len = {"concentration": 1, "wind_vector": 2,
+                   "antennae": env.get("n_sensors") if _is_int(env.get("n_sensors")) else None
+                   }.get(ctx.obs_type)
+    unchecked = [what for what, v in (("rewards", ctx.reward_type), ("actions", ctx.n_actions))
+                 if v is None]
+    if unchecked:
+        rep.warn("UNCHECKED", W, f"extra.env has no known reward/action type: step "
+                 f"{' and '.join(unchecked)} not checked against it")
 
 
 def _short(v, n: int = 60) -> str:
@@ -653,14 +616,33 @@ class _Joiner:
 # Parquet comparison
 
 
+@njit
+def _epid_parse(off, data, out):
+    for r in range(out.shape[0]):
+        a, b = off[r], off[r + 1]
+        nd = b - a - 3
+        v = -1
+        if (6 <= nd <= 18 and data[a] == 101 and data[a + 1] == 112 and data[a + 2] == 45
+                and (nd == 6 or data[a + 3] != 48)):
+            v = 0
+            for i in range(a + 3, b):
+                c = int(data[i])  # int(): also right without the JIT (uint8 math)
+                if c < 48 or c > 57:
+                    v = 0
+                    break
+                v = v * 10 + (c - 48)
+        out[r] = v - 1 if v >= 1 else -1
+
+
 def _epid_index_arrow(strs: pa.Array) -> np.ndarray:
-    """Vectorised ``episode_index`` for an Arrow string array (no Arrow scalars: creating one
-    imports pandas)."""
-    digits = pc.replace_substring_regex(
-        strs.cast(pa.string()), pattern=r"^(?:ep-(\d{6}|[1-9]\d{6,17})|(?s:.*))$",
-        replacement=r"0\1")
-    v = to_numpy(pc.cast(digits, pa.int64()))
-    return np.where(v >= 1, v - 1, -1)
+    """Vectorised ``episode_index`` for an Arrow string array."""
+    strs = strs.cast(pa.string())
+    bufs = strs.buffers()
+    off = np.frombuffer(bufs[1], np.int32)[strs.offset:strs.offset + len(strs) + 1]
+    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(1, np.uint8)
+    out = np.empty(len(strs), np.int64)
+    _epid_parse(off, data, out)
+    return out
 
 
 def _dict_parts(arr: pa.Array):
@@ -678,12 +660,15 @@ def _parquet_cols(rb: pa.RecordBatch, layout: Layout, expected: dict) -> dict:
             raise ValueError(f"column {name} has {arr.null_count} nulls")
         kind = layout.kinds[name]
         if kind == T_EPID:
-            d, ix = _dict_parts(arr)
-            cols[name] = _epid_index_arrow(d)[ix]
+            cols[name] = _epid_index_arrow(arr)
         elif kind == T_STR:
+            # Read as a dictionary (one value in a good run). A batch carries its row group's
+            # dictionary so far, so only the entries the batch uses are looked at.
             d, ix = _dict_parts(arr)
-            want = expected.get(name)
-            cols[name] = np.array([v == want for v in d.to_pylist()], bool)[ix]
+            used, inverse = np.unique(ix, return_inverse=True)
+            d = d.take(from_numpy(used.astype(np.int64), pa.int64()))
+            cols[name] = np.array([v == expected.get(name) for v in d.to_pylist()],
+                                  bool)[inverse]
         elif kind == T_POS:
             xs, ys = arr.flatten()
             if xs.null_count or ys.null_count:
@@ -751,15 +736,13 @@ class _ParquetSide:
         self.diverged = False  # after the first difference rows are only counted
         self.rows = None
         self.pos = 0  # parquet rows consumed
-        self.mismatch_rows = 0
-        self.parts: list[dict] = []
-        self.buffered = 0
+        self.parts: list[list] = []  # [cols, rows used, rows]
         self._q: queue.Queue | None = None
         self._stop = threading.Event()
         try:
             # No pre-buffering: it holds whole row groups (the engine writes 256Ki rows each).
-            pf = pq.ParquetFile(path, read_dictionary=["episode_id", "run_id", "schema_version"],
-                                pre_buffer=False, buffer_size=1 << 20)
+            pf = pq.ParquetFile(path, read_dictionary=layout.str_fields, pre_buffer=False,
+                                buffer_size=1 << 20)
         except Exception as e:  # noqa: BLE001 - any reader failure means a damaged file
             rep.error("PARQUET_CORRUPT", self.name, f"cannot open: {e}")
             return
@@ -780,29 +763,24 @@ class _ParquetSide:
         self._thread.start()
 
     def _check_metadata(self, pf):
-        kv = pf.metadata.metadata or {}
-        kv = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in kv.items()}
         if not self.ctx.meta_ok:
             return
+        kv = {k.decode(errors="replace"): v.decode(errors="replace")
+              for k, v in (pf.metadata.metadata or {}).items()}
         want = {"schema_version": records.SCHEMA_VERSION, "run_id": self.ctx.run_id,
                 "config_hash": self.ctx.config_hash}
-        missing = [k for k in want if k not in kv]
+        missing = [k for k, v in want.items() if k not in kv and v is not None]
         if missing and not self.ctx.ours:
             self.rep.warn("UNCHECKED", self.name, "no key-value metadata " + ", ".join(missing)
                           + " (reference Parquet)")
-        elif missing:
-            if missing == ["config_hash"] and self.ctx.config_hash is None:
-                missing = []
-            if missing:
-                self.rep.error("PARQUET_METADATA", self.name,
-                               "key-value metadata lacks " + ", ".join(missing))
+            return
+        if missing:
+            self.rep.error("PARQUET_METADATA", self.name,
+                           "key-value metadata lacks " + ", ".join(missing))
         for k, v in want.items():
-            if k in kv and v is not None and kv[k] != v:
+            if k in kv and kv[k] != (v if v is not None else kv[k]):
                 self.rep.error("PARQUET_METADATA", self.name,
                                f"metadata {k} is {kv[k]!r}, run.json has {v!r}")
-            if k == "config_hash" and v is None and kv.get(k) not in (None, "", "null"):
-                self.rep.error("PARQUET_METADATA", self.name,
-                               f"metadata config_hash is {kv[k]!r}, run.json has null")
 
     def _produce(self):
         try:
@@ -828,12 +806,11 @@ class _ParquetSide:
             self._q.put((kind, cols, k))
             return False
         if kind == "error":
-            self.rep.error("PARQUET_CORRUPT", self.name,
-                           f"cannot read after row {self.pos + self.buffered}: {cols}")
+            self.rep.error("PARQUET_CORRUPT", self.name, f"cannot read beyond row {self.pos}: "
+                           f"{cols}")
             self.close()
             return False
         self.parts.append([cols, 0, k])
-        self.buffered += k
         return True
 
     def _take(self, n: int):
@@ -846,7 +823,6 @@ class _ParquetSide:
             cols, off, k = part
             m = min(n, k - off)
             part[1] += m
-            self.buffered -= m
             self.pos += m
             n -= m
             if part[1] == k:
@@ -929,7 +905,6 @@ class _ParquetSide:
         return _fmt(v[i].item())
 
     def _report(self, fname, line, msg, count, check):
-        self.mismatch_rows += count
         self.rep.rows("PARQUET_MISMATCH", fname, line, msg, count, check + self.name)
 
     def finish(self, total_lines: int):
@@ -975,7 +950,9 @@ def _chunks(reader: GzipLines):
                     return
                 q.put(chunk)
         except OSError as e:
-            reader.problem = ("FILE_MISSING", f"cannot read: {e}")
+            reader.problem = ("FILE_UNREADABLE", f"cannot read: {e}")
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
         q.put(None)
 
     t = threading.Thread(target=produce, daemon=True)
@@ -985,6 +962,8 @@ def _chunks(reader: GzipLines):
             item = q.get()
             if item is None:
                 break
+            if isinstance(item, BaseException):
+                raise item
             yield item
     finally:
         stop.set()
@@ -1004,7 +983,6 @@ class _Stream:
         self.chunk_bytes = chunk_bytes
         self.file_info: list[tuple] = []  # (lines, bytes, sha256) per file read
         self.lines = 0
-        self.rows_ok = 0
         self.damaged = False
 
     def batches(self):
@@ -1036,6 +1014,8 @@ class _Stream:
                 code, msg = reader.problem
                 if code == "RECORD_JSON":
                     self.rep.error(code, f"{name}:{nlines}", msg)
+                elif code == "FILE_UNREADABLE":
+                    self.rep.error(code, name, msg)
                 else:
                     self.rep.error(code, name, f"{msg}; {nlines} complete lines before it")
                 self.damaged = True
@@ -1056,7 +1036,6 @@ class _Stream:
         self._line += batch.nlines
         if self.parquet is not None:
             self.parquet.compare(batch, name)
-        self.rows_ok += batch.n
         return name, batch
 
 
@@ -1094,7 +1073,8 @@ def _check_steps(rep: _Report, ctx: _Ctx, fname: str, b):
         _flag(rep, "SEED_MISMATCH", fname, b, (ep >= 0) & (c["seed"] != want),
               lambda i: f"{_eid(ep[i])} step {c['step'][i]} has seed {c['seed'][i]}, expected "
                         f"base_seed + {ep[i]} = {want[i]}")
-    x, y, dist, step = c["agent_position.x"], c["agent_position.y"], c["distance_to_goal"], c["step"]
+    x, y = c["agent_position.x"], c["agent_position.y"]
+    dist, step = c["distance_to_goal"], c["step"]
     _check_positions(rep, ctx, fname, b, x, y, "agent_position")
     if ctx.goal is not None:
         dx, dy = x - ctx.goal[0], y - ctx.goal[1]
@@ -1166,10 +1146,11 @@ def _check_episodes(rep: _Report, ctx: _Ctx, fname: str, b):
 
 
 class _StepState:
+    """Sequence checks of the steps, with the state carried from batch to batch."""
+
     def __init__(self):
         self.st = np.array([-1, -1, 0, 0, 0, 0, 0, 0, 0, 0], np.int64)
         self.sf = np.zeros(2, np.float64)
-        self.max_ep = -1
 
     def run(self, b, rep: _Report, fname: str) -> dict:
         c = b.cols
@@ -1184,8 +1165,9 @@ class _StepState:
             c["agent_position.x"], c["agent_position.y"], c["distance_to_goal"], self.st, self.sf,
             out["idx"], out["count"], out["rsum"], out["x"], out["y"], out["dist"], out["term"],
             out["trunc"], ev)
+        lines = b.lines
         for code, row, a, bb in ev[:ne]:
-            where = f"{fname}:{b.lines[row]}"
+            where = f"{fname}:{lines[row]}"
             e = c["episode_id"][row]
             if code == EV_EP_GAP:
                 rep.error("EPISODE_MISSING", where, f"no steps for {_eids(a, bb)} "
@@ -1198,9 +1180,9 @@ class _StepState:
             elif code == EV_DUP:
                 rep.error("DUPLICATE", where, f"{_eid(e)} step {a} repeated")
             elif code == EV_GAP:
+                missing = f"step {a + 1}" if bb - a == 2 else f"steps {a + 1}..{bb - 1}"
                 rep.error("STEP_GAP", where, f"{_eid(e)} step {bb} follows step {a} "
-                          f"(step{'s' if bb - a > 2 else ''} {a + 1}"
-                          f"{'..' + str(bb - 1) if bb - a > 2 else ''} missing)")
+                          f"({missing} missing)")
             elif code == EV_BACK:
                 rep.error("STEP_SEQUENCE", where, f"{_eid(e)} step {bb} follows step {a}")
             elif code == EV_AFTER_END:
@@ -1221,6 +1203,8 @@ class _StepState:
 
 
 class _EpisodeState:
+    """Order checks of the episode records; returns the rows to match with the steps."""
+
     def __init__(self):
         self.max_ep = -1
 
@@ -1236,8 +1220,9 @@ class _EpisodeState:
         order = valid & (e < prior)
         gap = valid & (e > prior + 1)
         events = np.flatnonzero(dup | order | gap)
+        lines = b.lines
         for i in events[: rep.max_errors + 1]:
-            where = f"{fname}:{b.lines[i]}"
+            where = f"{fname}:{lines[i]}"
             if dup[i]:
                 rep.error("DUPLICATE", where, f"episode record {_eid(e[i])} repeated")
             elif order[i]:
@@ -1252,7 +1237,7 @@ class _EpisodeState:
                 "y": c["final_position.y"][keep], "dist": c["final_distance_to_goal"][keep],
                 "term": c["terminated"][keep].astype(np.int64),
                 "trunc": c["truncated"][keep].astype(np.int64),
-                "line": b.lines[keep], "file": np.full(int(keep.sum()), fname, dtype=object)}
+                "line": lines[keep], "file": np.full(int(keep.sum()), fname, dtype=object)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1319,14 +1304,72 @@ def _check_manifest_entry(run_dir, name, ctx: _Ctx, rep: _Report, rows: int | No
 
 
 def _first_record(path):
-    """run_id and seed of the first step record (for runs without a usable run.json)."""
-    import gzip
+    """run_id, seed and episode index of the first step record (when run.json gives none)."""
     try:
         with gzip.open(path, "rt", encoding="utf-8") as f:
             rec = json.loads(f.readline())
         return rec.get("run_id"), rec.get("seed"), episode_index(rec.get("episode_id"))
     except (OSError, ValueError, AttributeError, EOFError):
         return None, None, -1
+
+
+def _fill_from_records(run_dir, files, ctx: _Ctx, rep: _Report):
+    if (ctx.run_id is not None and ctx.base_seed is not None) or not files.jsonl[_STEPS]:
+        return
+    rid, seed, idx = _first_record(os.path.join(run_dir, files.jsonl[_STEPS][0]))
+    if ctx.run_id is None and isinstance(rid, str):
+        ctx.run_id = rid
+        rep.warn("UNCHECKED", "run.json", f"no usable run_id: records are checked against the "
+                 f"first record's ({rid!r})")
+    if ctx.base_seed is None and type(seed) is int and idx >= 0:
+        ctx.base_seed = seed - idx
+        rep.warn("UNCHECKED", "run.json", "no usable base_seed: seeds are checked against the "
+                 "first record's")
+
+
+def _check_records(steps: _Stream, episodes: _Stream, ctx: _Ctx, rep: _Report):
+    """Stream the steps, pulling episode records along as far as the steps have got."""
+    ep_iter = episodes.batches()
+    ep_done = False
+    sstate, estate = _StepState(), _EpisodeState()
+    joiner = _Joiner(rep)
+
+    def pull_episodes(everything: bool):
+        nonlocal ep_done
+        while not ep_done and (everything or joiner.wants_episodes()):
+            try:
+                fname, eb = next(ep_iter)
+            except StopIteration:
+                ep_done = True
+                return
+            _check_episodes(rep, ctx, fname, eb)
+            joiner.E.append(estate.run(eb, rep, fname))
+
+    for fname, sb in steps.batches():
+        _check_steps(rep, ctx, fname, sb)
+        joiner.S.append(sstate.run(sb, rep, fname))
+        pull_episodes(False)
+        joiner.match(final=False)
+    joiner.S.append(sstate.close())
+    pull_episodes(True)
+    joiner.match(final=True)
+
+    n_ep = ctx.n_episodes
+    for stream, label, last in ((steps, "steps", int(sstate.st[1])),
+                                (episodes, "episode records", estate.max_ep)):
+        if n_ep is None or not stream.files:
+            continue
+        if last + 1 < n_ep and not stream.damaged:
+            rep.error("EPISODE_MISSING", stream.files[-1], f"no {label} for "
+                      f"{_eids(last + 1, n_ep - 1)} (run.json lists {n_ep} episodes)")
+        elif last + 1 > n_ep:
+            rep.error("COUNTS_MISMATCH", stream.files[-1],
+                      f"{label} go up to {_eid(last)}, run.json lists {n_ep} episodes")
+    if ctx.counts is not None:
+        for key, stream in (("steps", steps), ("episodes", episodes)):
+            if ctx.counts[key] != stream.lines:
+                rep.error("COUNTS_MISMATCH", "run.json", f"extra.counts.{key} is "
+                          f"{ctx.counts[key]}, the files hold {stream.lines} records")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1339,108 +1382,56 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
 
     Returns ``{"run_dir", "ok", "kind", "errors", "warnings", "errors_suppressed", "counts":
     {"steps", "episodes"}, "files_checked"}``; ``ok`` is true when there are no errors.
+    ``chunk_bytes`` is the JSON Lines text parsed per batch (memory vs. per-batch overhead).
     """
     run_dir = os.fspath(run_dir)
-    rep = _Report(max_errors)
-    ctx = _Ctx()
-    result = {"run_dir": run_dir, "ok": False, "kind": "unknown", "errors": [], "warnings": [],
-              "errors_suppressed": 0, "counts": {"steps": 0, "episodes": 0}, "files_checked": []}
+    rep, ctx, checked = _Report(max_errors), _Ctx(), []
+    counts = {"steps": 0, "episodes": 0}
     if not os.path.isdir(run_dir):
         rep.error("RUN_DIR_MISSING", run_dir, "not a directory")
-        result["errors"] = rep.error_strings()
-        return result
-    checked = []
-    meta_path = os.path.join(run_dir, "run.json")
-    if not os.path.exists(meta_path):
+    elif not os.path.exists(os.path.join(run_dir, "run.json")):
         rep.error("RUN_JSON_MISSING", "run.json", "no run.json: the run is incomplete or this "
                   "is not a run directory")
     else:
         checked.append("run.json")
-        meta, seeds, err = _load_run_json(meta_path)
+        meta, err = _load_run_json(os.path.join(run_dir, "run.json"))
         if err is not None:
             rep.error("RUN_JSON_INVALID", "run.json", f"not valid JSON: {err}")
         elif not isinstance(meta, dict):
             rep.error("RUN_JSON_INVALID", "run.json", f"not a JSON object ({type(meta).__name__})")
         else:
             ctx.meta_ok = True
-            _check_run_json(meta, seeds, ctx, rep)
+            _check_run_json(meta, ctx, rep)
+    if os.path.isdir(run_dir):
+        counts = _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes)
+    return {"run_dir": run_dir, "ok": not rep.entries and not rep.suppressed, "kind": ctx.kind,
+            "errors": rep.error_strings(), "warnings": rep.warnings,
+            "errors_suppressed": rep.suppressed, "counts": counts, "files_checked": checked}
+
+
+def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes) -> dict:
     files = list_run_files(run_dir)
     _check_files(run_dir, files, ctx, rep)
-    if ctx.run_id is None or ctx.base_seed is None:
-        if files.jsonl[_STEPS]:
-            rid, seed, idx = _first_record(os.path.join(run_dir, files.jsonl[_STEPS][0]))
-            if ctx.run_id is None and isinstance(rid, str):
-                ctx.run_id = rid
-                rep.warn("UNCHECKED", "run.json", f"no usable run_id: records are checked "
-                         f"against the first record's ({rid!r})")
-            if ctx.base_seed is None and type(seed) is int and idx >= 0:
-                ctx.base_seed = seed - idx
-                rep.warn("UNCHECKED", "run.json", "no usable base_seed: seeds are checked "
-                         "against the first record's")
-
-    pool = ThreadPoolExecutor(max_workers=2)
-    pq_sides = {}
+    _fill_from_records(run_dir, files, ctx, rep)
+    pool = ThreadPoolExecutor(max_workers=2)  # parsing; decompression has its own thread
+    sides = {}
     try:
         for base, layout in ((_STEPS, STEP_LAYOUT), (_EPISODES, EPISODE_LAYOUT)):
             name = files.parquet[base]
             if name and check_parquet:
-                pq_sides[base] = _ParquetSide(os.path.join(run_dir, name), layout, ctx, rep)
+                sides[base] = _ParquetSide(os.path.join(run_dir, name), layout, ctx, rep)
             elif name:
                 rep.warn("PARQUET_SKIPPED", name, "not compared (check_parquet=False)")
-        steps = _Stream(run_dir, files.jsonl[_STEPS], STEP_LAYOUT, ctx, rep,
-                        pq_sides.get(_STEPS), pool, chunk_bytes)
-        episodes = _Stream(run_dir, files.jsonl[_EPISODES], EPISODE_LAYOUT, ctx, rep,
-                           pq_sides.get(_EPISODES), pool, chunk_bytes)
-        ep_iter = episodes.batches()
-        ep_done = False
-        sstate, estate = _StepState(), _EpisodeState()
-        joiner = _Joiner(rep)
-
-        def pull_episodes(all_: bool):
-            nonlocal ep_done
-            while not ep_done and (all_ or joiner.wants_episodes()):
-                try:
-                    fname, eb = next(ep_iter)
-                except StopIteration:
-                    ep_done = True
-                    return
-                _check_episodes(rep, ctx, fname, eb)
-                joiner.E.append(estate.run(eb, rep, fname))
-
-        for fname, sb in steps.batches():
-            _check_steps(rep, ctx, fname, sb)
-            joiner.S.append(sstate.run(sb, rep, fname))
-            pull_episodes(False)
-            joiner.match(final=False)
-        joiner.S.append(sstate.close())
-        pull_episodes(True)
-        joiner.match(final=True)
-
-        # totals
-        n_ep = ctx.n_episodes
-        for stream, label, last in ((steps, "steps", int(sstate.st[1])),
-                                    (episodes, "episode records", estate.max_ep)):
-            if n_ep is not None and stream.files:
-                if last + 1 < n_ep and not stream.damaged:
-                    rep.error("EPISODE_MISSING", stream.files[-1],
-                              f"no {label} for {_eids(last + 1, n_ep - 1)} "
-                              f"(run.json lists {n_ep} episodes)")
-                elif last + 1 > n_ep:
-                    rep.error("COUNTS_MISMATCH", stream.files[-1],
-                              f"{label} go up to {_eid(last)}, run.json lists {n_ep} episodes")
-        if ctx.counts is not None:
-            for key, stream in (("steps", steps), ("episodes", episodes)):
-                if ctx.counts[key] != stream.lines:
-                    rep.error("COUNTS_MISMATCH", "run.json",
-                              f"extra.counts.{key} is {ctx.counts[key]}, the files hold "
-                              f"{stream.lines} records")
-        for stream in (steps, episodes):
+        streams = {base: _Stream(run_dir, files.jsonl[base], layout, ctx, rep, sides.get(base),
+                                 pool, chunk_bytes)
+                   for base, layout in ((_STEPS, STEP_LAYOUT), (_EPISODES, EPISODE_LAYOUT))}
+        _check_records(streams[_STEPS], streams[_EPISODES], ctx, rep)
+        for stream in streams.values():
             for name, (nlines, size, sha) in zip(stream.files, stream.file_info):
                 checked.append(name)
                 _check_manifest_entry(run_dir, name, ctx, rep, nlines, sha, size)
-        for base, stream in ((_STEPS, steps), (_EPISODES, episodes)):
-            side = pq_sides.get(base)
-            name = files.parquet[base]
+        for base, stream in streams.items():
+            name, side = files.parquet[base], sides.get(base)
             if side is not None:
                 side.finish(stream.lines)
             if name:
@@ -1450,17 +1441,17 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
                     try:
                         rows = pq.ParquetFile(os.path.join(run_dir, name)).metadata.num_rows
                     except Exception:  # noqa: BLE001 - reported by the Parquet side
-                        rows = None
+                        pass
                 _check_manifest_entry(run_dir, name, ctx, rep, rows)
-        result["counts"] = {"steps": steps.lines, "episodes": episodes.lines}
+        for name in sorted(set(ctx.files or ()) - set(checked)):  # other files listed
+            if os.path.isfile(os.path.join(run_dir, name)):
+                checked.append(name)
+                _check_manifest_entry(run_dir, name, ctx, rep, None)
+        return {"steps": streams[_STEPS].lines, "episodes": streams[_EPISODES].lines}
     finally:
-        for side in pq_sides.values():
+        for side in sides.values():
             side.close()
         pool.shutdown(wait=True)
-    result.update(ok=not rep.entries and not rep.suppressed, kind=ctx.kind,
-                  errors=rep.error_strings(), warnings=rep.warnings,
-                  errors_suppressed=rep.suppressed, files_checked=checked)
-    return result
 
 
 def format_report(res: dict) -> str:

@@ -63,7 +63,8 @@ def simulate(episodes: int, steps_per_episode: int, *, seed: int = 123, grid=(16
             "schema_version": records.SCHEMA_VERSION, "run_id": run_id,
             "episode_id": records.episode_id(i), "terminated": steps[-1]["terminated"],
             "truncated": steps[-1]["truncated"], "total_steps": k, "total_reward": total,
-            "final_position": {"x": x, "y": y}, "final_distance_to_goal": steps[-1]["distance_to_goal"],
+            "final_position": {"x": x, "y": y},
+            "final_distance_to_goal": steps[-1]["distance_to_goal"],
             "duration_ms": dur, "avg_step_time_ms": dur / k,
         })
     return steps, eps
@@ -95,8 +96,10 @@ def sha256(path) -> str:
 def file_entry(path) -> dict:
     if path.endswith(".parquet"):
         rows = pq.ParquetFile(path).metadata.num_rows
-    else:
+    elif path.endswith(".jsonl.gz"):
         rows = len(read_lines(path))
+    else:
+        rows = 0
     return {"bytes": os.path.getsize(path), "rows": rows, "sha256": sha256(path)}
 
 

@@ -2,13 +2,11 @@
 damage kinds each detected with its own error code (issue 5)."""
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -356,6 +354,49 @@ def malformed_episode_id(run):
     _edit_record(run / "steps.jsonl.gz", 9, lambda r: r.update(episode_id="episode-1"))
 
 
+def parquet_corrupt(run):
+    (run / "steps.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
+
+
+def file_unlisted(run):
+    _edit_meta(run, lambda m: m["extra"]["files"].pop("episodes.parquet"))
+
+
+def steps_file_missing(run):
+    os.remove(run / "steps.jsonl.gz")
+
+
+def rendering_enabled(run):
+    _edit_meta(run, lambda m: m["env_config"].update(enable_rendering=True))
+
+
+def observation_length(run):
+    _edit_record(run / "steps.part0001.jsonl.gz", 3,
+                 lambda r: r["observation_summary"].append(0.5))
+
+
+def observation_range(run):
+    _edit_record(run / "steps.part0001.jsonl.gz", 3,
+                 lambda r: r.update(observation_summary=[1.5]))
+
+
+def reward_wrong(run):
+    _edit_record(run / "steps.part0001.jsonl.gz", 3, lambda r: r.update(reward=0.0))
+
+
+def action_out_of_space(run):
+    _edit_record(run / "steps.part0001.jsonl.gz", 3, lambda r: r.update(action=4))
+
+
+def terminated_flag_wrong(run):
+    _edit_record(run / "steps.part0001.jsonl.gz", 3, lambda r: r.update(terminated=True))
+
+
+def avg_step_time_wrong(run):
+    _edit_record(run / "episodes.jsonl.gz", 1,
+                 lambda r: r.update(avg_step_time_ms=r["avg_step_time_ms"] * 2))
+
+
 DAMAGE = [
     # (damage, refresh extra.files afterwards, expected code)
     (truncate_gzip, False, "GZIP_TRUNCATED"),
@@ -394,6 +435,16 @@ DAMAGE = [
     (distance_wrong, True, "DISTANCE_MISMATCH"),
     (step_after_end, True, "STEP_AFTER_END"),
     (malformed_episode_id, True, "EPISODE_ID"),
+    (parquet_corrupt, False, "PARQUET_CORRUPT"),
+    (file_unlisted, False, "FILE_UNLISTED"),
+    (steps_file_missing, False, "FILE_MISSING"),
+    (rendering_enabled, False, "RUN_JSON_VALUE"),
+    (observation_length, True, "OBS_SHAPE"),
+    (observation_range, True, "OBS_VALUE"),
+    (reward_wrong, True, "REWARD_MISMATCH"),
+    (action_out_of_space, True, "ACTION_RANGE"),
+    (terminated_flag_wrong, True, "FLAG_MISMATCH"),
+    (avg_step_time_wrong, True, "RECORD_VALUE"),
 ]
 
 
@@ -412,7 +463,21 @@ def test_damage_is_detected(run, damage, refresh, code):
 
 
 def test_damage_table_covers_many_codes():
-    assert len({code for _, _, code in DAMAGE}) >= 30
+    covered = {code for _, _, code in DAMAGE}
+    assert len(covered) >= 40
+    # Every error code but these is produced by some damage above.
+    assert set(CODES) - covered == {"RUN_DIR_MISSING", "ERRORS_SUPPRESSED", "FILE_UNREADABLE"}
+
+
+def test_unknown_file_is_a_warning(run):
+    (run / "notes.txt").write_text("hello")
+    res = validate_run_artifacts(run)
+    assert res["ok"] and res["warnings"] == ["UNKNOWN_FILE: notes.txt: not part of the run format"]
+    refresh_manifest(run)  # listed: no warning, and its checksum is checked
+    assert validate_run_artifacts(run)["warnings"] == []
+    (run / "notes.txt").write_text("hellO")
+    res = validate_run_artifacts(run)
+    assert [e.split(":")[0] for e in res["errors"]] == ["SHA256_MISMATCH"]
 
 
 def test_damage_is_detected_across_tiny_chunks(run):
@@ -455,8 +520,9 @@ def test_row_errors_are_counted_once_per_file(run):
     refresh_manifest(run)
     res = validate_run_artifacts(run)
     rid = [e for e in res["errors"] if e.startswith("RUN_ID_MISMATCH")]
-    assert rid == ["RUN_ID_MISMATCH: steps.part0001.jsonl.gz:1: run_id 'xrun-20260101-120000-abc123'"
-                   ", run.json has 'run-20260101-120000-abc123' (45 rows in this file)"]
+    assert rid == ["RUN_ID_MISMATCH: steps.part0001.jsonl.gz:1: run_id "
+                   "'xrun-20260101-120000-abc123', run.json has 'run-20260101-120000-abc123' "
+                   "(45 rows in this file)"]
 
 
 def test_max_errors_caps_and_counts_the_rest(run):
@@ -482,6 +548,22 @@ def test_bad_lines_are_named_and_the_rest_still_checked(run):
     assert any(e.startswith("RECORD_JSON: steps.jsonl.gz:5: invalid JSON") for e in errs)
     assert any(e.startswith("RECORD_JSON: steps.jsonl.gz:6: blank line") for e in errs)
     assert any(e.startswith("RUN_ID_MISMATCH: steps.jsonl.gz:31:") for e in errs)
+
+
+def test_long_episode_seeds_list(run):
+    """A run.json above 4 MB has its episode_seeds parsed by numpy; a wrong one is still found."""
+    from plume_capture.validate import _load_run_json
+    meta = read_meta(run)
+    n = 700_000
+    meta["episode_seeds"] = list(range(123, 123 + n))
+    meta["episode_seeds"][n - 2] = 7
+    write_meta(run, meta)
+    assert os.path.getsize(run / "run.json") > 4 << 20
+    obj, err = _load_run_json(run / "run.json")
+    assert err is None and obj["episode_seeds"].dtype.kind == "i" and len(obj["episode_seeds"]) == n
+    res = validate_run_artifacts(run)
+    assert any(e.startswith(f"SEEDS_MISMATCH: run.json: episode_seeds[{n - 2}] is 7") for e in
+               res["errors"])
 
 
 def test_missing_run_dir():

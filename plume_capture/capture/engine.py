@@ -464,6 +464,8 @@ def execute_resumed(p: Prepared, progress: bool, checkpoint: dict | None) -> Cap
     try:
         if p.engine == "ray":
             started = _ray_init(p.address)
+            if in_main:  # ray.init installs its own SIGTERM handlers (exit 15)
+                signal.signal(signal.SIGTERM, _raise_interrupt)
         return _execute(p, progress, checkpoint=checkpoint, resuming=True)
     finally:
         if in_main:
@@ -499,6 +501,8 @@ def capture_many(cfgs, *, overrides_list=None, progress: bool = False) -> list[C
     try:
         if any(p.engine == "ray" for p in prepared):
             started = _ray_init(next((p.address for p in prepared if p.address), None))
+            if in_main:  # ray.init installs its own SIGTERM handlers (exit 15)
+                signal.signal(signal.SIGTERM, _raise_interrupt)
         return [_execute(p, progress) for p in prepared]
     finally:
         if in_main:

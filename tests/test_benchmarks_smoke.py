@@ -1,0 +1,106 @@
+"""Smoke test of the benchmark harness with tiny sizes: in-process engine, no Ray, no reference."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks import policies, reference, suite
+from benchmarks.__main__ import Sizes, run_suite
+
+
+def test_summary_and_intervals():
+    s = suite.summary([3.0, 1.0, 2.0, None])
+    assert (s["median"], s["min"], s["max"], s["n"]) == (2.0, 1.0, 3.0, 3)
+    assert suite.summary([])["median"] is None
+    lo, hi = policies.wilson(8, 100)
+    assert 0.04 < lo < 0.08 < hi < 0.16
+    assert policies.wilson(0, 10)[0] == 0.0 and math.isclose(policies.wilson(10, 10)[1], 1.0)
+    lo, hi = policies.bootstrap(np.arange(100.0))
+    assert lo < 49.5 < hi
+    assert policies.bootstrap([1.0]) is None
+
+
+def test_reference_cost_model():
+    model = reference._fit([(10_000, 1.5), (40_000, 3.75), (40_000, 3.75)])
+    assert math.isclose(model["fixed_s"], 0.75) and math.isclose(model["rate"], 13_333.333, rel_tol=1e-6)
+    assert math.isclose(reference.extrapolate(model, 1_000_000), 0.75 + 75.0)
+    assert reference._fit([(10, 1.0)]) is None
+
+
+def test_family_memory_sums_descendants():
+    code = ("import subprocess, sys, time; a = bytearray(120 << 20); "
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; b = bytearray(80 << 20); time.sleep(1.5)']); "
+            "time.sleep(1.5); c.wait()")
+    r = suite.run_child([sys.executable, "-c", code], interval=0.05)
+    assert r.rc == 0
+    assert r.memory["peak_rss_mb"] > 200 and r.memory["peak_processes"] >= 2
+
+
+def test_suite_tiny_local(tmp_path):
+    sizes = Sizes(throughput_steps=2000, throughput_repeats=1, memory_steps=(2000, 2000), validate_repeats=1,
+                  engine="local")
+    res = run_suite(sizes, ("throughput", "memory", "validate"), out_dir=tmp_path, tag="smoke", log=lambda *a: None)
+    fig = res["figures"]
+    assert fig["whole_process"]["jsonl"]["runs"][0]["steps"] > 0
+    assert fig["whole_process"]["both"]["capture_rate"]["median"] > 0
+    assert set(fig["memory"]) >= {"2000", "growth_peak_rss_mb"}
+    assert fig["validate"]["ok"], fig["validate"]["errors"]
+    written = json.loads(next(tmp_path.glob("*-smoke.json")).read_text())
+    assert written["meta"]["commit"] is not None and written["machine"]["cores"] >= 1
+    md = next(tmp_path.glob("*-smoke.md")).read_text()
+    assert "| whole process, 0.002M steps, JSONL" in md and "peak memory" in md
+
+
+def test_policy_metrics_match_records(tmp_path):
+    r = policies.run_one("oriented", "surge_cast", {"grid": 32, "sigma": 10.0, "goal_radius": 3.0}, episodes=12,
+                         seed=5, max_steps=80, work=tmp_path)
+    assert r["episodes"] == 12 and 0 <= r["success_rate"] <= 1
+    lo, hi = r["success_ci"]
+    assert lo <= r["success_rate"] <= hi
+    # episode_metrics against a plain per-record computation
+    from plume_capture.capture import capture
+    from plume_capture.config import complete_config
+    from plume_capture.kernels.start import start_position
+
+    res = capture(complete_config({"output": str(tmp_path), "experiment": "m", "episodes": 6, "seed": 3,
+                                   "parquet": True, "env": {"grid_size": [16, 16], "max_steps": 40,
+                                                            "goal_radius": 2.0, "action_type": "run_tumble"},
+                                   "policy": {"name": "run_tumble_chemotaxis"}, "engine": {"kind": "local"}}))
+    m = policies.episode_metrics(res.run_dir)
+    rows = pq.read_table(res.run_dir / "steps.parquet").to_pylist()
+    eps = pq.read_table(res.run_dir / "episodes.parquet").to_pylist()
+    for i, e in enumerate(eps):
+        recs = [x for x in rows if x["seed"] == 3 + i]
+        x0, y0 = start_position(3 + i, 16, 16)
+        path, (px, py) = 0.0, (x0, y0)
+        for x in recs:
+            p = x["agent_position"]
+            path += math.hypot(p["x"] - px, p["y"] - py)
+            px, py = p["x"], p["y"]
+        assert math.isclose(m["path"][i], path, abs_tol=1e-9)
+        assert bool(m["success"][i]) == e["terminated"]
+        shortest = max(0.0, math.hypot(x0 - 15, y0 - 15) - 2.0)
+        assert math.isclose(m["shortest"][i], shortest)
+        if e["terminated"] and shortest > 0:
+            assert 0 < m["efficiency"][i] <= 1 + 1e-12
+        else:
+            assert np.isnan(m["efficiency"][i])
+
+
+def test_policy_main_quick(tmp_path, capsys):
+    rc = policies.main(["--quick", "--episodes", "30", "--max-steps", "200", "--no-plot", "--out", str(tmp_path)])
+    assert rc in (0, 1)
+    assert "| 64x64 | 20 | 5 | oriented | surge_cast |" in capsys.readouterr().out
+    doc = json.loads(next(tmp_path.glob("policies-*.json")).read_text())
+    assert {c["policy"] for c in doc["checks"]} == {"surge_cast", "temporal_derivative"}
+    assert list(tmp_path.glob("policies-*.md"))
+
+
+@pytest.mark.parametrize("bad", [["--quick", "--issue3"]])
+def test_main_rejects_conflicting_modes(bad):
+    r = subprocess.run([sys.executable, "-m", "benchmarks", *bad], capture_output=True, text=True, cwd=suite.ROOT)
+    assert r.returncode == 2

@@ -1,0 +1,237 @@
+"""The operator's view of reliability (issue 6), with real subprocesses: SIGINT/SIGTERM leave a
+resumable, visibly incomplete run (exit 130); ``--resume`` finishes it with a clean run's records
+or refuses a changed config (exit 2); 20 runs started together get 20 run directories; experiment
+names cannot escape the output root and unicode names are written correctly."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "capture"))
+
+from conftest import stop_processes  # noqa: E402
+from helpers import assert_same_records, complete_runs, config, jsonl_files, run_json  # noqa: E402
+
+PROG = "plume-nav-capture"
+CHILD_MARK = "PLUME_CAPTURE_TEST_CHILD"
+
+# ~300k steps in 300 shards: a signal sent after the third journaled shard lands mid-run.
+LONG_ARGS = ["--episodes", "1200", "--max-steps", "250", "--grid", "128x128", "--seed", "77", "--parquet",
+             "--rotate-size", "100000", "--quiet", "--output", "out", "engine.shard_episodes=4"]
+LONG_CFG = dict(episodes=1200, seed=77, env={"grid_size": [128, 128], "max_steps": 250}, parquet=True)
+
+
+def _env(mark: str) -> dict:
+    env = dict(os.environ)
+    env.pop("PLUME_CAPTURE_DEBUG", None)
+    env[CHILD_MARK] = mark
+    return env
+
+
+def _cli(args, cwd, mark=None, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "plume_capture", *args], cwd=cwd, env=_env(mark or uuid.uuid4().hex),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _run(args, cwd, timeout=240) -> subprocess.CompletedProcess:
+    p = _cli(args, cwd)
+    out, err = p.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def _children(mark: str):
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get(CHILD_MARK) == mark:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def _assert_no_leftovers(mark: str, wait: float = 15.0) -> None:
+    """Every process the CLI started (Ray's included) is gone; stragglers are stopped by PID."""
+    deadline = time.monotonic() + wait
+    left = _children(mark)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.25)
+        left = _children(mark)
+    if left:
+        names = [p.name() for p in left]
+        stop_processes(left)
+        pytest.fail(f"processes left running after the CLI exited: {names}")
+
+
+def _interrupt_mid_run(tmp_path, sig, extra_args=()):
+    """Start the long run, wait for 3 journaled shards, send ``sig``; -> (returncode, stderr, staging)."""
+    mark = uuid.uuid4().hex
+    proc = _cli([*LONG_ARGS, *extra_args], tmp_path, mark)
+    exp = tmp_path / "out" / "default"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            journals = list(exp.glob(".*.partial/journal.jsonl"))
+            if journals and journals[0].read_text().count("\n") >= 3:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.communicate()}"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _assert_no_leftovers(mark)
+    stagings = [p for p in exp.iterdir() if p.name.endswith(".partial")]
+    assert len(stagings) == 1, list(exp.iterdir())
+    return proc.returncode, err, stagings[0]
+
+
+def _check_interrupted(code, err, staging, tmp_path):
+    from plume_capture.validate import validate_run_artifacts
+
+    assert code == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0] and f"--resume {staging.relative_to(tmp_path)}" in lines[0], err
+    assert "Traceback" not in err
+    assert complete_runs(tmp_path / "out") == []
+    assert not staging.with_name(staging.name[1:-len(".partial")]).exists()
+    rep = validate_run_artifacts(staging)
+    assert not rep["ok"]
+    assert len(jsonl_files(staging, "steps")) >= 1
+
+
+@pytest.fixture(scope="module")
+def clean_long(tmp_path_factory):
+    """The same run without interruption (in-process, no rotation)."""
+    from plume_capture.capture import capture
+
+    out = tmp_path_factory.mktemp("clean")
+    return capture(config(output=str(out), engine={"kind": "local"}, **LONG_CFG)).run_dir
+
+
+def test_sigint_then_resume_same_records(tmp_path, clean_long):
+    code, err, staging = _interrupt_mid_run(tmp_path, signal.SIGINT, ["--engine", "local"])
+    _check_interrupted(code, err, staging, tmp_path)
+    rel = str(staging.relative_to(tmp_path))
+    before = {p.name: p.stat().st_size for p in staging.iterdir()}
+
+    # A changed data config is refused: exit 2, one line, the staging directory untouched.
+    changed = [a if a != "250" else "249" for a in LONG_ARGS]
+    bad = _run(["--resume", rel, *changed], tmp_path)
+    assert bad.returncode == 2, bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "config" in bad.stderr and "resume" in bad.stderr
+    assert {p.name: p.stat().st_size for p in staging.iterdir()} == before
+    # So is a changed artifact layout (outside the hash, but it shapes the files).
+    bad = _run(["--resume", rel, *[a for a in LONG_ARGS if a != "--parquet"]], tmp_path)
+    assert bad.returncode == 2 and "parquet" in bad.stderr, bad.stderr
+
+    # The same arguments: only the missing shards run, the run is published.
+    ok = _run(["--resume", rel, *LONG_ARGS, "--engine", "local"], tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    final = staging.with_name(staging.name[1:-len(".partial")])
+    assert not staging.exists() and final.is_dir()
+    meta = run_json(final)
+    assert meta["extra"]["status"] == "complete" and meta["extra"]["engine"]["resumed_from_shard"] >= 3
+    assert meta["config_hash"] == run_json(clean_long)["config_hash"]
+    assert len(jsonl_files(final, "steps")) > 1
+    assert_same_records(clean_long, final, parquet=True)
+    again = _run(["--resume", str(final.relative_to(tmp_path))], tmp_path)
+    assert again.returncode == 2 and "already complete" in again.stderr
+
+
+def test_sigterm_on_ray_then_resume_without_repeating_the_config(tmp_path, clean_long):
+    """SIGTERM behaves like SIGINT (here on the Ray engine: actors and Ray stop too); ``--resume DIR``
+    alone takes the stored config; an execution flag (``--engine local``) may still be given."""
+    code, err, staging = _interrupt_mid_run(tmp_path, signal.SIGTERM, ["--engine", "ray", "--num-actors", "2"])
+    _check_interrupted(code, err, staging, tmp_path)
+    rel = str(staging.relative_to(tmp_path))
+    ok = _run(["--resume", rel, "--engine", "local"], tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    final = staging.with_name(staging.name[1:-len(".partial")])
+    meta = run_json(final)
+    assert meta["extra"]["status"] == "complete" and meta["extra"]["engine"]["kind"] == "local"
+    assert meta["extra"]["config"]["engine"]["kind"] == "local"
+    assert_same_records(clean_long, final, parquet=True)
+
+
+def test_twenty_concurrent_runs_get_distinct_directories(tmp_path):
+    args = ["--episodes", "2", "--max-steps", "20", "--grid", "16x16", "--engine", "local", "--quiet",
+            "--output", "out", "experiment=same"]
+    mark = uuid.uuid4().hex
+    procs = [_cli(args, tmp_path, mark) for _ in range(20)]
+    results = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 20, [r[1] for r in results if r[1]]
+    exp = tmp_path / "out" / "same"
+    dirs = sorted(exp.iterdir())
+    assert len(dirs) == 20 and not [d for d in dirs if d.name.startswith(".")]
+    assert len({run_json(d)["run_id"] for d in dirs}) == 20
+    assert sorted(complete_runs(tmp_path / "out")) == dirs
+    _assert_no_leftovers(mark)
+
+
+@pytest.mark.parametrize("name", ["../x", "..", "/tmp/abs", "a/b", ".hidden", "a\\b"])
+def test_experiment_cannot_escape_output_root(tmp_path, name):
+    from plume_capture.capture import capture
+    from plume_capture.errors import ConfigError
+
+    root = tmp_path / "root"
+    with pytest.raises(ConfigError, match="experiment"):
+        capture(config(output=str(root / "out"), experiment=name, episodes=1, env={"max_steps": 5}))
+    assert not any(root.rglob("*")) if root.exists() else True
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["root"])
+
+
+def test_experiment_escape_on_the_command_line(tmp_path):
+    res = _run(["--output", "out", "--engine", "local", "experiment=../x"], tmp_path)
+    assert res.returncode == 2 and "experiment" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_never_runs_into_an_existing_run(tmp_path, monkeypatch):
+    from plume_capture.capture import capture, engine
+    from plume_capture.errors import CaptureError
+
+    cfg = config(output=str(tmp_path), episodes=1, env={"max_steps": 5}, engine={"kind": "local"})
+    first = capture(cfg).run_dir
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    monkeypatch.setattr(engine.runmeta, "new_run_id", lambda now=None: first.name)
+    with pytest.raises(CaptureError, match="already exists"):
+        capture(cfg)
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+    assert [p.name for p in first.parent.iterdir()] == [first.name]
+
+
+def test_unicode_experiment_names(tmp_path):
+    name = "ödör-実験"
+    for spelling in (["--experiment", name], [f"experiment='{name}'"]):  # Hydra needs quotes for non-ASCII
+        out = tmp_path / "out" / spelling[0][:2]
+        res = _run(["--output", str(out), "--engine", "local", "--episodes", "2", "--max-steps", "10", "--quiet",
+                    *spelling], tmp_path)
+        assert res.returncode == 0, res.stderr
+        (run,) = (out / name).iterdir()
+        raw = (run / "run.json").read_bytes()
+        assert json.loads(raw)["experiment"] == name
+        assert name.encode("utf-8") in raw  # written as UTF-8, not mangled
+
+    from plume_capture.capture import capture
+    from plume_capture.validate import validate_run_artifacts
+
+    odd = 'q"uote 😀 \u2028 end'  # JSON must escape the quote; U+2028 stays valid JSON
+    r = capture(config(output=str(tmp_path / "api"), experiment=odd, episodes=2, env={"max_steps": 10},
+                       engine={"kind": "local"}))
+    assert r.run_dir.parent.name == odd
+    meta = json.loads((r.run_dir / "run.json").read_text(encoding="utf-8"))
+    assert meta["experiment"] == odd and meta["extra"]["config"]["experiment"] == odd
+    assert validate_run_artifacts(r.run_dir)["ok"]
