@@ -64,6 +64,7 @@ class Prepared:
     address: str | None
     shard_episodes: int
     window: int
+    headroom: int | None = None
     start_time: float = field(default_factory=time.time)
 
 
@@ -111,6 +112,7 @@ def prepare(cfg: dict, overrides=()) -> Prepared:
     address = eng.get("address") or os.environ.get("RAY_ADDRESS") or None
     shard_eps = _int_setting("engine.shard_episodes", eng.get("shard_episodes"), 1, allow_none=True)
     window = _int_setting("engine.window", eng.get("window"), 1, allow_none=True) or 2
+    headroom = _int_setting("engine.headroom_cpus", eng.get("headroom_cpus"), 0, allow_none=True)
     if kind == "auto":
         small = episodes * physics.params.max_steps <= LOCAL_MAX_STEPS
         kind = "local" if (small and address is None and num_actors is None) else "ray"
@@ -126,7 +128,8 @@ def prepare(cfg: dict, overrides=()) -> Prepared:
                     run_id=run_id, run_dir=run_dir, staging=staging_path(run_dir), episodes=episodes, seed=seed,
                     experiment=experiment, rotate_size=rotate_size, parquet=parquet, engine=kind,
                     num_actors=num_actors, address=address,
-                    shard_episodes=shard_size(physics.params.max_steps, shard_eps), window=window)
+                    shard_episodes=shard_size(physics.params.max_steps, shard_eps), window=window,
+                    headroom=headroom)
 
 
 def _check_writable(root: Path) -> None:
@@ -209,11 +212,13 @@ def _strategy(node):
 class RayPool:
     """Long-lived ShardRunner actors (one CPU each) on the connected Ray instance or cluster."""
 
-    def __init__(self, job: Job, num_actors: int | None):
+    def __init__(self, job: Job, num_actors: int | None, headroom: int | None = None):
         import ray
 
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.n = max(1, num_actors or cpus)
+        if headroom is None:  # a restarted actor needs a free CPU once a node is gone
+            headroom = 1 if sum(1 for n in ray.nodes() if n.get("Alive")) > 1 else 0
+        self.n = max(1, num_actors or cpus - headroom)
         remote = ray.remote(ShardRunner)
         # No runtime_env: actors start on Ray's prestarted workers; ShardRunner sets its own
         # Numba and polars thread counts.
@@ -244,7 +249,7 @@ def _run_ray(p: Prepared, shards, sink: RunSink, progress: _Progress, pool: RayP
         field_ref = None
         if p.physics.params.plume == "movie":
             field_ref = ray.put(p.physics.field)
-        pool = RayPool(_job(p, p.rotate_size is not None, field_ref), p.num_actors)
+        pool = RayPool(_job(p, p.rotate_size is not None, field_ref), p.num_actors, p.headroom)
     queue = collections.deque(shards)
     inflight: dict = {}  # ref -> (shard, actor index)
     load = [0] * pool.n

@@ -97,3 +97,9 @@ def test_remove_node_mid_run_same_records(cluster, tmp_path):
     info = run_json(run_dir)["extra"]["engine"]
     assert info["shard_retries"] >= 1, info  # the dead node's shards were re-run elsewhere
     assert_same_records(local, run_dir, parquet=True)
+
+
+def test_default_actor_count_leaves_one_cpu_of_headroom_on_a_cluster(cluster, tmp_path):
+    run = capture(_cfg(tmp_path, "headroom", {"kind": "ray"}, episodes=4)).run_dir
+    eng = run_json(run)["extra"]["engine"]
+    assert eng["actors"] == 2  # 3 nodes x 1 CPU, one CPU left for restarted actors
