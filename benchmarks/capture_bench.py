@@ -53,13 +53,18 @@ def whole_process(steps: int, *, parquet: bool, repeats: int, keep_last: bool = 
     peak RSS/PSS summed over the process family. With ``keep_last`` the last run directory is
     kept (returned as ``run_dir``; the caller deletes it)."""
     episodes = max(1, steps // MAX_STEPS)
-    runs = []
+    runs, failures = [], []
     kept = None
     for k in range(repeats):
         out = _workdir("wp")
         r = run_child(cli(*capture_args(out, episodes, parquet=parquet, engine=engine, num_actors=num_actors)))
         try:
-            r.check()
+            if r.rc != 0:
+                reason = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.rc}"
+                failures.append({"rc": r.rc, "reason": reason, **r.memory, "load": [r.load_before, r.load_after]})
+                log(f"    FAILED after {r.wall_s:.1f} s: {reason} (peak RSS {r.memory.get('peak_rss_mb', 0):.0f} MB, "
+                    f"PSS {r.memory.get('peak_pss_mb', 0):.0f} MB)")
+                continue
             run_dir = only_run_dir(out)
             meta = json.loads((run_dir / "run.json").read_text())
             n = meta["extra"]["counts"]["steps"]
@@ -77,11 +82,14 @@ def whole_process(steps: int, *, parquet: bool, repeats: int, keep_last: bool = 
         finally:
             if out is not None:
                 shutil.rmtree(out, ignore_errors=True)
-    return {"steps": steps, "parquet": parquet, "runs": runs, "run_dir": str(kept) if kept else None,
+    return {"steps": steps, "parquet": parquet, "runs": runs, "failures": failures,
+            "run_dir": str(kept) if kept else None,
             "rate": summary(r["rate"] for r in runs), "capture_rate": summary(r["capture_rate"] for r in runs),
-            "wall_s": summary(r["wall_s"] for r in runs), "peak_rss_mb": summary(r["peak_rss_mb"] for r in runs),
-            "peak_pss_mb": summary(r["peak_pss_mb"] for r in runs),
-            "load": [runs[0]["load"][0], runs[-1]["load"][1]] if runs else None}
+            "wall_s": summary(r["wall_s"] for r in runs),
+            # a killed run's peak counts too (as a lower bound of what it would have needed)
+            "peak_rss_mb": summary(r.get("peak_rss_mb") for r in runs + failures),
+            "peak_pss_mb": summary(r.get("peak_pss_mb") for r in runs + failures),
+            "load": [(runs or failures)[0]["load"][0], (runs or failures)[-1]["load"][1]] if runs or failures else None}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ Both tools run as whole processes, alternating, on the same grid, max steps, act
 episodes and seeds (random policy). The reference draws its actions unseeded, so its step counts
 vary a little; rates are steps/s over the steps actually written.
 
-    python -m benchmarks.reference [--episodes 40] [--repeats 3] [--grid 128x128]
+    python -m benchmarks.reference [--episodes 40] [--repeats 3] [--grid 128x128] [--action-type oriented]
 """
 from __future__ import annotations
 
@@ -108,14 +108,12 @@ def one_run(kind: str, exe, episodes: int, *, grid, max_steps, action_type, seed
         shutil.rmtree(out, ignore_errors=True)
 
 
-def side_by_side(*, episodes: int = 40, small_episodes: int = 10, repeats: int = 3, grid: str = "128x128",
+def side_by_side(*, episodes: int = 40, repeats: int = 3, demo_repeats: int = 5, grid: str = "128x128",
                  max_steps: int = 1000, action_type: str = "oriented", seed: int = 0, log=print) -> dict:
-    """Alternating whole-process runs of the reference and ours, with and without ``--parquet``.
-
-    The reference also runs ``small_episodes`` so that its cost splits into a fixed start-up and
-    a per-step rate (least squares over all its JSONL runs); :func:`extrapolate` then predicts its
-    wall time on any amount of work.
-    """
+    """Alternating whole-process runs of the reference and ours, with and without ``--parquet``,
+    and the reference's cost model for :func:`extrapolate`: its fixed cost is the whole-process
+    time of the runbook's 8x8 demo (2 steps: interpreter, imports, config, env), its per-step
+    rate ``steps / (wall - fixed)`` over its JSONL runs."""
     exe, how = ensure_reference(log)
     if exe is None:
         log(f"  reference skipped: {how}")
@@ -131,43 +129,36 @@ def side_by_side(*, episodes: int = 40, small_episodes: int = 10, repeats: int =
                 log(f"    {kind:9s} {'+parquet' if parquet else 'jsonl   '} {r['steps']:>7,} steps "
                     f"{r['wall_s']:6.2f} s = {r['rate'] or 0:>12,.0f} steps/s"
                     f"{'  FAILED: ' + r['failure'] if r['failure'] else ''}  load {load_str(*r['load'])}")
-        if small_episodes:
-            r = one_run("reference", exe, small_episodes, parquet=False, **common)
-            runs.append(r)
-            log(f"    reference jsonl    {r['steps']:>7,} steps {r['wall_s']:6.2f} s (size fit)")
+    demo = demo_latency(exe, demo_repeats)
+    log(f"    reference 8x8 demo: {demo['median']:.2f} s (min {demo['min']:.2f}, max {demo['max']:.2f})"
+        if demo["median"] is not None else "    reference 8x8 demo failed")
     res = {"settings": {"episodes": episodes, **common, "policy": "random", "reference": REF_SPEC},
-           "runs": runs, "load": [load0, loadavg()]}
+           "runs": runs, "demo_latency_s": demo, "load": [load0, loadavg()]}
     for parquet in (False, True):
         key = "parquet" if parquet else "jsonl"
-        ref = [r for r in runs if r["tool"] == "reference" and r["parquet"] == parquet and r["episodes"] == episodes]
+        ref = [r for r in runs if r["tool"] == "reference" and r["parquet"] == parquet]
         ours = [r for r in runs if r["tool"] == "ours" and r["parquet"] == parquet]
-        ref_ok = [r for r in ref if r["rc"] == 0]
         res[key] = {"reference_rate": summary(r["rate"] for r in ref),
                     "reference_failed": [r["failure"] for r in ref if r["rc"] != 0],
                     "ours_rate": summary(r["rate"] for r in ours if r["rc"] == 0),
                     "ours_wall_s": summary(r["wall_s"] for r in ours if r["rc"] == 0),
                     "reference_wall_s": summary(r["wall_s"] for r in ref),
-                    # equal work: same settings and episodes, whole process each
+                    # equal work: same settings and episodes, whole process each, paired in run order
                     "ratio_rate": summary(o["rate"] / r["rate"] for o, r in zip(ours, ref)
-                                          if o["rc"] == 0 and r["rate"]),
-                    "reference_ok": len(ref_ok)}
-    fit = [(r["steps"], r["wall_s"]) for r in runs if r["tool"] == "reference" and not r["parquet"] and r["rc"] == 0]
-    res["reference_model"] = _fit(fit)
+                                          if o["rc"] == 0 and r["rate"])}
+    res["reference_model"] = cost_model(demo["median"], [(r["steps"], r["wall_s"]) for r in runs
+                                                         if r["tool"] == "reference" and not r["parquet"]
+                                                         and r["rc"] == 0])
     return res
 
 
-def _fit(points) -> dict | None:
-    """Least squares ``wall = fixed_s + steps / rate``."""
-    if len({p[0] for p in points}) < 2:
+def cost_model(fixed_s: float | None, runs) -> dict | None:
+    """``wall = fixed_s + steps / rate`` with ``rate`` the median of ``steps / (wall - fixed_s)``."""
+    rates = [n / (w - fixed_s) for n, w in runs if fixed_s is not None and w > fixed_s]
+    if not rates:
         return None
-    n = len(points)
-    mx = sum(p[0] for p in points) / n
-    my = sum(p[1] for p in points) / n
-    sxx = sum((p[0] - mx) ** 2 for p in points)
-    slope = sum((p[0] - mx) * (p[1] - my) for p in points) / sxx
-    if slope <= 0:
-        return None
-    return {"fixed_s": my - slope * mx, "rate": 1.0 / slope, "points": len(points)}
+    s = summary(rates)
+    return {"fixed_s": fixed_s, "rate": s["median"], "rate_range": [s["min"], s["max"]]}
 
 
 def extrapolate(model: dict | None, steps: int) -> float | None:
@@ -197,15 +188,14 @@ def demo_latency(exe, repeats: int = 5) -> dict | None:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=40)
-    ap.add_argument("--small-episodes", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--grid", default="128x128")
     ap.add_argument("--max-steps", type=int, default=1000)
     ap.add_argument("--action-type", default="oriented", choices=("discrete", "oriented", "run_tumble"))
     a = ap.parse_args(argv)
     t = time.perf_counter()
-    res = side_by_side(episodes=a.episodes, small_episodes=a.small_episodes, repeats=a.repeats, grid=a.grid,
-                       max_steps=a.max_steps, action_type=a.action_type)
+    res = side_by_side(episodes=a.episodes, repeats=a.repeats, grid=a.grid, max_steps=a.max_steps,
+                       action_type=a.action_type)
     if "skipped" in res:
         return 0
     for key in ("jsonl", "parquet"):

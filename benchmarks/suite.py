@@ -228,12 +228,21 @@ class ChildResult:
         return self
 
 
+def memory_limit_mb() -> float:
+    """Default guard for one measured process family: half of the machine's RAM (PSS)."""
+    return psutil.virtual_memory().total / 2**20 / 2
+
+
 def run_child(argv: list, *, cwd=None, env: dict | None = None, timeout: float = 3600,
-              memory: bool = True, interval: float = 0.1) -> ChildResult:
-    """Run ``argv`` with a private RAY_TMPDIR; wall time of the whole process; peak family memory."""
+              memory: bool = True, interval: float = 0.1, pss_limit_mb: float | None = None) -> ChildResult:
+    """Run ``argv`` with a private RAY_TMPDIR; wall time of the whole process; peak family memory.
+
+    When the family's PSS exceeds ``pss_limit_mb`` (default :func:`memory_limit_mb`; the machine is
+    shared) the family is killed and the result says so in ``stderr`` (``rc`` != 0)."""
     tmp = tempfile.mkdtemp(prefix="pcb", dir="/tmp")  # short: Ray's socket paths have a length limit
     full_env = ray_env(tmp)
     full_env.update(env or {})
+    limit = (pss_limit_mb or memory_limit_mb()) * 2**20
     load0 = loadavg()
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(a) for a in argv], cwd=cwd, env=full_env, stdout=subprocess.PIPE,
@@ -241,12 +250,22 @@ def run_child(argv: list, *, cwd=None, env: dict | None = None, timeout: float =
     mon = FamilyMemory(proc.pid, tmp, interval) if memory else None
     if mon:
         mon.__enter__()
+    note = ""
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        err += f"\n[benchmarks] killed after {timeout} s"
+        while True:
+            try:
+                out, err = proc.communicate(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                over = mon is not None and mon.peak_pss > limit
+                if over or time.perf_counter() - t0 > timeout:
+                    note = (f"\n[benchmarks] killed: PSS of the process family above {limit / 2**20:.0f} MB" if over
+                            else f"\n[benchmarks] killed after {timeout} s")
+                    proc.kill()
+                    kill_marked(tmp, grace=0.5)
+                    out, err = proc.communicate()
+                    break
+        err += note
     finally:
         wall = time.perf_counter() - t0
         if mon:

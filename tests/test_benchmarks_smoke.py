@@ -25,10 +25,11 @@ def test_summary_and_intervals():
 
 
 def test_reference_cost_model():
-    model = reference._fit([(10_000, 1.5), (40_000, 3.75), (40_000, 3.75)])
-    assert math.isclose(model["fixed_s"], 0.75) and math.isclose(model["rate"], 13_333.333, rel_tol=1e-6)
+    model = reference.cost_model(0.75, [(40_000, 3.75), (39_000, 3.75), (41_000, 3.0)])
+    assert model["fixed_s"] == 0.75 and math.isclose(model["rate"], 40_000 / 3.0)
     assert math.isclose(reference.extrapolate(model, 1_000_000), 0.75 + 75.0)
-    assert reference._fit([(10, 1.0)]) is None
+    assert reference.cost_model(None, [(10, 1.0)]) is None and reference.cost_model(2.0, [(10, 1.0)]) is None
+    assert reference.extrapolate(None, 10) is None
 
 
 def test_family_memory_sums_descendants():
