@@ -262,8 +262,8 @@ def run_child(argv: list, *, cwd=None, env: dict | None = None, timeout: float =
                     note = (f"\n[benchmarks] killed: PSS of the process family above {limit / 2**20:.0f} MB" if over
                             else f"\n[benchmarks] killed after {timeout} s")
                     proc.kill()
+                    out, err = proc.communicate()  # reap it here: psutil would otherwise take its exit status
                     kill_marked(tmp, grace=0.5)
-                    out, err = proc.communicate()
                     break
         err += note
     finally:

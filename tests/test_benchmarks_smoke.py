@@ -33,12 +33,18 @@ def test_reference_cost_model():
 
 
 def test_family_memory_sums_descendants():
-    code = ("import subprocess, sys, time; a = bytearray(120 << 20); "
-            "c = subprocess.Popen([sys.executable, '-c', 'import time; b = bytearray(80 << 20); time.sleep(1.5)']); "
+    code = ("import subprocess, sys, time; a = b'x' * (120 << 20); "
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; b = bytes([1]) * (80 << 20); time.sleep(1.5)']); "
             "time.sleep(1.5); c.wait()")
     r = suite.run_child([sys.executable, "-c", code], interval=0.05)
     assert r.rc == 0
     assert r.memory["peak_rss_mb"] > 200 and r.memory["peak_processes"] >= 2
+
+
+def test_memory_guard_kills_the_family():
+    r = suite.run_child([sys.executable, "-c", "import time; a = b'x' * (300 << 20); time.sleep(30)"],
+                        interval=0.05, pss_limit_mb=150, timeout=60)
+    assert r.rc != 0 and "killed: PSS" in r.stderr and r.wall_s < 20
 
 
 def test_suite_tiny_local(tmp_path):
