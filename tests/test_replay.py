@@ -61,3 +61,24 @@ def test_reference_runs_replay_with_their_recorded_actions(name):
     res = replay_run(FIXTURES / name)
     assert res["ok"], res
     assert res["mode"] == "actions" and res["episodes_checked"] >= 2
+
+
+def test_validate_cli_replay(tmp_path):
+    import subprocess
+    import sys
+
+    run_dir = _run(tmp_path, policy="random", grid_size=[64, 64])
+    ok = subprocess.run([sys.executable, "-m", "plume_capture.validate", str(run_dir), "--replay", "2"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "replay (policy): 2 episodes" in ok.stdout
+    path = run_dir / "steps.jsonl.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    rec = json.loads(lines[3])
+    rec["action"] = (rec["action"] + 1) % 3
+    lines[3] = json.dumps(rec)
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    from plume_capture.replay import replay_run
+
+    res = replay_run(run_dir)
+    assert not res["ok"] and res["divergence"]["field"] == "action" and res["divergence"]["step"] == 4
