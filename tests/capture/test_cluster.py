@@ -106,3 +106,17 @@ def test_default_actor_count_leaves_one_cpu_of_headroom_on_a_cluster(cluster, tm
     run = capture(_cfg(tmp_path, "headroom", {"kind": "ray"}, episodes=4)).run_dir
     eng = run_json(run)["extra"]["engine"]
     assert eng["actors"] == cpus - 1  # one CPU left for restarted actors
+
+
+def test_movie_plume_same_records_across_nodes(cluster, tmp_path):
+    from plume_capture.synth import make_movie
+
+    movie = make_movie(tmp_path / "plume.npy", frames=20, height=32, width=40, seed=3)
+    data = dict(episodes=24, seed=9, env={"plume": "movie", "max_steps": 60, "observation_type": "antennae"},
+                movie={"path": str(movie), "step_policy": "clamp"})
+    local = capture(_cfg(tmp_path, "mlocal", {"kind": "local"}, **data)).run_dir
+    run = capture(_cfg(tmp_path, "mcluster", {"kind": "ray", "num_actors": 2, "shard_episodes": 3}, **data)).run_dir
+    info = run_json(run)["extra"]["engine"]
+    assert info["nodes"] >= 2, info
+    assert run_json(run)["extra"]["env"]["movie"]["sha256"] == run_json(local)["extra"]["env"]["movie"]["sha256"]
+    assert_same_records(local, run, parquet=True)
