@@ -10,7 +10,9 @@ pipeline fill and drain, finalize) cancels out. ``capture only`` = ``n / t(n)`` 
 The ceiling is the fastest standard writer *alone* on the same rows: two processes (one per
 core) each generate half of the run's shards with the engine's own ``ShardRunner`` (not timed)
 and time only the writing of the step rows (episode rows are 0.1% of them): polars
-``write_ndjson`` + isal gzip level 1, our ``encode_jsonl``, and pyarrow Parquet (zstd). Child entry points::
+``write_ndjson`` + isal gzip level 1, our ``encode_jsonl``, and pyarrow Parquet (zstd). In the
+suite it runs inside the steady-state child after each repeat, so rate / ceiling is measured side
+by side. Child entry points::
 
     python -m benchmarks.capture_bench steady '<json spec>'
     python -m benchmarks.capture_bench ceiling '<json spec>'
@@ -95,25 +97,41 @@ def whole_process(steps: int, *, parquet: bool, repeats: int, keep_last: bool = 
 # ------------------------------------------------------------------------------------------------
 # Steady state (child process)
 
-def steady(variants: list[dict], *, n0: int, n: int, repeats: int, log=print) -> dict:
+def steady(variants: list[dict], *, n0: int, n: int, repeats: int, ceiling_steps: int | None = None,
+           log=print) -> dict:
     """Marginal capture rate per variant (``{"name", "parquet", "num_actors", "engine"}``), all in
-    one child process."""
-    spec = {"variants": variants, "n0": n0, "n": n, "repeats": repeats}
+    one child process. With ``ceiling_steps``, each repeat also measures the serialization ceiling
+    right after the variants' runs, so that rate / ceiling is taken side by side (``fraction``)."""
+    spec = {"variants": variants, "n0": n0, "n": n, "repeats": repeats, "ceiling_steps": ceiling_steps}
     r = run_child([sys.executable, "-m", "benchmarks.capture_bench", "steady", json.dumps(spec)],
                   cwd=Path(__file__).resolve().parent.parent, memory=False).check()
     res = json_from_stdout(r.stdout)
     out = {}
     for v in variants:
-        pairs = res[v["name"]]
+        pairs = res["variants"][v["name"]]
         # A pair whose larger run was not slower (noise on a shared machine) has no marginal rate.
         marg = [(b["steps"] - a["steps"]) / (b["wall_s"] - a["wall_s"]) if b["wall_s"] > a["wall_s"] else None
                 for a, b in pairs]
         only = [b["steps"] / b["wall_s"] for _, b in pairs]
-        out[v["name"]] = {"steady_rate": summary(marg), "capture_rate": summary(only),
+        out[v["name"]] = {"steady_rate": summary(marg), "capture_rate": summary(only), "marginal": marg,
                           "fixed_s": summary(a["wall_s"] - a["steps"] / m for (a, _), m in zip(pairs, marg) if m),
+                          "actor_utilization": summary(b.get("utilization") for _, b in pairs),
                           "pairs": pairs, "load": [pairs[0][0]["load"], pairs[-1][1]["load"]]}
         log(f"    steady {v['name']}: {fmt_stat(out[v['name']]['steady_rate'], 1e6)} M/s; "
-            f"capture only {fmt_stat(out[v['name']]['capture_rate'], 1e6)} M/s")
+            f"capture only {fmt_stat(out[v['name']]['capture_rate'], 1e6)} M/s; actor utilization "
+            f"{fmt_stat(out[v['name']]['actor_utilization'])}")
+    ceils = res.get("ceilings") or []
+    if ceils:
+        keys = list(ceils[0]["rates"])
+        c = {"rates": {k: summary(x["rates"][k] for x in ceils) for k in keys}, "runs": ceils,
+             "best_jsonl_writer": ceils[0]["best_jsonl_writer"], "procs": ceils[0]["procs"], "fraction": {}}
+        for name, key in (("jsonl", "jsonl"), ("both", "jsonl+parquet")):
+            if name in out:
+                c["fraction"][name] = summary(m / x["rates"][key] if m else None
+                                              for m, x in zip(out[name]["marginal"], ceils))
+        out["ceiling"] = c
+        for k in keys:
+            log(f"    ceiling {k}: {fmt_stat(c['rates'][k], 1e6)} M rows/s on {c['procs']} processes")
     out["_load"] = [r.load_before, r.load_after]
     return out
 
@@ -128,26 +146,30 @@ def _steady_child(spec: dict) -> dict:
     if any(v.get("engine", "ray") == "ray" for v in spec["variants"]):
         ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     work = _workdir("st")
+
+    def cfg(v, steps):
+        eng = {"kind": v.get("engine", "ray"), "quiet": True}
+        if v.get("num_actors"):
+            eng["num_actors"] = v["num_actors"]
+        return complete_config({"output": str(work), "experiment": v["name"], "seed": 0,
+                                "episodes": max(1, steps // MAX_STEPS), "parquet": bool(v.get("parquet")),
+                                "env": {"grid_size": [128, 128], "max_steps": MAX_STEPS}, "engine": eng})
+
     try:
-        out = {}
-        for v in spec["variants"]:
-            def cfg(steps):
-                eng = {"kind": v.get("engine", "ray"), "quiet": True}
-                if v.get("num_actors"):
-                    eng["num_actors"] = v["num_actors"]
-                return complete_config({"output": str(work), "experiment": v["name"], "seed": 0,
-                                        "episodes": max(1, steps // MAX_STEPS), "parquet": bool(v.get("parquet")),
-                                        "env": {"grid_size": [128, 128], "max_steps": MAX_STEPS}, "engine": eng})
-            out[v["name"]] = []
-            for _ in range(spec["repeats"]):
+        out = {"variants": {v["name"]: [] for v in spec["variants"]}, "ceilings": []}
+        for _ in range(spec["repeats"]):  # repeats outermost: every figure samples the same stretches of load
+            for v in spec["variants"]:
                 pair = []
                 for steps in (spec["n0"], spec["n"]):
-                    res = capture(cfg(steps))
+                    res = capture(cfg(v, steps))
                     meta = json.loads((res.run_dir / "run.json").read_text())
                     pair.append({"steps": res.steps, "wall_s": meta["extra"]["timing"]["wall_s"],
+                                 "utilization": meta["extra"].get("engine", {}).get("actor_utilization"),
                                  "load": round(os.getloadavg()[0], 2)})
                     shutil.rmtree(res.run_dir, ignore_errors=True)
-                out[v["name"]].append(pair)
+                out["variants"][v["name"]].append(pair)
+            if spec.get("ceiling_steps"):
+                out["ceilings"].append(_ceiling_child({"steps": spec["ceiling_steps"], "procs": 2}))
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)

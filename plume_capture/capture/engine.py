@@ -335,7 +335,10 @@ def _ray_init(address: str | None):
     if address:
         ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
     else:
-        ray.init(address="local", **kwargs)
+        # A bounded object store: in-flight shard results need ~100 MB; a larger store only lets
+        # every process map (and count in its RSS) more shared pages.
+        mb = int(os.environ.get("PLUME_CAPTURE_OBJECT_STORE_MB", "512"))
+        ray.init(address="local", object_store_memory=mb << 20, **kwargs)
     return True
 
 

@@ -698,6 +698,12 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
     return paths
 
 
+def _own(table: pa.Table) -> pa.Table:
+    """A copy of ``table`` in this process's memory. Tables from Ray are zero-copy views of an
+    object-store object; buffering such a view would keep the whole shard result pinned there."""
+    return table.take(column(np.arange(table.num_rows, dtype=np.int64))) if table.num_rows else table
+
+
 class ParquetStreamWriter:
     """One standard Parquet file (zstd) written as a stream of row groups.
 
@@ -735,9 +741,11 @@ class ParquetStreamWriter:
             raise ValueError(f"table schema does not match the Parquet schema:\n{table.schema}")
         if table.num_rows == 0:
             return
+        self.rows += table.num_rows
+        if self._pending_rows + table.num_rows < self.row_group_rows:
+            table = _own(table)  # kept across calls: must not pin its producer's memory
         self._pending.append(table)
         self._pending_rows += table.num_rows
-        self.rows += table.num_rows
         if self._pending_rows >= self.row_group_rows:
             self._flush(final=False)
 
@@ -747,7 +755,7 @@ class ParquetStreamWriter:
         t = pa.concat_tables(self._pending)
         full = t.num_rows if final else t.num_rows - t.num_rows % self.row_group_rows
         self._writer.write_table(t.slice(0, full), row_group_size=self.row_group_rows)
-        rest = t.slice(full)
+        rest = _own(t.slice(full))
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows
 
