@@ -64,7 +64,7 @@ def _alive_runner_nodes() -> dict:
 
 def test_remove_node_mid_run_same_records(cluster, tmp_path):
     c, workers = cluster
-    data = dict(episodes=160, seed=9, env={"grid_size": [128, 128], "max_steps": 1000})
+    data = dict(episodes=400, seed=9, env={"grid_size": [128, 128], "max_steps": 1000})
     local = capture(_cfg(tmp_path, "local", {"kind": "local"}, **data)).run_dir
 
     cfg = _cfg(tmp_path, "cluster", {"kind": "ray", "num_actors": 3, "shard_episodes": 4}, **data)
@@ -87,6 +87,10 @@ def test_remove_node_mid_run_same_records(cluster, tmp_path):
         time.sleep(0.02)
     assert th.is_alive(), f"the run ended before a node could be removed: {out}"
     placed = _alive_runner_nodes()
+    while len(placed) < 3 and th.is_alive() and time.monotonic() < deadline:  # an actor may still be starting
+        time.sleep(0.05)
+        placed = _alive_runner_nodes()
+    assert th.is_alive(), f"the run ended before a node could be removed: {out}"
     assert len(placed) == 3 and set(placed.values()) == {1}, placed
     victim = next(w for w in workers if w.node_id in placed)
     c.remove_node(victim, allow_graceful=False)
