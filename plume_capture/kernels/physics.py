@@ -17,6 +17,7 @@ _DX = np.array([0, 1, 0, -1], dtype=np.int64)
 _DY = np.array([1, 0, -1, 0], dtype=np.int64)
 _FX = np.array([1, 0, -1, 0], dtype=np.int64)
 _FY = np.array([0, 1, 0, -1], dtype=np.int64)
+_TURN = np.array([0, 1, 3], dtype=np.int64)  # oriented actions as quarter turns (mod 4): F, L, R
 
 
 @njit
@@ -38,23 +39,15 @@ def move(act_type, action, x, y, heading, step, key, s, width, height):
         nx = x + s * _DX[action]
         ny = y + s * _DY[action]
     elif act_type == C.ORIENTED:
-        if action == 0:
-            h = int(heading) // 90
-            nx = x + s * _FX[h]
-            ny = y + s * _FY[h]
-        else:
-            nx, ny = x, y
-            if action == 1:
-                heading = heading + 90.0
-                if heading >= 360.0:
-                    heading -= 360.0
-            else:
-                heading = heading - 90.0
-                if heading < 0.0:
-                    heading += 360.0
+        # Branch-free: random actions would mispredict a branch per step (~2x slower).
+        h = int(heading) // 90
+        fwd = 1 if action == 0 else 0
+        nx = x + s * _FX[h] * fwd
+        ny = y + s * _FY[h] * fwd
+        heading = ((h + _TURN[action]) & 3) * 90.0
     else:  # RUN_TUMBLE
-        if action == 1:
-            heading = uniform(key, step, C.P_TUMBLE) * 360.0
+        tumble = uniform(key, step, C.P_TUMBLE) * 360.0
+        heading = tumble if action == 1 else heading
         nx, ny = _along(x, y, heading, s)
     return _clamp(nx, width - 1), _clamp(ny, height - 1), heading
 
