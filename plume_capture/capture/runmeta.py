@@ -79,7 +79,9 @@ def build_run_json(*, run_id, experiment, start_time, effective_env, base_seed, 
 
 def write_json_atomic(path: Path, doc: dict) -> int:
     tmp = path.with_name(path.name + ".tmp")
-    data = json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False).encode() + b"\n"
+    # Indented for people; compact when long (episode_seeds may hold 10^7 ints).
+    indent = 2 if len(doc.get("episode_seeds", ())) <= 10_000 else None
+    data = json.dumps(doc, indent=indent, allow_nan=False, ensure_ascii=False).encode() + b"\n"
     with open(tmp, "xb") as f:
         f.write(data)
         f.flush()
