@@ -7,8 +7,10 @@ artifacts appended shard by shard, each shard recorded in ``journal.jsonl`` → 
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..records import EPISODE_SCHEMA, EPISODES_BASENAME, SCHEMA_VERSION, STEP_SCHEMA, STEPS_BASENAME
@@ -34,6 +36,10 @@ class RunSink:
             meta = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "config_hash": config_hash}
             self.parquet = (ParquetStreamWriter(staging / "steps.parquet", STEP_SCHEMA, meta),
                             ParquetStreamWriter(staging / "episodes.parquet", EPISODE_SCHEMA, meta))
+        # Parquet encoding runs on a background thread (pyarrow releases the GIL), overlapping the
+        # next shard's work; at most two shards wait for it.
+        self._pq_pool = ThreadPoolExecutor(1, thread_name_prefix="parquet") if parquet else None
+        self._pq_pending: collections.deque = collections.deque()
         self.journal = open(staging / JOURNAL, "a", encoding="utf-8")
         self.next_shard = 0
         self.steps_written = 0
@@ -44,12 +50,22 @@ class RunSink:
         self.steps.write(result.steps_jsonl)
         self.episodes.write(result.episodes_jsonl)
         if self.parquet is not None:
-            self.parquet[0].write(result.steps_table)
-            self.parquet[1].write(result.episodes_table)
+            self._pq_pending.append(self._pq_pool.submit(self._write_parquet, result.steps_table,
+                                                         result.episodes_table))
+            while len(self._pq_pending) > 2:
+                self._pq_pending.popleft().result()
         self.next_shard += 1
         self.steps_written += result.steps
         self.episodes_written += result.shard.episodes
         self._checkpoint(result.shard.index)
+
+    def _write_parquet(self, steps, episodes) -> None:
+        self.parquet[0].write(steps)
+        self.parquet[1].write(episodes)
+
+    def _drain_parquet(self) -> None:
+        while self._pq_pending:
+            self._pq_pending.popleft().result()
 
     def _checkpoint(self, shard: int) -> None:
         """Journal that shards ``0..shard`` are on disk, with each JSON Lines file's size and rows,
@@ -66,12 +82,21 @@ class RunSink:
         """Close every artifact; returns ``{file name: {bytes, rows, sha256}}``."""
         infos = self.steps.close() + self.episodes.close()
         if self.parquet is not None:
+            self._drain_parquet()
+            self._pq_pool.shutdown()
             infos += [w.close() for w in self.parquet]
         self.journal.close()
         return {i.name: {"bytes": i.bytes, "rows": i.rows, "sha256": i.sha256} for i in infos}
 
     def abort(self) -> None:
         """Leave the staging directory as it is (incomplete), releasing file handles."""
+        if self._pq_pool is not None:
+            self._pq_pool.shutdown(wait=True, cancel_futures=True)
+            for w in self.parquet:
+                try:
+                    w.abort()
+                except Exception:
+                    pass
         for w in (self.steps, self.episodes):
             try:
                 w.abort() if hasattr(w, "abort") else None

@@ -770,5 +770,6 @@ class ParquetStreamWriter:
 
     def abort(self) -> None:
         """Close the file without a footer (the caller discards it)."""
+        self._writer.is_open = False  # or pyarrow's finalizer writes a footer into the closed file
         self._sink.close()
         self._pending = []
