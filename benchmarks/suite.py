@@ -143,12 +143,14 @@ class FamilyMemory:
         if p.pid == self.root_pid:
             return "driver"
         try:
-            name = " ".join(p.cmdline()[:2])
+            cmd = p.cmdline()
         except psutil.Error:
             return "other"
-        if name.startswith("ray::") or "default_worker.py" in name:
+        if (cmd and cmd[0].startswith("ray::")) or any("default_worker.py" in c for c in cmd):
             return "ray workers"
-        return "ray system (gcs, raylet, dashboard, monitors)" if "ray" in name else "other"
+        if any("ray" in c for c in cmd):
+            return "ray system (gcs, raylet, dashboard, monitors)"
+        return "other"
 
     def _loop(self):
         tick = 0
