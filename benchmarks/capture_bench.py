@@ -1,4 +1,4 @@
-"""End-to-end capture figures: whole process (the CLI as a child process, Ray start included),
+"""End-to-end capture figures: whole process (the CLI as a child process, as an operator runs it),
 steady state, the serialization ceiling on the same rows, and peak memory.
 
 Steady state is the *marginal* rate of the capture itself: in one child process (one Ray

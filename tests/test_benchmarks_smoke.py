@@ -62,7 +62,7 @@ def test_suite_tiny_local(tmp_path):
     written = json.loads(next(tmp_path.glob("*-smoke.json")).read_text())
     assert written["meta"]["commit"] is not None and written["machine"]["cores"] >= 1
     md = next(tmp_path.glob("*-smoke.md")).read_text()
-    assert "| whole process, " in md and "M steps, JSONL (CLI incl. Ray start)" in md and "peak memory" in md
+    assert "| whole process, " in md and "M steps, JSONL (CLI, default engine)" in md and "peak memory" in md
 
 
 def test_policy_metrics_match_records(tmp_path):
