@@ -8,7 +8,6 @@ and used again once it answers a ping.
 from __future__ import annotations
 
 import collections
-import math
 import os
 import signal
 import sys
@@ -241,7 +240,7 @@ class RayPool:
 
 def _run_ray(p: Prepared, shards, sink: RunSink, progress: _Progress, pool: RayPool | None = None) -> dict:
     import ray
-    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+    from ray.exceptions import RayActorError, RayTaskError
 
     try:
         from ray.exceptions import ObjectLostError
@@ -277,7 +276,7 @@ def _run_ray(p: Prepared, shards, sink: RunSink, progress: _Progress, pool: RayP
                 load[i] += 1
             waitable = list(inflight) + list(pings)
             if not waitable:
-                if buffered and p_next(sink) not in buffered:
+                if buffered and sink.next_shard not in buffered:
                     raise CaptureError("internal: shard results missing from the reorder buffer")
             else:
                 ready, _ = ray.wait(waitable, num_returns=1, timeout=1.0)
@@ -310,8 +309,8 @@ def _run_ray(p: Prepared, shards, sink: RunSink, progress: _Progress, pool: RayP
                     nodes.add(res.node)
                     actor_s += res.seconds
                     buffered[shard.index] = res
-            while p_next(sink) in buffered:
-                res = buffered.pop(p_next(sink))
+            while sink.next_shard in buffered:
+                res = buffered.pop(sink.next_shard)
                 sink.append(res)
                 progress.update(res.shard.episodes, res.steps)
     finally:
@@ -320,10 +319,6 @@ def _run_ray(p: Prepared, shards, sink: RunSink, progress: _Progress, pool: RayP
     wall = time.perf_counter() - t_start
     return {"kind": "ray", "actors": pool.n, "nodes": len(nodes), "shard_retries": retries,
             "actor_busy_s": actor_s, "actor_utilization": actor_s / (pool.n * wall) if wall > 0 else None}
-
-
-def p_next(sink: RunSink) -> int:
-    return sink.next_shard
 
 
 def _ray_init(address: str | None):
@@ -399,10 +394,6 @@ def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float) -> None:
         (p.staging / "run.json").unlink(missing_ok=True)
         raise
     drop_bookkeeping(p.run_dir)
-
-
-class _Terminated(BaseException):
-    pass
 
 
 def _raise_interrupt(signum, frame):

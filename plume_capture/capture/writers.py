@@ -28,7 +28,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba as nb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -7,8 +7,7 @@ from gymnasium.vector.utils import batch_space
 
 from ..kernels import specialize
 from ..kernels.rollout import reset_envs, step_envs
-from ..params import EnvParams
-from .plume_nav import SEED_MAX, check_seed, make_spaces
+from .plume_nav import SEED_MAX, check_seed
 
 
 class PlumeNavVectorEnv(VectorEnv):
