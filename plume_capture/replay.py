@@ -44,31 +44,27 @@ def _iter_episodes(run_dir: Path):
 
 
 def _env_params(meta: dict) -> EnvParams:
+    """The env that ran, from ``extra.env`` (ours) or ``env_config``/``extra.env`` (the reference's),
+    in the config tree's shape so ``EnvParams.from_config`` does the mapping."""
     env = dict(meta.get("extra", {}).get("env") or {})
     ec = meta.get("env_config") or {}
-    wind = env.get("wind") or {}
-    movie = env.get("movie") or {}
-    return EnvParams(
-        grid_size=tuple(env.get("grid_size") or ec.get("grid_size") or (64, 64)),
-        goal_location=tuple(env.get("goal_location") or ec.get("source_location") or ()) or None,
-        goal_radius=env.get("goal_radius", ec.get("goal_radius")),
-        sigma=env.get("sigma", (ec.get("plume_params") or {}).get("sigma", 20.0)),
-        max_steps=env.get("max_steps", ec.get("max_steps")),
-        action_type=env.get("action_type", "oriented"),
-        observation_type=env.get("observation_type", "concentration"),
-        reward_type=env.get("reward_type", "step_penalty"),
-        step_size=env.get("step_size", 1),
-        start_location=tuple(env["start_location"]) if env.get("start_location") else None,
-        n_sensors=env.get("n_sensors", 2),
-        sensor_distance=env.get("sensor_distance", 2.0),
-        wind_direction_deg=wind.get("direction_deg", 0.0),
-        wind_speed=wind.get("speed", 1.0),
-        wind_noise_std=wind.get("noise_std", 0.0),
-        plume=env.get("plume", "static"),
-        movie_path=movie.get("path"),
-        movie_step_policy=movie.get("step_policy", "wrap"),
-        movie_source_location=tuple(env["goal_location"]) if env.get("plume") == "movie" else None,
-    )
+    movie = env.pop("movie", None) or {}
+    plume_movie = env.get("plume") == "movie"
+    cfg_env = {k: v for k, v in env.items() if k in EnvParams.__dataclass_fields__ or k in (
+        "grid_size", "goal_location", "start_location")}
+    cfg_env.setdefault("grid_size", ec.get("grid_size") or [64, 64])
+    cfg_env.setdefault("goal_location", ec.get("source_location"))
+    if cfg_env.get("goal_radius") is None:
+        cfg_env["goal_radius"] = ec.get("goal_radius")
+    cfg_env.setdefault("sigma", (ec.get("plume_params") or {}).get("sigma", 20.0))
+    if cfg_env.get("max_steps") is None:
+        cfg_env["max_steps"] = ec.get("max_steps")
+    return EnvParams.from_config({
+        "env": cfg_env,
+        "wind": env.get("wind") or {},
+        "movie": {"path": movie.get("path"), "step_policy": movie.get("step_policy", "wrap"),
+                  "source_location": env.get("goal_location") if plume_movie else None},
+    })
 
 
 def _same(a, b) -> bool:
