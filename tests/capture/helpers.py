@@ -95,3 +95,30 @@ def complete_runs(root) -> list[Path]:
         except ValueError:
             pass
     return out
+
+
+def capture_in_thread(cfg: dict, staging_root: Path, timeout: float = 120.0):
+    """Start ``capture(cfg)`` on a thread and return once its first shard is journaled (or the run
+    ended, or ``timeout`` passed): ``(thread, out, deadline)``; ``out`` gets "result" or "error"."""
+    import threading
+    import time
+
+    from plume_capture.capture import capture
+
+    out: dict = {}
+
+    def run():
+        try:
+            out["result"] = capture(cfg)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            out["error"] = exc
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and th.is_alive():  # mid-run: the first shard is journaled
+        journals = list(Path(staging_root).glob(".*.partial/journal.jsonl"))
+        if journals and journals[0].stat().st_size > 0:
+            break
+        time.sleep(0.02)
+    return th, out, deadline

@@ -5,12 +5,11 @@ Node IP 127.0.0.2 avoids Ray's loopback hang; RAY_AUTH_MODE=disabled (set in con
 by every node; fast health checks on the head detect the dead node in ~1-3 s (RAY_NOTES.md)."""
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
-from helpers import assert_same_records, config, run_json
+from helpers import assert_same_records, capture_in_thread, config, run_json
 from plume_capture.capture import capture
 
 pytestmark = pytest.mark.cluster
@@ -68,23 +67,7 @@ def test_remove_node_mid_run_same_records(cluster, tmp_path):
     local = capture(_cfg(tmp_path, "local", {"kind": "local"}, **data)).run_dir
 
     cfg = _cfg(tmp_path, "cluster", {"kind": "ray", "num_actors": 3, "shard_episodes": 4}, **data)
-    out: dict = {}
-
-    def run():
-        try:
-            out["result"] = capture(cfg)
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            out["error"] = exc
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    staging_root = tmp_path / "cluster" / "default"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and th.is_alive():  # mid-run: the first shard is journaled
-        journals = list(staging_root.glob(".*.partial/journal.jsonl"))
-        if journals and journals[0].stat().st_size > 0:
-            break
-        time.sleep(0.02)
+    th, out, deadline = capture_in_thread(cfg, tmp_path / "cluster" / "default")
     assert th.is_alive(), f"the run ended before a node could be removed: {out}"
     placed = _alive_runner_nodes()
     while len(placed) < 3 and th.is_alive() and time.monotonic() < deadline:  # an actor may still be starting

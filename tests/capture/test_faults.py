@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 
 import pytest
 
-from helpers import assert_same_records, complete_runs, config, run_json
+from helpers import assert_same_records, capture_in_thread, complete_runs, config, run_json
 from plume_capture.capture import capture
 from plume_capture.capture.sink import JOURNAL, MANIFEST
 
@@ -40,23 +38,7 @@ def test_sigkill_actor_mid_run_same_records(tmp_path, ray_session):
     clean = capture(config(output=str(tmp_path / "clean"), parquet=True, engine={"kind": "local"}, **SLOW)).run_dir
     cfg = config(output=str(tmp_path / "faulty"), parquet=True,
                  engine={"kind": "ray", "num_actors": 2, "shard_episodes": 3}, **SLOW)
-    out: dict = {}
-
-    def run():
-        try:
-            out["result"] = capture(cfg)
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            out["error"] = exc
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 120
-    staging = tmp_path / "faulty" / "default"
-    while time.monotonic() < deadline and th.is_alive():
-        journals = list(staging.glob(".*.partial/journal.jsonl"))
-        if journals and journals[0].stat().st_size > 0:
-            break
-        time.sleep(0.02)
+    th, out, deadline = capture_in_thread(cfg, tmp_path / "faulty" / "default")
     assert th.is_alive(), f"the run ended before an actor could be killed: {out}"
     pids = _runner_pids()
     assert len(pids) == 2, pids
