@@ -598,6 +598,7 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
     _int_at_least(cfg, "engine.shard_episodes", 1, nullable=True)
     _int_at_least(cfg, "engine.window", 1, nullable=True)
     _int_at_least(cfg, "engine.headroom_cpus", 0, nullable=True)
+    _int_at_least(cfg, "engine.threads", 1, nullable=True)
     addr = eng["address"]
     _check(addr is None or (isinstance(addr, str) and addr.strip() != ""),
            f"engine.address must be a Ray address or null, got {addr!r}")

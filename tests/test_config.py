@@ -61,7 +61,7 @@ def test_base_config_has_spec_keys_and_defaults():
     assert cfg["policy"] == {"name": "random", "threshold": 1e-6, "persistence": 1, "eps": 0.0}
     assert cfg["engine"] == {"kind": "auto", "num_actors": None, "address": None,
                              "shard_episodes": None, "window": None, "quiet": False,
-                             "headroom_cpus": None}
+                             "headroom_cpus": None, "threads": None}
     assert set(cfg) == {"output", "experiment", "episodes", "seed", "rotate_size", "parquet",
                         "env", "wind", "movie", "policy", "engine"}
     assert cfg == default_config()
@@ -222,7 +222,7 @@ def test_every_flag_lands_on_its_key():
     assert cfg["env"]["max_steps"] == 11 and cfg["parquet"] is True and cfg["rotate_size"] == 4096
     assert cfg["engine"] == {"kind": "ray", "num_actors": 2, "address": "10.0.0.1:6379",
                              "shard_episodes": None, "window": None, "quiet": True,
-                             "headroom_cpus": None}
+                             "headroom_cpus": None, "threads": None}
     assert cfg_of("parquet=true", "--no-parquet")["parquet"] is False
 
 

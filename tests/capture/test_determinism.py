@@ -1,5 +1,5 @@
 """Determinism (SPEC §8, issue 3): the same config gives the same records — JSON Lines text and
-Parquet values minus wall-clock fields — in-process, on Ray with 1 or 2 actors, with any shard size,
+Parquet values minus wall-clock fields — in-process on 1-3 threads, on Ray with 1 or 2 actors, with any shard size,
 window or rotation; JSON Lines and Parquet agree; standard tools read the outputs."""
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ CONFIGS = {
 
 # (id, config name, engine settings, rotate_size)
 VARIANTS = [
-    ("local-shards7-rotated", "random", {"kind": "local", "shard_episodes": 7}, 20_000),
+    ("local-2-threads-shards7-rotated", "random", {"kind": "local", "threads": 2, "shard_episodes": 7}, 20_000),
+    ("local-3-threads-window1", "chemotaxis", {"kind": "local", "threads": 3, "shard_episodes": 2, "window": 1},
+     None),
     ("ray-1-actor", "random", {"kind": "ray", "num_actors": 1, "shard_episodes": 16}, None),
     ("ray-2-actors-window1", "random", {"kind": "ray", "num_actors": 2, "shard_episodes": 5, "window": 1}, None),
     ("ray-2-actors-window3-rotated", "random", {"kind": "ray", "num_actors": 2, "shard_episodes": 13,
@@ -51,8 +53,8 @@ def _run(tmp_path_factory, name, engine, rotate_size=None, parquet=True):
 
 @pytest.fixture(scope="module")
 def baselines(tmp_path_factory):
-    """Each config run in-process with the default plan (one shard), no rotation."""
-    return {name: _run(tmp_path_factory, name, {"kind": "local"}) for name in CONFIGS}
+    """Each config run in-process on one thread with the default plan (one shard), no rotation."""
+    return {name: _run(tmp_path_factory, name, {"kind": "local", "threads": 1}) for name in CONFIGS}
 
 
 def test_baseline_is_valid_and_jsonl_equals_parquet(baselines):
@@ -88,6 +90,8 @@ def test_same_records_any_engine_plan_and_rotation(variant, name, engine, rotate
     assert info["kind"] == engine["kind"]
     if engine["kind"] == "ray":
         assert info["actors"] == engine["num_actors"] and info["shard_retries"] == 0
+    else:
+        assert info["threads"] == engine["threads"]
 
 
 def test_ray_default_plan_and_no_parquet(baselines, tmp_path_factory, ray_session):
