@@ -29,7 +29,7 @@ class Job:
     parquet: bool = False
     rotate: bool = False
     gzip_level: int = 1
-    chunk_rows: int = 1 << 16
+    chunk_rows: int = 1 << 18  # most rows per kernel call (a default shard fits in one call)
     field_ref: object = None  # movie frames shared through Ray's object store (None: build locally)
 
 
@@ -91,11 +91,7 @@ class ShardRunner:
         self.fp = ph.with_policy(job.policy)
         self.ip = ph.ip.copy()
         self.ip[C.I_PERSISTENCE] = job.policy.persistence
-        rows = job.chunk_rows
-        self.cols = (np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64),
-                     np.empty(rows, np.float64), np.empty(rows, np.bool_), np.empty(rows, np.bool_),
-                     np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.float64),
-                     np.empty(rows, np.float64), np.empty((rows, ph.obs_size), np.float32))
+        self.cols = self._columns(1)  # example arguments: the kernel's types
         self.si = np.zeros(7, np.int64)
         self.sf = np.zeros(4, np.float64)
         seeds = np.zeros(1, np.int64)
@@ -104,6 +100,13 @@ class ShardRunner:
         self.kernel = specialize(run_episodes, (ph.act, ph.obs, ph.rew, C.POLICIES[job.policy.name]),
                                  (self.ip, self.fp, ph.field, seeds, self.si, self.sf, *self.cols, *ep))
         self.node = _node_id()
+
+    def _columns(self, rows: int) -> tuple:
+        """Fresh output columns for one kernel call; the Arrow arrays then wrap them (no copies)."""
+        return (np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64),
+                np.empty(rows, np.float64), np.empty(rows, np.bool_), np.empty(rows, np.bool_),
+                np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.float64),
+                np.empty(rows, np.float64), np.empty((rows, self.physics.obs_size), np.float32))
 
     def ping(self) -> int:
         return os.getpid()
@@ -138,33 +141,35 @@ class ShardRunner:
         self.si[:] = 0
         self.sf[:] = 0.0
         batches = []
-        o_ep, o_step, o_action, o_reward, o_term, o_trunc, o_x, o_y, o_heading, o_dist, o_obs = self.cols
+        max_steps = job.env.max_steps
         while self.si[0] < n:
             e0 = int(self.si[0])
-            r = self.kernel(self.ip, self.fp, ph.field, seeds, self.si, self.sf, *self.cols,
+            cols = self._columns(int(min(job.chunk_rows, (n - e0) * max_steps)))
+            r = self.kernel(self.ip, self.fp, ph.field, seeds, self.si, self.sf, *cols,
                             e_steps, e_reward, e_term, e_trunc, e_x, e_y, e_dist)
+            o_ep, o_step, o_action, o_reward, o_term, o_trunc, o_x, o_y, o_heading, o_dist, o_obs = \
+                (c[:r] for c in cols)
             ts = time.time()
             e1 = int(o_ep[r - 1])
             if first_ts[e0] == 0.0:
                 first_ts[e0] = ts
             first_ts[e0 + 1:e1 + 1] = ts
             last_ts[e0:e1 + 1] = ts
-            ep = column(o_ep[:r])
-            obs = o_obs[:r].astype(np.float64).reshape(-1)
+            obs = o_obs.astype(np.float64).reshape(-1)
             offsets = np.arange(0, obs.size + 1, ph.obs_size, dtype=np.int32)
             batches.append(pa.RecordBatch.from_arrays([
-                column(o_action[:r].copy()),
-                pa.StructArray.from_arrays([column(o_x[:r].copy()), column(o_y[:r].copy())], names=["x", "y"]),
-                column(o_dist[:r].copy()),
-                ids.take(ep),
+                column(o_action),
+                pa.StructArray.from_arrays([column(o_x), column(o_y)], names=["x", "y"]),
+                column(o_dist),
+                ids.take(column(o_ep)),
                 pa.ListArray.from_arrays(column(offsets), column(obs), type=_OBS_TYPE),
-                column(o_reward[:r].copy()),
+                column(o_reward),
                 _constant(job.run_id, r),
                 _constant(SCHEMA_VERSION, r),
-                column(seeds[o_ep[:r]]),
-                column(o_step[:r].copy()),
-                column(o_term[:r].copy()),
-                column(o_trunc[:r].copy()),
+                column(seeds[o_ep]),
+                column(o_step),
+                column(o_term),
+                column(o_trunc),
                 column(np.full(r, ts)),
             ], schema=STEP_SCHEMA))
         steps = pa.Table.from_batches(batches, schema=STEP_SCHEMA)
