@@ -40,14 +40,15 @@ class Sizes:
     throughput_steps: int = 10_000_000
     throughput_repeats: int = 3
     memory_steps: tuple = (10_000_000, 40_000_000)
-    steady_n0: int = 1_000_000
-    steady_n: int = 5_000_000
+    steady_n0: int = 2_000_000
+    steady_n: int = 20_000_000
     steady_repeats: int = 3
-    ceiling_steps: int = 5_000_000
+    ceiling_steps: int = 10_000_000
     validate_repeats: int = 2
     ref_episodes: int = 40
     ref_repeats: int = 3
-    engine: str = "ray"
+    ref_large_episodes: int = 6000  # one reference run of ~5.8M steps (~5 min) between ours
+    ray: bool = True  # steady-state Ray variants and 1 -> 2 actor scaling
 
 
 MODES = {
@@ -55,10 +56,10 @@ MODES = {
     "quick": (Sizes(kernel_steps=1_000_000, kernel_repeats=2, demo_repeats=3, throughput_steps=2_000_000,
                     throughput_repeats=2, memory_steps=(2_000_000, 6_000_000), steady_n0=500_000,
                     steady_n=2_000_000, steady_repeats=2, ceiling_steps=1_000_000, validate_repeats=1,
-                    ref_episodes=12, ref_repeats=2), ALL),
+                    ref_episodes=12, ref_repeats=2, ref_large_episodes=100), ALL),
     # ~3% of random-policy episodes on 128x128 end early: 52M/104M nominal give >= 50M/100M steps
     "issue3": (Sizes(throughput_steps=52_000_000, throughput_repeats=3, memory_steps=(10_000_000, 104_000_000),
-                     steady_n=6_000_000), ("throughput", "memory", "steady", "ceiling")),
+                     steady_n=30_000_000), ("throughput", "memory", "steady", "ceiling")),
 }
 
 TARGETS = {
@@ -121,29 +122,38 @@ def run_suite(sizes: Sizes, sections=ALL, *, skip_reference: bool = False, out_d
             kept_run = fig.get("_kept_run")
         if "steady" in sections:
             log("steady state, scaling and the serialization ceiling (side by side) ...")
-            variants = [{"name": "jsonl", "engine": sizes.engine}, {"name": "both", "parquet": True, "engine": sizes.engine}]
-            if sizes.engine == "ray":
-                variants.append({"name": "jsonl_1actor", "num_actors": 1, "engine": "ray"})
+            variants = [{"name": "jsonl", "engine": "local"}, {"name": "both", "parquet": True, "engine": "local"}]
+            if sizes.ray:
+                variants += [{"name": "ray_jsonl", "engine": "ray"}, {"name": "ray_both", "parquet": True, "engine": "ray"},
+                             {"name": "ray_jsonl_1actor", "num_actors": 1, "engine": "ray"}]
             fig["steady"] = cb.steady(variants, n0=sizes.steady_n0, n=sizes.steady_n, repeats=sizes.steady_repeats,
                                       ceiling_steps=sizes.ceiling_steps if "ceiling" in sections else None, log=log)
             st = fig["steady"]
             ld = load_str(*st["_load"])
-            for name, label in (("jsonl", "JSONL"), ("both", "JSONL + Parquet")):
+            for name, label in (("jsonl", "JSONL, default engine (in-process, 2 threads)"),
+                                ("both", "JSONL + Parquet, default engine (in-process, 2 threads)"),
+                                ("ray_jsonl", "JSONL, Ray (2 actors)"), ("ray_both", "JSONL + Parquet, Ray (2 actors)"),
+                                ("ray_jsonl_1actor", "JSONL, Ray (1 actor)")):
+                if name not in st:
+                    continue
                 rows.append({"figure": f"steady state, {label} ({sizes.steady_n / 1e6:g}M − {sizes.steady_n0 / 1e6:g}M "
-                                       f"steps, marginal)", "result": f"{fmt_stat(st[name]['steady_rate'], 1e6)} M/s",
-                             "load": ld})
-                rows.append({"figure": f"capture only, {label} ({sizes.steady_n / 1e6:g}M steps, run.json timing)",
-                             "result": f"{fmt_stat(st[name]['capture_rate'], 1e6)} M/s; fixed cost per run "
-                                       f"{fmt_stat(st[name]['fixed_s'])} s; actor utilization "
+                                       f"steps, marginal)", "result": f"{fmt_stat(st[name]['steady_rate'], 1e6)} M/s; "
+                                       f"capture only {fmt_stat(st[name]['capture_rate'], 1e6)} M/s; fixed cost per run "
+                                       f"{fmt_stat(st[name]['fixed_s'])} s; worker utilization "
                                        f"{fmt_stat(st[name]['actor_utilization'])}", "load": ld})
-            if "jsonl_1actor" in st:
-                one, two = st["jsonl_1actor"]["steady_rate"], st["jsonl"]["steady_rate"]
-                scale = two["median"] / one["median"] if one["median"] and two["median"] else None
-                fig["scaling"] = scale
-                rows.append({"figure": "scaling 1 → 2 actors (steady state, JSONL)",
-                             "result": "–" if scale is None else
-                             f"{one['median'] / 1e6:.2f} → {two['median'] / 1e6:.2f} M/s = {scale:.2f}x"
-                             + _mark(_ge(scale, TARGETS["scaling"])), "target": f"≥ {TARGETS['scaling']}x", "load": ld})
+        if "steady" in sections and sizes.ray:
+            st = fig["steady"]
+            ld = load_str(*st["_load"])
+            one, two = st["ray_jsonl_1actor"]["steady_rate"], st["ray_jsonl"]["steady_rate"]
+            scale = two["median"] / one["median"] if one["median"] and two["median"] else None
+            paired = summary(b / a if a and b else None
+                             for a, b in zip(st["ray_jsonl_1actor"]["marginal"], st["ray_jsonl"]["marginal"]))
+            fig["scaling"] = {"median_ratio": scale, "paired": paired}
+            rows.append({"figure": "scaling 1 → 2 Ray actors (steady state, JSONL)",
+                         "result": "–" if scale is None else
+                         f"{one['median'] / 1e6:.2f} → {two['median'] / 1e6:.2f} M/s = {scale:.2f}x "
+                         f"(paired per repeat {fmt_stat(paired)})" + _mark(_ge(scale, TARGETS["scaling"])),
+                         "target": f"≥ {TARGETS['scaling']}x", "load": ld})
         if "ceiling" in sections:
             c = (fig.get("steady") or {}).get("ceiling")
             if c is None:
@@ -160,7 +170,8 @@ def run_suite(sizes: Sizes, sections=ALL, *, skip_reference: bool = False, out_d
             rows.append({"figure": f"ceiling: JSONL + Parquet writers alone, {c['procs']} processes",
                          "result": f"{fmt_stat(c['rates']['jsonl+parquet'], 1e6)} M rows/s (Parquet zstd alone "
                                    f"{rates['parquet_zstd'] / 1e6:.2f})"})
-            for name, label in (("jsonl", "JSONL"), ("both", "JSONL + Parquet")):
+            for name, label in (("jsonl", "JSONL, default engine"), ("both", "JSONL + Parquet, default engine"),
+                                ("ray_jsonl", "JSONL, Ray 2 actors"), ("ray_both", "JSONL + Parquet, Ray 2 actors")):
                 frac = c["fraction"].get(name)
                 if frac and frac["median"] is not None:
                     rows.append({"figure": f"steady state / ceiling, {label} (paired per repeat)",
@@ -335,7 +346,7 @@ def _reference(sizes: Sizes, fig, rows, notes, log):
 
     log("reference side by side ...")
     r = ref.side_by_side(episodes=sizes.ref_episodes, repeats=sizes.ref_repeats, demo_repeats=sizes.demo_repeats,
-                         log=log)
+                         large_episodes=sizes.ref_large_episodes, log=log)
     fig["reference"] = r
     if "skipped" in r:
         rows.append({"figure": "reference side by side", "result": f"skipped: {r['skipped']}"})
@@ -354,6 +365,23 @@ def _reference(sizes: Sizes, fig, rows, notes, log):
                                f"{fmt_stat(x['reference_wall_s'])} s; ours {fmt_stat(x['ours_rate'], 1e3, 0)}k steps/s in "
                                f"{fmt_stat(x['ours_wall_s'])} s; ratio {fmt_stat(x['ratio_rate'], digits=1)}x{failed}",
                      "load": ld})
+    lg = r.get("large")
+    if lg:
+        ref_rate = lg["reference_rate"]
+        for key, label in (("jsonl", "JSONL"), ("parquet", "ours --parquet, reference JSONL (it cannot write Parquet)")):
+            x = lg[key]
+            ratio = x["ratio"]
+            fig.setdefault("reference_ratio", {})[key] = ratio
+            rows.append({"figure": f"reference vs ours, equal work, large: {lg['episodes']} episodes {st['grid']}, "
+                                   f"max_steps {st['max_steps']}, {st['action_type']}, {label}, whole process, "
+                                   f"ours before and after the reference",
+                         "result": "reference FAILED: " + str(lg["reference_failed"]) if not ref_rate else
+                         f"reference {lg['reference_steps'] / 1e6:.2f}M steps in {lg['reference_wall_s']:.0f} s = "
+                         f"{ref_rate / 1e3:.1f}k steps/s; ours {x['ours_steps'] / 1e6:.2f}M steps in "
+                         f"{fmt_stat(x['ours_wall_s'])} s = {fmt_stat(x['ours_rate'], 1e6)} M steps/s; ratio "
+                         f"{fmt_stat(ratio, digits=0)}x" + _mark(_ge(ratio["median"], TARGETS["reference_ratio"])),
+                         "target": f"≥ {TARGETS['reference_ratio']}x", "load": load_str(lg["runs"][0]["load"][0],
+                                                                                      lg["runs"][-1]["load"][1])})
     model = r.get("reference_model")
     if model:
         rows.append({"figure": "reference cost model: start-up = its 8x8 demo; rate = steps / (wall − start-up) "

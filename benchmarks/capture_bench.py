@@ -125,10 +125,11 @@ def steady(variants: list[dict], *, n0: int, n: int, repeats: int, ceiling_steps
         keys = list(ceils[0]["rates"])
         c = {"rates": {k: summary(x["rates"][k] for x in ceils) for k in keys}, "runs": ceils,
              "best_jsonl_writer": ceils[0]["best_jsonl_writer"], "procs": ceils[0]["procs"], "fraction": {}}
-        for name, key in (("jsonl", "jsonl"), ("both", "jsonl+parquet")):
-            if name in out:
-                c["fraction"][name] = summary(m / x["rates"][key] if m else None
-                                              for m, x in zip(out[name]["marginal"], ceils))
+        for v in variants:  # every variant against the ceiling of what it writes
+            name = v["name"]
+            key = "jsonl+parquet" if v.get("parquet") else "jsonl"
+            c["fraction"][name] = summary(m / x["rates"][key] if m else None
+                                          for m, x in zip(out[name]["marginal"], ceils))
         out["ceiling"] = c
         for k in keys:
             log(f"    ceiling {k}: {fmt_stat(c['rates'][k], 1e6)} M rows/s on {c['procs']} processes")

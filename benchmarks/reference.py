@@ -12,7 +12,11 @@ Both tools run as whole processes, alternating, on the same grid, max steps, act
 episodes and seeds (random policy). The reference draws its actions unseeded, so its step counts
 vary a little; rates are steps/s over the steps actually written.
 
+With ``large_episodes`` (the suite: 6000, ~5.8M steps) one more equal-work comparison at a size
+where start-up costs no longer dominate: the reference once (~5 min) between two runs of ours.
+
     python -m benchmarks.reference [--episodes 40] [--repeats 3] [--grid 128x128] [--action-type oriented]
+                                   [--large-episodes 6000]
 """
 from __future__ import annotations
 
@@ -109,7 +113,8 @@ def one_run(kind: str, exe, episodes: int, *, grid, max_steps, action_type, seed
 
 
 def side_by_side(*, episodes: int = 40, repeats: int = 3, demo_repeats: int = 5, grid: str = "128x128",
-                 max_steps: int = 1000, action_type: str = "oriented", seed: int = 0, log=print) -> dict:
+                 max_steps: int = 1000, action_type: str = "oriented", seed: int = 0, large_episodes: int = 0,
+                 log=print) -> dict:
     """Alternating whole-process runs of the reference and ours, with and without ``--parquet``,
     and the reference's cost model for :func:`extrapolate`: its fixed cost is the whole-process
     time of the runbook's 8x8 demo (2 steps: interpreter, imports, config, env), its per-step
@@ -129,11 +134,14 @@ def side_by_side(*, episodes: int = 40, repeats: int = 3, demo_repeats: int = 5,
                 log(f"    {kind:9s} {'+parquet' if parquet else 'jsonl   '} {r['steps']:>7,} steps "
                     f"{r['wall_s']:6.2f} s = {r['rate'] or 0:>12,.0f} steps/s"
                     f"{'  FAILED: ' + r['failure'] if r['failure'] else ''}  load {load_str(*r['load'])}")
+    large = None
+    if large_episodes:
+        large = large_run(exe, large_episodes, common, log)
     demo = demo_latency(exe, demo_repeats)
     log(f"    reference 8x8 demo: {demo['median']:.2f} s (min {demo['min']:.2f}, max {demo['max']:.2f})"
         if demo["median"] is not None else "    reference 8x8 demo failed")
     res = {"settings": {"episodes": episodes, **common, "policy": "random", "reference": REF_SPEC},
-           "runs": runs, "demo_latency_s": demo, "load": [load0, loadavg()]}
+           "runs": runs, "demo_latency_s": demo, "large": large, "load": [load0, loadavg()]}
     for parquet in (False, True):
         key = "parquet" if parquet else "jsonl"
         ref = [r for r in runs if r["tool"] == "reference" and r["parquet"] == parquet]
@@ -150,6 +158,31 @@ def side_by_side(*, episodes: int = 40, repeats: int = 3, demo_repeats: int = 5,
                                                          if r["tool"] == "reference" and not r["parquet"]
                                                          and r["rc"] == 0])
     return res
+
+
+def large_run(exe, episodes: int, common: dict, log=print) -> dict:
+    """Equal work at a size where start-up no longer dominates: one reference run (JSON Lines; it
+    cannot write Parquet) between two runs of ours, each with and without ``--parquet``."""
+    order = [("ours", False), ("ours", True), ("reference", False), ("ours", False), ("ours", True)]
+    runs = []
+    for kind, parquet in order:
+        r = one_run(kind, exe, episodes, parquet=parquet, **common)
+        runs.append(r)
+        log(f"    large: {kind:9s} {'+parquet' if parquet else 'jsonl   '} {r['steps']:>10,} steps "
+            f"{r['wall_s']:7.2f} s = {r['rate'] or 0:>12,.0f} steps/s"
+            f"{'  FAILED: ' + r['failure'] if r['failure'] else ''}  load {load_str(*r['load'])}")
+    ref = runs[2]
+    out = {"episodes": episodes, "runs": runs, "reference_rate": ref["rate"] if ref["rc"] == 0 else None,
+           "reference_wall_s": ref["wall_s"], "reference_steps": ref["steps"],
+           "reference_failed": ref["failure"]}
+    for key, parquet in (("jsonl", False), ("parquet", True)):
+        ours = [r for r in runs if r["tool"] == "ours" and r["parquet"] == parquet and r["rc"] == 0]
+        out[key] = {"ours_rate": summary(r["rate"] for r in ours), "ours_wall_s": summary(r["wall_s"] for r in ours),
+                    "ours_steps": ours[0]["steps"] if ours else None,
+                    # steps/s end to end, whole process each (the reference's actions are unseeded, so
+                    # its step count differs slightly from ours)
+                    "ratio": summary(r["rate"] / out["reference_rate"] for r in ours if out["reference_rate"])}
+    return out
 
 
 def cost_model(fixed_s: float | None, runs) -> dict | None:
@@ -192,10 +225,11 @@ def main(argv=None):
     ap.add_argument("--grid", default="128x128")
     ap.add_argument("--max-steps", type=int, default=1000)
     ap.add_argument("--action-type", default="oriented", choices=("discrete", "oriented", "run_tumble"))
+    ap.add_argument("--large-episodes", type=int, default=0, help="also one large equal-work run (e.g. 6000)")
     a = ap.parse_args(argv)
     t = time.perf_counter()
     res = side_by_side(episodes=a.episodes, repeats=a.repeats, grid=a.grid, max_steps=a.max_steps,
-                       action_type=a.action_type)
+                       action_type=a.action_type, large_episodes=a.large_episodes)
     if "skipped" in res:
         return 0
     for key in ("jsonl", "parquet"):
@@ -203,6 +237,11 @@ def main(argv=None):
         print(f"{key}: reference {r['reference_rate']['median'] or 0:,.0f} steps/s, ours {r['ours_rate']['median']:,.0f} "
               f"steps/s, ratio {r['ratio_rate']['median'] or 0:.1f}x (equal work, whole process)"
               f"{'; reference failed: ' + r['reference_failed'][0] if r['reference_failed'] else ''}")
+    if res.get("large"):
+        lg = res["large"]
+        for key in ("jsonl", "parquet"):
+            print(f"large {key}: reference {lg['reference_rate'] or 0:,.0f} steps/s, ours "
+                  f"{lg[key]['ours_rate']['median'] or 0:,.0f} steps/s, ratio {lg[key]['ratio']['median'] or 0:.0f}x")
     print(f"reference model: {res['reference_model']}; {time.perf_counter() - t:.0f} s")
     return 0
 

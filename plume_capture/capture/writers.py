@@ -77,9 +77,22 @@ def configure_threads(n: int) -> bool:
 class EncodedJsonl:
     """One shard's JSON Lines, compressed, ready to append."""
 
-    members: list[bytes]  # complete gzip members, in order
+    members: list  # complete gzip members (bytes, or read-only buffers after a Ray transfer), in order
     raw_sizes: list[int]  # uncompressed bytes per member
     rows: list[int]  # records per member
+
+    def __reduce_ex__(self, protocol):
+        # Protocol 5 (Ray): the members travel out of band, straight into and out of Ray's
+        # shared-memory object store, instead of being copied through the pickle stream.
+        if protocol >= 5:
+            import pickle
+
+            return _rebuild_encoded, ([pickle.PickleBuffer(m) for m in self.members], self.raw_sizes, self.rows)
+        return EncodedJsonl, (self.members, self.raw_sizes, self.rows)
+
+
+def _rebuild_encoded(members, raw_sizes, rows) -> EncodedJsonl:
+    return EncodedJsonl([m if isinstance(m, bytes) else memoryview(m).cast("B") for m in members], raw_sizes, rows)
 
 
 # Kernel value kinds; "pool 0" holds per-table tokens (strings, non-float list items), "pool 1" the
