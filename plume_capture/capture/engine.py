@@ -463,7 +463,7 @@ def _execute(p: Prepared, progress_enabled: bool, pool: RayPool | None = None,
         for name in ("steps.parquet", "episodes.parquet", "run.json", "run.json.tmp"):
             (p.staging / name).unlink(missing_ok=True)
     sink = RunSink(p.staging, rotate_size=p.rotate_size, parquet=p.parquet, run_id=p.run_id,
-                   config_hash=p.config_hash)
+                   config_hash=p.config_hash, copy_parquet_input=p.engine != "local")
     shards = plan(p.episodes, p.shard_episodes)
     done = 0
     if resuming:

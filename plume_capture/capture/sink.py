@@ -25,7 +25,7 @@ def staging_path(run_dir: Path) -> Path:
 
 class RunSink:
     def __init__(self, staging: Path, *, rotate_size: int | None, parquet: bool, run_id: str,
-                 config_hash: str):
+                 config_hash: str, copy_parquet_input: bool = True):
         from .writers import JsonlPartWriter, ParquetStreamWriter
 
         self.staging = staging
@@ -34,8 +34,9 @@ class RunSink:
         self.parquet = None
         if parquet:
             meta = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "config_hash": config_hash}
-            self.parquet = (ParquetStreamWriter(staging / "steps.parquet", STEP_SCHEMA, meta),
-                            ParquetStreamWriter(staging / "episodes.parquet", EPISODE_SCHEMA, meta))
+            kw = {"copy_pending": copy_parquet_input}
+            self.parquet = (ParquetStreamWriter(staging / "steps.parquet", STEP_SCHEMA, meta, **kw),
+                            ParquetStreamWriter(staging / "episodes.parquet", EPISODE_SCHEMA, meta, **kw))
         # Parquet encoding runs on a background thread (pyarrow releases the GIL), overlapping the
         # next shard's work; at most two shards wait for it.
         self._pq_pool = ThreadPoolExecutor(1, thread_name_prefix="parquet") if parquet else None

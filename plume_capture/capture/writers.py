@@ -727,8 +727,11 @@ class ParquetStreamWriter:
     """
 
     def __init__(self, path: Path, schema: pa.Schema, metadata: dict[str, str], *,
-                 row_group_rows: int = 1 << 18, compression_level: int | None = None):
+                 row_group_rows: int = 1 << 18, compression_level: int | None = None, copy_pending: bool = True):
         self.path = Path(path)
+        # Rows kept for the next row group are copied unless the caller's tables are its own
+        # (in-process): a view of a Ray object-store table would pin the whole shard result there.
+        self._own = _own if copy_pending else (lambda t: t)
         self.schema = schema.with_metadata({**(schema.metadata or {}), **{
             str(k).encode(): str(v).encode() for k, v in metadata.items()}})
         self.row_group_rows = row_group_rows
@@ -755,7 +758,7 @@ class ParquetStreamWriter:
             return
         self.rows += table.num_rows
         if self._pending_rows + table.num_rows < self.row_group_rows:
-            table = _own(table)  # kept across calls: must not pin its producer's memory
+            table = self._own(table)  # kept across calls
         self._pending.append(table)
         self._pending_rows += table.num_rows
         if self._pending_rows >= self.row_group_rows:
@@ -767,7 +770,7 @@ class ParquetStreamWriter:
         t = pa.concat_tables(self._pending)
         full = t.num_rows if final else t.num_rows - t.num_rows % self.row_group_rows
         self._writer.write_table(t.slice(0, full), row_group_size=self.row_group_rows)
-        rest = _own(t.slice(full))
+        rest = self._own(t.slice(full))
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows
 

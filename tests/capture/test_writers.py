@@ -483,9 +483,10 @@ def write_parquet(path, tables, schema=STEP_SCHEMA, **kw):
     return w.close()
 
 
-def test_parquet_round_trip_and_metadata(tmp_path, rng):
+@pytest.mark.parametrize("copy_pending", [True, False])
+def test_parquet_round_trip_and_metadata(tmp_path, rng, copy_pending):
     tables = [random_steps(rng, n, obs_len=(0, 3)) for n in (500, 0, 1, 1200)]
-    info = write_parquet(tmp_path / "steps.parquet", tables, row_group_rows=400)
+    info = write_parquet(tmp_path / "steps.parquet", tables, row_group_rows=400, copy_pending=copy_pending)
     data = (tmp_path / "steps.parquet").read_bytes()
     assert info.name == "steps.parquet" and info.bytes == len(data) and info.rows == 1701
     assert info.sha256 == hashlib.sha256(data).hexdigest()
