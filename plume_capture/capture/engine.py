@@ -1,9 +1,10 @@
 """``capture(config) -> CaptureResult``: run N episodes in-process or on Ray and write the run.
 
-The driver owns the shard table: a bounded window of shards in flight (``ray.wait``), a reorder
-buffer so results are written in shard order, and each result dropped once written. A shard whose
-actor dies is re-queued on a live actor; the dead actor is restarted by Ray (``max_restarts=-1``)
-and used again once it answers a ping.
+In-process, shards run on worker threads (one ``ShardRunner`` each) and this thread writes them
+in shard order. On Ray, the driver owns the shard table: a bounded window of shards in flight
+(``ray.wait``), a reorder buffer so results are written in shard order, and each result dropped
+once written. A shard whose actor dies is re-queued on a live actor; the dead actor is restarted
+by Ray (``max_restarts=-1``) and used again once it answers a ping.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,8 +29,9 @@ from .runner import Job, ShardRunner
 from .sink import MANIFEST, RunSink, drop_bookkeeping, publish, staging_path
 
 # engine=auto runs in-process (no Ray start-up, ~6 s here) up to this many (max) steps, and on
-# machines with two or fewer CPUs whatever the size: measured on a 2-vCPU VM, two processes run
-# at ~1.1-1.3x one (zlib alone: 1.26x), which never repays Ray's start below ~100M steps.
+# machines with two or fewer CPUs whatever the size: on a 2-vCPU VM the in-process engine's two
+# worker threads (~5M steps/s steady) are faster than two Ray actors and their driver (~4.5M/s),
+# before Ray's start-up is even counted.
 LOCAL_MAX_STEPS = 2_000_000
 SEED_MAX = 2**32 - 1
 
@@ -195,18 +198,32 @@ def local_threads(requested: int | None) -> int:
 
 def _run_local(p: Prepared, shards, sink: RunSink, progress: _Progress) -> dict:
     """Shards on worker threads (the kernels, the JSON assembler, isal and polars release the
-    GIL), written in shard order by this thread; at most ``threads * window`` results held."""
+    GIL), written in shard order by this thread.
+
+    Memory is bounded by shard *slots*, not by a window alone: a worker takes a slot before it
+    runs a shard, and the slot comes back only once the sink is done with the shard's records
+    (Parquet is written on a background thread). So at most ``threads + 2`` shards' records exist
+    at any time, however long the run, and a Parquet-bound run does not pile up results.
+    """
     n = max(1, min(p.threads, len(shards)))
     job = _job(p, p.rotate_size is not None)
     free = queue.SimpleQueue()
     for _ in range(n):
         free.put(ShardRunner(job, threads=1, physics=p.physics))
+    slots = threading.Semaphore(n + 2)
+    stop = threading.Event()
     busy = 0.0
 
     def run(shard):
+        while not slots.acquire(timeout=0.1):
+            if stop.is_set():
+                raise CaptureError("cancelled")
         runner = free.get()
         try:
             return runner.run(shard)
+        except BaseException:
+            slots.release()
+            raise
         finally:
             free.put(runner)
 
@@ -222,9 +239,11 @@ def _run_local(p: Prepared, shards, sink: RunSink, progress: _Progress) -> dict:
                 for shard in itertools.islice(todo, 1):
                     pending.append(pool.submit(run, shard))
                 busy += res.seconds
-                sink.append(res)
+                sink.append(res, on_written=slots.release)
                 progress.update(res.shard.episodes, res.steps)
+                del res  # the slot's records must not outlive the sink's use of them
         finally:  # interrupted or failed: drop queued shards, wait for the running ones
+            stop.set()
             for f in pending:
                 f.cancel()
     wall = time.perf_counter() - t_start

@@ -46,15 +46,21 @@ class RunSink:
         self.steps_written = 0
         self.episodes_written = 0
 
-    def append(self, result) -> None:
+    def append(self, result, on_written=None) -> None:
+        """Write the next shard's records; ``on_written()`` is called once nothing refers to
+        them any more (after the Parquet thread, if any, has written them)."""
         assert result.shard.index == self.next_shard, "shards must arrive in order"
         self.steps.write(result.steps_jsonl)
         self.episodes.write(result.episodes_jsonl)
         if self.parquet is not None:
-            self._pq_pending.append(self._pq_pool.submit(self._write_parquet, result.steps_table,
-                                                         result.episodes_table))
+            fut = self._pq_pool.submit(self._write_parquet, result.steps_table, result.episodes_table)
+            if on_written is not None:
+                fut.add_done_callback(lambda _: on_written())
+            self._pq_pending.append(fut)
             while len(self._pq_pending) > 2:
                 self._pq_pending.popleft().result()
+        elif on_written is not None:
+            on_written()
         self.next_shard += 1
         self.steps_written += result.steps
         self.episodes_written += result.shard.episodes
