@@ -13,7 +13,7 @@ episodes and seeds (random policy). The reference draws its actions unseeded, so
 vary a little; rates are steps/s over the steps actually written.
 
 With ``large_episodes`` (the suite: 6000, ~5.8M steps) one more equal-work comparison at a size
-where start-up costs no longer dominate: the reference once (~5 min) between two runs of ours.
+where start-up costs no longer dominate: the reference once (~5 min) between four runs of ours.
 
     python -m benchmarks.reference [--episodes 40] [--repeats 3] [--grid 128x128] [--action-type oriented]
                                    [--large-episodes 6000]
@@ -162,8 +162,10 @@ def side_by_side(*, episodes: int = 40, repeats: int = 3, demo_repeats: int = 5,
 
 def large_run(exe, episodes: int, common: dict, log=print) -> dict:
     """Equal work at a size where start-up no longer dominates: one reference run (JSON Lines; it
-    cannot write Parquet) between two runs of ours, each with and without ``--parquet``."""
-    order = [("ours", False), ("ours", True), ("reference", False), ("ours", False), ("ours", True)]
+    cannot write Parquet) between four runs of ours, two before and two after, each with and
+    without ``--parquet`` (ours vary by ~±10% from run to run here)."""
+    ours = [("ours", False), ("ours", True)] * 2
+    order = ours + [("reference", False)] + ours
     runs = []
     for kind, parquet in order:
         r = one_run(kind, exe, episodes, parquet=parquet, **common)
@@ -171,7 +173,7 @@ def large_run(exe, episodes: int, common: dict, log=print) -> dict:
         log(f"    large: {kind:9s} {'+parquet' if parquet else 'jsonl   '} {r['steps']:>10,} steps "
             f"{r['wall_s']:7.2f} s = {r['rate'] or 0:>12,.0f} steps/s"
             f"{'  FAILED: ' + r['failure'] if r['failure'] else ''}  load {load_str(*r['load'])}")
-    ref = runs[2]
+    ref = runs[len(ours)]
     out = {"episodes": episodes, "runs": runs, "reference_rate": ref["rate"] if ref["rc"] == 0 else None,
            "reference_wall_s": ref["wall_s"], "reference_steps": ref["steps"],
            "reference_failed": ref["failure"]}

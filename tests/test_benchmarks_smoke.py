@@ -55,6 +55,8 @@ def test_suite_tiny_local(tmp_path):
     fig = res["figures"]
     assert fig["steady"]["jsonl"]["capture_rate"]["median"] > 0 and "ray_jsonl" not in fig["steady"]
     assert {"jsonl", "both"} <= set(fig["ceiling"]["fraction"])  # tiny runs may have no marginal rate
+    assert {"jsonl", "both"} <= set(fig["ceiling"]["fraction_standard"])
+    assert fig["ceiling"]["rates"]["jsonl_standard"]["median"] > 0
     assert fig["ceiling"]["rates"]["jsonl"]["median"] > 0 and 0 < fig["ceiling"]["runs"][0]["rows"] <= 2000
     assert fig["whole_process"]["jsonl"]["runs"][0]["steps"] > 0
     assert fig["whole_process"]["both"]["capture_rate"]["median"] > 0
