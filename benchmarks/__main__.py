@@ -2,14 +2,15 @@
 
     python -m benchmarks [--quick | --issue3] [--skip-reference] [--out DIR]
 
-Default (4 min on this 2-core machine when it is otherwise idle, 6-8 min when shared): kernel
-env-steps/s by envs and threads; the runbook's 8x8 demo latency (whole process, warm Numba cache);
-whole-process capture of ~10M steps (128x128, max_steps 1000, random policy, Ray with one actor
-per core) for JSON Lines only and JSON Lines + Parquet; steady-state rates, 1 -> 2 actor scaling
-and the serialization ceiling, side by side; peak memory summed over all processes at 10M and
-40M steps; validation rate of a 10M run; the reference tool side by side. ``--issue3`` measures
-issue 3's acceptance sizes instead (>= 50M-step throughput, memory at 10M and 100M; ~9 min idle;
-no kernel/demo/validation/reference). ``--quick`` is a ~2-4 min sanity run.
+Default (9 min on this 2-core machine when it is otherwise idle; 4.5 of them are one run of the
+reference tool): kernel env-steps/s by envs and threads; the runbook's 8x8 demo latency (whole
+process, warm Numba cache); whole-process capture of ~10M steps (128x128, max_steps 1000, random
+policy, the CLI's default engine) for JSON Lines only and JSON Lines + Parquet; steady-state rates
+of the default engine and of Ray, 1 -> 2 actor scaling and the serialization ceilings, side by
+side; peak memory summed over all processes at 10M and 40M steps; validation rate of a 10M run;
+the reference tool side by side, small and at ~5.8M steps. ``--issue3`` measures issue 3's
+acceptance sizes instead (>= 50M-step throughput, memory at 10M and 100M; ~6 min idle; no
+kernel/demo/validation/reference). ``--quick`` is a ~2-4 min sanity run.
 
 Results: ``benchmarks/results/<date>-<host>[-quick|-issue3].json`` and ``.md`` (printed).
 """
