@@ -55,6 +55,12 @@ def _empty(n: int, dtype) -> np.ndarray:
     return np.frombuffer(pa.allocate_buffer(max(1, n) * dtype.itemsize), dtype)[:n]
 
 
+def _copy(a: np.ndarray) -> np.ndarray:
+    out = _empty(a.size, a.dtype).reshape(a.shape)
+    np.copyto(out, a)
+    return out
+
+
 def _constant(value: str, n: int) -> pa.Array:
     return strings([value]).take(column(np.zeros(n, np.int32)))
 
@@ -156,8 +162,9 @@ class ShardRunner:
             cols = self._columns(int(min(job.chunk_rows, (n - e0) * max_steps)))
             r = self.kernel(self.ip, self.fp, ph.field, seeds, self.si, self.sf, *cols,
                             e_steps, e_reward, e_term, e_trunc, e_x, e_y, e_dist)
-            o_ep, o_step, o_action, o_reward, o_term, o_trunc, o_x, o_y, o_heading, o_dist, o_obs = \
-                (c[:r] for c in cols)
+            # Short episodes leave most of the bound unused; the records must not pin it.
+            cols = tuple(c[:r] if 2 * r >= len(c) else _copy(c[:r]) for c in cols)
+            o_ep, o_step, o_action, o_reward, o_term, o_trunc, o_x, o_y, o_heading, o_dist, o_obs = cols
             ts = time.time()
             e1 = int(o_ep[r - 1])
             if first_ts[e0] == 0.0:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pyarrow as pa
 import pytest
 
 from helpers import WALL_CLOCK, config
@@ -25,3 +26,16 @@ def test_records_independent_of_kernel_call_size(tmp_path, chunk_rows):
         keep = [c for c in a.column_names if c not in WALL_CLOCK]
         assert a.num_rows > 0 and a.select(keep).equals(b.select(keep))
     assert whole[1].num_rows == 10 and whole[0].num_rows == sum(whole[1].column("total_steps").to_pylist())
+
+
+def test_short_episodes_do_not_pin_the_kernel_bound(tmp_path):
+    """8x8 with a goal radius covering the grid: every episode ends on its first step, so a
+    shard's rows are a tiny part of the kernel's bound (episodes x max_steps)."""
+    p = prepare(config(output=str(tmp_path), episodes=500, seed=1,
+                       env={"grid_size": [8, 8], "max_steps": 1000, "goal_radius": 20.0}))
+    runner = ShardRunner(_job(p, rotate=False), physics=p.physics)
+    before = pa.total_allocated_bytes()
+    steps, episodes = runner._simulate(Shard(0, 0, 500))
+    assert steps.num_rows == 500 and episodes.column("total_steps").to_pylist() == [1] * 500
+    # the records hold ~100 kB; the bound would be 262144 rows (~23 MB)
+    assert pa.total_allocated_bytes() - before < 2 << 20
