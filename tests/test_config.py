@@ -284,6 +284,7 @@ def test_validate_accepts_partial_and_default_configs():
     ({"experiment": "a\0b"}, "experiment"), ({"experiment": ""}, "experiment"),
     ({"movie": {"step_policy": "bounce"}}, "movie.step_policy"), ({"engine": {"kind": "slurm"}}, "engine.kind"),
     ({"engine": {"window": 0}}, "engine.window"), ({"wind": {"noise_std": -1.0}}, "wind.noise_std"),
+    ({"engine": {"threads": 0}}, "engine.threads"), ({"engine": {"threads": 1.5}}, "engine.threads"),
     ({"engine": {"kind": "local", "num_actors": 2}}, "engine.num_actors"),
     ({"env": {"foo": 1}}, "env.foo"), ({"env": 5}, "env"), ({"parquet": "yes"}, "parquet"),
 ])
