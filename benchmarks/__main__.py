@@ -278,11 +278,7 @@ def _throughput_and_memory(sizes: Sizes, sections, fig, rows, notes, log):
         fig["whole_process"] = {"jsonl": wp[False], "both": wp[True]}
         r = wp[False]
         rows.append({"figure": f"peak memory, {_steps(r, n)} steps, JSONL only, sum over all processes",
-                     "result": f"RSS {fmt_stat(r['peak_rss_mb'], digits=0)} MB"
-                               f"{_mark(_le(r['peak_rss_mb']['median'], TARGETS['rss_mb']))}, PSS "
-                               f"{fmt_stat(r['peak_pss_mb'], digits=0)} MB"
-                               f"{_mark(_le(r['peak_pss_mb']['median'], TARGETS['rss_mb']))}; RSS at the peak: "
-                               + ", ".join(f"{k} {v:.0f}" for k, v in _roles(r).items()),
+                     "result": f"{_peaks(r)}; RSS at the peak: " + _roles_str(r),
                      "target": f"≤ {TARGETS['rss_mb']} MB", "load": load_str(*r["load"])})
     if "memory" in sections:
         mem = {}
@@ -302,13 +298,9 @@ def _throughput_and_memory(sizes: Sizes, sections, fig, rows, notes, log):
         small, large = (mem[s] for s in sizes.memory_steps)
         for s in sizes.memory_steps:
             r = mem[s]
-            rss = r["peak_rss_mb"]["median"]
             rows.append({"figure": f"peak memory, {_steps(r, s)} steps, JSONL + Parquet, sum over all processes",
-                         "result": f"RSS {fmt_stat(r['peak_rss_mb'], digits=0)} MB"
-                                   f"{_mark(_le(rss, TARGETS['rss_mb']))}, PSS {fmt_stat(r['peak_pss_mb'], digits=0)} MB"
-                                   f"{_mark(_le(r['peak_pss_mb']['median'], TARGETS['rss_mb']))}{_failed(r)}; "
-                                   f"{fmt_stat(r['rate'], 1e6)} M steps/s whole process; RSS at the peak: "
-                                   + ", ".join(f"{k} {v:.0f}" for k, v in _roles(r).items()),
+                         "result": f"{_peaks(r)}{_failed(r)}; {fmt_stat(r['rate'], 1e6)} M steps/s whole process; "
+                                   f"RSS at the peak: " + _roles_str(r),
                          "target": f"≤ {TARGETS['rss_mb']} MB", "load": load_str(*r["load"])})
         for key in ("peak_rss_mb", "peak_pss_mb"):
             a, b = small[key]["median"], large[key]["median"]
@@ -323,6 +315,16 @@ def _throughput_and_memory(sizes: Sizes, sections, fig, rows, notes, log):
         notes.append("Memory: RSS summed over the driver, the Ray workers and Ray's own processes (gcs, raylet, "
                      "dashboard/log monitor ...), sampled every 100 ms; RSS counts pages shared between processes "
                      "(Ray's object store, libraries) once per process, PSS splits them.")
+
+
+def _peaks(r: dict) -> str:
+    """Peak RSS and PSS of a whole-process figure, each against the memory target."""
+    return ", ".join(f"{key[5:8].upper()} {fmt_stat(r[key], digits=0)} MB"
+                     f"{_mark(_le(r[key]['median'], TARGETS['rss_mb']))}" for key in ("peak_rss_mb", "peak_pss_mb"))
+
+
+def _roles_str(r: dict) -> str:
+    return ", ".join(f"{k} {v:.0f}" for k, v in _roles(r).items())
 
 
 def _roles(r: dict) -> dict:

@@ -55,10 +55,17 @@ def _empty(n: int, dtype) -> np.ndarray:
     return np.frombuffer(pa.allocate_buffer(max(1, n) * dtype.itemsize), dtype)[:n]
 
 
-def _copy(a: np.ndarray) -> np.ndarray:
-    out = _empty(a.size, a.dtype).reshape(a.shape)
+def _copy(a: np.ndarray, dtype=None) -> np.ndarray:
+    """``a`` (cast to ``dtype``) in Arrow's pool."""
+    out = _empty(a.size, a.dtype if dtype is None else dtype).reshape(a.shape)
     np.copyto(out, a)
     return out
+
+
+# run_episodes' per-row outputs: episode, step, action, reward, terminated, truncated, x, y,
+# heading, distance (then the observation, float32 rows of obs_size)
+_KERNEL_COLUMNS = (np.int64, np.int64, np.int64, np.float64, np.bool_, np.bool_, np.int64, np.int64,
+                   np.float64, np.float64)
 
 
 def _constant(value: str, n: int) -> pa.Array:
@@ -106,22 +113,20 @@ class ShardRunner:
         self.fp = ph.with_policy(job.policy)
         self.ip = ph.ip.copy()
         self.ip[C.I_PERSISTENCE] = job.policy.persistence
-        self.cols = self._columns(1)  # example arguments: the kernel's types
+        cols = self._columns(1)  # example arguments: the kernel's types
         self.si = np.zeros(7, np.int64)
         self.sf = np.zeros(4, np.float64)
         seeds = np.zeros(1, np.int64)
         ep = (np.zeros(1, np.int64), np.zeros(1, np.float64), np.zeros(1, np.bool_), np.zeros(1, np.bool_),
               np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.float64))
         self.kernel = specialize(run_episodes, (ph.act, ph.obs, ph.rew, C.POLICIES[job.policy.name]),
-                                 (self.ip, self.fp, ph.field, seeds, self.si, self.sf, *self.cols, *ep))
+                                 (self.ip, self.fp, ph.field, seeds, self.si, self.sf, *cols, *ep))
         self.node = _node_id()
 
     def _columns(self, rows: int) -> tuple:
         """Fresh output columns for one kernel call; the Arrow arrays then wrap them (no copies)."""
-        return (_empty(rows, np.int64), _empty(rows, np.int64), _empty(rows, np.int64),
-                _empty(rows, np.float64), _empty(rows, np.bool_), _empty(rows, np.bool_),
-                _empty(rows, np.int64), _empty(rows, np.int64), _empty(rows, np.float64),
-                _empty(rows, np.float64), _empty(rows * self.physics.obs_size, np.float32).reshape(-1, self.physics.obs_size))
+        k = self.physics.obs_size
+        return tuple(_empty(rows, t) for t in _KERNEL_COLUMNS) + (_empty(rows * k, np.float32).reshape(-1, k),)
 
     def ping(self) -> int:
         return os.getpid()
@@ -172,8 +177,7 @@ class ShardRunner:
             first_ts[e0 + 1:e1 + 1] = ts
             last_ts[e0:e1 + 1] = ts
             # Every column that outlives this call lives in Arrow's pool (see _empty).
-            obs = _empty(o_obs.size, np.float64)
-            np.copyto(obs, o_obs.reshape(-1))
+            obs = _copy(o_obs.reshape(-1), np.float64)
             offsets = _empty(r + 1, np.int32)
             offsets[:] = np.arange(0, obs.size + 1, ph.obs_size, dtype=np.int32)
             seed_col = _empty(r, np.int64)
