@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -190,9 +189,15 @@ class FamilyMemory:
 def kill_marked(marker: str, grace: float = 5.0) -> list[int]:
     """SIGTERM, then SIGKILL, every process still carrying ``marker``; returns their PIDs."""
     procs = [p for p in _marked(marker) if p.pid != os.getpid()]
+    stop_processes(procs, grace)
+    return [p.pid for p in procs]
+
+
+def stop_processes(procs, grace: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, by PID (also used by the test session)."""
     for p in procs:
         try:
-            p.send_signal(signal.SIGTERM)
+            p.terminate()
         except psutil.Error:
             pass
     _, alive = psutil.wait_procs(procs, timeout=grace)
@@ -201,7 +206,7 @@ def kill_marked(marker: str, grace: float = 5.0) -> list[int]:
             p.kill()
         except psutil.Error:
             pass
-    return [p.pid for p in procs]
+    psutil.wait_procs(alive, timeout=grace)
 
 
 def ray_env(tmpdir: str) -> dict:

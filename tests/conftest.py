@@ -17,6 +17,8 @@ os.environ.setdefault("PLUME_CAPTURE_TEST_MARKER", _RAY_TMP)
 SESSION_MARK_VAR = "PLUME_CAPTURE_TEST_SESSION"
 os.environ[SESSION_MARK_VAR] = f"{_RAY_TMP}:{os.getpid()}"
 
+from benchmarks.suite import stop_processes  # noqa: E402,F401  (SIGTERM then SIGKILL, by PID)
+
 _local = {"gcs": None}
 
 
@@ -68,24 +70,6 @@ def marked_processes():
         except (psutil.Error, OSError):
             pass
     return found
-
-
-def stop_processes(procs, grace: float = 3.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds, by PID."""
-    import psutil
-
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=grace)
 
 
 def pytest_sessionfinish(session, exitstatus):
