@@ -22,13 +22,15 @@ from ..records import EPISODE_SCHEMA, STEP_SCHEMA
 from .sink import JOURNAL, MANIFEST, staging_path
 
 
-def checkpoint(writer) -> list:
-    """Flush ``writer`` (a JsonlPartWriter) and return ``[[name, bytes, rows], ...]`` of all its parts."""
+def checkpoint(writer, sync: bool = False) -> list:
+    """Flush ``writer`` (a JsonlPartWriter; with ``sync``, to the disk) and return
+    ``[[name, bytes, rows], ...]`` of all its parts. (Finished parts were fsynced when closed.)"""
     parts = [[f.name, f.bytes, f.rows] for f in writer._files]
     cur = writer._f
     if cur is not None:
         cur._f.flush()
-        os.fsync(cur._f.fileno())
+        if sync:
+            os.fsync(cur._f.fileno())
         parts.append([cur.path.name, cur.size, writer._rows])
     return parts
 
@@ -93,17 +95,29 @@ def read_manifest(run_dir) -> dict:
 
 
 def last_checkpoint(staging: Path) -> dict | None:
-    entry = None
+    """The last journal entry whose files hold at least what it records. (After a power loss,
+    lines written since the last fsync may survive while the data they describe did not.)"""
+    entries = []
     try:
         with open(staging / JOURNAL, encoding="utf-8") as f:
             for line in f:
                 try:
-                    entry = json.loads(line)
+                    entries.append(json.loads(line))
                 except ValueError:
                     break  # a line cut by the interruption: everything after it is unjournaled
     except FileNotFoundError:
         pass
-    return entry
+
+    def on_disk(entry) -> bool:
+        for name, size, _ in entry["steps_files"] + entry["episodes_files"]:
+            try:
+                if (staging / name).stat().st_size < size:
+                    return False
+            except FileNotFoundError:
+                return False
+        return True
+
+    return next((e for e in reversed(entries) if on_disk(e)), None)
 
 
 def rebuild_parquet(sink) -> None:

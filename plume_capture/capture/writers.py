@@ -614,10 +614,17 @@ class _HashingFile:
     def flush(self) -> None:
         self._f.flush()
 
-    def close(self) -> None:
+    def close(self, sync: bool = True) -> None:
+        """Close the file, by default on disk first: ``run.json`` (written after every artifact is
+        closed) must never describe data that a power loss could still take."""
         if not self.closed:
             self.closed = True
-            self._f.close()
+            try:
+                if sync:
+                    self._f.flush()
+                    os.fsync(self._f.fileno())
+            finally:
+                self._f.close()
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()
@@ -683,7 +690,7 @@ class JsonlPartWriter:
     def abort(self) -> None:
         """Close open files without finishing (the caller discards the partial output)."""
         if self._f is not None:
-            self._f.close()
+            self._f.close(sync=False)
             self._f = None
         self._closed = True
 
@@ -741,7 +748,7 @@ class ParquetStreamWriter:
                                             compression_level=compression_level,
                                             use_dictionary=_dictionary_columns(schema))
         except BaseException:
-            self._sink.close()
+            self._sink.close(sync=False)
             raise
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -786,5 +793,5 @@ class ParquetStreamWriter:
     def abort(self) -> None:
         """Close the file without a footer (the caller discards it)."""
         self._writer.is_open = False  # or pyarrow's finalizer writes a footer into the closed file
-        self._sink.close()
+        self._sink.close(sync=False)
         self._pending = []
