@@ -28,9 +28,7 @@ def checkpoint(writer, sync: bool = False) -> list:
     parts = [[f.name, f.bytes, f.rows] for f in writer._files]
     cur = writer._f
     if cur is not None:
-        cur._f.flush()
-        if sync:
-            os.fsync(cur._f.fileno())
+        cur.sync() if sync else cur.flush()
         parts.append([cur.path.name, cur.size, writer._rows])
     return parts
 
@@ -65,10 +63,7 @@ def reopen(writer, parts: list) -> None:
         name, size, rows = parts[-1]
         path = directory / name
         os.truncate(path, size)
-        hf = _HashingFile.__new__(_HashingFile)
-        hf.path, hf._sha, hf.size, hf.closed = path, _sha256_prefix(path, size), size, False
-        hf._f = open(path, "ab", buffering=1 << 20)  # noqa: SIM115
-        writer._f, writer._rows = hf, rows
+        writer._f, writer._rows = _HashingFile.reopen(path, size, _sha256_prefix(path, size)), rows
 
 
 def locate(run_dir) -> Path:

@@ -21,6 +21,7 @@ polars lazily (on the first :func:`encode_jsonl`), so a Ray actor running with o
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -585,22 +586,89 @@ class FileInfo:
     sha256: str
 
 
-class _HashingFile:
-    """Binary file opened with exclusive creation that hashes and counts what is written."""
+_IO_BLOCK = 4096  # O_DIRECT alignment of buffer, offsets and lengths (covers 512 B and 4 KiB disks)
+_IO_BUFFER = 1 << 20
 
-    def __init__(self, path: Path):
-        self.path = path
-        self._f = open(path, "xb", buffering=1 << 20)  # noqa: SIM115
-        self._sha = hashlib.sha256()
+
+class _HashingFile:
+    """Binary file, created exclusively, that hashes and counts what is appended.
+
+    Bytes go through an aligned buffer to the disk with ``O_DIRECT`` where the filesystem allows
+    it, bypassing the page cache: a run writes GBs that nobody reads back soon, and filling the
+    cache with them (and the reclaim that follows) cost ~7% of two Ray actors' throughput on the
+    2-vCPU VM. Elsewhere (tmpfs, some FUSE mounts) the same code writes through the page cache.
+    ``flush()`` puts every appended byte in the file (the partial last block padded, then the file
+    truncated to its true size), so journaled sizes hold whenever the process dies.
+    """
+
+    def __init__(self, path: Path, *, _resume_size: int | None = None, _sha=None):
+        import mmap
+
+        self.path = Path(path)
+        flags = os.O_WRONLY if _resume_size is not None else os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        self.direct = hasattr(os, "O_DIRECT")
+        try:
+            self._fd = os.open(self.path, flags | (os.O_DIRECT if self.direct else 0), 0o644)
+        except OSError as exc:
+            if not self.direct or exc.errno != errno.EINVAL:
+                raise
+            self.direct = False  # the filesystem does not do O_DIRECT
+            self._fd = os.open(self.path, flags, 0o644)
+        self._buf = mmap.mmap(-1, _IO_BUFFER)  # page-aligned
+        self._mv = memoryview(self._buf)
+        self._base = 0  # file offset of the buffer's first byte (block-aligned)
+        self._fill = 0
+        self._sha = _sha if _sha is not None else hashlib.sha256()
         self.size = 0
         self.closed = False
+        if _resume_size:  # continue after the last whole block: its tail goes back in the buffer
+            self.size = _resume_size
+            self._base = _resume_size - _resume_size % _IO_BLOCK
+            self._fill = _resume_size - self._base
+            with open(self.path, "rb") as f:
+                f.seek(self._base)
+                f.readinto(self._mv[:self._fill])
+
+    @classmethod
+    def reopen(cls, path: Path, size: int, sha) -> _HashingFile:
+        """Append to an existing file of ``size`` bytes whose hash so far is ``sha``."""
+        return cls(path, _resume_size=size, _sha=sha)
 
     def write(self, data) -> int:
-        self._f.write(data)
-        self._sha.update(data)
-        n = memoryview(data).nbytes
+        data = memoryview(data).cast("B")
+        n, i = len(data), 0
+        while i < n:
+            k = min(_IO_BUFFER - self._fill, n - i)
+            dst = self._mv[self._fill:self._fill + k]
+            dst[:] = data[i:i + k]
+            self._sha.update(dst)  # while the bytes are in cache
+            self._fill += k
+            i += k
+            if self._fill == _IO_BUFFER:
+                self._pwrite(_IO_BUFFER)
+                self._base += _IO_BUFFER
+                self._fill = 0
         self.size += n
         return n
+
+    def _pwrite(self, length: int) -> None:
+        view = self._mv[:length]
+        while view:
+            try:
+                done = os.pwrite(self._fd, view, self._base + (length - len(view)))
+            except OSError as exc:
+                if not self.direct or exc.errno != errno.EINVAL:
+                    raise
+                self._buffered()  # O_DIRECT opened but refused: write through the page cache
+                continue
+            if done < len(view) and self.direct and done % _IO_BLOCK:  # pragma: no cover - defensive
+                self._buffered()
+            view = view[done:]
+
+    def _buffered(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY)
+        os.close(self._fd)
+        self._fd, self.direct = fd, False
 
     def tell(self) -> int:
         return self.size
@@ -611,8 +679,32 @@ class _HashingFile:
     def seekable(self) -> bool:
         return False
 
+    def fileno(self) -> int:
+        return self._fd
+
     def flush(self) -> None:
-        self._f.flush()
+        """Every byte appended so far is in the file (not necessarily on the disk: ``sync``)."""
+        if not self._fill:
+            return
+        if not self.direct:
+            self._pwrite(self._fill)
+            self._base += self._fill
+            self._fill = 0
+            return
+        whole = self._fill - self._fill % _IO_BLOCK
+        if whole:
+            self._pwrite(whole)
+            rest = self._fill - whole
+            self._mv[:rest] = self._mv[whole:self._fill]
+            self._base += whole
+            self._fill = rest
+        if self._fill:  # the partial block, padded; it is written again once it fills up
+            self._pwrite(_IO_BLOCK)
+            os.ftruncate(self._fd, self._base + self._fill)
+
+    def sync(self) -> None:
+        self.flush()
+        os.fsync(self._fd)
 
     def close(self, sync: bool = True) -> None:
         """Close the file, by default on disk first: ``run.json`` (written after every artifact is
@@ -620,11 +712,11 @@ class _HashingFile:
         if not self.closed:
             self.closed = True
             try:
-                if sync:
-                    self._f.flush()
-                    os.fsync(self._f.fileno())
+                self.sync() if sync else self.flush()
             finally:
-                self._f.close()
+                os.close(self._fd)
+                self._mv.release()
+                self._buf.close()
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()

@@ -566,3 +566,108 @@ def test_zcat_reads_multi_member_stream(tmp_path, rng):
     path.write_bytes(b"".join(encode_jsonl(table, block_bytes=1024).members))
     out = subprocess.run(["zcat", path], capture_output=True, check=True).stdout
     assert_text_matches(out, table)
+
+
+# ------------------------------------------------------------------------------------------------
+# The artifact file: O_DIRECT through an aligned buffer, or the page cache where that is refused
+
+
+def _supports_o_direct(directory) -> bool:
+    import errno
+    import os
+
+    probe = directory / ".o_direct_probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644))
+        return True
+    except OSError as exc:
+        assert exc.errno == errno.EINVAL
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def _file_modes(tmp_path):
+    """Directories whose filesystems take O_DIRECT and refuse it (tmpfs), as available here."""
+    import pathlib
+
+    out = [("disk", tmp_path / "d", True)]
+    shm = pathlib.Path("/dev/shm")
+    if shm.is_dir() and not _supports_o_direct(shm):
+        out.append(("tmpfs", pathlib.Path(__import__("tempfile").mkdtemp(dir=shm)), False))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hashing_file_holds_every_byte_at_each_flush(tmp_path, seed):
+    from plume_capture.capture.writers import _IO_BLOCK, _IO_BUFFER, _HashingFile
+
+    rng = np.random.default_rng(seed)
+    sizes = [0, 1, _IO_BLOCK - 1, _IO_BLOCK, _IO_BLOCK + 1, _IO_BUFFER - 3, _IO_BUFFER, 3 * _IO_BUFFER + 17,
+             *rng.integers(1, 200_000, 40).tolist()]
+    rng.shuffle(sizes)
+    for name, directory, direct in _file_modes(tmp_path):
+        try:
+            directory.mkdir(exist_ok=True)
+            if name == "disk" and not _supports_o_direct(directory):
+                pytest.skip("the test directory's filesystem refuses O_DIRECT")
+            path = directory / f"f{seed}.bin"
+            f = _HashingFile(path)
+            assert f.direct is direct, name
+            want = bytearray()
+            for i, n in enumerate(sizes):
+                chunk = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+                assert f.write(chunk if i % 2 else memoryview(chunk)) == n
+                want += chunk
+                if rng.random() < 0.4:
+                    f.flush()
+                    assert path.read_bytes() == want, (name, i)  # the journal may name this size
+                assert f.size == f.tell() == len(want)
+            f.close()
+            assert path.read_bytes() == want and f.hexdigest() == hashlib.sha256(want).hexdigest()
+            with pytest.raises(FileExistsError):
+                _HashingFile(path)
+        finally:
+            if name == "tmpfs":
+                shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_hashing_file_reopens_after_truncation(tmp_path):
+    """Resume: truncate at any size (mid-block), reopen with the prefix's hash, append."""
+    from plume_capture.capture.writers import _IO_BLOCK, _HashingFile
+
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 256, 3 * _IO_BLOCK + 1000, dtype=np.uint8).tobytes()
+    more = rng.integers(0, 256, 2 * _IO_BLOCK + 7, dtype=np.uint8).tobytes()
+    for cut in (0, 1, _IO_BLOCK, 2 * _IO_BLOCK + 123, len(data)):
+        path = tmp_path / f"r{cut}.bin"
+        f = _HashingFile(path)
+        f.write(data)
+        f.close(sync=False)
+        import os
+
+        os.truncate(path, cut)
+        g = _HashingFile.reopen(path, cut, hashlib.sha256(data[:cut]))
+        g.write(more[:10])
+        g.flush()
+        assert path.read_bytes() == data[:cut] + more[:10]
+        g.write(more[10:])
+        g.close()
+        assert path.read_bytes() == data[:cut] + more
+        assert g.hexdigest() == hashlib.sha256(data[:cut] + more).hexdigest() and g.size == cut + len(more)
+        assert g.direct is _supports_o_direct(tmp_path)  # still bypassing the page cache
+
+
+def test_hashing_file_without_o_direct(tmp_path, monkeypatch):
+    """Platforms without O_DIRECT write through the page cache, same bytes."""
+    import os
+
+    from plume_capture.capture.writers import _HashingFile
+
+    monkeypatch.delattr(os, "O_DIRECT")
+    f = _HashingFile(tmp_path / "x.bin")
+    assert f.direct is False
+    f.write(b"abc" * 5000)
+    f.flush()
+    assert (tmp_path / "x.bin").read_bytes() == b"abc" * 5000
+    f.close()
