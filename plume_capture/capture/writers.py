@@ -596,7 +596,8 @@ class _HashingFile:
     Bytes go through an aligned buffer to the disk with ``O_DIRECT`` where the filesystem allows
     it, bypassing the page cache: a run writes GBs that nobody reads back soon, and on the 2-vCPU
     VM filling the cache with them cost two Ray actors 5% more CPU per step (neutral in-process).
-    Elsewhere (tmpfs, some FUSE mounts) the same code writes through the page cache.
+    Where it is refused (tmpfs before Linux 6.6, some FUSE mounts; at open or at the first write)
+    the same code writes through the page cache.
     ``flush()`` puts every appended byte in the file (the partial last block padded, then the file
     truncated to its true size), so journaled sizes hold whenever the process dies.
     """

@@ -4,6 +4,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from helpers import assert_same_records, config
 from plume_capture.capture import capture
 from plume_capture.capture.runner import ShardRunner
@@ -44,3 +46,20 @@ def test_slow_parquet_does_not_pile_up_results(tmp_path, monkeypatch):
     monkeypatch.undo()
     one = capture(config(**cfg, output=str(tmp_path / "b"), engine={"kind": "local", "threads": 1})).run_dir
     assert_same_records(one, run_dir, parquet=True)
+
+
+@pytest.mark.parametrize("refused", ["open", "write"])
+def test_run_where_o_direct_is_refused(tmp_path, monkeypatch, refused):
+    """A filesystem that refuses O_DIRECT (at open, or only at the first write): the artifacts go
+    through the page cache; same records, valid run, Parquet and rotation included."""
+    from test_writers import _refuse_o_direct
+
+    from plume_capture.validate import validate_run_artifacts
+
+    small = dict(episodes=20, seed=9, env={"grid_size": [32, 32], "max_steps": 100}, parquet=True)
+    disk = capture(config(output=str(tmp_path / "direct"), engine={"kind": "local"}, **small)).run_dir
+    _refuse_o_direct(monkeypatch, refused)
+    cached = capture(config(output=str(tmp_path / "cached"), rotate_size=4000,
+                            engine={"kind": "local", "shard_episodes": 3}, **small)).run_dir
+    assert validate_run_artifacts(cached)["ok"]
+    assert_same_records(disk, cached, parquet=True)

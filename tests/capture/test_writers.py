@@ -587,49 +587,63 @@ def _supports_o_direct(directory) -> bool:
         probe.unlink(missing_ok=True)
 
 
-def _file_modes(tmp_path):
-    """Directories whose filesystems take O_DIRECT and refuse it (tmpfs), as available here."""
-    import pathlib
+def _refuse_o_direct(monkeypatch, at: str) -> None:
+    """Act as a filesystem that refuses O_DIRECT when opening (tmpfs before Linux 6.6, some FUSE
+    mounts) or only when writing."""
+    import errno
+    import fcntl
+    import os
 
-    out = [("disk", tmp_path / "d", True)]
-    shm = pathlib.Path("/dev/shm")
-    if shm.is_dir() and not _supports_o_direct(shm):
-        out.append(("tmpfs", pathlib.Path(__import__("tempfile").mkdtemp(dir=shm)), False))
-    return out
+    if at == "open":
+        real_open = os.open
+
+        def refusing_open(path, flags, *args, **kwargs):
+            if flags & os.O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", refusing_open)
+    else:
+        real_pwrite = os.pwrite
+
+        def refusing_pwrite(fd, data, offset):
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_pwrite(fd, data, offset)
+
+        monkeypatch.setattr(os, "pwrite", refusing_pwrite)
 
 
+@pytest.mark.parametrize("refused", [None, "open", "write"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_hashing_file_holds_every_byte_at_each_flush(tmp_path, seed):
+def test_hashing_file_holds_every_byte_at_each_flush(tmp_path, monkeypatch, seed, refused):
     from plume_capture.capture.writers import _IO_BLOCK, _IO_BUFFER, _HashingFile
 
+    if not _supports_o_direct(tmp_path):
+        pytest.skip("the test directory's filesystem refuses O_DIRECT")
+    if refused:
+        _refuse_o_direct(monkeypatch, refused)
     rng = np.random.default_rng(seed)
     sizes = [0, 1, _IO_BLOCK - 1, _IO_BLOCK, _IO_BLOCK + 1, _IO_BUFFER - 3, _IO_BUFFER, 3 * _IO_BUFFER + 17,
              *rng.integers(1, 200_000, 40).tolist()]
     rng.shuffle(sizes)
-    for name, directory, direct in _file_modes(tmp_path):
-        try:
-            directory.mkdir(exist_ok=True)
-            if name == "disk" and not _supports_o_direct(directory):
-                pytest.skip("the test directory's filesystem refuses O_DIRECT")
-            path = directory / f"f{seed}.bin"
-            f = _HashingFile(path)
-            assert f.direct is direct, name
-            want = bytearray()
-            for i, n in enumerate(sizes):
-                chunk = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
-                assert f.write(chunk if i % 2 else memoryview(chunk)) == n
-                want += chunk
-                if rng.random() < 0.4:
-                    f.flush()
-                    assert path.read_bytes() == want, (name, i)  # the journal may name this size
-                assert f.size == f.tell() == len(want)
-            f.close()
-            assert path.read_bytes() == want and f.hexdigest() == hashlib.sha256(want).hexdigest()
-            with pytest.raises(FileExistsError):
-                _HashingFile(path)
-        finally:
-            if name == "tmpfs":
-                shutil.rmtree(directory, ignore_errors=True)
+    path = tmp_path / "f.bin"
+    f = _HashingFile(path)
+    assert f.direct is (refused != "open")
+    want = bytearray()
+    for i, n in enumerate(sizes):
+        chunk = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert f.write(chunk if i % 2 else memoryview(chunk)) == n
+        want += chunk
+        if rng.random() < 0.4:
+            f.flush()
+            assert path.read_bytes() == want, i  # the journal may name this size
+        assert f.size == f.tell() == len(want)
+    f.close()
+    assert f.direct is (refused is None)  # a refused write falls back to the page cache for good
+    assert path.read_bytes() == want and f.hexdigest() == hashlib.sha256(want).hexdigest()
+    with pytest.raises(FileExistsError):
+        _HashingFile(path)
 
 
 def test_hashing_file_reopens_after_truncation(tmp_path):
