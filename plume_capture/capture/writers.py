@@ -660,10 +660,10 @@ class _HashingFile:
             except OSError as exc:
                 if not self.direct or exc.errno != errno.EINVAL:
                     raise
-                self._buffered()  # O_DIRECT opened but refused: write through the page cache
-                continue
-            if done < len(view) and self.direct and done % _IO_BLOCK:  # pragma: no cover - defensive
+                # O_DIRECT opened but refused (or a short write left the offset unaligned):
+                # write through the page cache from here on
                 self._buffered()
+                continue
             view = view[done:]
 
     def _buffered(self) -> None:
