@@ -17,7 +17,7 @@ import numpy as np
 
 from plume_capture.kernels import codes as C, specialize
 from plume_capture.kernels.rollout import run_batch
-from plume_capture.params import EnvParams, PolicyParams
+from plume_capture.sim.params import EnvParams, PolicyParams
 
 
 def columns(rows, obs_size):

@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_movie [--episodes 10000] [--engine ray] [--repeat 2] [--static] [--json]
 
-Writes a synthetic 128x128x200 puff movie (``plume_capture.synth``) unless ``--movie PATH`` is
+Writes a synthetic 128x128x200 puff movie (``plume_capture.sim.synth``) unless ``--movie PATH`` is
 given, then runs ``--repeat`` captures on one Ray instance (``capture_many``). Reported per run:
 ``engine_steps_per_s`` = steps / the capture's own wall time (pool start, kernels, encoding,
 writing, finalize; Ray start-up excluded) and ``total_steps_per_s`` = steps / the whole call
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from plume_capture.capture import capture_many
-from plume_capture.synth import make_movie
+from plume_capture.sim.synth import make_movie
 
 
 def config(out: str, plume: str, movie: str, episodes: int, max_steps: int, engine: str, actors, grid) -> dict:
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         movie = args.movie or str(make_movie(tmp / "puff.npy", frames=args.frames, height=args.size,
                                              width=args.size, seed=0))
         gen_s = time.perf_counter() - t0
-        from plume_capture.movie import load_movie
+        from plume_capture.sim.movie import load_movie
 
         _, info = load_movie(movie, "wrap")
         grid = (info["shape"][2], info["shape"][1])

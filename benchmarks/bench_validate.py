@@ -52,7 +52,7 @@ class _Parts:
     """JSON Lines as gzip members of ~2 MiB text, rotated into parts of ``rotate`` bytes."""
 
     def __init__(self, run_dir: Path, base: str, rotate: int, files: dict):
-        from plume_capture.records import part_name
+        from plume_capture.spec import part_name
         self.run_dir, self.base, self.rotate, self.files = run_dir, base, rotate, files
         self.part_name, self.part, self.out = part_name, 0, None
 
@@ -85,7 +85,7 @@ def generate(run_dir: Path, steps: int, steps_per_episode: int = 1000, parquet: 
     import polars as pl
     import pyarrow.parquet as pq
 
-    from plume_capture import records
+    from plume_capture import spec as records
 
     L = steps_per_episode
     E = max(1, math.ceil(steps / L))
@@ -189,7 +189,7 @@ def generate(run_dir: Path, steps: int, steps_per_episode: int = 1000, parquet: 
 
 _CHILD = r"""
 import json, resource, sys, time
-from plume_capture.validate import validate_run_artifacts
+from plume_capture.readback.validate import validate_run_artifacts
 t = time.perf_counter()
 u0 = resource.getrusage(resource.RUSAGE_SELF)
 res = validate_run_artifacts(sys.argv[1], check_parquet=sys.argv[2] == "1")

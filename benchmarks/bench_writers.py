@@ -30,13 +30,13 @@ os.environ.setdefault("POLARS_MAX_THREADS", "1")
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from plume_capture.capture.writers import (  # noqa: E402
+from plume_capture.io.writers import (  # noqa: E402
     JsonlPartWriter,
     ParquetStreamWriter,
     configure_threads,
     encode_jsonl,
 )
-from plume_capture.records import STEP_SCHEMA  # noqa: E402
+from plume_capture.spec import STEP_SCHEMA  # noqa: E402
 
 GRID = 128
 SOURCE = (64.0, 64.0)

@@ -209,9 +209,9 @@ def _ceiling_worker(args):
     from plume_capture.capture.engine import prepare
     from plume_capture.capture.plan import plan
     from plume_capture.capture.runner import Job, ShardRunner
-    from plume_capture.capture.writers import encode_jsonl
+    from plume_capture.io.writers import encode_jsonl
     from plume_capture.config import complete_config
-    from plume_capture.records import STEP_SCHEMA
+    from plume_capture.spec import STEP_SCHEMA
 
     worker, procs, episodes, tmp = args
     p = prepare(complete_config({"output": tmp, "episodes": episodes, "seed": 0,

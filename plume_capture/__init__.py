@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 def _register_when_gymnasium_loads() -> None:
     if "gymnasium" in sys.modules:
-        from . import envs  # noqa: F401  (registers)
+        from plume_capture import envs  # noqa: F401  (registers)
         return
     import importlib.abc
     import importlib.machinery
@@ -27,7 +27,7 @@ def _register_when_gymnasium_loads() -> None:
 
             def exec_and_register(module):
                 exec_module(module)
-                from . import envs  # noqa: F401  (registers)
+                from plume_capture import envs  # noqa: F401  (registers)
 
             spec.loader.exec_module = exec_and_register
             return spec
@@ -40,9 +40,9 @@ _register_when_gymnasium_loads()
 
 def __getattr__(name):  # lazy public API
     if name == "validate_run_artifacts":
-        from .validate import validate_run_artifacts
+        from plume_capture.readback.validate import validate_run_artifacts
         return validate_run_artifacts
     if name == "load_run":
-        from .load import load_run
+        from plume_capture.readback.load import load_run
         return load_run
     raise AttributeError(name)

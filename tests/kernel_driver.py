@@ -6,7 +6,7 @@ import numpy as np
 
 from plume_capture.kernels import codes as C, specialize
 from plume_capture.kernels.rollout import run_batch, run_episodes
-from plume_capture.params import EnvParams, PolicyParams
+from plume_capture.sim.params import EnvParams, PolicyParams
 from reference_model import COLUMNS, Config, Policy
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from plume_capture import records
+from plume_capture import spec as records
 
 RUN_ID = "run-20260101-120000-abc123"
 _MOVES = {0: (0, 1), 1: (1, 0), 2: (0, -1), 3: (-1, 0)}

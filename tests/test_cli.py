@@ -134,7 +134,7 @@ def test_validation_errors_are_fast_and_import_no_engine(tmp_path):
     best = min(_timed(["nosuchkey=1"], tmp_path) for _ in range(2))
     assert best < 2.0, best
     code = (
-        "import sys; from plume_capture.cli import main\n"
+        "import sys; from plume_capture.cli.capture import main\n"
         "rc = main(['--episodes', '0', 'env.max_steps=10'])\n"
         "heavy = [m for m in ('ray', 'numba', 'polars', 'pyarrow', 'plume_capture.capture') if m in sys.modules]\n"
         "print(rc, heavy)\n"
@@ -190,7 +190,7 @@ def fake_engine(monkeypatch, tmp_path):
 
 
 def test_single_run_passes_config_and_prints_summary(fake_engine, capsys):
-    from plume_capture.cli import main
+    from plume_capture.cli.capture import main
 
     assert main(["--episodes", "3", "env.max_steps=10", "experiment=x"]) == 0
     (kind, cfg, overrides, progress, resume), = fake_engine.calls
@@ -203,7 +203,7 @@ def test_single_run_passes_config_and_prints_summary(fake_engine, capsys):
 
 
 def test_resume_is_passed_through(fake_engine, tmp_path):
-    from plume_capture.cli import main
+    from plume_capture.cli.capture import main
 
     (tmp_path / "old").mkdir()
     assert main(["--resume", "old"]) == 0
@@ -211,7 +211,7 @@ def test_resume_is_passed_through(fake_engine, tmp_path):
 
 
 def test_multirun_calls_capture_many_once_and_prints_table(fake_engine, capsys):
-    from plume_capture.cli import main
+    from plume_capture.cli.capture import main
 
     assert main(["-m", "seed=1,2", "env.max_steps=10,20", "--quiet"]) == 0
     (kind, cfgs, overrides_list, progress), = fake_engine.calls
@@ -229,7 +229,7 @@ def test_multirun_calls_capture_many_once_and_prints_table(fake_engine, capsys):
     (None, 2, "error: engine says no"),
 ])
 def test_engine_failures_map_to_exit_codes(fake_engine, capsys, exc, code, text):
-    from plume_capture.cli import main
+    from plume_capture.cli.capture import main
     from plume_capture.errors import ConfigError
 
     fake_engine.capture.raises = exc if exc is not None else ConfigError("engine says no")

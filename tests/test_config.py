@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from plume_capture.cli import prepare
+from plume_capture.cli.capture import prepare
 from plume_capture.config import (
     EXECUTION_ONLY_KEYS,
     FLOAT32_EPS,

@@ -10,17 +10,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from plume_capture import records
-from plume_capture.load import (EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, check_line,
+from plume_capture import spec as records
+from plume_capture.readback.load import (EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, check_line,
                                 episode_index, iter_jsonl_batches, list_run_files, load_run,
                                 parse_fast, parse_slow)
 from runfactory import make_run, read_lines, simulate, write_lines
 
-REFERENCE_RUNS = Path(os.environ.get(
-    "PLUME_REFERENCE_RUNS",
-    Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference_runs"))
-needs_reference = pytest.mark.skipif(not REFERENCE_RUNS.is_dir(),
-                                     reason="reference run fixtures not available")
+REFERENCE_RUNS = Path(__file__).resolve().parent / "fixtures" / "reference_runs"
 
 
 def json_table(paths, schema) -> pa.Table:
@@ -37,7 +33,6 @@ def bits(a) -> np.ndarray:
 # load_run
 
 
-@needs_reference
 def test_load_reference_jsonl_run():
     run = load_run(REFERENCE_RUNS / "config_mode_64x64")
     assert run.meta["run_id"] == "run-20261127-102521"
@@ -49,7 +44,6 @@ def test_load_reference_jsonl_run():
     assert run.sources == {"steps": ["steps.jsonl.gz"], "episodes": ["episodes.jsonl.gz"]}
 
 
-@needs_reference
 def test_load_reference_parquet_equals_its_jsonl():
     d = REFERENCE_RUNS / "legacy_8x8_parquet"
     from_pq, from_jsonl = load_run(d), load_run(d, prefer="jsonl")
@@ -59,7 +53,6 @@ def test_load_reference_parquet_equals_its_jsonl():
     assert from_pq.episodes.equals(from_jsonl.episodes)
 
 
-@needs_reference
 def test_load_reference_wrongly_named_part_reads_what_readers_see():
     run = load_run(REFERENCE_RUNS / "rotated_parts_named_wrongly", prefer="jsonl")
     assert run.steps.num_rows == 1694

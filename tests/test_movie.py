@@ -15,10 +15,10 @@ import pytest
 import plume_capture  # noqa: F401  (registers PlumeNav-v0)
 import reference_model
 from kernel_driver import kernel_batch, kernel_episodes
-from plume_capture import movie as movie_mod
+from plume_capture.sim import movie as movie_mod
 from plume_capture.errors import ConfigError
-from plume_capture.movie import load_movie
-from plume_capture.synth import make_movie, puff_field
+from plume_capture.sim.movie import load_movie
+from plume_capture.sim.synth import make_movie, puff_field
 from reference_model import COLUMNS, Config, Policy, RefEnv, batch_slot, episodes
 
 LEVELS = (0.125, 0.25, 0.5)  # frame t of the "counter" movie is constant LEVELS[t]
@@ -384,7 +384,7 @@ def test_make_movie_paths_and_errors(tmp_path):
 
 def test_synth_cli(tmp_path):
     out = tmp_path / "cli"
-    r = subprocess.run([sys.executable, "-m", "plume_capture.synth", str(out), "--frames", "4", "--height", "6",
+    r = subprocess.run([sys.executable, "-m", "plume_capture.sim.synth", str(out), "--frames", "4", "--height", "6",
                         "--width", "9", "--seed", "2", "--format", "hdf5", "--source", "1", "3"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -392,7 +392,7 @@ def test_synth_cli(tmp_path):
     field, info = load_movie(out.with_suffix(".h5"), "wrap")
     np.testing.assert_array_equal(field, puff_field(4, 6, 9, 2, (1, 3)))
     assert info["source_location_px"] == [1, 3]
-    r = subprocess.run([sys.executable, "-m", "plume_capture.synth", str(out), "--source", "999", "0"],
+    r = subprocess.run([sys.executable, "-m", "plume_capture.sim.synth", str(out), "--source", "999", "0"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "source" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 

@@ -8,9 +8,9 @@ import pytest
 
 from plume_capture.capture import capture
 from plume_capture.config import complete_config
-from plume_capture.replay import replay_run
+from plume_capture.readback.replay import replay_run
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference_runs"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reference_runs"
 
 POLICY_FOR = {"discrete": "random", "oriented": "temporal_derivative", "run_tumble": "run_tumble_chemotaxis"}
 
@@ -68,7 +68,7 @@ def test_validate_cli_replay(tmp_path):
     import sys
 
     run_dir = _run(tmp_path, policy="random", grid_size=[64, 64])
-    ok = subprocess.run([sys.executable, "-m", "plume_capture.validate", str(run_dir), "--replay", "2"],
+    ok = subprocess.run([sys.executable, "-m", "plume_capture.readback.validate", str(run_dir), "--replay", "2"],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "replay (policy): 2 episodes" in ok.stdout
@@ -78,7 +78,7 @@ def test_validate_cli_replay(tmp_path):
     rec["action"] = (rec["action"] + 1) % 3
     lines[3] = json.dumps(rec)
     path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
-    from plume_capture.replay import replay_run
+    from plume_capture.readback.replay import replay_run
 
     res = replay_run(run_dir)
     assert not res["ok"] and res["divergence"]["field"] == "action" and res["divergence"]["step"] == 4

@@ -99,7 +99,7 @@ def _interrupt_mid_run(tmp_path, sig, extra_args=()):
 
 
 def _check_interrupted(code, err, staging, tmp_path):
-    from plume_capture.validate import validate_run_artifacts
+    from plume_capture.readback.validate import validate_run_artifacts
 
     assert code == 130, err
     lines = err.strip().splitlines()
@@ -226,7 +226,7 @@ def test_unicode_experiment_names(tmp_path):
         assert name.encode("utf-8") in raw  # written as UTF-8, not mangled
 
     from plume_capture.capture import capture
-    from plume_capture.validate import validate_run_artifacts
+    from plume_capture.readback.validate import validate_run_artifacts
 
     odd = 'q"uote 😀 \u2028 end'  # JSON must escape the quote; U+2028 stays valid JSON
     r = capture(config(output=str(tmp_path / "api"), experiment=odd, episodes=2, env={"max_steps": 10},

@@ -10,16 +10,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from plume_capture import records
-from plume_capture.validate import CODES, WARNING_CODES, main, validate_run_artifacts
+from plume_capture import spec as records
+from plume_capture.readback.validate import CODES, WARNING_CODES, main, validate_run_artifacts
 from runfactory import (make_run, read_lines, read_meta, refresh_manifest, write_lines,
                         write_meta, write_parquet)
 
-REFERENCE_RUNS = Path(os.environ.get(
-    "PLUME_REFERENCE_RUNS",
-    Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference_runs"))
-needs_reference = pytest.mark.skipif(not REFERENCE_RUNS.is_dir(),
-                                     reason="reference run fixtures not available")
+REFERENCE_RUNS = Path(__file__).resolve().parent / "fixtures" / "reference_runs"
 
 
 def codes(res) -> set:
@@ -47,7 +43,6 @@ def run(good_run, tmp_path):
 # Reference runs
 
 
-@needs_reference
 def test_reference_config_mode_passes_with_warnings():
     res = validate_run_artifacts(REFERENCE_RUNS / "config_mode_64x64")
     assert res["ok"], res["errors"]
@@ -56,7 +51,6 @@ def test_reference_config_mode_passes_with_warnings():
     assert "REFERENCE_RUN" in wcodes(res)
 
 
-@needs_reference
 def test_reference_legacy_parquet_passes_and_parquet_is_compared():
     res = validate_run_artifacts(REFERENCE_RUNS / "legacy_8x8_parquet")
     assert res["ok"], res["errors"]
@@ -64,7 +58,6 @@ def test_reference_legacy_parquet_passes_and_parquet_is_compared():
     assert any(w.startswith("UNCHECKED: steps.parquet") for w in res["warnings"])
 
 
-@needs_reference
 def test_reference_wrongly_named_part_is_reported():
     res = validate_run_artifacts(REFERENCE_RUNS / "rotated_parts_named_wrongly")
     assert not res["ok"]
@@ -75,7 +68,6 @@ def test_reference_wrongly_named_part_is_reported():
     assert any(e.startswith("EPISODE_MISSING") and "ep-000005" in e for e in res["errors"])
 
 
-@needs_reference
 def test_reference_part_renamed_is_whole(tmp_path):
     run = Path(shutil.copytree(REFERENCE_RUNS / "rotated_parts_named_wrongly", tmp_path / "r"))
     os.chmod(run, 0o755)
@@ -552,7 +544,7 @@ def test_bad_lines_are_named_and_the_rest_still_checked(run):
 
 def test_long_episode_seeds_list(run):
     """A run.json above 4 MB has its episode_seeds parsed by numpy; a wrong one is still found."""
-    from plume_capture.validate import _load_run_json
+    from plume_capture.readback.validate import _load_run_json
     meta = read_meta(run)
     n = 700_000
     meta["episode_seeds"] = list(range(123, 123 + n))

@@ -1,4 +1,4 @@
 """The capture engine: shard plan, shard runner, Ray orchestration, writers and finalizer."""
-from .engine import CaptureResult, capture, capture_many
+from plume_capture.capture.engine import CaptureResult, capture, capture_many
 
 __all__ = ["CaptureResult", "capture", "capture_many"]

@@ -20,13 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
-from ..errors import CaptureError, ConfigError
-from ..params import EnvParams, PolicyParams
-from . import runmeta
-from .plan import plan, shard_size
-from .runner import Job, ShardRunner
-from .sink import MANIFEST, RunSink, drop_bookkeeping, publish, staging_path
+from plume_capture import __version__
+from plume_capture.errors import CaptureError, ConfigError
+from plume_capture.sim.params import EnvParams, PolicyParams
+from plume_capture.capture import runmeta
+from plume_capture.capture.plan import plan, shard_size
+from plume_capture.capture.runner import Job, ShardRunner
+from plume_capture.capture.sink import MANIFEST, RunSink, drop_bookkeeping, publish, staging_path
 
 # engine=auto runs in-process (no Ray start-up, ~6 s here) up to this many (max) steps, and on
 # machines with two or fewer CPUs whatever the size: on a 2-vCPU VM the in-process engine's two
@@ -95,7 +95,7 @@ def _validate_name(experiment) -> str:
 def prepare(cfg: dict, overrides=()) -> Prepared:
     """Validate the resolved config and fix everything about the run before anything is written."""
     try:
-        from ..config import config_hash, validate_config
+        from plume_capture.config import config_hash, validate_config
     except ImportError:  # pragma: no cover - config module is part of the package
         config_hash = validate_config = None
     if validate_config is not None:
@@ -486,7 +486,7 @@ def _execute(p: Prepared, progress_enabled: bool, pool: RayPool | None = None,
     shards = plan(p.episodes, p.shard_episodes)
     done = 0
     if resuming:
-        from .resume import reopen, rebuild_parquet
+        from plume_capture.capture.resume import reopen, rebuild_parquet
 
         reopen(sink.steps, (checkpoint or {}).get("steps_files", []))
         reopen(sink.episodes, (checkpoint or {}).get("episodes_files", []))
@@ -549,7 +549,7 @@ def capture(cfg: dict, *, overrides=(), progress: bool = False, resume: str | No
     staging directory stays, visibly incomplete), CaptureError for internal failures.
     """
     if resume is not None:
-        from .resume import resume_run
+        from plume_capture.capture.resume import resume_run
 
         return resume_run(resume, cfg, overrides=overrides, progress=progress)
     return capture_many([cfg], overrides_list=[overrides], progress=progress)[0]

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ..errors import ConfigError
-from ..records import EPISODE_SCHEMA, STEP_SCHEMA
-from .sink import JOURNAL, MANIFEST, staging_path
+from plume_capture.errors import ConfigError
+from plume_capture.spec import EPISODE_SCHEMA, STEP_SCHEMA
+from plume_capture.capture.sink import JOURNAL, MANIFEST, staging_path
 
 
 def checkpoint(writer, sync: bool = False) -> list:
@@ -48,7 +48,7 @@ def _sha256_prefix(path: Path, size: int):
 
 def reopen(writer, parts: list) -> None:
     """Put a fresh JsonlPartWriter back at a checkpoint: truncate, drop later parts, rehash."""
-    from .writers import FileInfo, _HashingFile
+    from plume_capture.io.writers import FileInfo, _HashingFile
 
     directory, base = writer.directory, writer.base
     keep = {name for name, _, _ in parts}
@@ -117,7 +117,7 @@ def last_checkpoint(staging: Path) -> dict | None:
 
 def rebuild_parquet(sink) -> None:
     """Write the Parquet files again from the JSON Lines already in the staging directory."""
-    from ..load import Layout, iter_jsonl_batches
+    from plume_capture.readback.load import Layout, iter_jsonl_batches
 
     for writer, jsonl, schema in ((sink.parquet[0], sink.steps, STEP_SCHEMA),
                                   (sink.parquet[1], sink.episodes, EPISODE_SCHEMA)):
@@ -131,13 +131,13 @@ def rebuild_parquet(sink) -> None:
 
 
 def resume_run(run_dir, cfg: dict | None, *, overrides=(), progress: bool = False):
-    from . import engine
+    from plume_capture.capture import engine
 
     staging = locate(run_dir)
     manifest = read_manifest(run_dir)
     stored = manifest["config"]
     if cfg is not None:
-        from ..config import config_hash
+        from plume_capture.config import config_hash
 
         if config_hash(cfg) != manifest["config_hash"]:
             raise ConfigError(

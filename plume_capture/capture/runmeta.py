@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..records import RUN_JSON_KEYS, SCHEMA_VERSION
+from plume_capture.spec import RUN_JSON_KEYS, SCHEMA_VERSION
 
 
 def new_run_id(now: float | None = None) -> str:

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from ..params import EnvParams, PolicyParams
-from ..records import EPISODE_SCHEMA, SCHEMA_VERSION, STEP_SCHEMA, episode_id
-from .arrow_util import column, strings
-from .plan import Shard
+from plume_capture.sim.params import EnvParams, PolicyParams
+from plume_capture.spec import EPISODE_SCHEMA, SCHEMA_VERSION, STEP_SCHEMA, episode_id
+from plume_capture.io.arrow import column, strings
+from plume_capture.capture.plan import Shard
 
 ROTATION_BLOCK_BYTES = 64 * 1024  # SPEC §9.1: a gzip block holds at most 64 KiB of text
 _OBS_TYPE = STEP_SCHEMA.field("observation_summary").type
@@ -91,13 +91,13 @@ class ShardRunner:
     def __init__(self, job: Job, threads: int = 1, physics=None):
         import numba
 
-        from .writers import configure_threads
+        from plume_capture.io.writers import configure_threads
 
         # Ray sets OMP_NUM_THREADS for an actor but not Numba's or polars' thread counts.
         configure_threads(max(1, threads))
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-        from ..kernels import codes as C, specialize
-        from ..kernels.rollout import run_episodes
+        from plume_capture.kernels import codes as C, specialize
+        from plume_capture.kernels.rollout import run_episodes
 
         self.job = job
         field = None
@@ -136,7 +136,7 @@ class ShardRunner:
         return self._simulate(shard)[0]
 
     def run(self, shard: Shard) -> ShardResult:
-        from .writers import encode_jsonl
+        from plume_capture.io.writers import encode_jsonl
 
         t0 = time.perf_counter()
         steps, episodes = self._simulate(shard)

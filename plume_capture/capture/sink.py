@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..records import EPISODE_SCHEMA, EPISODES_BASENAME, SCHEMA_VERSION, STEP_SCHEMA, STEPS_BASENAME
+from plume_capture.spec import EPISODE_SCHEMA, EPISODES_BASENAME, SCHEMA_VERSION, STEP_SCHEMA, STEPS_BASENAME
 
 JOURNAL = "journal.jsonl"
 MANIFEST = "capture.json"
@@ -31,7 +31,7 @@ def staging_path(run_dir: Path) -> Path:
 class RunSink:
     def __init__(self, staging: Path, *, rotate_size: int | None, parquet: bool, run_id: str,
                  config_hash: str, copy_parquet_input: bool = True):
-        from .writers import JsonlPartWriter, ParquetStreamWriter
+        from plume_capture.io.writers import JsonlPartWriter, ParquetStreamWriter
 
         self.staging = staging
         self.steps = JsonlPartWriter(staging, STEPS_BASENAME, rotate_size)
@@ -85,7 +85,7 @@ class RunSink:
         so an interrupted run can be truncated back to this point and resumed. Every
         ``DURABLE_EVERY_S`` the data files, then the journal, are fsynced (in that order: a durable
         journal line never refers to data that is not)."""
-        from .resume import checkpoint
+        from plume_capture.capture.resume import checkpoint
 
         durable = time.monotonic() - self._durable_at >= DURABLE_EVERY_S
         entry = {"shard": shard, "steps": self.steps_written, "episodes": self.episodes_written,

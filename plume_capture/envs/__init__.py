@@ -1,6 +1,6 @@
 """Gymnasium environments on the capture engine's kernels: ``PlumeNav-v0`` and a VectorEnv."""
-from .plume_nav import PlumeNavEnv
-from .vector import PlumeNavVectorEnv
+from plume_capture.envs.plume_nav import PlumeNavEnv
+from plume_capture.envs.vector import PlumeNavVectorEnv
 
 ENV_ID = "PlumeNav-v0"
 

@@ -7,9 +7,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ..kernels import specialize
-from ..kernels.rollout import reset_one, step_one
-from ..params import EnvParams
+from plume_capture.kernels import specialize
+from plume_capture.kernels.rollout import reset_one, step_one
+from plume_capture.sim.params import EnvParams
 
 SEED_MAX = 2**32 - 1
 
@@ -31,7 +31,7 @@ def make_spaces(params: EnvParams, n_actions: int, obs_size: int):
 class PlumeNavEnv(gym.Env):
     """An agent on a ``W x H`` grid seeks the odor source from concentration readings.
 
-    Keyword arguments are those of :class:`plume_capture.params.EnvParams` (SPEC §3.1 defaults).
+    Keyword arguments are those of :class:`plume_capture.sim.params.EnvParams` (SPEC §3.1 defaults).
     ``step`` before ``reset`` or after the episode ended, and actions outside the action space,
     raise instead of being coerced.
     """

@@ -5,9 +5,9 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from ..kernels import specialize
-from ..kernels.rollout import reset_envs, step_envs
-from .plume_nav import SEED_MAX, check_seed
+from plume_capture.kernels import specialize
+from plume_capture.kernels.rollout import reset_envs, step_envs
+from plume_capture.envs.plume_nav import SEED_MAX, check_seed
 
 
 class PlumeNavVectorEnv(VectorEnv):
@@ -22,7 +22,7 @@ class PlumeNavVectorEnv(VectorEnv):
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, **kwargs):
-        from .plume_nav import PlumeNavEnv
+        from plume_capture.envs.plume_nav import PlumeNavEnv
 
         self.num_envs = int(num_envs)
         probe = PlumeNavEnv.__new__(PlumeNavEnv)

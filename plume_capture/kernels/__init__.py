@@ -15,7 +15,7 @@ from pathlib import Path
 import numba
 from numba.core import config
 
-_JITTED_SOURCES = ("kernels/*.py", "capture/writers.py", "load.py")
+_JITTED_SOURCES = ("kernels/*.py", "io/writers.py", "readback/load.py", "readback/validate.py")
 
 
 def _cache_dir() -> str:

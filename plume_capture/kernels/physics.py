@@ -5,10 +5,10 @@ untaken branches are pruned at compile time.
 """
 import numpy as np
 
-from . import codes as C
-from ._jit import njit
-from .plume import sample
-from .rng import normal_pair, uniform
+from plume_capture.kernels import codes as C
+from plume_capture.kernels._jit import njit
+from plume_capture.kernels.plume import sample
+from plume_capture.kernels.rng import normal_pair, uniform
 
 _DEG = np.pi / 180.0
 # Discrete moves 0..3 and the oriented forward move for headings 0, 90, 180, 270 (multiples of

@@ -2,7 +2,7 @@
 ``[frame, y, x]``; the static Gaussian plume is the one-frame case (T = 1)."""
 import numpy as np
 
-from ._jit import njit
+from plume_capture.kernels._jit import njit
 
 
 def gaussian_field(width, height, source_x, source_y, sigma):

@@ -18,9 +18,9 @@ the other sides.)
 * ``run_tumble_chemotaxis``: run (0) on the first step and while ``dc >= threshold``, else tumble
   (1); with probability ``eps`` (purpose 4) the action is replaced by a uniform draw (purpose 0).
 """
-from . import codes as C
-from ._jit import njit
-from .rng import randint, uniform
+from plume_capture.kernels import codes as C
+from plume_capture.kernels._jit import njit
+from plume_capture.kernels.rng import randint, uniform
 
 
 @njit

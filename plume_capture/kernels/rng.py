@@ -23,7 +23,7 @@ normal to the x component and the second to the y component.
 """
 import numpy as np
 
-from ._jit import njit
+from plume_capture.kernels._jit import njit
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

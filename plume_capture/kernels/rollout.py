@@ -9,13 +9,13 @@ source of physics) and takes the static choices as Numba literals.
 import numpy as np
 from numba import literally, prange
 
-from . import codes as C
-from ._jit import njit
-from .physics import distance, move, observe, reward
-from .plume import frame_index, sample
-from .policies import act
-from .rng import episode_key
-from .start import start_position
+from plume_capture.kernels import codes as C
+from plume_capture.kernels._jit import njit
+from plume_capture.kernels.physics import distance, move, observe, reward
+from plume_capture.kernels.plume import frame_index, sample
+from plume_capture.kernels.policies import act
+from plume_capture.kernels.rng import episode_key
+from plume_capture.kernels.start import start_position
 
 
 @njit

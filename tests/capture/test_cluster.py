@@ -96,7 +96,7 @@ def test_default_actor_count_leaves_one_cpu_of_headroom_on_a_cluster(cluster, tm
 
 
 def test_movie_plume_same_records_across_nodes(cluster, tmp_path):
-    from plume_capture.synth import make_movie
+    from plume_capture.sim.synth import make_movie
 
     movie = make_movie(tmp_path / "plume.npy", frames=20, height=32, width=40, seed=3)
     data = dict(episodes=24, seed=9, env={"plume": "movie", "max_steps": 60, "observation_type": "antennae"},

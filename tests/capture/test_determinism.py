@@ -58,7 +58,7 @@ def baselines(tmp_path_factory):
 
 
 def test_baseline_is_valid_and_jsonl_equals_parquet(baselines):
-    from plume_capture.validate import validate_run_artifacts
+    from plume_capture.readback.validate import validate_run_artifacts
 
     for name, run in baselines.items():
         rep = validate_run_artifacts(run)
@@ -147,7 +147,7 @@ def test_zero_episodes_is_bad_input(tmp_path):
 def test_tiny_grid_large_radius(tmp_path, max_steps):
     """8x8 grid, goal radius 5: many episodes end on step 1 (with max_steps 1, all do), many per
     kernel call; in-process and on Ray agree."""
-    from plume_capture.validate import validate_run_artifacts
+    from plume_capture.readback.validate import validate_run_artifacts
 
     runs = []
     for engine in ({"kind": "local"}, {"kind": "local", "shard_episodes": 3}):

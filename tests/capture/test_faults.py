@@ -73,7 +73,7 @@ def _crash_run_json(monkeypatch):
 
 def _crash_second_artifact(monkeypatch):
     """steps.jsonl.gz is finished, then closing episodes.jsonl.gz fails."""
-    from plume_capture.capture.writers import JsonlPartWriter
+    from plume_capture.io.writers import JsonlPartWriter
 
     real = JsonlPartWriter.close
 
@@ -115,7 +115,7 @@ def test_finalizer_crash_leaves_nothing_complete_and_resumes(tmp_path, monkeypat
     assert not staging.with_name(staging.name[1:-len(".partial")]).exists()
     assert (staging / MANIFEST).is_file() and (staging / JOURNAL).is_file()
 
-    from plume_capture.validate import validate_run_artifacts
+    from plume_capture.readback.validate import validate_run_artifacts
 
     assert not validate_run_artifacts(staging)["ok"]
 

@@ -54,7 +54,7 @@ def test_run_where_o_direct_is_refused(tmp_path, monkeypatch, refused):
     through the page cache; same records, valid run, Parquet and rotation included."""
     from test_writers import _refuse_o_direct
 
-    from plume_capture.validate import validate_run_artifacts
+    from plume_capture.readback.validate import validate_run_artifacts
 
     small = dict(episodes=20, seed=9, env={"grid_size": [32, 32], "max_steps": 100}, parquet=True)
     disk = capture(config(output=str(tmp_path / "direct"), engine={"kind": "local"}, **small)).run_dir

@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from isal import isal_zlib
 
-from . import records
-from .kernels._jit import njit
+from plume_capture import spec as records
+from plume_capture.kernels._jit import njit
 
 # ------------------------------------------------------------------------------------------------
 # Record layouts

@@ -12,8 +12,8 @@ import json
 import math
 from pathlib import Path
 
-from .params import EnvParams, PolicyParams
-from .records import STEPS_BASENAME, episode_id, part_name
+from plume_capture.sim.params import EnvParams, PolicyParams
+from plume_capture.spec import STEPS_BASENAME, episode_id, part_name
 
 COMPARED = ("action", "agent_position", "distance_to_goal", "observation_summary", "reward", "terminated",
             "truncated", "step", "seed", "episode_id")
@@ -87,13 +87,13 @@ def _diff(expected: dict, actual: dict):
 
 def _simulate_policy(runner, index: int) -> list[dict]:
     """Our engine's records for episode ``index`` (0-based), built by the capture runner."""
-    from .capture.plan import Shard
+    from plume_capture.capture.plan import Shard
 
     return runner.run_table(Shard(0, index, index + 1)).to_pylist()
 
 
 def _simulate_actions(params: EnvParams, seed: int, actions: list[int]) -> list[dict]:
-    from .envs.plume_nav import PlumeNavEnv
+    from plume_capture.envs.plume_nav import PlumeNavEnv
 
     env = PlumeNavEnv(**{k: getattr(params, k) for k in params.__dataclass_fields__})
     env.reset(seed=seed)
@@ -124,7 +124,7 @@ def replay_run(run_dir, *, episodes: int | None = None) -> dict:
     mode = "policy" if isinstance(pol, dict) and pol.get("name") else "actions"
     runner = None
     if mode == "policy":
-        from .capture.runner import Job, ShardRunner
+        from plume_capture.capture.runner import Job, ShardRunner
 
         policy = PolicyParams(pol["name"], pol.get("threshold", 1e-6), pol.get("persistence", 1), pol.get("eps", 0.0))
         runner = ShardRunner(Job(env=params, policy=policy, run_id="replay", base_seed=base_seed))

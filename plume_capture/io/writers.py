@@ -34,10 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from isal import isal_zlib
 
-from plume_capture.records import part_name
+from plume_capture.spec import part_name
 
-from ..kernels._jit import njit
-from .arrow_util import column, to_numpy
+from plume_capture.kernels._jit import njit
+from plume_capture.io.arrow import column, to_numpy
 
 __all__ = [
     "BLOCK_BYTES",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from plume_capture.errors import ConfigError
 
 STEP_POLICIES = ("wrap", "clamp")
 FORMATS = ("npy", "zarr", "hdf5")

@@ -2,9 +2,9 @@
 meandering wind, growing by diffusion (no downloads; deterministic from the seed).
 
 ``make_movie(path, ...)`` writes it as ``.npy`` (+ sidecar ``<stem>.json``), Zarr or HDF5 in the
-layout :func:`plume_capture.movie.load_movie` reads. CLI::
+layout :func:`plume_capture.sim.movie.load_movie` reads. CLI::
 
-    python -m plume_capture.synth OUT.npy [--frames 200] [--height 128] [--width 128] [--seed 0]
+    python -m plume_capture.sim.synth OUT.npy [--frames 200] [--height 128] [--width 128] [--seed 0]
                                   [--format npy|zarr|hdf5] [--source X Y] [--fps 15]
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from plume_capture.errors import ConfigError
 
 SUFFIXES = {"npy": ".npy", "zarr": ".zarr", "hdf5": ".h5"}
 QUANTUM = 2.0 ** -16  # values are multiples of this: identical on every machine despite BLAS/libm ulps
@@ -156,7 +156,7 @@ def _source(source, width: int, height: int) -> tuple[int, int]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m plume_capture.synth",
+    ap = argparse.ArgumentParser(prog="python -m plume_capture.sim.synth",
                                  description="Write a synthetic meandering puff plume movie (T, H, W).")
     ap.add_argument("out", help="output path (.npy, .zarr, .h5/.hdf5; suffix added from --format if missing)")
     ap.add_argument("--frames", type=int, default=200)

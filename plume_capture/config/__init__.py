@@ -81,7 +81,7 @@ CLOSED_GROUPS = ("env", "wind", "movie", "policy", "engine")
 
 def default_config_root() -> Path:
     """``plume_capture/conf`` of an installed wheel, else the repository's ``conf/``."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]
     packaged = here / "conf"
     return packaged if packaged.is_dir() else here.parent / "conf"
 

@@ -43,9 +43,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import records
-from .kernels._jit import njit
-from .load import (EPISODE_LAYOUT, STEP_LAYOUT, BufferPool, GzipLines, Layout, T_EPID, T_FLIST,
+from plume_capture import spec as records
+from plume_capture.kernels._jit import njit
+from plume_capture.readback.load import (EPISODE_LAYOUT, STEP_LAYOUT, BufferPool, GzipLines, Layout, T_EPID, T_FLIST,
                    T_POS, T_STR, count_lines, episode_index, from_numpy, list_run_files, parse_fast,
                    parse_slow, sha256_file, strict_loads, to_numpy)
 
@@ -1503,7 +1503,7 @@ def main(argv=None) -> int:
     res = validate_run_artifacts(args.run_dir, check_parquet=not args.no_parquet,
                                  max_errors=args.max_errors)
     if args.replay is not None and res["ok"]:
-        from .replay import replay_run
+        from plume_capture.readback.replay import replay_run
 
         rep = replay_run(args.run_dir, episodes=None if args.replay == -1 else args.replay)
         res["replay"] = rep

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
-from .kernels import codes as C
+from plume_capture.errors import ConfigError
+from plume_capture.kernels import codes as C
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 MAX_FIELD_BYTES = 8 << 30
@@ -139,7 +139,7 @@ class EnvParams:
         movie_info = None
         field = given_field
         if plume == "movie":
-            from .movie import load_movie  # optional feature, imported on use
+            from plume_capture.sim.movie import load_movie  # optional feature, imported on use
 
             step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICIES))
             if field is None:
@@ -202,7 +202,7 @@ class EnvParams:
             movie_step_policy=step_policy, movie_source_location=goal if plume == "movie" else None,
         )
         if field is None:
-            from .kernels.plume import gaussian_field
+            from plume_capture.kernels.plume import gaussian_field
 
             field = gaussian_field(width, height, goal[0], goal[1], sigma)
         return Physics(resolved, field, movie_info)

@@ -1,0 +1,1 @@
+"""Simulation set-up: effective parameters, movie plumes, synthetic datasets."""
