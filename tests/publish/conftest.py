@@ -34,7 +34,8 @@ def small_capture(output, *, seed=123, episodes=3, max_steps=40, experiment="exp
 
     cfg = load_config(settings={"output": str(output), "experiment": experiment,
                                 "episodes": episodes, "seed": seed, "env.max_steps": max_steps,
-                                "engine.kind": "local", "engine.quiet": True, "rotate_size": 1500,
+                                "engine.kind": "local", "engine.quiet": True, "rotate_size": 1024,
+                                "engine.shard_episodes": 1,
                                 "parquet": True})
     return capture(cfg)
 

@@ -67,6 +67,12 @@ def test_publish_push_pull_roundtrip(repo, two_runs, tmp_path, capsys):
             assert {p.name: p.read_bytes() for p in run.iterdir()} == originals[r.name]
         st = dvc("status", "-c", "--json", cwd=root)
         assert json.loads(st.stdout or "{}") == {}
+    # A historical version: the commit of the first publish has one run in index and tree.
+    sh(["git", "checkout", "-q", "HEAD~1"], clone)
+    dvc("checkout", "-q", "--relink", cwd=clone)
+    idx = json.loads((clone / "data/captures" / INDEX_NAME).read_text())
+    assert [e["run_id"] for e in idx["runs"]] == [two_runs[0].name]
+    assert (clone / "data/captures/exp" / first).is_dir()
 
 
 def test_republish_is_a_noop(repo, two_runs, capsys):
