@@ -13,7 +13,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog=PROG, description="Validate a capture run and publish it as a "
                                 "DVC-versioned dataset (see docs/publishing.md).")
-    p.add_argument("run_dir", nargs="?", help="run directory written by plume-nav-capture")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
+                   help="run directories written by plume-nav-capture (several: one dvc add, "
+                        "one commit, all or nothing)")
     p.add_argument("--repo", default=".", metavar="DIR", help="git+DVC repository (default: .)")
     p.add_argument("--dest", default=DEFAULT_DEST, metavar="DIR",
                    help=f"dataset tree inside the repository (default: {DEFAULT_DEST})")
@@ -39,9 +41,9 @@ def main(argv=None) -> int:
         print(f"{PROG}: {msg}", file=sys.stderr)
         return 2
 
-    modes = sum((args.run_dir is not None, args.init_stage is not None, args.rebuild_index))
+    modes = sum((bool(args.run_dirs), args.init_stage is not None, args.rebuild_index))
     if modes != 1:
-        return fail("give exactly one of RUN_DIR, --init-stage CONFIG, --rebuild-index")
+        return fail("give exactly one of RUN_DIR..., --init-stage CONFIG, --rebuild-index")
     if args.remote is not None and not args.push:
         return fail("--remote needs --push")
     try:
@@ -55,10 +57,12 @@ def main(argv=None) -> int:
                 dataset.write_json_atomic(repo.index_path, idx)
             print(f"{repo.index_path}: {len(idx['runs'])} runs")
         else:
-            res = dataset.publish_run(args.run_dir, args.repo, dest=args.dest, push=args.push,
-                                      remote=args.remote, commit=not args.no_commit, log=print)
-            if res.pushed:
-                print(f"pushed: {res.path.name}")
+            results = dataset.publish_runs(args.run_dirs, args.repo, dest=args.dest,
+                                           push=args.push, remote=args.remote,
+                                           commit=not args.no_commit, log=print)
+            for res in results:
+                if res.pushed:
+                    print(f"pushed: {res.path.name}")
     except (dataset.PublishError, stage.StageError) as e:
         return fail(str(e))
     except KeyboardInterrupt:

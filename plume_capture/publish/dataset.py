@@ -45,9 +45,9 @@ class PublishResult:
     pushed: bool = False
 
 
-def run_cmd(args, cwd, what: str) -> subprocess.CompletedProcess:
+def run_cmd(args, cwd, what: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     """Run git/dvc; a failure raises RuntimeError with the tool's last stderr line."""
-    p = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, input=stdin)
     if p.returncode != 0:
         msg = (p.stderr.strip() or p.stdout.strip()).splitlines()
         raise RuntimeError(f"{what} failed: {msg[-1] if msg else f'exit {p.returncode}'}")
@@ -204,11 +204,10 @@ def rebuild_index(repo: DatasetRepo) -> dict:
     return _sorted_index(entries)
 
 
-def _add_to_index(repo: DatasetRepo, entry: dict) -> None:
-    idx = read_index(repo)
-    runs = [e for e in idx["runs"] if (e["experiment"], e["run_id"])
-            != (entry["experiment"], entry["run_id"])]
-    write_json_atomic(repo.index_path, _sorted_index(runs + [entry]))
+def _add_to_index(repo: DatasetRepo, entries: list) -> None:
+    new = {(e["experiment"], e["run_id"]) for e in entries}
+    runs = [e for e in read_index(repo)["runs"] if (e["experiment"], e["run_id"]) not in new]
+    write_json_atomic(repo.index_path, _sorted_index(runs + entries))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -281,23 +280,55 @@ def _stage_copy(src: Path, stage: Path, names: list[str], inventory: dict) -> di
     return files
 
 
-def publish_run(run_dir, repo, *, dest: str = DEFAULT_DEST, push: bool = False,
-                remote: str | None = None, commit: bool = True, log=None) -> PublishResult:
-    """Validate ``run_dir`` and publish it into the dataset tree of ``repo`` (see the module doc).
-
-    Raises PublishError for bad input (nothing published) and RuntimeError when git/DVC fail
-    (the tree is rolled back). ``commit``: commit the .dvc file, .gitignore and index to git.
-    """
-    say = log or (lambda msg: None)
+def _source(run_dir, ds: DatasetRepo) -> Path:
     src = Path(run_dir)
     if not src.is_dir():
         raise PublishError(f"not a directory: {run_dir}")
     src = src.resolve()
     if src.name.endswith(".partial") or src.name.startswith("."):
         raise PublishError(f"incomplete run (staging directory): {src}")
-    ds = open_repo(repo, dest)
     if ds.root == src or ds.root in src.parents:
         raise PublishError(f"the run is already inside the dataset tree: {src}")
+    return src
+
+
+@dataclass(eq=False)
+class _Plan:
+    src: Path
+    meta: dict
+    names: list
+    target: Path
+    found: dict | None
+    stage: Path | None = None
+    manifest: dict | None = None
+
+
+def publish_run(run_dir, repo, **kw) -> PublishResult:
+    """Validate ``run_dir`` and publish it; see :func:`publish_runs`."""
+    return publish_runs([run_dir], repo, **kw)[0]
+
+
+def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False,
+                 remote: str | None = None, commit: bool = True, log=None,
+                 timings: dict | None = None) -> list[PublishResult]:
+    """Validate the runs and publish them into the dataset tree of ``repo`` (see the module doc)
+    with one ``dvc add``, one index update and one git commit for all of them.
+
+    All or nothing: PublishError for bad input (nothing published), RuntimeError when git/DVC fail
+    (the tree is rolled back). ``commit``: commit the .dvc files, .gitignore and index to git.
+    ``timings``, when given, receives the seconds spent per phase.
+    """
+    say = log or (lambda msg: None)
+    tm = timings if timings is not None else {}
+    clock = time.perf_counter()
+
+    def lap(key):
+        nonlocal clock
+        now = time.perf_counter()
+        tm[key] = tm.get(key, 0.0) + now - clock
+        clock = now
+
+    ds = open_repo(repo, dest)
     push_remote = check_remote(ds, remote) if push else None
     if commit:
         ident = subprocess.run(["git", "var", "GIT_COMMITTER_IDENT"], cwd=ds.top,
@@ -305,79 +336,107 @@ def publish_run(run_dir, repo, *, dest: str = DEFAULT_DEST, push: bool = False,
         if ident.returncode != 0:
             raise PublishError("git has no committer identity here (set user.name/user.email "
                                "or use --no-commit)")
-    meta = _read_run_json(src)
-    names = _run_files(src)
-    target = ds.root / meta["experiment"] / meta["run_id"]
-    found = _existing(ds, target, src, names)
-    if found is not None:
-        say(f"unchanged: {ds.rel(target)} already holds this run (same sha256s); nothing to do")
-        if push_remote:
-            _push(ds, target, push_remote)
-        return PublishResult("unchanged", target, found, pushed=bool(push_remote))
-
-    res = validate_run_artifacts(src)
-    if not res["ok"]:
-        first = res["errors"][0] if res["errors"] else "invalid"
-        raise PublishError(f"invalid run ({len(res['errors'])} error(s)), first: {first}")
-    extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
-    if extra.get("status", "complete") != "complete":
-        raise PublishError(f"run status is {extra.get('status')!r}, not complete")
-    inventory = extra.get("files") if isinstance(extra.get("files"), dict) else {}
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = target.parent / f".{meta['run_id']}.publishing-{os.getpid()}"
+    plans, seen = [], set()
+    for rd in run_dirs:
+        src = _source(rd, ds)
+        meta = _read_run_json(src)
+        names = _run_files(src)
+        target = ds.root / meta["experiment"] / meta["run_id"]
+        if target in seen:
+            raise PublishError(f"{ds.rel(target)} given twice")
+        seen.add(target)
+        plans.append(_Plan(src, meta, names, target, _existing(ds, target, src, names)))
+    lap("check_s")
+    todo = [p for p in plans if p.found is None]
+    reports = {}
+    for p in todo:
+        res = validate_run_artifacts(p.src)
+        if not res["ok"]:
+            first = res["errors"][0] if res["errors"] else "invalid"
+            raise PublishError(f"invalid run {p.src.name} ({len(res['errors'])} error(s)), "
+                               f"first: {first}")
+        extra = p.meta.get("extra") if isinstance(p.meta.get("extra"), dict) else {}
+        if extra.get("status", "complete") != "complete":
+            raise PublishError(f"run {p.src.name} status is {extra.get('status')!r}, not complete")
+        reports[p.target] = res
+    lap("validate_s")
+    fresh = []
     try:
-        files = _stage_copy(src, stage, names, inventory)
-        manifest = build_manifest(meta, files, validation_summary(res), publisher={
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "source": str(src),
-            "code": provenance()})
-        write_json_atomic(stage / MANIFEST_NAME, manifest)
-        _fsync_dir(stage)
+        for p in todo:
+            extra = p.meta.get("extra") if isinstance(p.meta.get("extra"), dict) else {}
+            inventory = extra.get("files") if isinstance(extra.get("files"), dict) else {}
+            p.target.parent.mkdir(parents=True, exist_ok=True)
+            p.stage = p.target.parent / f".{p.meta['run_id']}.publishing-{os.getpid()}"
+            files = _stage_copy(p.src, p.stage, p.names, inventory)
+            p.manifest = build_manifest(p.meta, files, validation_summary(reports[p.target]),
+                                        publisher={"at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                       time.gmtime()),
+                                                   "source": str(p.src), "code": provenance()})
+            write_json_atomic(p.stage / MANIFEST_NAME, p.manifest)
+            _fsync_dir(p.stage)
+        lap("copy_s")
         with repo_lock(ds):
-            found = _existing(ds, target, stage, names)  # a concurrent publish of the same run
-            if found is not None:
-                say(f"unchanged: {ds.rel(target)} was published concurrently; nothing to do")
-                return PublishResult("unchanged", target, found)
-            _commit_to_tree(ds, stage, target, manifest, commit)
+            lap("lock_wait_s")
+            for p in todo:  # a concurrent publish of the same run may have landed meanwhile
+                p.found = _existing(ds, p.target, p.stage, p.names)
+                if p.found is None:
+                    fresh.append(p)
+            if fresh:
+                _commit_to_tree(ds, fresh, commit, lap)
     finally:
-        if stage.exists():
-            shutil.rmtree(stage)
-    say(f"published: {ds.rel(target)} ({manifest['counts'].get('episodes')} episodes, "
-        f"{manifest['counts'].get('steps')} steps)")
+        for p in todo:
+            if p.stage is not None and p.stage.exists():
+                shutil.rmtree(p.stage)
+    out = []
+    for p in plans:
+        if p.found is None:  # published now (else already there, maybe concurrently)
+            c = p.manifest["counts"]
+            say(f"published: {ds.rel(p.target)} ({c.get('episodes')} episodes, "
+                f"{c.get('steps')} steps)")
+            out.append(PublishResult("published", p.target, p.manifest, bool(push_remote)))
+        else:
+            say(f"unchanged: {ds.rel(p.target)} already holds this run (same sha256s); "
+                "nothing to do")
+            out.append(PublishResult("unchanged", p.target, p.found, bool(push_remote)))
     if push_remote:
-        _push(ds, target, push_remote)
-    return PublishResult("published", target, manifest, pushed=bool(push_remote))
+        run_cmd(dvc_cmd("push", "--quiet", "-r", push_remote,
+                        *[ds.rel(p.target) + ".dvc" for p in plans]), ds.top, "dvc push")
+        lap("push_s")
+    return out
 
 
-def _commit_to_tree(ds: DatasetRepo, stage: Path, target: Path, manifest: dict, commit: bool):
+def _commit_to_tree(ds: DatasetRepo, plans: list, commit: bool, lap):
     """Under the lock: rename into place, ``dvc add``, index, git; rolled back on failure."""
-    dvc_file = target.with_name(target.name + ".dvc")
-    gitignore = target.parent / ".gitignore"
-    old_ignore = gitignore.read_bytes() if gitignore.exists() else None
-    old_index = ds.index_path.read_bytes() if ds.index_path.exists() else None
-    os.rename(stage, target)
-    _fsync_dir(target.parent)
+    dvc_files = [p.target.with_name(p.target.name + ".dvc") for p in plans]
+    ignores = sorted({p.target.parent / ".gitignore" for p in plans})
+    saved = {f: (f.read_bytes() if f.exists() else None) for f in [*ignores, ds.index_path]}
+    for p in plans:
+        os.rename(p.stage, p.target)
+    for d in sorted({p.target.parent for p in plans}):
+        _fsync_dir(d)
+    paths = [ds.rel(f) for f in [*dvc_files, *ignores, ds.index_path]]
     try:
-        run_cmd(dvc_cmd("add", "--quiet", ds.rel(target)), ds.top, "dvc add")
-        _add_to_index(ds, index_entry(ds, target, manifest, sha256_file(target / MANIFEST_NAME)))
-        paths = [ds.rel(dvc_file), ds.rel(gitignore), ds.rel(ds.index_path)]
+        run_cmd(dvc_cmd("add", "--quiet", *[ds.rel(p.target) for p in plans]), ds.top, "dvc add")
+        lap("dvc_add_s")
+        entries = [index_entry(ds, p.target, p.manifest, sha256_file(p.target / MANIFEST_NAME))
+                   for p in plans]
+        _add_to_index(ds, entries)
         run_cmd(["git", "add", "--", *paths], ds.top, "git add")
         if commit:
-            run_cmd(["git", "commit", "--quiet", "-m",
-                     f"publish {manifest['experiment']}/{manifest['run_id']}", "--", *paths],
-                    ds.top, "git commit")
+            names = [f"{p.manifest['experiment']}/{p.manifest['run_id']}" for p in plans]
+            msg = f"publish {names[0]}" if len(names) == 1 else \
+                f"publish {len(names)} runs\n\n" + "\n".join(names)
+            run_cmd(["git", "commit", "--quiet", "-F", "-", "--", *paths], ds.top, "git commit",
+                    stdin=msg)
+        lap("index_git_s")
     except BaseException:
-        subprocess.run(["git", "reset", "--quiet", "--", ds.rel(dvc_file), ds.rel(gitignore),
-                        ds.rel(ds.index_path)], cwd=ds.top, capture_output=True)
-        shutil.rmtree(target, ignore_errors=True)
-        dvc_file.unlink(missing_ok=True)
-        for path, old in ((gitignore, old_ignore), (ds.index_path, old_index)):
+        subprocess.run(["git", "reset", "--quiet", "--", *paths], cwd=ds.top, capture_output=True)
+        for p, f in zip(plans, dvc_files):
+            shutil.rmtree(p.target, ignore_errors=True)
+            f.unlink(missing_ok=True)
+        for path, old in saved.items():
             if old is None:
                 path.unlink(missing_ok=True)
             else:
                 path.write_bytes(old)
         raise
-
-
-def _push(ds: DatasetRepo, target: Path, remote: str) -> None:
-    run_cmd(dvc_cmd("push", "--quiet", "-r", remote, ds.rel(target) + ".dvc"), ds.top, "dvc push")

@@ -43,6 +43,8 @@ def test_tampered_file(repo, two_runs, tmp_path, capsys):
     lines[0] = json.dumps(rec)
     p.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
     _fails(capsys, [str(run), "--repo", str(repo)], repo, "invalid run")
+    # in a batch with a good run: all or nothing
+    _fails(capsys, [str(two_runs[1]), str(run), "--repo", str(repo)], repo, "invalid run")
 
 
 def test_missing_dvc_repo(two_runs, tmp_path, capsys):

@@ -99,3 +99,12 @@ def test_concurrent_publishes_both_land(repo, two_runs):
     assert sh(["git", "status", "--porcelain"], repo).stdout == ""
     log = sh(["git", "log", "--oneline"], repo).stdout
     assert log.count("publish exp/") == 2
+
+
+def test_batch_publish_one_commit(repo, two_runs):
+    assert main([str(r) for r in two_runs] + ["--repo", str(repo)]) == 0
+    assert sh(["git", "log", "-1", "--format=%s"], repo).stdout.strip() == "publish 2 runs"
+    ds = open_repo(repo)
+    assert read_index(ds) == rebuild_index(ds) and len(read_index(ds)["runs"]) == 2
+    for r in two_runs:
+        _check_against_manifest(repo / "data/captures/exp" / r.name)
