@@ -108,3 +108,8 @@ def test_batch_publish_one_commit(repo, two_runs):
     assert read_index(ds) == rebuild_index(ds) and len(read_index(ds)["runs"]) == 2
     for r in two_runs:
         _check_against_manifest(repo / "data/captures/exp" / r.name)
+    index = repo / "data/captures" / INDEX_NAME
+    before = index.read_bytes()
+    index.write_text('{"index_version": 1, "runs": []}')
+    assert main(["--rebuild-index", "--repo", str(repo)]) == 0
+    assert index.read_bytes() == before

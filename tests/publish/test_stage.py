@@ -1,6 +1,7 @@
 """dvc.yaml capture stage: `dvc repro` captures, skips when the config is unchanged, reruns when a
 param changes (earlier runs kept: persist), and `dvc metrics show` lists per-run validation."""
 import json
+import os
 import sys
 
 import yaml
@@ -37,7 +38,7 @@ def test_capture_stage_repro_and_metrics(tmp_path, monkeypatch):
                                                     "seed"]}]
     assert cap["outs"] == [{"results/stagex": {"persist": True}}]
     # the stage commands run with this interpreter's scripts first on PATH
-    monkeypatch.setenv("PATH", f"{sys.prefix}/bin:" + __import__("os").environ["PATH"])
+    monkeypatch.setenv("PATH", f"{sys.prefix}/bin:" + os.environ["PATH"])
 
     def runs():
         return sorted(p.name for p in (repo / "results/stagex").iterdir())
@@ -54,7 +55,9 @@ def test_capture_stage_repro_and_metrics(tmp_path, monkeypatch):
     assert sorted(data) == runs()
     assert all(v == {"ok": 1, "episodes": 2, "steps": v["steps"], "errors": 0, "warnings": 0}
                and v["steps"] > 0 for v in data.values())
-    sh(["git", "add", "dvc.yaml", "dvc.lock", "conf", "results/.gitignore", "metrics"], repo)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["capture_stagex"]
+    assert lock["params"]["conf/capture.yaml"]["seed"] == 8
+    assert "results/stagex" in sh(["git", "status", "--porcelain", "--ignored"], repo).stdout
 
 
 def test_init_stage_bad_config(tmp_path, capsys):
