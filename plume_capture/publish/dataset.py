@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -280,6 +281,25 @@ def _stage_copy(src: Path, stage: Path, names: list[str], inventory: dict) -> di
     return files
 
 
+_STAGE_TAG = ".publishing-"
+_HOST = socket.gethostname().replace("-", "_")
+
+
+def _sweep_stale_stages(ds: DatasetRepo) -> list[Path]:
+    """Remove staging copies left by a publish of this host that was killed (its pid is gone)."""
+    gone = []
+    for d in ds.root.glob(f"*/.*{_STAGE_TAG}{_HOST}-*"):
+        try:
+            pid = int(d.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+        except (ValueError, PermissionError):
+            pass  # not ours to judge
+    return gone
+
+
 def _source(run_dir, ds: DatasetRepo) -> Path:
     src = Path(run_dir)
     if not src.is_dir():
@@ -366,7 +386,7 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
             extra = p.meta.get("extra") if isinstance(p.meta.get("extra"), dict) else {}
             inventory = extra.get("files") if isinstance(extra.get("files"), dict) else {}
             p.target.parent.mkdir(parents=True, exist_ok=True)
-            p.stage = p.target.parent / f".{p.meta['run_id']}.publishing-{os.getpid()}"
+            p.stage = p.target.parent / f".{p.meta['run_id']}{_STAGE_TAG}{_HOST}-{os.getpid()}"
             files = _stage_copy(p.src, p.stage, p.names, inventory)
             p.manifest = build_manifest(p.meta, files, validation_summary(reports[p.target]),
                                         publisher={"at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
@@ -377,6 +397,7 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
         lap("copy_s")
         with repo_lock(ds):
             lap("lock_wait_s")
+            _sweep_stale_stages(ds)
             for p in todo:  # a concurrent publish of the same run may have landed meanwhile
                 p.found = _existing(ds, p.target, p.stage, p.names)
                 if p.found is None:

@@ -113,3 +113,16 @@ def test_batch_publish_one_commit(repo, two_runs):
     index.write_text('{"index_version": 1, "runs": []}')
     assert main(["--rebuild-index", "--repo", str(repo)]) == 0
     assert index.read_bytes() == before
+
+
+def test_killed_publish_leftover_is_swept(repo, two_runs):
+    from plume_capture.publish.dataset import _HOST, _STAGE_TAG
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = repo / "data/captures/exp" / f".{two_runs[1].name}{_STAGE_TAG}{_HOST}-{dead.pid}"
+    left.mkdir(parents=True)
+    (left / "steps.jsonl.gz").write_bytes(b"half a copy")
+    assert main([str(two_runs[0]), "--repo", str(repo)]) == 0
+    assert not left.exists()
+    assert sh(["git", "status", "--porcelain"], repo).stdout == ""
