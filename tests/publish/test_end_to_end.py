@@ -126,3 +126,14 @@ def test_killed_publish_leftover_is_swept(repo, two_runs):
     assert main([str(two_runs[0]), "--repo", str(repo)]) == 0
     assert not left.exists()
     assert sh(["git", "status", "--porcelain"], repo).stdout == ""
+
+
+def test_concurrent_publishes_of_one_run(repo, two_runs):
+    procs = [subprocess.Popen([sys.executable, "-m", "plume_capture.cli.publish", str(two_runs[0]),
+                               "--repo", str(repo)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert sorted(o.split(":")[0] for o in outs) == ["published", "unchanged"]
+    assert len(read_index(open_repo(repo))["runs"]) == 1
+    assert sh(["git", "log", "--oneline"], repo).stdout.count("publish exp/") == 1
