@@ -42,3 +42,17 @@ def test_compact_seeds():
     assert compact_seeds(5, range(5, 5 + 10**6)) == {"first": 5, "count": 10**6,
                                                      "rule": "episode i has seed first + i"}
     assert compact_seeds(5, [5, 9])["seeds"] == [5, 9]
+
+
+def test_package_checkout_must_track_the_package(tmp_path):
+    (tmp_path / "plume_capture").mkdir()
+    (tmp_path / "plume_capture" / "__init__.py").write_text("")
+    sh(["git", "init", "-q"], tmp_path)  # e.g. a venv's site-packages inside some repo
+    sh(["git", "commit", "-q", "--allow-empty", "-m", "x"], tmp_path)
+    s = git_state(tmp_path, must_track="plume_capture/__init__.py")
+    assert s["git_sha"] is None and "is not tracked" in s["reason"]
+    sh(["git", "add", "plume_capture/__init__.py"], tmp_path)
+    sh(["git", "commit", "-qm", "y"], tmp_path)
+    s = git_state(tmp_path, must_track="plume_capture/__init__.py")
+    assert s["git_sha"] == sh(["git", "rev-parse", "HEAD"], tmp_path).stdout.strip()
+    assert s["git_dirty"] is False and s["reason"] is None
