@@ -281,6 +281,17 @@ def _stage_copy(src: Path, stage: Path, names: list[str], inventory: dict) -> di
     return files
 
 
+def _check_not_tracked_whole(ds: DatasetRepo, target: Path) -> None:
+    """A directory above the run that is one DVC output would swallow the run (DVC 3 then updates
+    that output instead of writing ``<run_id>.dvc``): refuse."""
+    for d in [target.parent, *target.parent.parents]:
+        if d == ds.top:
+            return
+        if d.with_name(d.name + ".dvc").exists():
+            raise PublishError(f"{ds.rel(d)} is tracked by DVC as a whole ({ds.rel(d)}.dvc); "
+                               "publish into another --dest")
+
+
 _STAGE_TAG = ".publishing-"
 _HOST = socket.gethostname().replace("-", "_")
 
@@ -362,6 +373,7 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
         meta = _read_run_json(src)
         names = _run_files(src)
         target = ds.root / meta["experiment"] / meta["run_id"]
+        _check_not_tracked_whole(ds, target)
         if target in seen:
             raise PublishError(f"{ds.rel(target)} given twice")
         seen.add(target)
@@ -438,6 +450,9 @@ def _commit_to_tree(ds: DatasetRepo, plans: list, commit: bool, lap):
     paths = [ds.rel(f) for f in [*dvc_files, *ignores, ds.index_path]]
     try:
         run_cmd(dvc_cmd("add", "--quiet", *[ds.rel(p.target) for p in plans]), ds.top, "dvc add")
+        missing = [ds.rel(f) for f in dvc_files if not f.exists()]
+        if missing:
+            raise RuntimeError(f"dvc add wrote no {missing[0]}")
         lap("dvc_add_s")
         entries = [index_entry(ds, p.target, p.manifest, sha256_file(p.target / MANIFEST_NAME))
                    for p in plans]

@@ -6,7 +6,7 @@ import pytest
 
 from plume_capture.cli.publish import main
 
-from .conftest import copy_run, make_repo, sh
+from .conftest import copy_run, dvc, make_repo, sh
 
 
 def _snapshot(repo):
@@ -84,3 +84,13 @@ def test_different_run_under_existing_name(repo, two_runs, tmp_path, capsys):
     meta["start_time"] = "2020-01-01T00:00:00Z"
     (impostor / "run.json").write_text(json.dumps(meta))
     _fails(capsys, [str(impostor), "--repo", str(repo)], repo, "different run is already published")
+
+
+def test_experiment_dir_tracked_as_one_output(repo, two_runs, capsys):
+    exp = repo / "data/captures/exp"
+    exp.mkdir(parents=True)
+    (exp / "notes.txt").write_text("tracked as a whole\n")
+    dvc("add", "-q", "data/captures/exp", cwd=repo)
+    sh(["git", "add", "data/captures"], repo)
+    sh(["git", "commit", "-qm", "exp as one output"], repo)
+    _fails(capsys, [str(two_runs[0]), "--repo", str(repo)], repo, "tracked by DVC as a whole")

@@ -137,3 +137,18 @@ def test_concurrent_publishes_of_one_run(repo, two_runs):
     assert sorted(o.split(":")[0] for o in outs) == ["published", "unchanged"]
     assert len(read_index(open_repo(repo))["runs"]) == 1
     assert sh(["git", "log", "--oneline"], repo).stdout.count("publish exp/") == 1
+
+
+def test_git_failure_rolls_back(repo, two_runs, capsys):
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho refused by hook >&2\nexit 1\n")
+    hook.chmod(0o755)
+    head = sh(["git", "rev-parse", "HEAD"], repo).stdout
+    assert main([str(two_runs[0]), "--repo", str(repo)]) == 1
+    err = capsys.readouterr().err
+    assert err == "plume-nav-publish: RuntimeError: git commit failed: refused by hook\n"
+    assert sh(["git", "rev-parse", "HEAD"], repo).stdout == head
+    assert sh(["git", "status", "--porcelain", "--untracked-files=all"], repo).stdout == ""
+    assert not (repo / "data").exists() or not any((repo / "data").rglob("*.*"))
+    hook.unlink()
+    assert main([str(two_runs[0]), "--repo", str(repo)]) == 0  # nothing stale left in the way
