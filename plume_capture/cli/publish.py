@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", metavar="NAME", help="DVC remote for --push (default: the default)")
     p.add_argument("--no-commit", action="store_true",
                    help="stage the .dvc file and index in git but do not commit")
+    p.add_argument("--revalidate", action="store_true", help="validate even a run whose own "
+                   "manifest.json vouches for it (same sha256s)")
     p.add_argument("--rebuild-index", action="store_true",
                    help="recompute DATASET_INDEX.json from the published manifests")
     p.add_argument("--init-stage", metavar="CONFIG", help="write (or extend) dvc.yaml in --repo "
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
         else:
             results = dataset.publish_runs(args.run_dirs, args.repo, dest=args.dest,
                                            push=args.push, remote=args.remote,
-                                           commit=not args.no_commit, log=print)
+                                           commit=not args.no_commit,
+                                           revalidate=args.revalidate, log=print)
             for res in results:
                 if res.pushed:
                     print(f"pushed: {res.path.name}")

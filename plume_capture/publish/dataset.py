@@ -252,6 +252,20 @@ def _same_run(src: Path, names: list[str], manifest: dict) -> bool:
                == files[n]["sha256"] for n in names)
 
 
+def _prior_validation(src: Path, names: list[str]) -> dict | None:
+    """The validation report of a manifest already in ``src`` (a run pulled from a dataset) when
+    it says ok and every file still has the sha256 it lists; None otherwise."""
+    try:
+        with open(src / MANIFEST_NAME, encoding="utf-8") as f:
+            manifest = json.load(f)
+        report = manifest["validation"]
+        if report["ok"] is True and _same_run(src, names, manifest):
+            return {**report, "reused_from": "manifest.json of the source run (same sha256s)"}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
 def _existing(repo: DatasetRepo, target: Path, src: Path, names: list[str]) -> dict | None:
     """The published manifest when ``target`` holds this very run; PublishError when it holds
     another; None when the name is free."""
@@ -340,14 +354,15 @@ def publish_run(run_dir, repo, **kw) -> PublishResult:
 
 
 def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False,
-                 remote: str | None = None, commit: bool = True, log=None,
-                 timings: dict | None = None) -> list[PublishResult]:
+                 remote: str | None = None, commit: bool = True, revalidate: bool = False,
+                 log=None, timings: dict | None = None) -> list[PublishResult]:
     """Validate the runs and publish them into the dataset tree of ``repo`` (see the module doc)
     with one ``dvc add``, one index update and one git commit for all of them.
 
     All or nothing: PublishError for bad input (nothing published), RuntimeError when git/DVC fail
     (the tree is rolled back). ``commit``: commit the .dvc files, .gitignore and index to git.
-    ``timings``, when given, receives the seconds spent per phase.
+    A run carrying a manifest whose sha256s all still match (pulled from a dataset) is not
+    validated again unless ``revalidate``. ``timings``, when given, receives seconds per phase.
     """
     say = log or (lambda msg: None)
     tm = timings if timings is not None else {}
@@ -382,14 +397,19 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
     todo = [p for p in plans if p.found is None]
     reports = {}
     for p in todo:
+        extra = p.meta.get("extra") if isinstance(p.meta.get("extra"), dict) else {}
+        if extra.get("status", "complete") != "complete":
+            raise PublishError(f"run {p.src.name} status is {extra.get('status')!r}, not complete")
+        prior = None if revalidate else _prior_validation(p.src, p.names)
+        if prior is not None:
+            say(f"validation: {p.src.name} unchanged since validated at {prior['validated_at']}")
+            reports[p.target] = prior
+            continue
         res = validate_run_artifacts(p.src)
         if not res["ok"]:
             first = res["errors"][0] if res["errors"] else "invalid"
             raise PublishError(f"invalid run {p.src.name} ({len(res['errors'])} error(s)), "
                                f"first: {first}")
-        extra = p.meta.get("extra") if isinstance(p.meta.get("extra"), dict) else {}
-        if extra.get("status", "complete") != "complete":
-            raise PublishError(f"run {p.src.name} status is {extra.get('status')!r}, not complete")
         reports[p.target] = res
     lap("validate_s")
     fresh = []
@@ -400,7 +420,9 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
             p.target.parent.mkdir(parents=True, exist_ok=True)
             p.stage = p.target.parent / f".{p.meta['run_id']}{_STAGE_TAG}{_HOST}-{os.getpid()}"
             files = _stage_copy(p.src, p.stage, p.names, inventory)
-            p.manifest = build_manifest(p.meta, files, validation_summary(reports[p.target]),
+            rep = reports[p.target]
+            p.manifest = build_manifest(p.meta, files,
+                                        rep if "reused_from" in rep else validation_summary(rep),
                                         publisher={"at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                        time.gmtime()),
                                                    "source": str(p.src), "code": provenance()})

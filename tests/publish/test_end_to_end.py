@@ -10,7 +10,7 @@ from plume_capture.cli.publish import main
 from plume_capture.publish.dataset import INDEX_NAME, open_repo, read_index, rebuild_index
 from plume_capture.readback.validate import validate_run_artifacts
 
-from .conftest import dvc, sh
+from .conftest import dvc, make_repo, sh
 
 
 def _sha(p):
@@ -152,3 +152,20 @@ def test_git_failure_rolls_back(repo, two_runs, capsys):
     assert not (repo / "data").exists() or not any((repo / "data").rglob("*.*"))
     hook.unlink()
     assert main([str(two_runs[0]), "--repo", str(repo)]) == 0  # nothing stale left in the way
+
+
+def test_pulled_run_is_not_validated_again(repo, two_runs, tmp_path, capsys):
+    assert main([str(two_runs[0]), "--repo", str(repo)]) == 0
+    pulled = tmp_path / "pulled" / two_runs[0].name  # e.g. copied out of a colleague's clone
+    shutil.copytree(repo / "data/captures/exp" / two_runs[0].name, pulled)
+    other = make_repo(tmp_path / "other")
+    capsys.readouterr()
+    assert main([str(pulled), "--repo", str(other)]) == 0
+    assert "unchanged since validated" in capsys.readouterr().out
+    m = json.loads((other / "data/captures/exp" / pulled.name / "manifest.json").read_text())
+    assert m["validation"]["reused_from"] and m["validation"]["ok"]
+    # A changed file voids the old report: validated again (and refused: the file is bad).
+    third = make_repo(tmp_path / "third")
+    (pulled / "episodes.jsonl.gz").write_bytes(b"\x1f\x8b broken")
+    assert main([str(pulled), "--repo", str(third)]) == 2
+    assert "invalid run" in capsys.readouterr().err
