@@ -16,7 +16,7 @@ font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px;text-align:left}th{ba
 
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return f"{v:.6g}"
+        return str(v) if len(str(v)) <= 10 else f"{v:.6g}"
     return "null" if v is None else str(v)
 
 
