@@ -16,12 +16,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from plume_capture import spec
-from plume_capture.readback.load import (EPISODE_LAYOUT, STEP_LAYOUT, iter_jsonl_batches,
-                                         list_run_files, strict_loads)
+from plume_capture.readback.load import (EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, count_lines,
+                                         iter_jsonl_batches, list_run_files, parse_chunk,
+                                         strict_loads)
 from plume_capture.report.stats import wilson_interval
 from plume_capture.sim.params import EnvParams
 
 DEFAULT_SAMPLE = 300
+STEP_CHUNK_BYTES = 4 << 20  # decompressed bytes per chunk of the JSON Lines pass
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -233,8 +235,15 @@ def sample_episodes(seeds: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.argpartition(h, k - 1)[:k]).astype(np.int64)
 
 
-def _read_sample_steps(run_dir, files, wanted: np.ndarray):
-    """(episode index, step, x, y) of the steps of the ``wanted`` episodes only."""
+def _read_sample_steps(run_dir, files, wanted: np.ndarray, total_steps: np.ndarray):
+    """(episode index, step, x, y, source) of the steps of the ``wanted`` episodes only.
+
+    JSON Lines: the steps are expected in episode order (as the engine writes them), so the
+    episodes' lengths give the lines to parse and every other chunk is only decompressed; when
+    the collected counts disagree with the lengths, one full pass reads them instead."""
+    ends = np.cumsum(total_steps)
+    line_ranges = np.stack([ends[wanted] - total_steps[wanted], ends[wanted]], axis=1)
+    expected_counts = total_steps[wanted]
     pq_name = files.parquet[spec.STEPS_BASENAME]
     if pq_name:
         ids = [spec.episode_id(int(i)) for i in wanted]
@@ -248,22 +257,49 @@ def _read_sample_steps(run_dir, files, wanted: np.ndarray):
     names = files.jsonl[spec.STEPS_BASENAME]
     if not names:
         raise ReportError(f"{run_dir}: incomplete run (no {spec.part_name(spec.STEPS_BASENAME, 0)})")
+    if line_ranges is not None:
+        got = _scan_steps(run_dir, names, wanted, line_ranges)
+        counts = np.bincount(np.searchsorted(wanted, got[0]), minlength=len(wanted))
+        if np.array_equal(counts, expected_counts):
+            return (*got, ",".join(names))
+        # Steps not in episode order: the chunks that were skipped may hold some; read them all.
+    return (*_scan_steps(run_dir, names, wanted, None), ",".join(names))
+
+
+def _scan_steps(run_dir, names, wanted, line_ranges):
+    """Stream the step files, parsing only chunks that overlap ``line_ranges`` (global 0-based
+    [start, end) line numbers of the wanted episodes, sorted; None = parse every chunk)."""
     out = {k: [] for k in ("e", "s", "x", "y")}
+    expected = STEP_LAYOUT.expected(None)
+    line = 0  # global line number of the chunk's first line
     for name in names:
-        for batch, problems in iter_jsonl_batches(os.path.join(run_dir, name), STEP_LAYOUT):
+        reader = GzipLines(os.path.join(run_dir, name), STEP_CHUNK_BYTES)
+        first = 1
+        for chunk in reader:
+            nl = int(count_lines(chunk))
+            if line_ranges is not None:
+                k = np.searchsorted(line_ranges[:, 1], line, side="right")
+                if k >= len(line_ranges) or line_ranges[k, 0] >= line + nl:
+                    line, first = line + nl, first + nl
+                    continue
+            batch, problems = parse_chunk(STEP_LAYOUT, chunk, first, expected, None)
             if problems:
-                line, code, msg = problems[0]
-                raise ReportError(f"{run_dir}/{name}:{line}: {code}: {msg} (plume-nav-validate "
+                ln, code, msg = problems[0]
+                raise ReportError(f"{run_dir}/{name}:{ln}: {code}: {msg} (plume-nav-validate "
                                   "gives a full report)")
+            line, first = line + nl, first + batch.nlines
             ep = batch.cols["episode_id"]
-            m = np.isin(ep, wanted, assume_unique=False)
+            m = np.isin(ep, wanted)
             if m.any():
                 out["e"].append(ep[m].copy())
                 out["s"].append(batch.cols["step"][m].copy())
                 out["x"].append(batch.cols["agent_position.x"][m].copy())
                 out["y"].append(batch.cols["agent_position.y"][m].copy())
-    cat = [np.concatenate(out[k]) if out[k] else np.zeros(0, np.int64) for k in "esxy"]
-    return (*cat, ",".join(names))
+        if reader.problem is not None:
+            code, msg = reader.problem
+            raise ReportError(f"{run_dir}/{name}: {code}: {msg} (plume-nav-validate gives a "
+                              "full report)")
+    return tuple(np.concatenate(out[k]) if out[k] else np.zeros(0, np.int64) for k in "esxy")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -330,7 +366,7 @@ def summarize_run(run_dir, sample: int = DEFAULT_SAMPLE) -> RunSummary:
                           "(run plume-nav-validate)")
     seeds = episode_seeds(meta, n)
     wanted = sample_episodes(seeds, sample)
-    e, s, x, y, st_src = _read_sample_steps(run_dir, files, wanted)
+    e, s, x, y, st_src = _read_sample_steps(run_dir, files, wanted, tsteps)
     o = np.lexsort((s, e))
     e, x, y = e[o], x[o], y[o]
     cuts = np.searchsorted(e, wanted, side="left"), np.searchsorted(e, wanted, side="right")

@@ -169,3 +169,29 @@ def test_bad_input_one_line_exit_2(case, parquet_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("plume-nav-report: ") and err.count("\n") == 1
     assert not out.exists() and not list(tmp_path.glob("r.html*"))
+
+
+def _jsonl_copy(run_dir, dest, reorder=False):
+    shutil.copytree(run_dir, dest)
+    for p in dest.glob("*.parquet"):
+        p.unlink()
+    if reorder:  # episodes' steps in reverse episode order
+        lines = gzip.open(dest / "steps.jsonl.gz", "rt").read().splitlines(keepends=True)
+        by_ep = {}
+        for ln in lines:
+            by_ep.setdefault(json.loads(ln)["episode_id"], []).append(ln)
+        with gzip.open(dest / "steps.jsonl.gz", "wt") as f:
+            for ep in sorted(by_ep, reverse=True):
+                f.writelines(by_ep[ep])
+    return dest
+
+
+@pytest.mark.parametrize("reorder", [False, True])
+def test_jsonl_pass_skips_chunks_yet_finds_every_step(parquet_run, tmp_path, monkeypatch, reorder):
+    from plume_capture.report import data
+
+    want = summarize_run(parquet_run, sample=4)
+    monkeypatch.setattr(data, "STEP_CHUNK_BYTES", 4096)  # many chunks even in a small run
+    got = summarize_run(_jsonl_copy(parquet_run, tmp_path / "j", reorder), sample=4)
+    assert [(t.episode, t.x.tolist(), t.y.tolist()) for t in got.trajectories] == \
+        [(t.episode, t.x.tolist(), t.y.tolist()) for t in want.trajectories]
