@@ -257,12 +257,11 @@ def _read_sample_steps(run_dir, files, wanted: np.ndarray, total_steps: np.ndarr
     names = files.jsonl[spec.STEPS_BASENAME]
     if not names:
         raise ReportError(f"{run_dir}: incomplete run (no {spec.part_name(spec.STEPS_BASENAME, 0)})")
-    if line_ranges is not None:
-        got = _scan_steps(run_dir, names, wanted, line_ranges)
-        counts = np.bincount(np.searchsorted(wanted, got[0]), minlength=len(wanted))
-        if np.array_equal(counts, expected_counts):
-            return (*got, ",".join(names))
-        # Steps not in episode order: the chunks that were skipped may hold some; read them all.
+    got = _scan_steps(run_dir, names, wanted, line_ranges)
+    counts = np.bincount(np.searchsorted(wanted, got[0]), minlength=len(wanted))
+    if np.array_equal(counts, expected_counts):
+        return (*got, ",".join(names))
+    # Steps not in episode order: the chunks that were skipped may hold some; read them all.
     return (*_scan_steps(run_dir, names, wanted, None), ",".join(names))
 
 
