@@ -10,7 +10,8 @@ from plume_capture.report.data import DEFAULT_SAMPLE, expand_run_dirs, summarize
 
 _CSS = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;
 font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px;text-align:left}th{background:#eee}
-.row{display:flex;flex-wrap:wrap;gap:12px}.run{border:1px solid #ddd;padding:8px}
+.row{display:flex;flex-wrap:wrap;gap:12px}.run{border:1px solid #ddd;padding:8px;width:560px}
+img{max-width:100%}
 .note{color:#a33}.prov{font-size:12px;color:#555}"""
 
 

@@ -14,4 +14,5 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # Clamped so the interval always holds p (rounding can put a bound a hair past it at 0 or n).
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))

@@ -48,6 +48,13 @@ def test_wilson_interval_known_values():
     assert (lo, hi) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
 
 
+def test_wilson_interval_holds_the_rate():
+    for n in (1, 2, 3, 7, 40, 400, 1000, 52632):
+        for k in sorted({0, 1, n // 3, n - 1, n}):
+            lo, hi = wilson_interval(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n, lo, hi)
+
+
 def test_sweep_table_matches_episode_records(sweep_dir, tmp_path, capsys):
     out = tmp_path / "r.html"
     assert main([str(sweep_dir), "-o", str(out), "--png", str(tmp_path / "png")]) == 0
