@@ -33,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_parent = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(out_parent):
             raise ReportError(f"{args.output}: its directory does not exist")
+        if args.png and os.path.exists(args.png) and not os.path.isdir(args.png):
+            raise ReportError(f"--png {args.png}: not a directory")
         result = build_report(args.run_dirs, args.output, args.png, sample)
     except ReportError as e:
         print(f"{PROG}: {str(e).splitlines()[0]}", file=sys.stderr)

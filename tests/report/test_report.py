@@ -149,7 +149,7 @@ def test_reference_tool_run(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "no_run_json", "status", "missing_part",
-                                  "bad_sample"])
+                                  "bad_sample", "png_is_file"])
 def test_bad_input_one_line_exit_2(case, parquet_run, tmp_path, capsys):
     target = tmp_path / "x"
     args = []
@@ -171,6 +171,10 @@ def test_bad_input_one_line_exit_2(case, parquet_run, tmp_path, capsys):
     elif case == "bad_sample":
         target = parquet_run
         args = ["--sample", "0"]
+    elif case == "png_is_file":
+        target = parquet_run
+        (tmp_path / "f").write_text("")
+        args = ["--png", str(tmp_path / "f")]
     out = tmp_path / "r.html"
     assert main([str(target), "-o", str(out), *args]) == 2
     err = capsys.readouterr().err
@@ -199,6 +203,14 @@ def test_jsonl_pass_skips_chunks_yet_finds_every_step(parquet_run, tmp_path, mon
 
     want = summarize_run(parquet_run, sample=4)
     monkeypatch.setattr(data, "STEP_CHUNK_BYTES", 4096)  # many chunks even in a small run
-    got = summarize_run(_jsonl_copy(parquet_run, tmp_path / "j", reorder), sample=4)
+    parsed = []
+    real = data.parse_chunk
+    monkeypatch.setattr(data, "parse_chunk", lambda *a: parsed.append(1) or real(*a))
+    run_dir = _jsonl_copy(parquet_run, tmp_path / "j", reorder)
+    chunks = sum(1 for _ in data.GzipLines(run_dir / "steps.jsonl.gz", 4096))
+    got = summarize_run(run_dir, sample=4)
+    # In episode order only the chunks of the 4 sampled episodes are parsed; out of order, the
+    # counts disagree and a full pass follows the partial one.
+    assert (len(parsed) < chunks / 2) if not reorder else (len(parsed) > chunks)
     assert [(t.episode, t.x.tolist(), t.y.tolist()) for t in got.trajectories] == \
         [(t.episode, t.x.tolist(), t.y.tolist()) for t in want.trajectories]
