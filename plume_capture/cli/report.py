@@ -23,7 +23,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = ap.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    from plume_capture.report import ReportError, build_report
+    try:
+        from plume_capture.report import ReportError, build_report
+    except ModuleNotFoundError as e:
+        if e.name != "matplotlib":
+            raise
+        print(f"{PROG}: needs matplotlib (pip install 'plume-capture[plot]')", file=sys.stderr)
+        return 2
     from plume_capture.report.data import DEFAULT_SAMPLE
 
     sample = DEFAULT_SAMPLE if args.sample is None else args.sample
