@@ -14,7 +14,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import shutil
 import socket
 import subprocess
