@@ -1,0 +1,103 @@
+"""The report page: one self-contained HTML file (figures embedded as base64 PNG)."""
+from __future__ import annotations
+
+import base64
+import html
+import os
+
+from plume_capture.report import figures
+from plume_capture.report.data import DEFAULT_SAMPLE, expand_run_dirs, summarize_run
+
+_CSS = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;
+font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px;text-align:left}th{background:#eee}
+.row{display:flex;flex-wrap:wrap;gap:12px}.run{border:1px solid #ddd;padding:8px;width:560px}
+img{max-width:100%}
+.note{color:#a33}.prov{font-size:12px;color:#555}"""
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return str(v) if len(str(v)) <= 10 else f"{v:.6g}"
+    return "null" if v is None else str(v)
+
+
+def _img(png: bytes, name: str) -> str:
+    return (f'<img data-figure="{html.escape(name)}" alt="{html.escape(name)}" '
+            f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+
+
+def differing_settings(runs) -> list[str]:
+    """Config keys whose values are not the same in every run (none for a single run)."""
+    if len(runs) < 2:
+        return []
+    flat = [r.settings() for r in runs]
+    keys = sorted(set().union(*flat))
+    return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+
+
+def build_report(paths, out_html, png_dir=None, sample: int = DEFAULT_SAMPLE) -> dict:
+    """Write the report of the runs named by ``paths`` (run or sweep directories).
+
+    Returns ``{"runs": [RunSummary], "figures": [names], "notes": [str]}``; raises ReportError.
+    """
+    dirs = expand_run_dirs(paths)
+    runs = [summarize_run(d, sample) for d in dirs]
+    figs = []  # (name, png)
+    notes = []
+    grids = sorted({r.grid for r in runs})
+    if len(grids) > 1:
+        notes.append("runs have different grids (" + ", ".join(f"{w}x{h}" for w, h in grids)
+                     + "): no shared field picture, each run drawn on its own")
+    for r in runs:
+        if r.field_note:
+            notes.append(f"{r.label}: {r.field_note}")
+    for i, r in enumerate(runs, 1):
+        figs.append((f"run{i}_trajectories", figures.trajectories(r)))
+        figs.append((f"run{i}_histograms", figures.histograms(r)))
+    if len(runs) > 1:
+        figs.append(("success_comparison", figures.success_comparison(runs)))
+    keys = differing_settings(runs)
+
+    rows = []
+    for i, r in enumerate(runs, 1):
+        lo, hi = r.success_interval
+        sps = r.steps_per_s
+        cells = [f"run {i}", html.escape(r.label)] + [html.escape(_fmt(r.settings().get(k)))
+                                                      for k in keys]
+        cells += [str(r.n_episodes), str(r.successes), f"{r.success_rate:.4f}",
+                  f"[{lo:.4f}, {hi:.4f}]", f"{r.mean_length:.2f}",
+                  "-" if sps is None else f"{sps:,.0f}"]
+        rows.append('<tr class="run-row">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = ["", "run"] + [html.escape(k) for k in keys] + [
+        "episodes", "reached goal", "success rate", "95% interval (Wilson)", "mean length",
+        "capture steps/s"]
+    fig_map = dict(figs)
+    sections = []
+    for i, r in enumerate(runs, 1):
+        prov = " · ".join(f"{k}: {html.escape(_fmt(v))}" for k, v in r.provenance().items())
+        sections.append(
+            f'<div class="run"><h3>run {i}: {html.escape(r.label)}</h3>'
+            f'<p class="prov">{prov}</p>'
+            + _img(fig_map[f"run{i}_trajectories"], f"run{i}_trajectories") + "<br>"
+            + _img(fig_map[f"run{i}_histograms"], f"run{i}_histograms") + "</div>")
+    body = [f"<h1>plume-capture report: {len(runs)} run{'s' if len(runs) > 1 else ''}</h1>"]
+    body += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
+    body.append('<table id="runs"><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
+                + "".join(rows) + "</table>")
+    if "success_comparison" in fig_map:
+        body.append("<h2>success rate</h2>" + _img(fig_map["success_comparison"],
+                                                     "success_comparison"))
+    body.append('<h2>runs</h2><div class="row">' + "".join(sections) + "</div>")
+    page = ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>plume-capture report</title>'
+            f"<style>{_CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
+    out_html = os.fspath(out_html)
+    tmp = out_html + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(tmp, out_html)
+    if png_dir is not None:
+        os.makedirs(png_dir, exist_ok=True)
+        for name, png in figs:
+            with open(os.path.join(png_dir, name + ".png"), "wb") as f:
+                f.write(png)
+    return {"runs": runs, "figures": [n for n, _ in figs], "notes": notes}
