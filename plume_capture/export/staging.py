@@ -1,0 +1,39 @@
+"""Write-aside-then-rename for export outputs: a half-written export never looks complete."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+from plume_capture.export.reader import ExportError
+
+
+@contextlib.contextmanager
+def staged_dir(final: str):
+    """Yield a fresh sibling directory of ``final``; rename it to ``final`` on success, delete it
+    on any failure. ``final`` must not exist."""
+    final = os.path.abspath(os.fspath(final))
+    if os.path.exists(final):
+        raise ExportError(f"output already exists: {final}")
+    parent = os.path.dirname(final)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.partial-", dir=parent)
+    try:
+        yield tmp
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def provenance(src) -> dict:
+    """The run facts every export carries."""
+    m = src.meta
+    extra = m.get("extra") or {}
+    return {"run_id": m.get("run_id"), "experiment": m.get("experiment"),
+            "config_hash": m.get("config_hash"), "git_sha": m.get("git_sha"),
+            "package_version": m.get("package_version"), "schema_version": m.get("schema_version"),
+            "base_seed": m.get("base_seed"), "n_steps": src.n_steps, "n_episodes": src.n_episodes,
+            "env": src.env_kwargs, "policy": extra.get("policy"),
+            "versions": (extra.get("engine") or {}).get("versions")}
