@@ -12,8 +12,8 @@ def main(argv=None) -> int:
     ap.add_argument("run_dir")
     ap.add_argument("--to", required=True, choices=("minari", "rllib", "hf"))
     ap.add_argument("out", nargs="?", default=None,
-                    help="output (minari: the datasets root); default <run_dir>/export/<target>")
-    args = ap.parse_args(argv)
+                    help="output (minari: the datasets root); default <run_dir>.<target>")
+    args = ap.parse_intermixed_args(argv)
     from plume_capture.export import TARGETS, ExportError
 
     try:

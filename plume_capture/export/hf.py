@@ -30,11 +30,22 @@ def steps_table(c: Chunk) -> pa.Table:
     })
 
 
+def episode_returns(c: Chunk) -> np.ndarray:
+    """float64 sum of each episode's rewards in step order, as the episode records hold it
+    (``np.add.reduceat`` sums pairwise and can differ in the last bit)."""
+    lengths = np.diff(np.r_[c.starts, c.n])
+    total = np.zeros(len(c.starts))
+    for k in range(int(lengths.max(initial=0))):
+        live = lengths > k
+        total[live] += c.reward[c.starts[live] + k]
+    return total
+
+
 def episodes_table(c: Chunk) -> pa.Table:
     ends = np.r_[c.starts[1:], c.n] - 1
     return pa.table({
         "episode_index": c.episode[c.starts], "seed": c.seeds,
-        "total_steps": c.step[ends], "total_reward": np.add.reduceat(c.reward, c.starts),
+        "total_steps": c.step[ends], "total_reward": episode_returns(c),
         "terminated": c.terminated[ends], "truncated": c.truncated[ends],
         "reset_observation": _list(c.reset_obs),
     })
@@ -74,9 +85,9 @@ steps = datasets.load_dataset("PATH/TO/THIS/FOLDER", "steps", split="train")
 
 
 def export_hf(run_dir, out=None, *, shard_rows: int = SHARD_ROWS) -> str:
-    """Export ``run_dir`` to ``out`` (default ``<run_dir>/export/hf``); returns ``out``."""
+    """Export ``run_dir`` to ``out`` (default ``<run_dir>.hf``); returns ``out``."""
     src = open_run(run_dir)
-    out = os.fspath(out) if out is not None else os.path.join(src.run_dir, "export", "hf")
+    out = os.fspath(out) if out is not None else src.run_dir.rstrip(os.sep) + ".hf"
     prov = provenance(src)
     meta = {b"plume_capture.provenance": json.dumps(prov).encode()}
     prov = {**prov, "episode_seeds": "the seed column of the episodes config"}

@@ -22,14 +22,14 @@ CODE_PERMALINK = "https://pypi.org/project/plume-capture/"
 
 
 def dataset_id_for(meta: dict) -> str:
-    """Minari id ``plume-capture/<experiment>-<run_id>-v0`` (characters Minari rejects -> '_')."""
-    name = re.sub(r"[^\w.-]", "_", f"{meta.get('experiment')}-{meta.get('run_id')}")
-    return f"plume-capture/{name}-v0"
+    """Minari id ``plume-capture_<experiment>_<run_id>-v0`` (characters Minari rejects -> '_')."""
+    name = re.sub(r"[^\w.-]", "_", f"{meta.get('experiment')}_{meta.get('run_id')}")
+    return f"plume-capture_{name}-v0"
 
 
 def export_minari(run_dir, out=None, *, dataset_id: str | None = None) -> str:
     """Export ``run_dir`` as a Minari dataset under the datasets root ``out`` (default
-    ``<run_dir>/export/minari``); returns the dataset's directory ``<out>/<dataset_id>``. Load it
+    ``<run_dir>.minari``); returns the dataset's directory ``<out>/<dataset_id>``. Load it
     with ``MINARI_DATASETS_PATH=<out>`` and ``minari.load_dataset(dataset_id)``."""
     import gymnasium
     from minari.data_collector.episode_buffer import EpisodeBuffer
@@ -39,7 +39,7 @@ def export_minari(run_dir, out=None, *, dataset_id: str | None = None) -> str:
     import plume_capture.envs  # noqa: F401  (registers PlumeNav-v0)
 
     src = open_run(run_dir)
-    root = os.fspath(out) if out is not None else os.path.join(src.run_dir, "export", "minari")
+    root = os.fspath(out) if out is not None else src.run_dir.rstrip(os.sep) + ".minari"
     dataset_id = dataset_id or dataset_id_for(src.meta)
     final = os.path.join(root, dataset_id)
     env_spec = dataclasses.replace(gymnasium.spec("PlumeNav-v0"), kwargs=dict(src.env_kwargs))
@@ -50,7 +50,7 @@ def export_minari(run_dir, out=None, *, dataset_id: str | None = None) -> str:
                                     env.action_space, env_spec, data_format="hdf5")
         storage.update_metadata({
             "dataset_id": dataset_id, "minari_version": minari_version,
-            "code_permalink": CODE_PERMALINK, "author": "plume-capture",
+            "code_permalink": CODE_PERMALINK, "author": {"plume-capture"},
             "algorithm_name": str((prov.get("policy") or {}).get("name", "unknown")),
             "description": f"PlumeNav-v0 trajectories of run {prov['run_id']} "
                           f"(config_hash {prov['config_hash']}); provenance: "

@@ -58,9 +58,9 @@ class ShardWriter:
 
 
 def export_rllib(run_dir, out=None, *, shard_rows: int = SHARD_ROWS) -> str:
-    """Export ``run_dir`` to ``out`` (default ``<run_dir>/export/rllib``); returns ``out``."""
+    """Export ``run_dir`` to ``out`` (default ``<run_dir>.rllib``); returns ``out``."""
     src = open_run(run_dir)
-    out = os.fspath(out) if out is not None else os.path.join(src.run_dir, "export", "rllib")
+    out = os.fspath(out) if out is not None else src.run_dir.rstrip(os.sep) + ".rllib"
     meta = {b"plume_capture.provenance": json.dumps(provenance(src)).encode()}
     with staged_dir(out) as tmp:
         w = ShardWriter(tmp, shard_rows, meta)

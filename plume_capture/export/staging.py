@@ -17,13 +17,18 @@ def staged_dir(final: str):
     if os.path.exists(final):
         raise ExportError(f"output already exists: {final}")
     parent = os.path.dirname(final)
+    top = parent  # the outermost directory this export creates, removed again on failure
+    while not os.path.exists(os.path.dirname(top)):
+        top = os.path.dirname(top)
+    created = not os.path.exists(parent)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.partial-", dir=parent)
     try:
         yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
         os.rename(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(top if created else tmp, ignore_errors=True)
         raise
 
 
