@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from plume_capture import spec
@@ -85,16 +83,16 @@ def open_run(run_dir) -> RunSource:
     return RunSource(run_dir, meta, kwargs, rep["counts"]["steps"], rep["counts"]["episodes"])
 
 
-_COLS = ["action", "episode_id", "observation_summary", "reward", "seed", "step", "terminated",
-         "truncated"]
+# Episodes follow each other in order with steps 1..T (the run passed validation), so the episode
+# index is the running count of step-1 rows and episode_id (a string) is never decoded.
+_COLS = ["action", "observation_summary", "reward", "seed", "step", "terminated", "truncated"]
 
 
 def _parquet_batches(path, rows: int):
     for rb in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=_COLS):
-        ep = pc.subtract(pc.cast(pc.utf8_slice_codeunits(rb.column("episode_id"), 3), pa.int64()), 1)
         lst = rb.column("observation_summary")
         vals = lst.values.slice(lst.offsets[0].as_py(), lst.offsets[-1].as_py() - lst.offsets[0].as_py())
-        yield {"episode": ep.to_numpy(), "obs": vals.to_numpy(), "offsets": lst.offsets.to_numpy(),
+        yield {"obs": vals.to_numpy(), "offsets": lst.offsets.to_numpy(),
                **{k: rb.column(k).to_numpy(zero_copy_only=False)
                   for k in ("action", "reward", "seed", "step", "terminated", "truncated")}}
 
@@ -106,7 +104,7 @@ def _jsonl_batches(run_dir, files, chunk_bytes: int):
             if problems:  # validated just before: only a file changed since then gets here
                 raise ExportError(f"{name}:{problems[0][0]}: {problems[0][2]}")
             c = batch.cols
-            yield {"episode": c["episode_id"], "obs": c["observation_summary.values"],
+            yield {"obs": c["observation_summary.values"],
                    "offsets": c["observation_summary.offsets"],
                    **{k: c[k] for k in ("action", "reward", "seed", "step", "terminated", "truncated")}}
 
@@ -134,7 +132,7 @@ def iter_chunks(src: RunSource, *, rows: int = 1 << 20, chunk_bytes: int = 32 <<
         if files.parquet[base] else _jsonl_batches(src.run_dir, files.jsonl[base], chunk_bytes)
     reset = ResetObservations(src.env_kwargs)
     d = reset.env.observation_space.shape[0]
-    carry = None
+    carry, seen = None, 0
     for b in batches:
         n = len(b["step"])
         if n == 0:
@@ -142,8 +140,11 @@ def iter_chunks(src: RunSource, *, rows: int = 1 << 20, chunk_bytes: int = 32 <<
         off = np.asarray(b["offsets"])
         if not np.array_equal(np.diff(off), np.full(n, d)):
             raise ExportError(f"{src.run_dir}: observation_summary is not {d} values per step")
-        cols = {k: np.asarray(b[k]) for k in ("episode", "step", "action", "reward", "terminated",
-                                               "truncated", "seed")}
+        cols = {k: np.asarray(b[k]) for k in ("step", "action", "reward", "terminated", "truncated",
+                                               "seed")}
+        first = cols["step"] == 1
+        cols["episode"] = seen - 1 + np.cumsum(first)
+        seen += int(np.count_nonzero(first))
         cols["obs"] = np.asarray(b["obs"], np.float64).astype(np.float32).reshape(n, d)
         if carry is not None:
             cols = {k: np.concatenate([carry[k], cols[k]]) for k in cols}
