@@ -124,7 +124,7 @@ class ResetObservations:
             np.zeros((0, self.env.observation_space.shape[0]), np.float32)
 
 
-def iter_chunks(src: RunSource, *, rows: int = 1 << 20, chunk_bytes: int = 32 << 20) -> Iterator[Chunk]:
+def iter_chunks(src: RunSource, *, rows: int = 1 << 18, chunk_bytes: int = 32 << 20) -> Iterator[Chunk]:
     """Yield the run's steps as Chunks of whole episodes, in order."""
     files = list_run_files(src.run_dir)
     base = spec.STEPS_BASENAME
