@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from plume_capture.export.reader import Chunk, iter_chunks, open_run
+from plume_capture.export.reader import Chunk, iter_chunks, open_run, validated
 from plume_capture.export.rllib import SHARD_ROWS, ShardWriter
-from plume_capture.export.staging import provenance, staged_dir
+from plume_capture.export.staging import check_free, provenance, staged_dir
 
 
 def _list(obs: np.ndarray) -> pa.Array:
@@ -86,12 +86,12 @@ steps = datasets.load_dataset("PATH/TO/THIS/FOLDER", "steps", split="train")
 
 def export_hf(run_dir, out=None, *, shard_rows: int = SHARD_ROWS) -> str:
     """Export ``run_dir`` to ``out`` (default ``<run_dir>.hf``); returns ``out``."""
+    out = check_free(out if out is not None else os.fspath(run_dir).rstrip(os.sep) + ".hf")
     src = open_run(run_dir)
-    out = os.fspath(out) if out is not None else src.run_dir.rstrip(os.sep) + ".hf"
     prov = provenance(src)
     meta = {b"plume_capture.provenance": json.dumps(prov).encode()}
     prov = {**prov, "episode_seeds": "the seed column of the episodes config"}
-    with staged_dir(out) as tmp:
+    with staged_dir(out) as tmp, validated(src):
         sw = ShardWriter(os.path.join(tmp, "steps"), shard_rows, meta)
         ew = ShardWriter(os.path.join(tmp, "episodes"), shard_rows, meta)
         for c in iter_chunks(src):
@@ -99,8 +99,9 @@ def export_hf(run_dir, out=None, *, shard_rows: int = SHARD_ROWS) -> str:
             ew.write(episodes_table(c))
         sw.close()
         ew.close()
+        counts = src.confirm()
         with open(os.path.join(tmp, "README.md"), "w") as f:
             f.write(_CARD.format(title=f"plume-capture run {prov['run_id']}", run_id=prov["run_id"],
-                                 n_steps=src.n_steps, n_episodes=src.n_episodes,
+                                 n_steps=counts["steps"], n_episodes=counts["episodes"],
                                  provenance=json.dumps(prov, indent=1, default=str)))
     return out

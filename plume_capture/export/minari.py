@@ -15,8 +15,8 @@ import re
 
 import numpy as np
 
-from plume_capture.export.reader import ExportError, iter_chunks, open_run
-from plume_capture.export.staging import provenance, staged_dir
+from plume_capture.export.reader import ExportError, iter_chunks, open_run, validated
+from plume_capture.export.staging import check_free, provenance, staged_dir
 
 CODE_PERMALINK = "https://pypi.org/project/plume-capture/"
 
@@ -38,14 +38,21 @@ def export_minari(run_dir, out=None, *, dataset_id: str | None = None) -> str:
 
     import plume_capture.envs  # noqa: F401  (registers PlumeNav-v0)
 
+    from plume_capture.readback.load import strict_loads
+
+    root = os.fspath(out) if out is not None else os.fspath(run_dir).rstrip(os.sep) + ".minari"
+    if dataset_id is None:
+        try:
+            with open(os.path.join(run_dir, "run.json"), "rb") as f:
+                dataset_id = dataset_id_for(strict_loads(f.read()))
+        except (OSError, ValueError):
+            dataset_id = dataset_id_for({})  # open_run reports the problem
+    final = check_free(os.path.join(root, dataset_id))
     src = open_run(run_dir)
-    root = os.fspath(out) if out is not None else src.run_dir.rstrip(os.sep) + ".minari"
-    dataset_id = dataset_id or dataset_id_for(src.meta)
-    final = os.path.join(root, dataset_id)
     env_spec = dataclasses.replace(gymnasium.spec("PlumeNav-v0"), kwargs=dict(src.env_kwargs))
     env = gymnasium.make(env_spec, disable_env_checker=True)
     prov = provenance(src)
-    with staged_dir(final) as tmp:
+    with staged_dir(final) as tmp, validated(src):
         storage = MinariStorage.new(os.path.join(tmp, "data"), env.observation_space,
                                     env.action_space, env_spec, data_format="hdf5")
         storage.update_metadata({
@@ -68,8 +75,9 @@ def export_minari(run_dir, out=None, *, dataset_id: str | None = None) -> str:
                     actions=c.action[a:b], rewards=c.reward[a:b],
                     terminations=c.terminated[a:b], truncations=c.truncated[a:b]))
             storage.update_episodes(buffers)
-        if storage.total_episodes != src.n_episodes or storage.total_steps != src.n_steps:
+        counts = src.confirm()
+        if (storage.total_episodes, storage.total_steps) != (counts["episodes"], counts["steps"]):
             raise ExportError(f"{src.run_dir}: wrote {storage.total_episodes} episodes / "
-                              f"{storage.total_steps} steps, the run has {src.n_episodes} / "
-                              f"{src.n_steps}")
+                              f"{storage.total_steps} steps, the run has {counts['episodes']} / "
+                              f"{counts['steps']}")
     return final

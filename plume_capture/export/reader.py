@@ -6,7 +6,9 @@ episode recomputed from its seed by ``PlumeNav-v0`` on the capture kernels (neve
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -53,34 +55,55 @@ class Chunk:
 
 @dataclass(frozen=True)
 class RunSource:
-    """A validated run: its run.json and the env keyword arguments that ran."""
+    """A run being exported: its run.json, the env keyword arguments that ran, and its validation,
+    which runs in a background thread while the export converts into its staging directory.
+    Invariant: nothing is renamed into place before ``confirm()`` returned (the run is valid)."""
 
     run_dir: str
     meta: dict
     env_kwargs: dict
-    n_steps: int
-    n_episodes: int
+    validation: Future
+
+    def confirm(self) -> dict:
+        """Wait for validation; -> its counts {"steps", "episodes"}; ExportError if it failed."""
+        rep = self.validation.result()
+        if not rep["ok"]:
+            raise ExportError(f"{self.run_dir} fails validation: {rep['errors'][0]}")
+        return rep["counts"]
 
 
 def open_run(run_dir) -> RunSource:
-    """Validate ``run_dir`` and resolve its env; raises ExportError when it cannot be exported."""
+    """Start validating ``run_dir`` and resolve its env; raises ExportError when it cannot be
+    exported (a run that fails validation is reported by its first validation error)."""
     from plume_capture.readback.replay import _env_params
 
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise ExportError(f"not a run directory: {run_dir}")
-    rep = validate_run_artifacts(run_dir, max_errors=1)
-    if not rep["ok"]:
-        e = rep["errors"][0]
-        raise ExportError(f"{run_dir} fails validation: {e}")
-    with open(os.path.join(run_dir, "run.json"), "rb") as f:
-        meta = strict_loads(f.read())
+    pool = ThreadPoolExecutor(1, thread_name_prefix="export-validate")
+    validation = pool.submit(validate_run_artifacts, run_dir, max_errors=1)
+    pool.shutdown(wait=False)
     try:
+        with open(os.path.join(run_dir, "run.json"), "rb") as f:
+            meta = strict_loads(f.read())
         params = _env_params(meta).build().params
     except Exception as exc:
+        RunSource(run_dir, {}, {}, validation).confirm()
         raise ExportError(f"{run_dir}: cannot rebuild its env: {exc}") from None
     kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.__dict__.items()}
-    return RunSource(run_dir, meta, kwargs, rep["counts"]["steps"], rep["counts"]["episodes"])
+    return RunSource(run_dir, meta, kwargs, validation)
+
+
+@contextlib.contextmanager
+def validated(src: RunSource):
+    """Around an export's conversion: an error while reading an invalid run is reported as the
+    run's validation error; the block's end waits for validation to pass."""
+    try:
+        yield
+    except Exception:
+        src.confirm()
+        raise
+    src.confirm()
 
 
 # Episodes follow each other in order with steps 1..T (the run passed validation), so the episode

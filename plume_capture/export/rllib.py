@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from plume_capture.export.reader import Chunk, iter_chunks, open_run
-from plume_capture.export.staging import provenance, staged_dir
+from plume_capture.export.reader import Chunk, iter_chunks, open_run, validated
+from plume_capture.export.staging import check_free, provenance, staged_dir
 
 SHARD_ROWS = 4 << 20
 
@@ -59,10 +59,10 @@ class ShardWriter:
 
 def export_rllib(run_dir, out=None, *, shard_rows: int = SHARD_ROWS) -> str:
     """Export ``run_dir`` to ``out`` (default ``<run_dir>.rllib``); returns ``out``."""
+    out = check_free(out if out is not None else os.fspath(run_dir).rstrip(os.sep) + ".rllib")
     src = open_run(run_dir)
-    out = os.fspath(out) if out is not None else src.run_dir.rstrip(os.sep) + ".rllib"
     meta = {b"plume_capture.provenance": json.dumps(provenance(src)).encode()}
-    with staged_dir(out) as tmp:
+    with staged_dir(out) as tmp, validated(src):
         w = ShardWriter(tmp, shard_rows, meta)
         for c in iter_chunks(src):
             w.write(transitions(c))

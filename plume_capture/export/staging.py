@@ -9,13 +9,19 @@ import tempfile
 from plume_capture.export.reader import ExportError
 
 
+def check_free(final) -> str:
+    """``final`` as an absolute path; ExportError when it exists already."""
+    final = os.path.abspath(os.fspath(final))
+    if os.path.exists(final):
+        raise ExportError(f"output already exists: {final}")
+    return final
+
+
 @contextlib.contextmanager
 def staged_dir(final: str):
     """Yield a fresh sibling directory of ``final``; rename it to ``final`` on success, delete it
     on any failure. ``final`` must not exist."""
-    final = os.path.abspath(os.fspath(final))
-    if os.path.exists(final):
-        raise ExportError(f"output already exists: {final}")
+    final = check_free(final)
     parent = os.path.dirname(final)
     top = parent  # the outermost directory this export creates, removed again on failure
     while not os.path.exists(os.path.dirname(top)):
@@ -39,6 +45,6 @@ def provenance(src) -> dict:
     return {"run_id": m.get("run_id"), "experiment": m.get("experiment"),
             "config_hash": m.get("config_hash"), "git_sha": m.get("git_sha"),
             "package_version": m.get("package_version"), "schema_version": m.get("schema_version"),
-            "base_seed": m.get("base_seed"), "n_steps": src.n_steps, "n_episodes": src.n_episodes,
+            "base_seed": m.get("base_seed"), "counts": extra.get("counts"),
             "env": src.env_kwargs, "policy": extra.get("policy"),
             "versions": (extra.get("engine") or {}).get("versions")}

@@ -13,6 +13,7 @@ import yaml
 from plume_capture.capture import capture
 from plume_capture.cli.export import main as export_main
 from plume_capture.config import complete_config
+from plume_capture.envs import PlumeNavVectorEnv
 from plume_capture.export import export_hf, export_minari, export_rllib
 from plume_capture.readback.load import load_run
 from plume_capture.sim.synth import make_movie
@@ -109,10 +110,17 @@ def test_minari_from_parquet_source_and_small_chunks(tmp_path, monkeypatch):
     run_dir = _run(tmp_path, episodes=5, parquet=True, action_type="discrete")
     src = reader.open_run(run_dir)
     chunks = list(reader.iter_chunks(src, rows=7))
-    assert sum(c.n for c in chunks) == src.n_steps
-    assert sum(len(c.starts) for c in chunks) == src.n_episodes
+    counts = src.confirm()
+    assert sum(c.n for c in chunks) == counts["steps"]
+    assert sum(len(c.starts) for c in chunks) == counts["episodes"] == 5
     for c in chunks:
         assert (c.step[c.starts] == 1).all()
+    # the reset observations agree with the vector env's reset kernel (the capture's entry point)
+    venv = PlumeNavVectorEnv(counts["episodes"], **src.env_kwargs)
+    first, _ = venv.reset(seed=int(chunks[0].seeds[0]))
+    np.testing.assert_array_equal(np.concatenate([c.seeds for c in chunks]),
+                                  chunks[0].seeds[0] + np.arange(counts["episodes"]))
+    np.testing.assert_array_equal(np.concatenate([c.reset_obs for c in chunks]), first)
     _check_minari(run_dir, tmp_path / "minari", monkeypatch)
 
 
@@ -173,6 +181,18 @@ def test_cli_refuses_invalid_run_and_writes_nothing(tmp_path, capsys, target):
     assert err.startswith("plume-nav-export: ") and "\n" not in err
     assert not out.exists()
     assert sorted(os.listdir(run_dir.parent)) == [run_dir.name]
+
+
+def test_unreadable_run_is_refused_with_its_validation_error(tmp_path, capsys):
+    """The conversion runs while validation is under way; a reader failure on a damaged file is
+    reported as the validation problem, and nothing is left."""
+    run_dir = _run(tmp_path, episodes=3)
+    path = run_dir / "steps.jsonl.gz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert export_main([str(run_dir), "--to", "hf", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "fails validation" in err and "\n" not in err
+    assert not (tmp_path / "out").exists() and sorted(os.listdir(run_dir.parent)) == [run_dir.name]
 
 
 def test_cli_exports_and_refuses_existing_output(tmp_path, capsys):
