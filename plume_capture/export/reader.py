@@ -106,8 +106,9 @@ def validated(src: RunSource):
     src.confirm()
 
 
-# Episodes follow each other in order with steps 1..T (the run passed validation), so the episode
-# index is the running count of step-1 rows and episode_id (a string) is never decoded.
+# Episodes follow each other in order with steps 1..T (a run where they do not fails validation and
+# is refused), so the episode index is the running count of step-1 rows and episode_id (a string)
+# is never decoded.
 _COLS = ["action", "observation_summary", "reward", "seed", "step", "terminated", "truncated"]
 
 
@@ -124,7 +125,7 @@ def _jsonl_batches(run_dir, files, chunk_bytes: int):
     for name in files:
         for batch, problems in iter_jsonl_batches(os.path.join(run_dir, name), STEP_LAYOUT,
                                                   chunk_bytes=chunk_bytes):
-            if problems:  # validated just before: only a file changed since then gets here
+            if problems:  # a damaged file; validated() reports it as the validation error
                 raise ExportError(f"{name}:{problems[0][0]}: {problems[0][2]}")
             c = batch.cols
             yield {"obs": c["observation_summary.values"],
