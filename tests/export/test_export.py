@@ -77,7 +77,8 @@ def _check_minari(run_dir, out, monkeypatch):
         np.testing.assert_array_equal(again["truncations"], ep.truncations)
     assert row == len(steps)
     meta = json.loads(open(os.path.join(path, "data", "metadata.json")).read())
-    assert run.meta["config_hash"] in meta["description"] and run.meta["run_id"] in meta["description"]
+    prov = json.loads(meta["description"].split("provenance: ", 1)[1])
+    assert (prov["run_id"], prov["config_hash"]) == (run.meta["run_id"], run.meta.get("config_hash"))
     assert meta["code_permalink"] and meta["env_spec"]
 
 
@@ -216,3 +217,11 @@ def test_failure_mid_export_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         export_rllib(run_dir, tmp_path / "new" / "rllib")
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("name", ["config_mode_64x64", "legacy_8x8_parquet"])
+def test_minari_on_reference_tool_runs(tmp_path, monkeypatch, name):
+    from pathlib import Path
+
+    run_dir = Path(__file__).resolve().parents[1] / "fixtures" / "reference_runs" / name
+    _check_minari(run_dir, tmp_path / "minari", monkeypatch)
