@@ -1,0 +1,29 @@
+"""``plume-nav-export RUN_DIR --to {minari,rllib,hf} [OUT]``: export a run for learners."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+PROG = "plume-nav-export"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    ap.add_argument("run_dir")
+    ap.add_argument("--to", required=True, choices=("minari", "rllib", "hf"))
+    ap.add_argument("out", nargs="?", default=None,
+                    help="output (minari: the datasets root); default <run_dir>.<target>")
+    args = ap.parse_intermixed_args(argv)
+    from plume_capture.export import TARGETS, ExportError
+
+    try:
+        out = TARGETS[args.to](args.run_dir, args.out)
+    except (ExportError, FileExistsError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

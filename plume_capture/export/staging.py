@@ -1,0 +1,50 @@
+"""Write-aside-then-rename for export outputs: a half-written export never looks complete."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+from plume_capture.export.reader import ExportError
+
+
+def check_free(final) -> str:
+    """``final`` as an absolute path; ExportError when it exists already."""
+    final = os.path.abspath(os.fspath(final))
+    if os.path.exists(final):
+        raise ExportError(f"output already exists: {final}")
+    return final
+
+
+@contextlib.contextmanager
+def staged_dir(final: str):
+    """Yield a fresh sibling directory of ``final``; rename it to ``final`` on success, delete it
+    on any failure. ``final`` must not exist."""
+    final = check_free(final)
+    parent = os.path.dirname(final)
+    top = parent  # the outermost directory this export creates, removed again on failure
+    while not os.path.exists(os.path.dirname(top)):
+        top = os.path.dirname(top)
+    created = not os.path.exists(parent)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.partial-", dir=parent)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(top if created else tmp, ignore_errors=True)
+        raise
+
+
+def provenance(src) -> dict:
+    """The run facts every export carries."""
+    m = src.meta
+    extra = m.get("extra") or {}
+    return {"run_id": m.get("run_id"), "experiment": m.get("experiment"),
+            "config_hash": m.get("config_hash"), "git_sha": m.get("git_sha"),
+            "package_version": m.get("package_version"), "schema_version": m.get("schema_version"),
+            "base_seed": m.get("base_seed"), "counts": extra.get("counts"),
+            "env": src.env_kwargs, "policy": extra.get("policy"),
+            "versions": (extra.get("engine") or {}).get("versions")}

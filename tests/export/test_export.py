@@ -1,0 +1,227 @@
+"""Exports (issue 16): Minari, RLlib offline Parquet and HF datasets read back by their libraries."""
+import gzip
+import itertools
+import json
+import os
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from plume_capture.capture import capture
+from plume_capture.cli.export import main as export_main
+from plume_capture.config import complete_config
+from plume_capture.envs import PlumeNavVectorEnv
+from plume_capture.export import export_hf, export_minari, export_rllib
+from plume_capture.readback.load import load_run
+from plume_capture.sim.synth import make_movie
+
+POLICY_FOR = {"discrete": "random", "oriented": "temporal_derivative", "run_tumble": "run_tumble_chemotaxis"}
+
+
+def _run(tmp_path, episodes=3, parquet=False, movie=False, **env):
+    cfg = {"output": str(tmp_path / "runs"), "experiment": "exp", "episodes": episodes, "seed": 11,
+           "parquet": parquet,
+           "env": {"grid_size": [16, 12], "max_steps": 40, **env},
+           "policy": {"name": POLICY_FOR[env.get("action_type", "oriented")]},
+           "wind": {"noise_std": 0.25}, "engine": {"kind": "local"}}
+    if movie:
+        path = make_movie(tmp_path / "m.npy", frames=7, height=12, width=16, seed=3)
+        cfg["env"]["plume"] = "movie"
+        cfg["movie"] = {"path": str(path)}
+    return capture(complete_config(cfg)).run_dir
+
+
+def _restep(env, seed, actions):
+    obs, _ = env.reset(seed=int(seed))
+    out = {"observations": [obs], "rewards": [], "terminations": [], "truncations": []}
+    for a in actions:
+        obs, r, te, tr, _ = env.step(int(a))
+        out["observations"].append(obs)
+        out["rewards"].append(r)
+        out["terminations"].append(te)
+        out["truncations"].append(tr)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _check_minari(run_dir, out, monkeypatch):
+    import minari
+
+    path = export_minari(run_dir, out)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(out))
+    ds = minari.load_dataset(os.path.basename(path))
+    run = load_run(run_dir)
+    eps = run.episodes.to_pylist()
+    steps = run.steps.to_pylist()
+    assert ds.total_episodes == len(eps) and ds.total_steps == len(steps)
+    env = ds.recover_environment()
+    assert env.unwrapped.params.__dict__ == load_env(run_dir).unwrapped.params.__dict__
+    with h5py.File(os.path.join(path, "data", "main_data.hdf5"), "r") as f:
+        seeds = [int(f[f"episode_{i}"].attrs["seed"]) for i in range(len(eps))]
+    row = 0
+    for ep, rec, seed in zip(ds.iterate_episodes(), eps, seeds):
+        T = rec["total_steps"]
+        assert len(ep.actions) == T and ep.observations.shape[0] == T + 1
+        assert seed == steps[row]["seed"]
+        recorded = steps[row:row + T]
+        row += T
+        np.testing.assert_array_equal(ep.actions, [s["action"] for s in recorded])
+        np.testing.assert_array_equal(ep.observations[1:],
+                                      np.float32([s["observation_summary"] for s in recorded]))
+        again = _restep(env, seed, ep.actions)
+        np.testing.assert_array_equal(again["observations"], ep.observations)
+        np.testing.assert_array_equal(again["rewards"], ep.rewards)
+        np.testing.assert_array_equal(again["terminations"], ep.terminations)
+        np.testing.assert_array_equal(again["truncations"], ep.truncations)
+    assert row == len(steps)
+    meta = json.loads(open(os.path.join(path, "data", "metadata.json")).read())
+    prov = json.loads(meta["description"].split("provenance: ", 1)[1])
+    assert (prov["run_id"], prov["config_hash"]) == (run.meta["run_id"], run.meta.get("config_hash"))
+    assert meta["code_permalink"] and meta["env_spec"]
+
+
+def load_env(run_dir):
+    import gymnasium
+
+    from plume_capture.export.reader import open_run
+
+    return gymnasium.make("PlumeNav-v0", **open_run(run_dir).env_kwargs)
+
+
+@pytest.mark.parametrize("action_type,observation_type,reward_type", list(itertools.product(
+    ("discrete", "oriented", "run_tumble"), ("concentration", "antennae", "wind_vector"), ("sparse", "step_penalty"))))
+def test_minari_restep_reproduces_export_for_every_type(tmp_path, monkeypatch, action_type, observation_type,
+                                                        reward_type):
+    run_dir = _run(tmp_path, action_type=action_type, observation_type=observation_type, reward_type=reward_type)
+    _check_minari(run_dir, tmp_path / "minari", monkeypatch)
+
+
+@pytest.mark.parametrize("observation_type", ["concentration", "antennae"])
+def test_minari_movie_plume(tmp_path, monkeypatch, observation_type):
+    run_dir = _run(tmp_path, movie=True, observation_type=observation_type)
+    _check_minari(run_dir, tmp_path / "minari", monkeypatch)
+
+
+def test_minari_from_parquet_source_and_small_chunks(tmp_path, monkeypatch):
+    """Episodes split across source batches come out whole (carry between chunks)."""
+    from plume_capture.export import reader
+
+    run_dir = _run(tmp_path, episodes=5, parquet=True, action_type="discrete")
+    src = reader.open_run(run_dir)
+    chunks = list(reader.iter_chunks(src, rows=7))
+    counts = src.confirm()
+    assert sum(c.n for c in chunks) == counts["steps"]
+    assert sum(len(c.starts) for c in chunks) == counts["episodes"] == 5
+    for c in chunks:
+        assert (c.step[c.starts] == 1).all()
+    # the reset observations agree with the vector env's reset kernel (the capture's entry point)
+    venv = PlumeNavVectorEnv(counts["episodes"], **src.env_kwargs)
+    first, _ = venv.reset(seed=int(chunks[0].seeds[0]))
+    np.testing.assert_array_equal(np.concatenate([c.seeds for c in chunks]),
+                                  chunks[0].seeds[0] + np.arange(counts["episodes"]))
+    np.testing.assert_array_equal(np.concatenate([c.reset_obs for c in chunks]), first)
+    _check_minari(run_dir, tmp_path / "minari", monkeypatch)
+
+
+def test_rllib_export_reads_with_ray_data(tmp_path, ray_session):
+    import ray.data
+
+    run_dir = _run(tmp_path, episodes=4)
+    out = export_rllib(run_dir, tmp_path / "rllib", shard_rows=50)
+    assert len([n for n in os.listdir(out) if n.endswith(".parquet")]) > 1
+    rows = ray.data.read_parquet(str(out)).to_pandas().sort_values(["eps_id", "t"]).reset_index(drop=True)
+    run = load_run(run_dir)
+    eps = run.episodes.to_pylist()
+    assert len(rows) == run.steps.num_rows == sum(e["total_steps"] for e in eps)
+    for i, e in enumerate(eps):
+        g = rows[rows.eps_id == i]
+        assert len(g) == e["total_steps"] and list(g.t) == list(range(e["total_steps"]))
+        assert g.rewards.sum() == pytest.approx(e["total_reward"], abs=1e-12)
+        assert bool(g.terminateds.iloc[-1]) == e["terminated"] and bool(g.truncateds.iloc[-1]) == e["truncated"]
+        obs, new = np.stack(g.obs.to_list()), np.stack(g.new_obs.to_list())
+        np.testing.assert_array_equal(new[:-1], obs[1:])
+    np.testing.assert_array_equal(np.stack(rows.new_obs.to_list()),
+                                  np.float32(run.steps.sort_by([("episode_id", "ascending"), ("step", "ascending")])
+                                             .column("observation_summary").to_pylist()))
+
+
+def test_hf_export_loads_with_datasets(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    run_dir = _run(tmp_path, episodes=4)
+    out = export_hf(run_dir, tmp_path / "hf")
+    card = open(os.path.join(out, "README.md")).read()
+    front = yaml.safe_load(card.split("---")[1])
+    assert {c["config_name"] for c in front["configs"]} == {"steps", "episodes"}
+    run = load_run(run_dir)
+    assert run.meta["config_hash"] in card and run.meta["run_id"] in card
+    steps = datasets.load_dataset(str(out), "steps", split="train", cache_dir=str(tmp_path / "cache"))
+    eps = datasets.load_dataset(str(out), "episodes", split="train", cache_dir=str(tmp_path / "cache"))
+    assert steps.num_rows == run.steps.num_rows and eps.num_rows == run.episodes.num_rows
+    assert eps["total_steps"] == run.episodes.column("total_steps").to_pylist()
+    assert eps["total_reward"] == run.episodes.column("total_reward").to_pylist()
+
+
+def _damage(run_dir):
+    path = run_dir / "steps.jsonl.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    rec = json.loads(lines[2])
+    rec["reward"] = 0.5
+    lines[2] = json.dumps(rec)
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+
+
+@pytest.mark.parametrize("target", ["minari", "rllib", "hf"])
+def test_cli_refuses_invalid_run_and_writes_nothing(tmp_path, capsys, target):
+    run_dir = _run(tmp_path, episodes=2)
+    _damage(run_dir)
+    out = tmp_path / "out"
+    assert export_main([str(run_dir), "--to", target, str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("plume-nav-export: ") and "\n" not in err
+    assert not out.exists()
+    assert sorted(os.listdir(run_dir.parent)) == [run_dir.name]
+
+
+def test_unreadable_run_is_refused_with_its_validation_error(tmp_path, capsys):
+    """The conversion runs while validation is under way; a reader failure on a damaged file is
+    reported as the validation problem, and nothing is left."""
+    run_dir = _run(tmp_path, episodes=3)
+    path = run_dir / "steps.jsonl.gz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert export_main([str(run_dir), "--to", "hf", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "fails validation" in err and "\n" not in err
+    assert not (tmp_path / "out").exists() and sorted(os.listdir(run_dir.parent)) == [run_dir.name]
+
+
+def test_cli_exports_and_refuses_existing_output(tmp_path, capsys):
+    run_dir = _run(tmp_path, episodes=2)
+    assert export_main([str(run_dir), "--to", "rllib"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == str(run_dir) + ".rllib" and pq.read_table(out).num_rows == load_run(run_dir).steps.num_rows
+    assert export_main([str(run_dir), "--to", "rllib"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_failure_mid_export_leaves_nothing(tmp_path, monkeypatch):
+    from plume_capture.export import rllib
+
+    run_dir = _run(tmp_path, episodes=3)
+
+    def boom(c):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(rllib, "transitions", boom)
+    with pytest.raises(OSError):
+        export_rllib(run_dir, tmp_path / "new" / "rllib")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("name", ["config_mode_64x64", "legacy_8x8_parquet"])
+def test_minari_on_reference_tool_runs(tmp_path, monkeypatch, name):
+    from pathlib import Path
+
+    run_dir = Path(__file__).resolve().parents[1] / "fixtures" / "reference_runs" / name
+    _check_minari(run_dir, tmp_path / "minari", monkeypatch)
