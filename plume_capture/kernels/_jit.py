@@ -18,11 +18,14 @@ import functools
 import hashlib
 import os
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 JIT_OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
 _JITTED_SOURCES = ("kernels/*.py", "io/writers.py", "readback/load.py", "readback/validate.py")
+
+COMPILE_S = 8  # a first non-tiny run on an empty cache: 6-9 s on a 2-vCPU VM (issue 17, measured)
 
 _KERNELS: list = []
 _LOCK = threading.RLock()
@@ -100,15 +103,27 @@ def interpreting():
 
 
 def cache_dir(numba_version: str) -> str:
+    """``$PLUME_CAPTURE_CACHE`` or ``$XDG_CACHE_HOME/plume_capture`` or ``~/.cache/plume_capture``,
+    else (not writable, e.g. no home) a per-user directory under the temp dir; never the package's
+    own directory, which may be a read-only site-packages."""
     pkg = Path(__file__).resolve().parents[1]
     h = hashlib.sha256(numba_version.encode())
     for pattern in _JITTED_SOURCES:
         for path in sorted(pkg.glob(pattern)):
             h.update(path.name.encode())
             h.update(path.read_bytes())
+    leaf = "numba-" + h.hexdigest()[:16]
     base = os.environ.get("PLUME_CAPTURE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "plume_capture")
-    return os.path.join(base, "numba-" + h.hexdigest()[:16])
+    for root in (base, os.path.join(tempfile.gettempdir(), f"plume_capture-{os.getuid()}")):
+        path = os.path.join(root, leaf)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK | os.X_OK):
+            return path
+    return os.path.join(base, leaf)
 
 
 def load_numba():
@@ -127,6 +142,9 @@ def load_numba():
 
         if not os.environ.get("NUMBA_CACHE_DIR"):
             config.CACHE_DIR = cache_dir(numba.__version__)
+            if not config.DISABLE_JIT and not any(Path(config.CACHE_DIR).rglob("*.nbi")):
+                print(f"plume-capture: compiling kernels once, ~{COMPILE_S} s (cached in {config.CACHE_DIR})",
+                      file=sys.stderr, flush=True)
         for k in _KERNELS:
             k._dispatcher = numba.njit(**k.options)(k.py_func)
         swap = {id(prange): numba.prange, id(literally): numba.literally}
