@@ -45,9 +45,9 @@ def test_read_only_install_caches_in_home(tmp_path):
                                env=_env(home, target), capture_output=True, text=True, cwd=tmp_path)
         assert probe.stdout.startswith(str(target)), probe.stdout + probe.stderr
         first = subprocess.run(args, env=_env(home, target), capture_output=True, text=True, timeout=600,
-                               cwd=tmp_path)
+                                cwd=tmp_path)
         second = subprocess.run(args, env=_env(home, target), capture_output=True, text=True, timeout=600,
-                               cwd=tmp_path)
+                                cwd=tmp_path)
     finally:
         for p in [target, *target.rglob("*")]:
             p.chmod(p.stat().st_mode | stat.S_IWUSR)
