@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import itertools
 import os
 import queue
@@ -411,23 +412,28 @@ def _ray_init(address: str | None):
     return True
 
 
-def _versions() -> dict:
-    from importlib.metadata import version
+@functools.lru_cache(maxsize=None)
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _versions() -> dict:
     import numpy
     import pyarrow
 
-    v = {"plume_capture": __version__, "numpy": numpy.__version__, "numba": version("numba"),
+    v = {"plume_capture": __version__, "numpy": numpy.__version__, "numba": _dist_version("numba"),
          "pyarrow": pyarrow.__version__, "python": sys.version.split()[0]}
     for mod in ("ray", "polars", "isal"):
         m = sys.modules.get(mod)
         if m is not None:
             v[mod] = getattr(m, "__version__", None)
     if "ray" not in v:
-        try:
-            v["ray"] = version("ray")
-        except Exception:
-            v["ray"] = None
+        v["ray"] = _dist_version("ray")
     return v
 
 

@@ -171,6 +171,16 @@ def expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
 
 
 def _primary_defaults(path: Path) -> list:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {str(path)!r}: {_one_line(str(exc))}") from None
+    return copy.deepcopy(_read_defaults(path, st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=16)
+def _read_defaults(path: Path, mtime_ns: int, size: int) -> list:
+    """The defaults list of one state of ``path`` (a sweep reads it once, not once per point)."""
     from omegaconf import OmegaConf
 
     try:
