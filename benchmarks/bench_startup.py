@@ -2,7 +2,8 @@
 
 Runbook demo (2 episodes, seed 100, 8x8) warm, ours vs the reference (``benchmarks.reference``
 installs it); ``import plume_capture.capture``; ``plume-nav-capture --help``; a 100-point sweep of
-tiny runs. Medians and ranges of ``--repeats`` runs each; the machine may be shared (say so).
+tiny runs; with an empty Numba cache, the demo and a compiled run (20 episodes 32x32, with its one-line
+notice). Medians and ranges of ``--repeats`` runs each; the machine may be shared (say so).
 
     python -m benchmarks.bench_startup [--repeats 10] [--sweep-repeats 3] [--out benchmarks/results]
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,15 +25,15 @@ from .suite import RESULTS, loadavg, summary
 BIN = Path(sys.executable).parent
 
 
-def _timed(argv: list) -> float:
+def _timed(argv: list, env: dict | None = None) -> float:
     t0 = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True, timeout=600)
+    subprocess.run(argv, check=True, capture_output=True, timeout=600, env=env)
     return time.perf_counter() - t0
 
 
-def measure(repeats: int = 10, sweep_repeats: int = 3) -> dict:
+def measure(repeats: int = 10, sweep_repeats: int = 3, reference: bool = True) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
-    ref, why = ensure_reference(log=lambda *_: None)
+    ref, why = ensure_reference(log=lambda *_: None) if reference else (None, "--skip-reference")
     ours, theirs, imports, helps = [], [], [], []
     demo = ["--experiment", "demo", "--episodes", "2", "--seed", "100", "--grid", "8x8", "--quiet"]
     try:
@@ -45,10 +47,23 @@ def measure(repeats: int = 10, sweep_repeats: int = 3) -> dict:
         sweep = [_timed([str(BIN / "plume-nav-capture"), "--output", str(tmp / "sweep"), "--experiment", "sw",
                          "--quiet", "-m", "seed=range(0,100)", "episodes=2", "env.grid_size=[8,8]"])
                  for _ in range(sweep_repeats)]
+        cold_demo, cold_big, notice = [], [], []
+        for i in range(3):  # empty Numba cache: the demo (tiny: interpreted), then a compiled run
+            env = {**os.environ, "PLUME_CAPTURE_CACHE": str(tmp / f"cache{i}")}
+            env.pop("NUMBA_CACHE_DIR", None)
+            cold_demo.append(_timed([str(BIN / "plume-nav-capture"), "--output", str(tmp / "cold"), *demo], env))
+            t0 = time.perf_counter()
+            r = subprocess.run([str(BIN / "plume-nav-capture"), "--output", str(tmp / "cold"), "--experiment", "big",
+                                "--episodes", "20", "--grid", "32x32", "--quiet"], env=env, check=True,
+                               capture_output=True, text=True, timeout=600)
+            cold_big.append(time.perf_counter() - t0)
+            notice.append(next((ln for ln in r.stderr.splitlines() if "compiling kernels once" in ln), None))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res = {"demo_ours_s": summary(ours), "demo_reference_s": summary(theirs) if theirs else f"skipped: {why}",
            "import_capture_s": summary(imports), "help_s": summary(helps), "sweep100_s": summary(sweep),
+           "demo_empty_cache_s": summary(cold_demo), "compiled_run_empty_cache_s": summary(cold_big),
+           "compile_notice": notice,
            "repeats": repeats, "loadavg": loadavg()}
     if theirs:
         res["demo_ratio_ours_over_reference"] = summary([a / b for a, b in zip(ours, theirs)])
