@@ -30,7 +30,7 @@ from . import capture_bench as cb
 from . import suite
 from .suite import fmt_stat, load_str, loadavg, summary
 
-ALL = ("kernel", "demo", "throughput", "memory", "steady", "ceiling", "validate", "reference")
+ALL = ("kernel", "demo", "throughput", "memory", "steady", "ceiling", "validate", "reference", "startup")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,8 @@ class Sizes:
     ref_repeats: int = 3
     ref_large_episodes: int = 6000  # one reference run of ~5.8M steps (~5 min) between ours
     ray: bool = True  # steady-state Ray variants and 1 -> 2 actor scaling
+    startup_repeats: int = 10  # issue 17: demo ours/reference alternating, import, --help
+    startup_sweep_repeats: int = 3
 
 
 MODES = {
@@ -57,7 +59,8 @@ MODES = {
     "quick": (Sizes(kernel_steps=1_000_000, kernel_repeats=2, demo_repeats=3, throughput_steps=2_000_000,
                     throughput_repeats=2, memory_steps=(2_000_000, 6_000_000), steady_n0=500_000,
                     steady_n=2_000_000, steady_repeats=2, ceiling_steps=1_000_000, validate_repeats=1,
-                    ref_episodes=12, ref_repeats=2, ref_large_episodes=100), ALL),
+                    ref_episodes=12, ref_repeats=2, ref_large_episodes=100, startup_repeats=3,
+                    startup_sweep_repeats=1), ALL),
     # ~3% of random-policy episodes on 128x128 end early: 52M/104M nominal give >= 50M/100M steps
     "issue3": (Sizes(throughput_steps=52_000_000, throughput_repeats=3, memory_steps=(10_000_000, 104_000_000),
                      steady_n=30_000_000), ("throughput", "memory", "steady", "ceiling")),
@@ -201,6 +204,8 @@ def run_suite(sizes: Sizes, sections=ALL, *, skip_reference: bool = False, out_d
                 notes.append("reference side by side skipped (--skip-reference)")
             else:
                 _reference(sizes, fig, rows, notes, log)
+        if "startup" in sections:
+            _startup(sizes, fig, rows, skip_reference, log)
     finally:
         if kept_run:
             shutil.rmtree(Path(kept_run).parent.parent, ignore_errors=True)
@@ -254,6 +259,28 @@ def _demo(repeats: int) -> dict:
 def _cache() -> Path:
     suite.CACHE.mkdir(parents=True, exist_ok=True)
     return suite.CACHE
+
+
+def _startup(sizes: Sizes, fig, rows, skip_reference: bool, log):
+    from . import bench_startup
+
+    log("startup (issue 17) ...")
+    r = fig["startup"] = bench_startup.measure(sizes.startup_repeats, sizes.startup_sweep_repeats,
+                                               reference=not skip_reference)
+    ref = r["demo_reference_s"]
+    rows += [
+        {"figure": "startup: runbook demo warm, whole process, ours | reference (alternating)",
+         "result": f"{fmt_stat(r['demo_ours_s'])} s | " + (f"{fmt_stat(ref)} s, ratio "
+                   f"{fmt_stat(r['demo_ratio_ours_over_reference'])}" if isinstance(ref, dict) else ref),
+         "target": "≤ reference"},
+        {"figure": "startup: `import plume_capture.capture` | `plume-nav-capture --help`",
+         "result": f"{fmt_stat(r['import_capture_s'])} s | {fmt_stat(r['help_s'])} s", "target": "≤ 0.3 s"},
+        {"figure": "startup: 100-point sweep of tiny runs (-m seed=range(0,100) episodes=2 env.grid_size=[8,8])",
+         "result": f"{fmt_stat(r['sweep100_s'])} s", "target": "≤ 3 s"},
+        {"figure": "startup: empty Numba cache, demo | a compiled run (20 episodes 32x32, with a notice)",
+         "result": f"{fmt_stat(r['demo_empty_cache_s'])} s | {fmt_stat(r['compiled_run_empty_cache_s'])} s",
+         "target": "≤ 2 s, or a notice and ≤ 3 s"},
+    ]
 
 
 def _throughput_and_memory(sizes: Sizes, sections, fig, rows, notes, log):

@@ -12,10 +12,9 @@ def _register_when_gymnasium_loads() -> None:
     if "gymnasium" in sys.modules:
         from plume_capture import envs  # noqa: F401  (registers)
         return
-    import importlib.abc
     import importlib.machinery
 
-    class _Hook(importlib.abc.MetaPathFinder):
+    class _Hook:  # a meta path finder (importlib.abc would cost ~20 ms of start-up)
         def find_spec(self, name, path=None, target=None):
             if name != "gymnasium":
                 return None

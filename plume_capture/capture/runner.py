@@ -89,14 +89,14 @@ class ShardRunner:
     """Runs shards of one job. Kernels are compiled (or loaded from Numba's cache) once."""
 
     def __init__(self, job: Job, threads: int = 1, physics=None):
-        import numba
-
         from plume_capture.io.writers import configure_threads
+        from plume_capture.kernels import _jit, codes as C, specialize
 
         # Ray sets OMP_NUM_THREADS for an actor but not Numba's or polars' thread counts.
         configure_threads(max(1, threads))
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-        from plume_capture.kernels import codes as C, specialize
+        if not _jit.will_interpret():
+            numba = _jit.load_numba()
+            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
         from plume_capture.kernels.rollout import run_episodes
 
         self.job = job

@@ -1,39 +1,24 @@
 """Numba kernels (private). ``specialize`` is the one way callers obtain a kernel.
 
-Numba's on-disk cache only notices changes to the file that holds a cached function, not to the
-functions it calls in other files. So the cache lives in a directory named after a hash of every
-module with jitted code: a changed kernel anywhere gets fresh compiles (``NUMBA_CACHE_DIR`` or
-``PLUME_CAPTURE_CACHE`` override the location).
+Kernels are declared with :func:`plume_capture.kernels._jit.njit` (lazy: Numba is imported on the
+first compile; the cache location is set there).
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-from pathlib import Path
 
-import numba
-from numba.core import config
+import numpy as np
 
-_JITTED_SOURCES = ("kernels/*.py", "io/writers.py", "readback/load.py", "readback/validate.py")
-
-
-def _cache_dir() -> str:
-    pkg = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256(numba.__version__.encode())
-    for pattern in _JITTED_SOURCES:
-        for path in sorted(pkg.glob(pattern)):
-            h.update(path.name.encode())
-            h.update(path.read_bytes())
-    base = os.environ.get("PLUME_CAPTURE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "plume_capture")
-    return os.path.join(base, "numba-" + h.hexdigest()[:16])
-
-
-if not os.environ.get("NUMBA_CACHE_DIR"):
-    config.CACHE_DIR = _cache_dir()
+from plume_capture.kernels import _jit
 
 _CACHE: dict = {}
+
+
+def _interpreted(kernel, statics, *args):
+    # Compiled kernels wrap integer overflow silently (the RNG relies on it); NumPy scalars warn.
+    with np.errstate(over="ignore"):
+        return kernel(*statics, *args)
 
 
 def specialize(kernel, statics: tuple, args: tuple):
@@ -42,10 +27,16 @@ def specialize(kernel, statics: tuple, args: tuple):
 
     Calling a ``literally`` kernel through its dispatcher re-resolves the literals on every call
     (~6 ms); the specialisation's entry point costs ~0.1 µs. Compiles, or loads from Numba's disk
-    cache, on first use.
+    cache, on first use. Inside ``_jit.interpreting()`` with Numba not loaded yet, the kernel's
+    Python source instead.
     """
-    if config.DISABLE_JIT:
+    if _jit.will_interpret() or os.environ.get("NUMBA_DISABLE_JIT", "0") != "0":
+        return functools.partial(_interpreted, kernel, statics)
+    numba = _jit.load_numba()
+    if numba.config.DISABLE_JIT:
         return functools.partial(kernel, *statics)
+    if isinstance(kernel, _jit.Kernel):
+        kernel = kernel.dispatcher
     key = (kernel, statics, tuple(numba.typeof(a) for a in args))
     fn = _CACHE.get(key)
     if fn is None:

@@ -7,7 +7,7 @@ source of physics) and takes the static choices as Numba literals.
 * ``reset_envs`` / ``step_envs`` — the gymnasium single and vector envs (actions from outside).
 """
 import numpy as np
-from numba import literally, prange
+from plume_capture.kernels._jit import literally, prange
 
 from plume_capture.kernels import codes as C
 from plume_capture.kernels._jit import njit
