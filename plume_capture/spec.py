@@ -5,45 +5,61 @@ produces and of the Parquet files; they match the reference tool's Parquet files
 """
 from __future__ import annotations
 
-import pyarrow as pa
+import functools
 
 SCHEMA_VERSION = "0.1"
 
-POSITION = pa.struct([("x", pa.int64()), ("y", pa.int64())])
 
-STEP_SCHEMA = pa.schema(
-    [
-        ("action", pa.int64()),
-        ("agent_position", POSITION),
-        ("distance_to_goal", pa.float64()),
-        ("episode_id", pa.string()),
-        ("observation_summary", pa.list_(pa.field("element", pa.float64()))),
-        ("reward", pa.float64()),
-        ("run_id", pa.string()),
-        ("schema_version", pa.string()),
-        ("seed", pa.int64()),
-        ("step", pa.int64()),
-        ("terminated", pa.bool_()),
-        ("truncated", pa.bool_()),
-        ("ts", pa.float64()),
-    ]
-)
+@functools.cache
+def _arrow_schemas() -> dict:
+    """The Arrow layouts, built on first use (pyarrow stays out of light imports such as the
+    config check)."""
+    import pyarrow as pa
 
-EPISODE_SCHEMA = pa.schema(
-    [
-        ("avg_step_time_ms", pa.float64()),
-        ("duration_ms", pa.float64()),
-        ("episode_id", pa.string()),
-        ("final_distance_to_goal", pa.float64()),
-        ("final_position", POSITION),
-        ("run_id", pa.string()),
-        ("schema_version", pa.string()),
-        ("terminated", pa.bool_()),
-        ("total_reward", pa.float64()),
-        ("total_steps", pa.int64()),
-        ("truncated", pa.bool_()),
-    ]
-)
+    POSITION = pa.struct([("x", pa.int64()), ("y", pa.int64())])
+
+    STEP_SCHEMA = pa.schema(
+        [
+            ("action", pa.int64()),
+            ("agent_position", POSITION),
+            ("distance_to_goal", pa.float64()),
+            ("episode_id", pa.string()),
+            ("observation_summary", pa.list_(pa.field("element", pa.float64()))),
+            ("reward", pa.float64()),
+            ("run_id", pa.string()),
+            ("schema_version", pa.string()),
+            ("seed", pa.int64()),
+            ("step", pa.int64()),
+            ("terminated", pa.bool_()),
+            ("truncated", pa.bool_()),
+            ("ts", pa.float64()),
+        ]
+    )
+
+    EPISODE_SCHEMA = pa.schema(
+        [
+            ("avg_step_time_ms", pa.float64()),
+            ("duration_ms", pa.float64()),
+            ("episode_id", pa.string()),
+            ("final_distance_to_goal", pa.float64()),
+            ("final_position", POSITION),
+            ("run_id", pa.string()),
+            ("schema_version", pa.string()),
+            ("terminated", pa.bool_()),
+            ("total_reward", pa.float64()),
+            ("total_steps", pa.int64()),
+            ("truncated", pa.bool_()),
+        ]
+    )
+    return {"POSITION": POSITION, "STEP_SCHEMA": STEP_SCHEMA, "EPISODE_SCHEMA": EPISODE_SCHEMA}
+
+
+def __getattr__(name):
+    # Only the three layouts: the import system probes other names (``__path__``) on every import.
+    if name in ("POSITION", "STEP_SCHEMA", "EPISODE_SCHEMA"):
+        return _arrow_schemas()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Fields whose values are wall-clock or run-specific; everything else is covered by the
 # determinism contract (SPEC §8).
@@ -77,3 +93,6 @@ def episode_id(index: int) -> str:
 def part_name(base: str, part: int) -> str:
     """File name of rotated part `part` (0 = the base file) of `base` ('steps' or 'episodes')."""
     return f"{base}.jsonl.gz" if part == 0 else f"{base}.part{part:04d}.jsonl.gz"
+
+# SPEC §3.2: episode seeds are integers in [0, SEED_MAX].
+SEED_MAX = 2**32 - 1

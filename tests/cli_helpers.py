@@ -31,18 +31,6 @@ def tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-def engine_available() -> bool:
-    try:
-        import plume_capture.capture as cap
-    except ImportError:
-        return False
-    return hasattr(cap, "capture") and hasattr(cap, "capture_many")
-
-
-needs_engine = pytest.mark.skipif(
-    not engine_available(), reason="plume_capture.capture.capture/capture_many not implemented yet"
-)
-
 
 def run_dirs(output: Path, experiment: str) -> list[Path]:
     base = Path(output) / experiment

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cli_helpers import REPO, needs_engine, read_jsonl, run_cli, run_dirs, run_json, tree
+from cli_helpers import REPO, read_jsonl, run_cli, run_dirs, run_json, tree
 
 # (id, argv, text the one error line must contain). "{file}" is a regular file in the cwd.
 BAD_INPUTS = [
@@ -242,7 +242,6 @@ def test_engine_failures_map_to_exit_codes(fake_engine, capsys, exc, code, text)
 
 # ----------------------------------------------------------------------------- with the real engine
 
-@needs_engine
 def test_runbook_legacy_command(tmp_path):
     # exactly as the runbook writes it, through the console script
     proc = run_cli(["--output", "results", "--experiment", "demo", "--episodes", "2", "--seed", "100",
@@ -262,7 +261,6 @@ def test_runbook_legacy_command(tmp_path):
     assert str(run) in proc.stderr or run.name in proc.stderr  # the summary line names the run
 
 
-@needs_engine
 def test_runbook_hydra_command(tmp_path):
     proc = run_cli(["--config-name", "data_capture/config", "episodes=5", "env.max_steps=250",
                     "env.grid_size=[64,64]", "experiment=batch-20231106"], tmp_path, script=True)
@@ -276,7 +274,6 @@ def test_runbook_hydra_command(tmp_path):
     assert len(episodes) == 5 and all(e["total_steps"] <= 250 for e in episodes)
 
 
-@needs_engine
 @pytest.mark.parametrize("argv", [["--parquet"], ["parquet=true"]])
 def test_parquet_flag_and_override(tmp_path, argv):
     proc = run_cli(["--grid", "8x8", "--max-steps", "20", "--quiet", *argv], tmp_path)
@@ -285,7 +282,6 @@ def test_parquet_flag_and_override(tmp_path, argv):
     assert (run / "steps.parquet").is_file() and (run / "episodes.parquet").is_file()
 
 
-@needs_engine
 def test_rotate_size(tmp_path):
     proc = run_cli(["--episodes", "4", "--max-steps", "300", "rotate_size=2000", "--quiet"], tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -295,7 +291,6 @@ def test_rotate_size(tmp_path):
     assert len(steps) == sum(e["total_steps"] for e in read_jsonl(run, "episodes"))
 
 
-@needs_engine
 def test_config_path_to_copied_tree_from_another_cwd(tmp_path):
     conf = tmp_path / "myconf"
     shutil.copytree(REPO / "conf", conf)
@@ -309,7 +304,6 @@ def test_config_path_to_copied_tree_from_another_cwd(tmp_path):
     assert run_json(run)["episode_seeds"] == [123, 124, 125]
 
 
-@needs_engine
 def test_preset_runs(tmp_path):
     proc = run_cli(["preset=default", "--grid", "8x8", "--quiet"], tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -318,7 +312,6 @@ def test_preset_runs(tmp_path):
     assert meta["episode_seeds"] == [123, 124] and meta["env_config"]["max_steps"] == 200
 
 
-@needs_engine
 def test_sweep_runs_cartesian_product(tmp_path):
     proc = run_cli(["-m", "seed=1,2", "env.max_steps=10,20", "--grid", "8x8", "--quiet"], tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -330,7 +323,6 @@ def test_sweep_runs_cartesian_product(tmp_path):
     assert len(table) == 5 and all("complete" in line for line in table[1:])
 
 
-@needs_engine
 def test_config_hash_same_across_outputs_actors_and_spellings(tmp_path):
     a = run_cli(["--grid", "8x8", "--episodes", "2", "--max-steps", "30", "--output", "a", "--quiet"], tmp_path)
     # Actor counts only change engine.* (excluded from the hash; see test_config); the Ray path
@@ -345,7 +337,6 @@ def test_config_hash_same_across_outputs_actors_and_spellings(tmp_path):
     assert ha == hb != hc
 
 
-@needs_engine
 def test_ctrl_c_exits_130_and_leaves_run_incomplete(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "plume_capture", "--episodes", "200000", "--engine", "local", "--quiet"],
@@ -397,10 +388,6 @@ def test_non_editable_install_runs_from_tmp(tmp_path):
     work.mkdir()
     bad = run_cli(["nosuchkey=1"], work, python=str(py))  # composition works from the wheel's conf
     assert bad.returncode == 2 and "nosuchkey" in bad.stderr, bad.stderr
-    from cli_helpers import engine_available
-
-    if not engine_available():
-        pytest.skip("engine not implemented yet; the wheel's config tree composes")
     proc = run_cli(["--config-name", "data_capture/config", "episodes=5", "env.max_steps=250",
                     "env.grid_size=[64,64]", "experiment=batch-20231106"], work, python=str(py), script=True)
     assert proc.returncode == 0, proc.stderr

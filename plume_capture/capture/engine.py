@@ -41,7 +41,7 @@ LOCAL_MAX_STEPS = 2_000_000
 # them ~7 s on an empty cache); interpreted, a step costs ~0.1 ms (measured: 2x1000 steps on 64x64
 # 0.65-0.85 s interpreted vs 3x1000 compiled 0.86-1.25 s, whole process, warm cache, shared machine).
 INTERPRET_MAX_STEPS = 2_000
-SEED_MAX = 2**32 - 1
+from plume_capture.spec import SEED_MAX  # noqa: E402
 
 
 @dataclass

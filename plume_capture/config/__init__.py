@@ -54,7 +54,7 @@ EXECUTION_ONLY_KEYS: dict[str, str] = {
     "engine": "how and where the work runs (local/Ray, address, actors, shards, progress display)",
 }
 
-SEED_MAX = 2**32 - 1
+from plume_capture.spec import SEED_MAX  # noqa: E402
 DEFAULT_MAX_STEPS = 1000
 DEFAULT_GOAL_RADIUS = 5.0
 FLOAT32_EPS = 1.1920928955078125e-07

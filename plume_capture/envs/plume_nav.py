@@ -11,7 +11,7 @@ from plume_capture.kernels import specialize
 from plume_capture.kernels.rollout import reset_one, step_one
 from plume_capture.sim.params import EnvParams
 
-SEED_MAX = 2**32 - 1
+from plume_capture.spec import SEED_MAX  # noqa: E402
 
 
 def check_seed(seed) -> int:

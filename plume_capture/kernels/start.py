@@ -44,7 +44,7 @@ _MIX_MULT_R = np.uint64(0x4973F715)
 _PCG_MUL_HI = np.uint64(2549297995355413924)
 _PCG_MUL_LO = np.uint64(4865540595714422341)
 
-SEED_MAX = 2**32 - 1
+from plume_capture.spec import SEED_MAX  # noqa: E402
 SIZE_MAX = 2**31 - 1
 
 
