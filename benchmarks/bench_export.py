@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--targets", nargs="+", default=["rllib", "hf", "minari"])
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args(argv)
-    from plume_capture.readback.load import load_run  # noqa: F401  (warm imports before timing)
+    from plume_capture.readback.load import load_run
 
     rows = []
     for n in args.steps:

@@ -30,12 +30,9 @@ os.environ.setdefault("POLARS_MAX_THREADS", "1")
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from plume_capture.io.writers import (  # noqa: E402
-    JsonlPartWriter,
-    ParquetStreamWriter,
-    configure_threads,
-    encode_jsonl,
-)
+from plume_capture.io.files import JsonlPartWriter  # noqa: E402
+from plume_capture.io.jsonl_encode import configure_threads, encode_jsonl  # noqa: E402
+from plume_capture.io.parquet import ParquetStreamWriter  # noqa: E402
 from plume_capture.spec import STEP_SCHEMA  # noqa: E402
 
 GRID = 128

@@ -209,7 +209,7 @@ def _ceiling_worker(args):
     from plume_capture.capture.engine import prepare
     from plume_capture.capture.plan import plan
     from plume_capture.capture.runner import Job, ShardRunner
-    from plume_capture.io.writers import encode_jsonl
+    from plume_capture.io.jsonl_encode import encode_jsonl
     from plume_capture.config import complete_config
     from plume_capture.spec import STEP_SCHEMA
 

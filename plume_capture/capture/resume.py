@@ -48,7 +48,7 @@ def _sha256_prefix(path: Path, size: int):
 
 def reopen(writer, parts: list) -> None:
     """Put a fresh JsonlPartWriter back at a checkpoint: truncate, drop later parts, rehash."""
-    from plume_capture.io.writers import FileInfo, _HashingFile
+    from plume_capture.io.files import FileInfo, _HashingFile
 
     directory, base = writer.directory, writer.base
     keep = {name for name, _, _ in parts}
@@ -117,7 +117,7 @@ def last_checkpoint(staging: Path) -> dict | None:
 
 def rebuild_parquet(sink) -> None:
     """Write the Parquet files again from the JSON Lines already in the staging directory."""
-    from plume_capture.readback.load import Layout, iter_jsonl_batches
+    from plume_capture.io.jsonl_decode import Layout, iter_jsonl_batches
 
     for writer, jsonl, schema in ((sink.parquet[0], sink.steps, STEP_SCHEMA),
                                   (sink.parquet[1], sink.episodes, EPISODE_SCHEMA)):

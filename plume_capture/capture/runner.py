@@ -37,7 +37,7 @@ class Job:
 class ShardResult:
     shard: Shard
     steps: int
-    steps_jsonl: object  # writers.EncodedJsonl
+    steps_jsonl: object  # io.jsonl_encode.EncodedJsonl
     episodes_jsonl: object
     steps_table: pa.Table | None = None
     episodes_table: pa.Table | None = None
@@ -89,7 +89,7 @@ class ShardRunner:
     """Runs shards of one job. Kernels are compiled (or loaded from Numba's cache) once."""
 
     def __init__(self, job: Job, threads: int = 1, physics=None):
-        from plume_capture.io.writers import configure_threads
+        from plume_capture.io.jsonl_encode import configure_threads
         from plume_capture.kernels import _jit, codes as C, specialize
 
         # Ray sets OMP_NUM_THREADS for an actor but not Numba's or polars' thread counts.
@@ -136,7 +136,7 @@ class ShardRunner:
         return self._simulate(shard)[0]
 
     def run(self, shard: Shard) -> ShardResult:
-        from plume_capture.io.writers import encode_jsonl
+        from plume_capture.io.jsonl_encode import encode_jsonl
 
         t0 = time.perf_counter()
         steps, episodes = self._simulate(shard)

@@ -31,7 +31,8 @@ def staging_path(run_dir: Path) -> Path:
 class RunSink:
     def __init__(self, staging: Path, *, rotate_size: int | None, parquet: bool, run_id: str,
                  config_hash: str, copy_parquet_input: bool = True):
-        from plume_capture.io.writers import JsonlPartWriter, ParquetStreamWriter
+        from plume_capture.io.files import JsonlPartWriter
+        from plume_capture.io.parquet import ParquetStreamWriter
 
         self.staging = staging
         self.steps = JsonlPartWriter(staging, STEPS_BASENAME, rotate_size)

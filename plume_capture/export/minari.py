@@ -38,7 +38,7 @@ def export_minari(run_dir, out=None, *, dataset_id: str | None = None) -> str:
 
     import plume_capture.envs  # noqa: F401  (registers PlumeNav-v0)
 
-    from plume_capture.readback.load import strict_loads
+    from plume_capture.io.jsonl_decode import strict_loads
 
     root = os.fspath(out) if out is not None else os.fspath(run_dir).rstrip(os.sep) + ".minari"
     if dataset_id is None:

@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from plume_capture import spec
-from plume_capture.readback.load import STEP_LAYOUT, iter_jsonl_batches, list_run_files, strict_loads
+from plume_capture.io.jsonl_decode import STEP_LAYOUT, iter_jsonl_batches, strict_loads
+from plume_capture.io.rundir import list_run_files
 from plume_capture.readback.validate import validate_run_artifacts
 
 

@@ -41,3 +41,11 @@ def to_numpy(arr) -> np.ndarray:
     if dt is None:
         return arr.to_numpy(zero_copy_only=False)
     return np.frombuffer(arr.buffers()[1], dt, count=len(arr), offset=arr.offset * np.dtype(dt).itemsize)
+
+
+def from_numpy(a: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """``a`` as an Arrow array of ``type_`` (int64/int32/float64/bool; no nulls; zero-copy except
+    for bools and dtype changes)."""
+    if type_ == pa.bool_():
+        return column(np.asarray(a).astype(bool, copy=False))
+    return column(np.ascontiguousarray(a, dtype=_NP[type_]))

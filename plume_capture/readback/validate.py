@@ -45,9 +45,10 @@ import pyarrow.parquet as pq
 
 from plume_capture import spec as records
 from plume_capture.kernels._jit import njit
-from plume_capture.readback.load import (EPISODE_LAYOUT, STEP_LAYOUT, BufferPool, GzipLines, Layout, T_EPID, T_FLIST,
-                   T_POS, T_STR, count_lines, episode_index, from_numpy, list_run_files, parse_fast,
-                   parse_slow, sha256_file, strict_loads, to_numpy)
+from plume_capture.io.arrow import from_numpy, to_numpy
+from plume_capture.io.jsonl_decode import EPISODE_LAYOUT, STEP_LAYOUT, BufferPool, GzipLines, Layout, episode_index, parse_fast, parse_slow, sha256_file, strict_loads
+from plume_capture.io.rundir import list_run_files
+from plume_capture.kernels.jsonl_scan import T_EPID, T_FLIST, T_POS, T_STR, count_lines
 
 CODES = {
     # run directory and run.json

@@ -73,7 +73,7 @@ def _crash_run_json(monkeypatch):
 
 def _crash_second_artifact(monkeypatch):
     """steps.jsonl.gz is finished, then closing episodes.jsonl.gz fails."""
-    from plume_capture.io.writers import JsonlPartWriter
+    from plume_capture.io.files import JsonlPartWriter
 
     real = JsonlPartWriter.close
 

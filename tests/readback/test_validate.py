@@ -15,7 +15,7 @@ from plume_capture.readback.validate import CODES, WARNING_CODES, main, validate
 from runfactory import (make_run, read_lines, read_meta, refresh_manifest, write_lines,
                         write_meta, write_parquet)
 
-REFERENCE_RUNS = Path(__file__).resolve().parent / "fixtures" / "reference_runs"
+REFERENCE_RUNS = Path(__file__).resolve().parents[1] / "fixtures" / "reference_runs"
 
 
 def codes(res) -> set:

@@ -17,14 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from plume_capture.io.writers import (
-    EMPTY_GZIP_MEMBER,
-    EncodedJsonl,
-    JsonlPartWriter,
-    ParquetStreamWriter,
-    configure_threads,
-    encode_jsonl,
-)
+from plume_capture.io.files import JsonlPartWriter
+from plume_capture.io.jsonl_encode import EMPTY_GZIP_MEMBER, EncodedJsonl, configure_threads, encode_jsonl
+from plume_capture.io.parquet import ParquetStreamWriter
 from plume_capture.spec import EPISODE_SCHEMA, STEP_SCHEMA, episode_id, part_name
 
 RUN_ID = "run-20261127-102521-ab12cd34"
@@ -547,7 +542,7 @@ def test_parquet_empty_and_errors(tmp_path, rng):
 def test_configure_threads_before_and_after_polars_import():
     code = (
         "import sys\n"
-        "from plume_capture.io.writers import configure_threads\n"
+        "from plume_capture.io.jsonl_encode import configure_threads\n"
         "assert 'polars' not in sys.modules, 'writers must import polars lazily'\n"
         "assert configure_threads(1)\n"
         "import polars\n"
@@ -617,7 +612,7 @@ def _refuse_o_direct(monkeypatch, at: str) -> None:
 @pytest.mark.parametrize("refused", [None, "open", "write"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_hashing_file_holds_every_byte_at_each_flush(tmp_path, monkeypatch, seed, refused):
-    from plume_capture.io.writers import _IO_BLOCK, _IO_BUFFER, _HashingFile
+    from plume_capture.io.files import _IO_BLOCK, _IO_BUFFER, _HashingFile
 
     if not _supports_o_direct(tmp_path):
         pytest.skip("the test directory's filesystem refuses O_DIRECT")
@@ -648,7 +643,7 @@ def test_hashing_file_holds_every_byte_at_each_flush(tmp_path, monkeypatch, seed
 
 def test_hashing_file_reopens_after_truncation(tmp_path):
     """Resume: truncate at any size (mid-block), reopen with the prefix's hash, append."""
-    from plume_capture.io.writers import _IO_BLOCK, _HashingFile
+    from plume_capture.io.files import _IO_BLOCK, _HashingFile
 
     rng = np.random.default_rng(5)
     data = rng.integers(0, 256, 3 * _IO_BLOCK + 1000, dtype=np.uint8).tobytes()
@@ -676,7 +671,7 @@ def test_hashing_file_without_o_direct(tmp_path, monkeypatch):
     """Platforms without O_DIRECT write through the page cache, same bytes."""
     import os
 
-    from plume_capture.io.writers import _HashingFile
+    from plume_capture.io.files import _HashingFile
 
     monkeypatch.delattr(os, "O_DIRECT")
     f = _HashingFile(tmp_path / "x.bin")

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pytest
 
 from plume_capture import spec as records
-from plume_capture.readback.load import (EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, check_line,
-                                episode_index, iter_jsonl_batches, list_run_files, load_run,
-                                parse_fast, parse_slow)
+from plume_capture.io.jsonl_decode import EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, check_line, episode_index, iter_jsonl_batches, parse_fast, parse_slow
+from plume_capture.io.rundir import list_run_files
+from plume_capture.readback.load import load_run
 from runfactory import make_run, read_lines, simulate, write_lines
 
-REFERENCE_RUNS = Path(__file__).resolve().parent / "fixtures" / "reference_runs"
+REFERENCE_RUNS = Path(__file__).resolve().parents[1] / "fixtures" / "reference_runs"
 
 
 def json_table(paths, schema) -> pa.Table:

@@ -10,7 +10,7 @@ from plume_capture.capture import capture
 from plume_capture.config import complete_config
 from plume_capture.readback.replay import replay_run
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reference_runs"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "reference_runs"
 
 POLICY_FOR = {"discrete": "random", "oriented": "temporal_derivative", "run_tumble": "run_tumble_chemotaxis"}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "capture"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "capture"))
 
 from conftest import stop_processes  # noqa: E402
 from helpers import assert_same_records, complete_runs, config, jsonl_files, run_json  # noqa: E402

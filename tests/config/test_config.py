@@ -23,7 +23,7 @@ from plume_capture.config import (
 )
 from plume_capture.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
