@@ -206,17 +206,17 @@ def _ceiling_worker(args):
     import pyarrow.parquet as pq
     from isal import isal_zlib
 
-    from plume_capture.capture.engine import prepare
-    from plume_capture.capture.plan import plan
-    from plume_capture.capture.runner import Job, ShardRunner
+    from plume_capture.capture.run import prepare
+    from plume_capture.sim.plan import plan
+    from plume_capture.sim.runner import Job, ShardRunner
     from plume_capture.io.jsonl_encode import encode_jsonl
-    from plume_capture.config import complete_config
+    from plume_capture.config import complete_config, resolve
     from plume_capture.spec import STEP_SCHEMA
 
     worker, procs, episodes, tmp = args
-    p = prepare(complete_config({"output": tmp, "episodes": episodes, "seed": 0,
-                                 "env": {"grid_size": [128, 128], "max_steps": MAX_STEPS},
-                                 "engine": {"kind": "local", "quiet": True}}))
+    p = prepare(resolve(complete_config({"output": tmp, "episodes": episodes, "seed": 0,
+                                         "env": {"grid_size": [128, 128], "max_steps": MAX_STEPS},
+                                         "engine": {"kind": "local", "quiet": True}})))
     runner = ShardRunner(Job(env=p.physics.params, policy=p.policy, run_id=p.run_id, base_seed=p.seed),
                          threads=1, physics=p.physics)
     shards = plan(p.episodes, p.shard_episodes)[worker::procs]

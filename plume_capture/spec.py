@@ -96,3 +96,21 @@ def part_name(base: str, part: int) -> str:
 
 # SPEC §3.2: episode seeds are integers in [0, SEED_MAX].
 SEED_MAX = 2**32 - 1
+
+# Vocabularies of the static choices (SPEC §3.1, §4-§6); kernels/codes.py maps them to kernel codes.
+ACTION_TYPES = ("discrete", "oriented", "run_tumble")
+OBSERVATION_TYPES = ("concentration", "antennae", "wind_vector")
+REWARD_TYPES = ("step_penalty", "sparse")
+PLUMES = ("static", "movie")
+STEP_POLICIES = ("wrap", "clamp")  # movie frame index past the last frame (SPEC §3.3)
+#: actions per action type (SPEC §4)
+N_ACTIONS = {"discrete": 4, "oriented": 3, "run_tumble": 2}
+#: policy name -> action types it can drive (SPEC §6)
+POLICY_ACTIONS = {
+    "random": ACTION_TYPES,
+    "surge_cast": ("oriented",),
+    "temporal_derivative": ("oriented",),
+    "run_tumble_chemotaxis": ("run_tumble",),
+}
+STEP_PENALTY = -0.01  # reward of a step that does not reach the goal (step_penalty rewards, SPEC §5)
+GOAL_REWARD = 1.0  # reward of the step that reaches the goal

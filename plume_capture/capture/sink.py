@@ -51,7 +51,38 @@ class RunSink:
         self.next_shard = 0
         self.steps_written = 0
         self.episodes_written = 0
+        self.resumed = False
         self._durable_at = float("-inf")
+
+    def restore(self, checkpoint: dict | None) -> None:
+        """Continue an interrupted run from ``checkpoint`` (a journal entry; None: nothing was
+        kept): the JSON Lines truncated back to it, the Parquet files rebuilt from them (a Parquet
+        file cannot be appended to after a crash). Raises ValueError if the files are damaged."""
+        cp = checkpoint or {}
+        self.steps.restore(cp.get("steps_files", []))
+        self.episodes.restore(cp.get("episodes_files", []))
+        if checkpoint:
+            self.next_shard = checkpoint["shard"] + 1
+            self.steps_written = checkpoint["steps"]
+            self.episodes_written = checkpoint["episodes"]
+        self.resumed = True
+        if self.parquet is not None:
+            self._rebuild_parquet()
+
+    def _rebuild_parquet(self) -> None:
+        import pyarrow as pa
+
+        from plume_capture.io.jsonl_decode import Layout, iter_jsonl_batches
+
+        for writer, jsonl, schema in ((self.parquet[0], self.steps, STEP_SCHEMA),
+                                      (self.parquet[1], self.episodes, EPISODE_SCHEMA)):
+            layout = Layout(schema)
+            for name, _, _ in jsonl.checkpoint():
+                for batch, problems in iter_jsonl_batches(self.staging / name, layout):
+                    if problems:
+                        line, code, msg = problems[0]
+                        raise ValueError(f"{name}:{line}: {code}: {msg}")
+                    writer.write(pa.Table.from_batches([batch.to_arrow()], schema=schema))
 
     def append(self, result, on_written=None) -> None:
         """Write the next shard's records; ``on_written()`` is called once nothing refers to
@@ -86,12 +117,10 @@ class RunSink:
         so an interrupted run can be truncated back to this point and resumed. Every
         ``DURABLE_EVERY_S`` the data files, then the journal, are fsynced (in that order: a durable
         journal line never refers to data that is not)."""
-        from plume_capture.capture.resume import checkpoint
-
         durable = time.monotonic() - self._durable_at >= DURABLE_EVERY_S
         entry = {"shard": shard, "steps": self.steps_written, "episodes": self.episodes_written,
-                 "steps_files": checkpoint(self.steps, sync=durable),
-                 "episodes_files": checkpoint(self.episodes, sync=durable)}
+                 "steps_files": self.steps.checkpoint(sync=durable),
+                 "episodes_files": self.episodes.checkpoint(sync=durable)}
         self.journal.write(json.dumps(entry) + "\n")
         self.journal.flush()
         if durable:

@@ -10,8 +10,7 @@ from gymnasium import spaces
 from plume_capture.kernels import specialize
 from plume_capture.kernels.rollout import reset_one, step_one
 from plume_capture.sim.params import EnvParams
-
-from plume_capture.spec import SEED_MAX  # noqa: E402
+from plume_capture.spec import SEED_MAX
 
 
 def check_seed(seed) -> int:
@@ -31,21 +30,17 @@ def make_spaces(params: EnvParams, n_actions: int, obs_size: int):
 class PlumeNavEnv(gym.Env):
     """An agent on a ``W x H`` grid seeks the odor source from concentration readings.
 
-    Keyword arguments are those of :class:`plume_capture.sim.params.EnvParams` (SPEC §3.1 defaults).
+    Keyword arguments are the fields of :class:`plume_capture.sim.params.EnvParams` (defaults: the
+    shipped config, SPEC §3.1).
     ``step`` before ``reset`` or after the episode ended, and actions outside the action space,
     raise instead of being coerced.
     """
 
     metadata = {"render_modes": []}
 
-    def __init__(self, grid_size=(64, 64), goal_location=None, goal_radius=5.0, sigma=20.0,
-                 max_steps=1000, action_type="oriented", observation_type="concentration",
-                 reward_type="step_penalty", step_size=1, start_location=None, **extra):
-        params = EnvParams(
-            grid_size=tuple(grid_size), goal_location=None if goal_location is None else tuple(goal_location),
-            goal_radius=goal_radius, sigma=sigma, max_steps=max_steps, action_type=action_type,
-            observation_type=observation_type, reward_type=reward_type, step_size=step_size,
-            start_location=None if start_location is None else tuple(start_location), **extra)
+    def __init__(self, **kwargs):
+        pairs = ("grid_size", "goal_location", "start_location", "movie_source_location")
+        params = EnvParams(**{k: (None if v is None else tuple(v)) if k in pairs else v for k, v in kwargs.items()})
         self.physics = params.build()
         self.params = self.physics.params
         self.action_space, self.observation_space = make_spaces(

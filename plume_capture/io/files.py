@@ -222,4 +222,44 @@ class JsonlPartWriter:
             self._f = None
         self._closed = True
 
+    def checkpoint(self, sync: bool = False) -> list:
+        """Flush (with ``sync``, to the disk) and return ``[[name, bytes, rows], ...]`` of every
+        part so far: what :meth:`restore` takes back. (Finished parts were fsynced when closed.)"""
+        parts = [[f.name, f.bytes, f.rows] for f in self._files]
+        if self._f is not None:
+            self._f.sync() if sync else self._f.flush()
+            parts.append([self._f.path.name, self._f.size, self._rows])
+        return parts
+
+    def restore(self, parts: list) -> None:
+        """Put this fresh writer back at a checkpoint of an earlier writer of the same directory:
+        truncate each part to its recorded size, delete later parts, rehash what is kept."""
+        if self._files or self._f is not None:
+            raise ValueError("restore needs a fresh writer")
+        keep = {name for name, _, _ in parts}
+        for path in self.directory.glob(f"{self.base}.*jsonl.gz"):
+            if path.name not in keep:
+                path.unlink()
+        for i, (name, size, rows) in enumerate(parts):
+            path = self.directory / name
+            os.truncate(path, size)
+            sha = _sha256_prefix(path, size)
+            if i < len(parts) - 1:
+                self._files.append(FileInfo(name, size, rows, sha.hexdigest()))
+            else:
+                self._f, self._rows = _HashingFile.reopen(path, size, sha), rows
+
+
+def _sha256_prefix(path: Path, size: int):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = size
+        while left:
+            b = f.read(min(left, 4 << 20))
+            if not b:
+                raise ValueError(f"{path.name} is shorter than its checkpoint says ({size} bytes)")
+            h.update(b)
+            left -= len(b)
+    return h
+
 

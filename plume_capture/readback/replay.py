@@ -7,33 +7,28 @@ Wall-clock fields (``ts``, ``run_id``) are not compared.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import math
 from pathlib import Path
 
 from plume_capture.sim.params import EnvParams, PolicyParams
-from plume_capture.spec import STEPS_BASENAME, episode_id, part_name
+from plume_capture.io.jsonl_decode import STEP_LAYOUT, iter_jsonl_batches
+from plume_capture.io.rundir import list_run_files
+from plume_capture.spec import STEPS_BASENAME, episode_id
 
 COMPARED = ("action", "agent_position", "distance_to_goal", "observation_summary", "reward", "terminated",
             "truncated", "step", "seed", "episode_id")
 
 
-def _step_files(run_dir: Path) -> list[Path]:
-    files, k = [], 0
-    while (run_dir / part_name(STEPS_BASENAME, k)).exists():
-        files.append(run_dir / part_name(STEPS_BASENAME, k))
-        k += 1
-    return files
-
-
 def _iter_episodes(run_dir: Path):
-    """Yield ``(episode_id, [step records])`` in file order."""
+    """Yield ``(episode_id, [step records])`` in file order, read through the run-format decoder."""
     current, steps = None, []
-    for path in _step_files(run_dir):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                rec = json.loads(line)
+    for name in list_run_files(run_dir).jsonl[STEPS_BASENAME]:
+        for batch, problems in iter_jsonl_batches(run_dir / name, STEP_LAYOUT):
+            if problems:
+                line, code, msg = problems[0]
+                raise ValueError(f"{name}:{line}: {code}: {msg} (run plume-nav-validate for a full report)")
+            for rec in batch.to_arrow().to_pylist():
                 if rec["episode_id"] != current:
                     if current is not None:
                         yield current, steps
@@ -52,19 +47,16 @@ def _env_params(meta: dict) -> EnvParams:
     plume_movie = env.get("plume") == "movie"
     cfg_env = {k: v for k, v in env.items() if k in EnvParams.__dataclass_fields__ or k in (
         "grid_size", "goal_location", "start_location")}
-    cfg_env.setdefault("grid_size", ec.get("grid_size") or [64, 64])
-    cfg_env.setdefault("goal_location", ec.get("source_location"))
-    if cfg_env.get("goal_radius") is None:
-        cfg_env["goal_radius"] = ec.get("goal_radius")
-    cfg_env.setdefault("sigma", (ec.get("plume_params") or {}).get("sigma", 20.0))
-    if cfg_env.get("max_steps") is None:
-        cfg_env["max_steps"] = ec.get("max_steps")
-    return EnvParams.from_config({
-        "env": cfg_env,
-        "wind": env.get("wind") or {},
-        "movie": {"path": movie.get("path"), "step_policy": movie.get("step_policy", "wrap"),
-                  "source_location": env.get("goal_location") if plume_movie else None},
-    })
+    reference = {"grid_size": ec.get("grid_size"), "goal_location": ec.get("source_location"),
+                 "goal_radius": ec.get("goal_radius"), "sigma": (ec.get("plume_params") or {}).get("sigma"),
+                 "max_steps": ec.get("max_steps")}
+    for key, value in reference.items():  # what neither states takes the default
+        if cfg_env.get(key) is None and value is not None:
+            cfg_env[key] = value
+    mv = {"path": movie.get("path"), "source_location": env.get("goal_location") if plume_movie else None}
+    if movie.get("step_policy") is not None:
+        mv["step_policy"] = movie["step_policy"]
+    return EnvParams.from_config({"env": cfg_env, "wind": env.get("wind") or {}, "movie": mv})
 
 
 def _same(a, b) -> bool:
@@ -87,7 +79,7 @@ def _diff(expected: dict, actual: dict):
 
 def _simulate_policy(runner, index: int) -> list[dict]:
     """Our engine's records for episode ``index`` (0-based), built by the capture runner."""
-    from plume_capture.capture.plan import Shard
+    from plume_capture.sim.plan import Shard
 
     return runner.run_table(Shard(0, index, index + 1)).to_pylist()
 
@@ -124,9 +116,9 @@ def replay_run(run_dir, *, episodes: int | None = None) -> dict:
     mode = "policy" if isinstance(pol, dict) and pol.get("name") else "actions"
     runner = None
     if mode == "policy":
-        from plume_capture.capture.runner import Job, ShardRunner
+        from plume_capture.sim.runner import Job, ShardRunner
 
-        policy = PolicyParams(pol["name"], pol.get("threshold", 1e-6), pol.get("persistence", 1), pol.get("eps", 0.0))
+        policy = PolicyParams.from_config({"policy": pol})
         runner = ShardRunner(Job(env=params, policy=policy, run_id="replay", base_seed=base_seed))
     checked = steps = 0
     result = {"run_dir": str(run_dir), "ok": True, "mode": mode, "episodes_checked": 0, "steps_checked": 0,

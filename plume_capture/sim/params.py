@@ -1,7 +1,8 @@
 """Immutable, validated environment and policy parameters, and their kernel-side form.
 
-``EnvParams`` holds what a user sets (SPEC §3.1 defaults); ``EnvParams.build()`` resolves
-defaults, validates, computes the concentration field once and returns a ``Physics`` — the
+``EnvParams`` holds what a user sets; its defaults are those of the shipped config
+(:mod:`plume_capture.defaults`). ``EnvParams.build()`` resolves what a null means (the rules below,
+stated once), validates, computes the concentration field once and returns a ``Physics`` — the
 arrays and literal codes every kernel call takes.
 """
 from __future__ import annotations
@@ -12,11 +13,46 @@ from typing import Any
 
 import numpy as np
 
+from plume_capture import defaults
 from plume_capture.errors import ConfigError
 from plume_capture.kernels import codes as C
+from plume_capture.spec import N_ACTIONS, POLICY_ACTIONS
 
-FLOAT32_EPS = float(np.finfo(np.float32).eps)
-MAX_FIELD_BYTES = 8 << 30
+# What a null means (SPEC §3.1): the one statement of each rule.
+DEFAULT_MAX_STEPS = 1000  # max_steps null
+DEFAULT_GOAL_RADIUS = 5.0  # goal_radius null
+FLOAT32_EPS = float(np.finfo(np.float32).eps)  # goal_radius 0 (reached only on the goal cell)
+MAX_FIELD_BYTES = 8 << 30  # largest static concentration field (float32 W x H) a run may allocate
+
+
+def default_goal(width: int, height: int) -> tuple[int, int]:
+    """The static plume's goal when ``goal_location`` is null."""
+    return (min(64, width - 1), min(64, height - 1))
+
+
+def field_problem(width: int, height: int) -> str | None:
+    """Why a ``width x height`` static field cannot be allocated here, or None. The one rule: at
+    most ``MAX_FIELD_BYTES`` and less than this machine's memory."""
+    need = width * height * 4
+    if need <= 1 << 30:
+        return None
+    if need > MAX_FIELD_BYTES:
+        return (f"env.grid_size {width}x{height} needs a {need / 2**30:.1f} GiB concentration field; "
+                f"at most {MAX_FIELD_BYTES / 2**30:.0f} GiB is allowed")
+    import psutil
+
+    total = psutil.virtual_memory().total
+    if need >= total:
+        return (f"env.grid_size {width}x{height} needs {need / 2**30:.1f} GiB for the concentration field, "
+                f"more than this machine's memory ({total / 2**30:.1f} GiB)")
+    return None
+
+
+_ENV, _WIND, _MOVIE, _POLICY = (defaults.group(g) for g in ("env", "wind", "movie", "policy"))
+
+
+def _default_pair(v):
+    return None if v is None else tuple(v)
 
 
 def _pair(name: str, value: Any) -> tuple[int, int] | None:
@@ -57,15 +93,21 @@ def _choice(name: str, value: Any, options) -> str:
 
 @dataclass(frozen=True)
 class PolicyParams:
-    name: str = "random"
-    threshold: float = 1e-6
-    persistence: int = 1
-    eps: float = 0.0
+    name: str = _POLICY["name"]
+    threshold: float = _POLICY["threshold"]
+    persistence: int = _POLICY["persistence"]
+    eps: float = _POLICY["eps"]
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "PolicyParams":
+        """From the ``policy`` group of a config tree (missing keys take the defaults)."""
+        pol = dict(cfg.get("policy") or {})
+        return cls(**{k: pol[k] for k in cls.__dataclass_fields__ if k in pol})
 
     def validated(self, action_type: str) -> "PolicyParams":
         name = _choice("policy.name", self.name, tuple(C.POLICIES))
-        fits = C.POLICY_ACTION_TYPES[name]
-        if fits is not None and action_type not in fits:
+        fits = POLICY_ACTIONS[name]
+        if action_type not in fits:
             raise ConfigError(
                 f"policy {name!r} needs action_type {' or '.join(fits)}, got {action_type!r}")
         eps = _float("policy.eps", self.eps)
@@ -75,55 +117,46 @@ class PolicyParams:
                             _int("policy.persistence", self.persistence, 0), eps)
 
 
+#: EnvParams field -> config key, where they differ
+_KEY = {"wind_direction_deg": "wind.direction_deg", "wind_speed": "wind.speed", "wind_noise_std": "wind.noise_std",
+        "movie_path": "movie.path", "movie_step_policy": "movie.step_policy",
+        "movie_source_location": "movie.source_location"}
+
+
 @dataclass(frozen=True)
 class EnvParams:
-    grid_size: tuple[int, int] = (64, 64)
-    goal_location: tuple[int, int] | None = None
-    goal_radius: float | None = 5.0
-    sigma: float = 20.0
-    max_steps: int | None = 1000
-    action_type: str = "oriented"
-    observation_type: str = "concentration"
-    reward_type: str = "step_penalty"
-    step_size: int = 1
-    start_location: tuple[int, int] | None = None
-    n_sensors: int = 2
-    sensor_distance: float = 2.0
-    wind_direction_deg: float = 0.0
-    wind_speed: float = 1.0
-    wind_noise_std: float = 0.0
-    plume: str = "static"
-    movie_path: str | None = None
-    movie_step_policy: str = "wrap"
-    movie_source_location: tuple[int, int] | None = None
+    grid_size: tuple[int, int] = tuple(_ENV["grid_size"])
+    goal_location: tuple[int, int] | None = _default_pair(_ENV["goal_location"])
+    goal_radius: float | None = _ENV["goal_radius"]
+    sigma: float = _ENV["sigma"]
+    max_steps: int | None = _ENV["max_steps"]
+    action_type: str = _ENV["action_type"]
+    observation_type: str = _ENV["observation_type"]
+    reward_type: str = _ENV["reward_type"]
+    step_size: int = _ENV["step_size"]
+    start_location: tuple[int, int] | None = _default_pair(_ENV["start_location"])
+    n_sensors: int = _ENV["n_sensors"]
+    sensor_distance: float = _ENV["sensor_distance"]
+    wind_direction_deg: float = _WIND["direction_deg"]
+    wind_speed: float = _WIND["speed"]
+    wind_noise_std: float = _WIND["noise_std"]
+    plume: str = _ENV["plume"]
+    movie_path: str | None = _MOVIE["path"]
+    movie_step_policy: str = _MOVIE["step_policy"]
+    movie_source_location: tuple[int, int] | None = _default_pair(_MOVIE["source_location"])
 
     @classmethod
     def from_config(cls, cfg: dict) -> "EnvParams":
-        """From the resolved config tree (``env``, ``wind``, ``movie`` groups)."""
+        """From a config tree (``env``, ``wind``, ``movie`` groups; missing keys take the defaults)."""
         env = dict(cfg.get("env") or {})
         wind = dict(cfg.get("wind") or {})
         movie = dict(cfg.get("movie") or {})
-        return cls(
-            grid_size=_pair("env.grid_size", env.get("grid_size", (64, 64))),
-            goal_location=_pair("env.goal_location", env.get("goal_location")),
-            goal_radius=env.get("goal_radius"),
-            sigma=env.get("sigma", 20.0),
-            max_steps=env.get("max_steps"),
-            action_type=env.get("action_type", "oriented"),
-            observation_type=env.get("observation_type", "concentration"),
-            reward_type=env.get("reward_type", "step_penalty"),
-            step_size=env.get("step_size", 1),
-            start_location=_pair("env.start_location", env.get("start_location")),
-            n_sensors=env.get("n_sensors", 2),
-            sensor_distance=env.get("sensor_distance", 2.0),
-            wind_direction_deg=wind.get("direction_deg", 0.0),
-            wind_speed=wind.get("speed", 1.0),
-            wind_noise_std=wind.get("noise_std", 0.0),
-            plume=env.get("plume", "static"),
-            movie_path=movie.get("path"),
-            movie_step_policy=movie.get("step_policy", "wrap"),
-            movie_source_location=_pair("movie.source_location", movie.get("source_location")),
-        )
+        pairs = ("grid_size", "goal_location", "start_location", "movie_source_location")
+        given = {**{k: v for k, v in env.items() if k in cls.__dataclass_fields__},
+                 **{f"wind_{k}": v for k, v in wind.items()},
+                 **{f"movie_{k}": v for k, v in movie.items()}}
+        return cls(**{k: (_pair(_KEY.get(k, f"env.{k}"), v) if k in pairs else v)
+                      for k, v in given.items() if k in cls.__dataclass_fields__})
 
     def build(self) -> "Physics":
         """Validate, resolve defaults, compute (or load) the field; raises ConfigError on bad input."""
@@ -151,11 +184,9 @@ class EnvParams:
             width, height = _pair("env.grid_size", self.grid_size)
             if width < 1 or height < 1:
                 raise ConfigError(f"env.grid_size must be >= 1x1, got {width}x{height}")
-            need = width * height * 4
-            if need > MAX_FIELD_BYTES:
-                raise ConfigError(
-                    f"env.grid_size {width}x{height} needs a {need / 2**30:.1f} GiB concentration field; "
-                    f"at most {MAX_FIELD_BYTES / 2**30:.0f} GiB is allowed")
+            problem = field_problem(width, height)
+            if problem:
+                raise ConfigError(problem)
         if plume == "movie":
             attr = (movie_info or {}).get("source_location_px")
             goal = (_pair("movie.source_location", self.movie_source_location)
@@ -165,13 +196,13 @@ class EnvParams:
         else:
             goal = _pair("env.goal_location", self.goal_location)
             if goal is None:
-                goal = (min(64, width - 1), min(64, height - 1))
+                goal = default_goal(width, height)
         if not (0 <= goal[0] < width and 0 <= goal[1] < height):
             raise ConfigError(f"goal location {list(goal)} is outside the {width}x{height} grid")
         start = _pair("env.start_location", self.start_location)
         if start is not None and not (0 <= start[0] < width and 0 <= start[1] < height):
             raise ConfigError(f"start location {list(start)} is outside the {width}x{height} grid")
-        radius = 5.0 if self.goal_radius is None else _float("env.goal_radius", self.goal_radius)
+        radius = DEFAULT_GOAL_RADIUS if self.goal_radius is None else _float("env.goal_radius", self.goal_radius)
         if radius < 0:
             raise ConfigError(f"env.goal_radius must be >= 0, got {self.goal_radius!r}")
         if radius == 0:
@@ -179,7 +210,7 @@ class EnvParams:
         sigma = _float("env.sigma", self.sigma)
         if sigma <= 0:
             raise ConfigError(f"env.sigma must be > 0, got {self.sigma!r}")
-        max_steps = 1000 if self.max_steps is None else _int("env.max_steps", self.max_steps, 1)
+        max_steps = DEFAULT_MAX_STEPS if self.max_steps is None else _int("env.max_steps", self.max_steps, 1)
         action_type = _choice("env.action_type", self.action_type, tuple(C.ACTION_TYPES))
         obs_type = _choice("env.observation_type", self.observation_type, tuple(C.OBSERVATION_TYPES))
         reward_type = _choice("env.reward_type", self.reward_type, tuple(C.REWARD_TYPES))
@@ -250,7 +281,7 @@ class Physics:
 
     @property
     def n_actions(self) -> int:
-        return C.N_ACTIONS[self.act]
+        return N_ACTIONS[self.params.action_type]
 
     @property
     def obs_size(self) -> int:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import assert_same_records, capture_in_thread, config, run_json
+from capture_helpers import assert_same_records, capture_in_thread, config, run_json
 from plume_capture.capture import capture
 
 pytestmark = pytest.mark.cluster

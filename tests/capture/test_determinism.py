@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from helpers import (
+from capture_helpers import (
     BASES,
     assert_jsonl_equals_parquet,
     assert_same_records,
@@ -174,7 +174,7 @@ def test_tiny_grid_on_ray(tmp_path, ray_session):
 
 
 def test_strip_wall_clock_keeps_everything_else():
-    from helpers import strip_wall_clock
+    from capture_helpers import strip_wall_clock
 
     line = json.dumps({"avg_step_time_ms": 1.5e-3, "duration_ms": 0.0, "episode_id": "ep-000001",
                        "run_id": "run-1-a", "x": [1.0, 2.0], "ts": 1795775121.9385302},

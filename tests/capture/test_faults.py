@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from helpers import assert_same_records, capture_in_thread, complete_runs, config, run_json
+from capture_helpers import assert_same_records, capture_in_thread, complete_runs, config, run_json
 from plume_capture.capture import capture
 from plume_capture.capture.sink import JOURNAL, MANIFEST
 
@@ -59,7 +59,7 @@ class Boom(RuntimeError):
 
 
 def _crash_run_json(monkeypatch):
-    from plume_capture.capture import engine
+    from plume_capture.capture import run as engine
 
     real = engine.runmeta.write_json_atomic
 
@@ -87,7 +87,7 @@ def _crash_second_artifact(monkeypatch):
 
 def _crash_publish(monkeypatch):
     """run.json is written in the staging directory, then the rename fails."""
-    from plume_capture.capture import engine
+    from plume_capture.capture import run as engine
 
     def publish(staging, run_dir):
         assert (staging / "run.json").is_file()
@@ -154,7 +154,7 @@ def test_power_loss_resume_goes_back_to_the_last_journal_line_on_disk(tmp_path, 
 def test_fsync_at_most_every_interval_and_every_artifact_before_run_json(tmp_path, monkeypatch):
     """One durable checkpoint for a run shorter than DURABLE_EVERY_S (not one per shard), a
     journal line per shard, and every artifact fsynced before run.json is written."""
-    from plume_capture.capture import engine, sink as sink_mod
+    from plume_capture.capture import run as engine, sink as sink_mod
 
     synced: list[str] = []
     real_fsync = os.fsync

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from helpers import assert_same_records, config
+from capture_helpers import assert_same_records, config
 from plume_capture.capture import capture
-from plume_capture.capture.runner import ShardRunner
+from plume_capture.sim.runner import ShardRunner
 from plume_capture.capture.sink import RunSink
 
 
@@ -52,13 +52,13 @@ def test_slow_parquet_does_not_pile_up_results(tmp_path, monkeypatch):
 def test_run_where_o_direct_is_refused(tmp_path, monkeypatch, refused):
     """A filesystem that refuses O_DIRECT (at open, or only at the first write): the artifacts go
     through the page cache; same records, valid run, Parquet and rotation included."""
-    from test_writers import _refuse_o_direct
+    from io_helpers import refuse_o_direct
 
     from plume_capture.readback.validate import validate_run_artifacts
 
     small = dict(episodes=20, seed=9, env={"grid_size": [32, 32], "max_steps": 100}, parquet=True)
     disk = capture(config(output=str(tmp_path / "direct"), engine={"kind": "local"}, **small)).run_dir
-    _refuse_o_direct(monkeypatch, refused)
+    refuse_o_direct(monkeypatch, refused)
     cached = capture(config(output=str(tmp_path / "cached"), rotate_size=4000,
                             engine={"kind": "local", "shard_episodes": 3}, **small)).run_dir
     assert validate_run_artifacts(cached)["ok"]

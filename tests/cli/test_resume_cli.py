@@ -15,10 +15,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "capture"))
-
 from conftest import stop_processes  # noqa: E402
-from helpers import assert_same_records, complete_runs, config, jsonl_files, run_json  # noqa: E402
+from capture_helpers import assert_same_records, complete_runs, config, jsonl_files, run_json  # noqa: E402
 
 PROG = "plume-nav-capture"
 CHILD_MARK = "PLUME_CAPTURE_TEST_CHILD"
@@ -200,7 +198,7 @@ def test_experiment_escape_on_the_command_line(tmp_path):
 
 
 def test_never_runs_into_an_existing_run(tmp_path, monkeypatch):
-    from plume_capture.capture import capture, engine
+    from plume_capture.capture import capture, run as engine
     from plume_capture.errors import CaptureError
 
     cfg = config(output=str(tmp_path), episodes=1, env={"max_steps": 5}, engine={"kind": "local"})

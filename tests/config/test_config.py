@@ -11,7 +11,6 @@ import pytest
 from plume_capture.cli.capture import prepare
 from plume_capture.config import (
     EXECUTION_ONLY_KEYS,
-    FLOAT32_EPS,
     compose_config,
     config_hash,
     default_config,
@@ -22,6 +21,7 @@ from plume_capture.config import (
     validate_config,
 )
 from plume_capture.errors import ConfigError
+from plume_capture.sim.params import FLOAT32_EPS
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,6 +20,7 @@ import pytest
 from plume_capture.io.files import JsonlPartWriter
 from plume_capture.io.jsonl_encode import EMPTY_GZIP_MEMBER, EncodedJsonl, configure_threads, encode_jsonl
 from plume_capture.io.parquet import ParquetStreamWriter
+from io_helpers import refuse_o_direct, supports_o_direct
 from plume_capture.spec import EPISODE_SCHEMA, STEP_SCHEMA, episode_id, part_name
 
 RUN_ID = "run-20261127-102521-ab12cd34"
@@ -567,57 +568,15 @@ def test_zcat_reads_multi_member_stream(tmp_path, rng):
 # The artifact file: O_DIRECT through an aligned buffer, or the page cache where that is refused
 
 
-def _supports_o_direct(directory) -> bool:
-    import errno
-    import os
-
-    probe = directory / ".o_direct_probe"
-    try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644))
-        return True
-    except OSError as exc:
-        assert exc.errno == errno.EINVAL
-        return False
-    finally:
-        probe.unlink(missing_ok=True)
-
-
-def _refuse_o_direct(monkeypatch, at: str) -> None:
-    """Act as a filesystem that refuses O_DIRECT when opening (tmpfs before Linux 6.6, some FUSE
-    mounts) or only when writing."""
-    import errno
-    import fcntl
-    import os
-
-    if at == "open":
-        real_open = os.open
-
-        def refusing_open(path, flags, *args, **kwargs):
-            if flags & os.O_DIRECT:
-                raise OSError(errno.EINVAL, "Invalid argument")
-            return real_open(path, flags, *args, **kwargs)
-
-        monkeypatch.setattr(os, "open", refusing_open)
-    else:
-        real_pwrite = os.pwrite
-
-        def refusing_pwrite(fd, data, offset):
-            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
-                raise OSError(errno.EINVAL, "Invalid argument")
-            return real_pwrite(fd, data, offset)
-
-        monkeypatch.setattr(os, "pwrite", refusing_pwrite)
-
-
 @pytest.mark.parametrize("refused", [None, "open", "write"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_hashing_file_holds_every_byte_at_each_flush(tmp_path, monkeypatch, seed, refused):
     from plume_capture.io.files import _IO_BLOCK, _IO_BUFFER, _HashingFile
 
-    if not _supports_o_direct(tmp_path):
+    if not supports_o_direct(tmp_path):
         pytest.skip("the test directory's filesystem refuses O_DIRECT")
     if refused:
-        _refuse_o_direct(monkeypatch, refused)
+        refuse_o_direct(monkeypatch, refused)
     rng = np.random.default_rng(seed)
     sizes = [0, 1, _IO_BLOCK - 1, _IO_BLOCK, _IO_BLOCK + 1, _IO_BUFFER - 3, _IO_BUFFER, 3 * _IO_BUFFER + 17,
              *rng.integers(1, 200_000, 40).tolist()]
@@ -664,7 +623,7 @@ def test_hashing_file_reopens_after_truncation(tmp_path):
         g.close()
         assert path.read_bytes() == data[:cut] + more
         assert g.hexdigest() == hashlib.sha256(data[:cut] + more).hexdigest() and g.size == cut + len(more)
-        assert g.direct is _supports_o_direct(tmp_path)  # still bypassing the page cache
+        assert g.direct is supports_o_direct(tmp_path)  # still bypassing the page cache
 
 
 def test_hashing_file_without_o_direct(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.capture.helpers import jsonl_text
+from tests.capture_helpers import jsonl_text
 
 # (name, partial config): the runbook demo, then other observation/action/policy/reward choices.
 CASES = {
@@ -26,7 +26,7 @@ CHILD = textwrap.dedent("""
     import json, sys
     from plume_capture.capture import capture
     from plume_capture.kernels import _jit
-    from tests.capture.helpers import config
+    from tests.capture_helpers import config
     out, cases = sys.argv[1], json.loads(sys.argv[2])
     res = {}
     for mode in ("interpreted", "compiled"):

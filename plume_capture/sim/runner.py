@@ -13,7 +13,7 @@ import pyarrow as pa
 from plume_capture.sim.params import EnvParams, PolicyParams
 from plume_capture.spec import EPISODE_SCHEMA, SCHEMA_VERSION, STEP_SCHEMA, episode_id
 from plume_capture.io.arrow import column, strings
-from plume_capture.capture.plan import Shard
+from plume_capture.sim.plan import Shard
 
 ROTATION_BLOCK_BYTES = 64 * 1024  # SPEC §9.1: a gzip block holds at most 64 KiB of text
 _OBS_TYPE = STEP_SCHEMA.field("observation_summary").type

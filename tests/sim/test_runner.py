@@ -6,17 +6,18 @@ import dataclasses
 import pyarrow as pa
 import pytest
 
-from helpers import WALL_CLOCK, config
-from plume_capture.capture.engine import _job, prepare
-from plume_capture.capture.plan import Shard
-from plume_capture.capture.runner import ShardRunner
+from capture_helpers import WALL_CLOCK, config
+from plume_capture.capture.run import prepare
+from plume_capture.config import resolve
+from plume_capture.sim.plan import Shard
+from plume_capture.sim.runner import ShardRunner
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 300])
 def test_records_independent_of_kernel_call_size(tmp_path, chunk_rows):
-    p = prepare(config(output=str(tmp_path), episodes=12, seed=3,
-                       env={"grid_size": [32, 32], "max_steps": 150}, policy={"name": "random"}))
-    job = _job(p, rotate=False)
+    p = prepare(resolve(config(output=str(tmp_path), episodes=12, seed=3,
+                               env={"grid_size": [32, 32], "max_steps": 150}, policy={"name": "random"})))
+    job = p.job()
     shard = Shard(0, 2, 12)
     whole = ShardRunner(job, physics=p.physics)._simulate(shard)
     cut = ShardRunner(dataclasses.replace(job, chunk_rows=chunk_rows), physics=p.physics)._simulate(shard)
@@ -31,9 +32,9 @@ def test_records_independent_of_kernel_call_size(tmp_path, chunk_rows):
 def test_short_episodes_do_not_pin_the_kernel_bound(tmp_path):
     """8x8 with a goal radius covering the grid: every episode ends on its first step, so a
     shard's rows are a tiny part of the kernel's bound (episodes x max_steps)."""
-    p = prepare(config(output=str(tmp_path), episodes=500, seed=1,
-                       env={"grid_size": [8, 8], "max_steps": 1000, "goal_radius": 20.0}))
-    runner = ShardRunner(_job(p, rotate=False), physics=p.physics)
+    p = prepare(resolve(config(output=str(tmp_path), episodes=500, seed=1,
+                               env={"grid_size": [8, 8], "max_steps": 1000, "goal_radius": 20.0})))
+    runner = ShardRunner(p.job(), physics=p.physics)
     before = pa.total_allocated_bytes()
     steps, episodes = runner._simulate(Shard(0, 0, 500))
     assert steps.num_rows == 500 and episodes.column("total_steps").to_pylist() == [1] * 500

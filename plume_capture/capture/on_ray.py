@@ -1,0 +1,170 @@
+"""The Ray backend: the same ``ShardRunner`` as a Ray actor, and the driver's shard table.
+
+The driver keeps a bounded window of shards in flight (``ray.wait``), a reorder buffer so results
+are written in shard order, and drops each result once written. A shard whose actor dies is
+re-queued on a live actor; the dead actor is restarted by Ray (``max_restarts=-1``) and used again
+once it answers a ping.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import time
+
+from plume_capture.sim.runner import Job, ShardRunner
+from plume_capture.errors import CaptureError
+
+
+def _placement(n: int) -> list:
+    """Node ids for ``n`` actors: round-robin over the alive nodes, at most one per CPU of each
+    (SPREAD alone is best-effort and may stack actors on one node); None beyond the CPUs."""
+    import ray
+
+    free = {node["NodeID"]: int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")}
+    out = []
+    while len(out) < n and any(v > 0 for v in free.values()):
+        for node in sorted(free):
+            if free[node] > 0 and len(out) < n:
+                out.append(node)
+                free[node] -= 1
+    return out + [None] * (n - len(out))
+
+
+def _strategy(node):
+    """Soft affinity: a restarted actor whose node died goes to any live node."""
+    if node is None:
+        return "SPREAD"
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+
+
+class RayPool:
+    """Long-lived ShardRunner actors (one CPU each) on the connected Ray instance or cluster."""
+
+    def __init__(self, job: Job, num_actors: int | None, headroom: int | None = None):
+        import ray
+
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        if headroom is None:  # a restarted actor needs a free CPU once a node is gone
+            headroom = 1 if sum(1 for n in ray.nodes() if n.get("Alive")) > 1 else 0
+        self.n = max(1, num_actors or cpus - headroom)
+        remote = ray.remote(ShardRunner)
+        # No runtime_env: actors start on Ray's prestarted workers; ShardRunner sets its own
+        # Numba and polars thread counts.
+        self.actors = [remote.options(num_cpus=1, max_restarts=-1, max_task_retries=0,
+                                      scheduling_strategy=_strategy(node)).remote(job, 1)
+                       for node in _placement(self.n)]
+
+    def kill(self):
+        import ray
+
+        for a in self.actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:
+                pass
+
+
+def run_ray(p, shards, sink, progress, pool: RayPool | None = None) -> dict:
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    try:
+        from ray.exceptions import ObjectLostError
+    except ImportError:  # pragma: no cover
+        ObjectLostError = RayActorError
+    own_pool = pool is None
+    if own_pool:
+        field_ref = None
+        if p.physics.params.plume == "movie":
+            field_ref = ray.put(p.physics.field)
+        pool = RayPool(p.job(field_ref), p.spec.engine.num_actors, p.spec.engine.headroom_cpus)
+    todo = collections.deque(shards)
+    inflight: dict = {}  # ref -> (shard, actor index)
+    load = [0] * pool.n
+    alive = [True] * pool.n
+    pings: dict = {}  # ping ref -> actor index
+    buffered: dict = {}
+    limit = pool.n * p.window
+    nodes = set()
+    retries = 0
+    actor_s = 0.0
+    t_start = time.perf_counter()
+    try:
+        while todo or inflight or buffered:
+            # Fill the window: least-loaded live actor, bounded by in flight + buffered results.
+            while todo and len(inflight) + len(buffered) < limit:
+                cands = [i for i in range(pool.n) if alive[i] and load[i] < p.window]
+                if not cands:
+                    break
+                i = min(cands, key=lambda j: load[j])
+                shard = todo.popleft()
+                inflight[pool.actors[i].run.remote(shard)] = (shard, i)
+                load[i] += 1
+            waitable = list(inflight) + list(pings)
+            if not waitable:
+                if buffered and sink.next_shard not in buffered:
+                    raise CaptureError("internal: shard results missing from the reorder buffer")
+            else:
+                ready, _ = ray.wait(waitable, num_returns=1, timeout=1.0)
+                for ref in ready:
+                    if ref in pings:
+                        i = pings.pop(ref)
+                        try:
+                            ray.get(ref)
+                            alive[i] = True
+                        except (RayActorError, RayTaskError, ObjectLostError):
+                            pings[pool.actors[i].ping.remote()] = i
+                        continue
+                    shard, i = inflight.pop(ref)
+                    load[i] -= 1
+                    try:
+                        res = ray.get(ref)
+                    except (RayActorError, ObjectLostError) as exc:
+                        # The actor (or its node) died: discard the shard's partial work, re-queue it
+                        # first, and use the actor again once it answers (Ray restarts it).
+                        retries += 1
+                        if retries > 10 * len(shards) + 10:
+                            raise CaptureError(f"giving up after {retries} shard failures: {exc}") from exc
+                        todo.appendleft(shard)
+                        if alive[i]:
+                            alive[i] = False
+                            pings[pool.actors[i].ping.remote()] = i
+                        continue
+                    except RayTaskError as exc:
+                        raise CaptureError(f"shard {shard.index} failed: {exc}") from exc
+                    nodes.add(res.node)
+                    actor_s += res.seconds
+                    buffered[shard.index] = res
+            while sink.next_shard in buffered:
+                res = buffered.pop(sink.next_shard)
+                sink.append(res)
+                progress.update(res.shard.episodes, res.steps)
+    finally:
+        if own_pool:
+            pool.kill()
+    wall = time.perf_counter() - t_start
+    return {"kind": "ray", "actors": pool.n, "nodes": len(nodes), "shard_retries": retries,
+            "actor_busy_s": actor_s, "actor_utilization": actor_s / (pool.n * wall) if wall > 0 else None}
+
+
+def ray_init(address: str | None):
+    """Connect to ``address`` (or RAY_ADDRESS) or start a fresh local instance. Returns True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
+                  logging_level="ERROR")
+    if address:
+        ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
+    else:
+        # A bounded object store: in-flight shard results need ~100 MB; a larger store only lets
+        # every process map (and count in its RSS) more shared pages.
+        mb = int(os.environ.get("PLUME_CAPTURE_OBJECT_STORE_MB", "512"))
+        ray.init(address="local", object_store_memory=mb << 20, **kwargs)
+    return True
+
+

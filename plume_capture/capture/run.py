@@ -1,0 +1,309 @@
+"""``capture(config) -> CaptureResult``: prepare a run from its :class:`RunSpec`, execute it on a
+backend (:mod:`.local` threads or :mod:`.on_ray` actors) through one :class:`RunSink`, and commit it.
+
+Write lifecycle: ``.<run_id>.partial/`` (staging, with ``capture.json`` and the journal) -> shards
+appended in order -> ``run.json`` -> atomic rename to ``<run_id>/`` (the commit point).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plume_capture import __version__
+from plume_capture.capture import runmeta
+from plume_capture.capture.local import local_threads, run_local
+from plume_capture.sim.plan import plan, shard_size
+from plume_capture.sim.runner import Job
+from plume_capture.capture.sink import MANIFEST, RunSink, drop_bookkeeping, publish, staging_path
+from plume_capture.config import RunSpec, resolve
+from plume_capture.errors import CaptureError, ConfigError
+from plume_capture.kernels import _jit
+from plume_capture.sim.params import Physics
+
+# engine=auto runs in-process (no Ray start-up, ~6 s here) up to this many (max) steps, and on
+# machines with two or fewer CPUs whatever the size: on a 2-vCPU VM the in-process engine's two
+# worker threads (~5M steps/s steady) are faster than two Ray actors and their driver (~4.5M/s),
+# before Ray's start-up is even counted.
+LOCAL_MAX_STEPS = 2_000_000
+# In-process runs of at most this many (max) steps run the kernels' Python source when Numba is not
+# loaded yet: importing Numba and loading the kernels from its cache costs ~0.6 s (and compiling
+# them ~7 s on an empty cache); interpreted, a step costs ~0.1 ms (measured: 2x1000 steps on 64x64
+# 0.65-0.85 s interpreted vs 3x1000 compiled 0.86-1.25 s, whole process, warm cache, shared machine).
+INTERPRET_MAX_STEPS = 2_000
+DEFAULT_WINDOW = 2  # shards in flight per worker
+
+
+@dataclass
+class CaptureResult:
+    run_dir: Path
+    run_id: str
+    episodes: int
+    steps: int
+    wall_s: float
+    status: str = "complete"
+    config_hash: str = ""
+    engine: str = ""
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A run fixed before anything is written: its spec, the physics that run, its identity and
+    place, and how it executes. Invariant: everything here follows from ``spec`` except the
+    identity (``run_id``, ``start_time``) and, on resume, the original run's ``shard_episodes``."""
+
+    spec: RunSpec
+    physics: Physics
+    run_id: str
+    run_dir: Path
+    engine: str  # local | ray
+    shard_episodes: int
+    window: int
+    threads: int
+    start_time: float = field(default_factory=time.time)
+
+    @property
+    def staging(self) -> Path:
+        return staging_path(self.run_dir)
+
+    @property
+    def policy(self):
+        return self.spec.policy
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    @property
+    def episodes(self) -> int:
+        return self.spec.episodes
+
+    def job(self, field_ref=None) -> Job:
+        """What every shard runner of this run gets."""
+        s = self.spec
+        return Job(env=self.physics.params, policy=s.policy, run_id=self.run_id, base_seed=s.seed,
+                   parquet=s.parquet, rotate=s.rotate_size is not None, field_ref=field_ref)
+
+
+def prepare(spec: RunSpec, *, run_id: str | None = None, run_dir: Path | None = None,
+            start_time: float | None = None, shard_episodes: int | None = None) -> Prepared:
+    """Build the physics and fix the run's identity, place and execution (nothing is written).
+    ``run_id``/``run_dir``/``start_time``/``shard_episodes`` are given when resuming a run."""
+    physics = spec.env.build()
+    eng = spec.engine
+    kind = eng.kind
+    if kind == "auto":
+        kind = "local" if (eng.address is None and eng.num_actors is None and (
+            spec.episodes * physics.params.max_steps <= LOCAL_MAX_STEPS or (os.cpu_count() or 1) <= 2)) else "ray"
+    if run_id is None:
+        root = Path(spec.output).expanduser()
+        _check_writable(root)
+        run_id = runmeta.new_run_id()
+        run_dir = root / spec.experiment / run_id
+    return Prepared(spec=spec, physics=physics, run_id=run_id, run_dir=run_dir, engine=kind,
+                    shard_episodes=shard_episodes or shard_size(physics.params.max_steps, eng.shard_episodes),
+                    window=eng.window or DEFAULT_WINDOW, threads=local_threads(eng.threads),
+                    **({"start_time": start_time} if start_time is not None else {}))
+
+
+def _check_writable(root: Path) -> None:
+    p = root
+    while not p.exists():
+        if p.parent == p:
+            break
+        p = p.parent
+    if not p.is_dir():
+        raise ConfigError(f"output {str(root)!r} is not a directory ({str(p)!r} is a file)")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"output directory {str(p)!r} is not writable")
+
+
+class _Progress:
+    def __init__(self, enabled: bool, episodes: int, label: str):
+        self.bar = None
+        self.start = time.perf_counter()
+        self.steps = 0
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=episodes, unit="ep", desc=label, file=sys.stderr, dynamic_ncols=True)
+            except ImportError:
+                self.bar = None
+
+    def update(self, episodes: int, steps: int) -> None:
+        self.steps += steps
+        if self.bar is not None:
+            rate = self.steps / max(1e-9, time.perf_counter() - self.start)
+            self.bar.set_postfix_str(f"{self.steps:,} steps, {rate / 1e6:.2f}M steps/s", refresh=False)
+            self.bar.update(episodes)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+@functools.lru_cache(maxsize=None)
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _versions() -> dict:
+    import numpy
+    import pyarrow
+
+    v = {"plume_capture": __version__, "numpy": numpy.__version__, "numba": _dist_version("numba"),
+         "pyarrow": pyarrow.__version__, "python": sys.version.split()[0]}
+    for mod in ("ray", "polars", "isal"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            v[mod] = getattr(m, "__version__", None)
+    if "ray" not in v:
+        v["ray"] = _dist_version("ray")
+    return v
+
+
+def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float) -> None:
+    files = sink.close()
+    sha, dirty = runmeta.git_info(os.getcwd())
+    steps = sink.steps_written
+    s = p.spec
+    extra = {
+        "status": "complete",
+        "env": p.physics.effective(),
+        "policy": {"name": s.policy.name, "threshold": s.policy.threshold,
+                   "persistence": s.policy.persistence, "eps": s.policy.eps},
+        "config": s.config,
+        "overrides": list(s.overrides),
+        "counts": {"steps": steps, "episodes": sink.episodes_written},
+        "files": files,
+        "engine": {**execution, "shard_episodes": p.shard_episodes, "shards": sink.next_shard,
+                   "window": p.window, "versions": _versions()},
+        "timing": {"wall_s": wall, "steps_per_s": steps / wall if wall > 0 else None},
+        "git_dirty": dirty,
+        "rotate_size": s.rotate_size,
+    }
+    doc = runmeta.build_run_json(
+        run_id=p.run_id, experiment=s.experiment, start_time=p.start_time,
+        effective_env=p.physics.effective(), base_seed=s.seed, episodes=s.episodes,
+        package_version=__version__, config_hash=s.config_hash, git_sha=sha, system=runmeta.system_info(),
+        extra=extra)
+    runmeta.write_json_atomic(p.staging / "run.json", doc)
+    # The rename is the commit point. Until then the journal and manifest stay, so a finalizer that
+    # fails leaves a resumable run; a complete-looking run.json never stays behind in the staging dir.
+    try:
+        publish(p.staging, p.run_dir)
+    except BaseException:
+        (p.staging / "run.json").unlink(missing_ok=True)
+        raise
+    drop_bookkeeping(p.run_dir)
+
+
+def open_new(p: Prepared) -> RunSink:
+    """Create the run's staging directory with its manifest (what a resume needs) and a sink."""
+    p.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(p.run_dir):  # never run into (or later rename onto) an existing run
+        raise CaptureError(f"run directory {p.run_dir} already exists")
+    try:
+        os.mkdir(p.staging)
+    except FileExistsError as exc:
+        raise CaptureError(f"staging directory {p.staging} already exists") from exc
+    runmeta.write_json_atomic(p.staging / MANIFEST, {
+        "run_id": p.run_id, "config_hash": p.spec.config_hash, "config": p.spec.config,
+        "overrides": list(p.spec.overrides), "start_time": p.start_time, "env": p.physics.effective(),
+        "shard_episodes": p.shard_episodes})
+    return new_sink(p)
+
+
+def new_sink(p: Prepared) -> RunSink:
+    s = p.spec
+    return RunSink(p.staging, rotate_size=s.rotate_size, parquet=s.parquet, run_id=p.run_id,
+                   config_hash=s.config_hash, copy_parquet_input=p.engine != "local")
+
+
+def execute(p: Prepared, sink: RunSink, progress_enabled: bool, pool=None) -> CaptureResult:
+    """Run the shards the sink does not hold yet, then commit the run. On any failure the staging
+    directory stays, visibly incomplete and resumable (``exc.staging`` names it)."""
+    t0 = time.perf_counter()
+    shards = plan(p.episodes, p.shard_episodes)
+    done = sink.next_shard
+    progress = _Progress(progress_enabled, p.episodes, p.spec.experiment)
+    progress.update(sink.episodes_written, 0)
+    try:
+        if p.engine == "local":
+            tiny = p.episodes * p.physics.params.max_steps <= INTERPRET_MAX_STEPS
+            with _jit.interpreting() if tiny else contextlib.nullcontext():
+                execution = run_local(p, shards[done:], sink, progress)
+        else:
+            from plume_capture.capture.on_ray import run_ray
+
+            execution = run_ray(p, shards[done:], sink, progress, pool)
+        wall = time.perf_counter() - t0
+        execution["resumed_from_shard"] = done if sink.resumed else None
+        _finalize(p, sink, execution, wall)
+    except BaseException as exc:
+        sink.abort()
+        if p.staging.is_dir():
+            try:
+                exc.staging = p.staging  # the CLI tells the operator what to --resume
+            except AttributeError:  # pragma: no cover
+                pass
+        raise
+    finally:
+        progress.close()
+    return CaptureResult(run_dir=p.run_dir, run_id=p.run_id, episodes=p.episodes, steps=sink.steps_written,
+                         wall_s=time.perf_counter() - t0, config_hash=p.spec.config_hash, engine=p.engine)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def session(prepared: list[Prepared]):
+    """SIGTERM stops a run like SIGINT (exit 130, the run stays resumable), and Ray is started (or
+    connected to) when a run needs it and shut down afterwards if we started it."""
+    in_main = threading.current_thread() is threading.main_thread()
+    old = signal.getsignal(signal.SIGTERM)
+    if in_main:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    started = False
+    try:
+        if any(p.engine == "ray" for p in prepared):
+            from plume_capture.capture.on_ray import ray_init
+
+            started = ray_init(next((p.spec.engine.address for p in prepared if p.spec.engine.address), None))
+            if in_main:  # ray.init installs its own SIGTERM handlers (exit 15)
+                signal.signal(signal.SIGTERM, _raise_interrupt)
+        yield
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old)
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def capture_many(cfgs, *, overrides_list=None, progress: bool = False) -> list[CaptureResult]:
+    """Run several captures (a sweep) one after another on one Ray instance/cluster; every config is
+    checked before any runs."""
+    overrides_list = overrides_list or [()] * len(cfgs)
+    prepared = [prepare(resolve(c, o)) for c, o in zip(cfgs, overrides_list)]
+    with session(prepared):
+        return [execute(p, open_new(p), progress) for p in prepared]

@@ -1,0 +1,245 @@
+"""The one config check: every key's type and range, before anything runs (SPEC §10).
+
+Raises :class:`ConfigError` naming the first problem. Imports no engine module (no Numba, pyarrow,
+polars or Ray), so bad input fails fast.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from plume_capture import defaults
+from plume_capture.errors import ConfigError
+from plume_capture.spec import (ACTION_TYPES, OBSERVATION_TYPES, PLUMES, POLICY_ACTIONS, REWARD_TYPES, SEED_MAX,
+                                 STEP_POLICIES)
+
+#: groups whose keys the engine consumes; an unknown key inside one is always an error
+CLOSED_GROUPS = ("env", "wind", "movie", "policy", "engine")
+ENGINE_KINDS = ("auto", "local", "ray")
+
+
+def complete(cfg: Mapping[str, Any]) -> dict:
+    """``cfg`` with missing keys filled from the shipped defaults (``cfg`` wins); a copy."""
+    out = defaults.tree()
+    for key, value in dict(cfg).items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key].update(copy.deepcopy(dict(value)))
+        else:
+            out[key] = copy.deepcopy(value)
+    if _is_int(out.get("experiment")):  # experiment=2024 on the command line
+        out["experiment"] = str(out["experiment"])
+    return out
+
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    return _is_num(v) and math.isfinite(v)
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+def _int_at_least(cfg: dict, key: str, low: int, *, nullable: bool = False) -> None:
+    v = _get(cfg, key)
+    if nullable and v is None:
+        return
+    tail = " or null" if nullable else ""
+    _check(_is_int(v) and v >= low, f"{key} must be an integer >= {low}{tail}, got {v!r}")
+
+
+def _get(cfg: dict, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _check_choice(cfg: dict, key: str, choices: Iterable[str]) -> None:
+    v = _get(cfg, key)
+    choices = tuple(choices)
+    _check(isinstance(v, str) and v in choices, f"{key} must be one of {', '.join(choices)}; got {v!r}")
+
+
+def _check_name(key: str, v: Any) -> None:
+    _check(isinstance(v, str) and v != "", f"{key} must be a non-empty name, got {v!r}")
+    _check(v not in (".", ".."), f"{key} must not be {v!r}")
+    _check(not v.startswith("."), f"{key} {v!r} must not start with '.' (hidden directory)")
+    for c in ("/", "\\", "\0"):
+        _check(c not in v, f"{key} {v!r} must not contain {c!r} (it names one directory)")
+    _check(not any(ord(c) < 32 or ord(c) == 127 for c in v), f"{key} {v!r} contains a control character")
+    _check(len(v.encode("utf-8")) <= 255, f"{key} is longer than 255 bytes")
+
+
+def _check_xy(key: str, v: Any, grid: tuple[int, int] | None) -> None:
+    if v is None:
+        return
+    _check(
+        isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(c) for c in v),
+        f"{key} must be [x, y] with integer cells or null, got {v!r}",
+    )
+    x, y = v
+    if grid is None:
+        _check(x >= 0 and y >= 0, f"{key} {list(v)} has a negative coordinate")
+        return
+    w, h = grid
+    _check(
+        0 <= x < w and 0 <= y < h,
+        f"{key} {list(v)} is outside the {w}x{h} grid (x in 0..{w - 1}, y in 0..{h - 1})",
+    )
+
+
+def _check_output(output: Any, experiment: str) -> None:
+    _check("\0" not in output, "output must not contain a NUL character")
+    target = Path(output).expanduser() / experiment  # the engine expands ~ too
+    probe = target
+    while True:
+        try:
+            if probe.exists() or probe.is_symlink():
+                break
+        except OSError as exc:
+            raise ConfigError(f"output {output!r} is not usable: {exc.strerror or exc}") from None
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.is_symlink() and not probe.exists():
+        raise ConfigError(f"output {output!r}: {str(probe)!r} is a broken symlink")
+    if not probe.is_dir():
+        raise ConfigError(f"output {output!r} is not usable: {str(probe)!r} is not a directory")
+    where = "" if probe == target else f" ({str(probe)!r} is the nearest existing directory)"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"output {output!r} is not writable{where}")
+    # os.access trusts root and ignores some file systems (/proc, root-squashed NFS): try it.
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".plume-capture-probe-", dir=probe))
+    except OSError as exc:
+        raise ConfigError(f"output {output!r} is not writable{where}: {exc.strerror or exc}") from None
+
+
+def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None:
+    """Raise :class:`ConfigError` naming the first problem in ``cfg``; missing keys take defaults.
+
+    ``check_paths`` also checks the file system: the output root (and ``<output>/<experiment>``
+    if it exists) must be a writable directory or creatable below one, and ``movie.path`` must
+    exist for a movie plume. Nothing is created.
+    """
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"config must be a mapping, got {type(cfg).__name__}")
+    for group in CLOSED_GROUPS:
+        if group in cfg and not isinstance(cfg[group], Mapping):
+            raise ConfigError(f"{group} must be a mapping of settings, got {cfg[group]!r}")
+    cfg = complete(cfg)
+    known = defaults.tree()
+    for group in CLOSED_GROUPS:
+        for key in sorted(set(cfg[group]) - set(known[group])):
+            raise ConfigError(f"unknown config key '{group}.{key}' (known: {', '.join(sorted(known[group]))})")
+
+    # top level
+    _check_name("experiment", cfg["experiment"])
+    _int_at_least(cfg, "episodes", 1)
+    seed = cfg["seed"]
+    _check(_is_int(seed) and 0 <= seed <= SEED_MAX, f"seed must be an integer in [0, {SEED_MAX}], got {seed!r}")
+    last = seed + cfg["episodes"] - 1
+    _check(last <= SEED_MAX, f"seed + episodes - 1 = {last} exceeds {SEED_MAX} (episode seeds are seed + i)")
+    _int_at_least(cfg, "rotate_size", 1, nullable=True)
+    _check(isinstance(cfg["parquet"], bool), f"parquet must be true or false, got {cfg['parquet']!r}")
+
+    # env
+    env = cfg["env"]
+    grid = env["grid_size"]
+    _check(
+        isinstance(grid, (list, tuple)) and len(grid) == 2 and all(_is_int(v) for v in grid),
+        f"env.grid_size must be [W, H] with two integers, got {grid!r}",
+    )
+    w, h = grid
+    _check(w >= 1 and h >= 1, f"env.grid_size must have W, H >= 1, got [{w}, {h}]")
+    _int_at_least(cfg, "env.max_steps", 1, nullable=True)
+    r = env["goal_radius"]
+    _check(r is None or (_finite(r) and r >= 0), f"env.goal_radius must be a finite number >= 0 or null, got {r!r}")
+    _check_choice(cfg, "env.action_type", ACTION_TYPES)
+    _check_choice(cfg, "env.observation_type", OBSERVATION_TYPES)
+    _check_choice(cfg, "env.reward_type", REWARD_TYPES)
+    _int_at_least(cfg, "env.step_size", 1)
+    s = env["sigma"]
+    _check(_finite(s) and s > 0, f"env.sigma must be a finite number > 0, got {s!r}")
+    _check_choice(cfg, "env.plume", PLUMES)
+    _int_at_least(cfg, "env.n_sensors", 1)
+    d = env["sensor_distance"]
+    _check(_finite(d) and d >= 0, f"env.sensor_distance must be a finite number >= 0, got {d!r}")
+    movie = env["plume"] == "movie"
+    # A movie defines its own grid; the engine checks locations against it.
+    _check_xy("env.goal_location", env["goal_location"], None if movie else (w, h))
+    _check_xy("env.start_location", env["start_location"], None if movie else (w, h))
+    if not movie:
+        from plume_capture.sim.params import field_problem  # the one rule, where the field is made
+
+        problem = field_problem(w, h)
+        _check(problem is None, problem or "")
+
+    # wind
+    wind = cfg["wind"]
+    for key in ("direction_deg", "speed"):
+        _check(_finite(wind[key]), f"wind.{key} must be a finite number, got {wind[key]!r}")
+    v = wind["noise_std"]
+    _check(_finite(v) and v >= 0, f"wind.noise_std must be a finite number >= 0, got {v!r}")
+
+    # movie
+    mv = cfg["movie"]
+    path = mv["path"]
+    _check(path is None or (isinstance(path, str) and path != ""), f"movie.path must be a path or null, got {path!r}")
+    _check_choice(cfg, "movie.step_policy", STEP_POLICIES)
+    _check_xy("movie.source_location", mv["source_location"], None)
+    if movie:
+        _check(path is not None, "env.plume is movie but movie.path is not set")
+        if check_paths:
+            _check(os.path.exists(path), f"movie.path {path!r} does not exist")
+
+    # policy
+    pol = cfg["policy"]
+    name = pol["name"]
+    _check_choice(cfg, "policy.name", POLICY_ACTIONS)
+    fits = POLICY_ACTIONS[name]
+    _check(
+        env["action_type"] in fits,
+        f"policy.name {name!r} needs env.action_type {' or '.join(fits)}, got {env['action_type']!r}",
+    )
+    _check(_finite(pol["threshold"]), f"policy.threshold must be a finite number, got {pol['threshold']!r}")
+    _int_at_least(cfg, "policy.persistence", 0)
+    eps = pol["eps"]
+    _check(_finite(eps) and 0 <= eps <= 1, f"policy.eps must be a number in [0, 1], got {eps!r}")
+
+    # engine
+    eng = cfg["engine"]
+    _check_choice(cfg, "engine.kind", ENGINE_KINDS)
+    _int_at_least(cfg, "engine.num_actors", 1, nullable=True)
+    _int_at_least(cfg, "engine.shard_episodes", 1, nullable=True)
+    _int_at_least(cfg, "engine.window", 1, nullable=True)
+    _int_at_least(cfg, "engine.headroom_cpus", 0, nullable=True)
+    _int_at_least(cfg, "engine.threads", 1, nullable=True)
+    addr = eng["address"]
+    _check(addr is None or (isinstance(addr, str) and addr.strip() != ""),
+           f"engine.address must be a Ray address or null, got {addr!r}")
+    if eng["kind"] == "local":  # in-process: a cluster address or actor count would be ignored
+        _check(addr is None, f"engine.address {addr!r} needs engine.kind ray or auto, not local")
+        _check(eng["num_actors"] is None,
+               f"engine.num_actors {eng['num_actors']!r} needs engine.kind ray or auto, not local")
+    _check(isinstance(eng["quiet"], bool), f"engine.quiet must be true or false, got {eng['quiet']!r}")
+
+    out = cfg["output"]
+    _check(isinstance(out, str) and out.strip() != "", f"output must be a non-empty path, got {out!r}")
+    if check_paths:
+        _check_output(out, cfg["experiment"])

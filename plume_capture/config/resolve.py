@@ -1,0 +1,136 @@
+"""Resolve a checked config into the one frozen :class:`RunSpec` — the only input of the hash, the
+run, resume and replay.
+
+``effective_config`` states every value as it runs (nulls resolved by the rules of
+:mod:`plume_capture.sim.params`, numbers normalised); ``config_hash`` is the SHA-256 of exactly that
+minus :data:`EXECUTION_ONLY_KEYS` (SPEC §10.4); ``RunSpec.env`` and ``RunSpec.policy`` are built
+from the same effective values, so what is hashed is what runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from plume_capture.config.check import complete, validate_config
+from plume_capture.sim.params import (DEFAULT_GOAL_RADIUS, DEFAULT_MAX_STEPS, FLOAT32_EPS, EnvParams, PolicyParams,
+                                      default_goal)
+
+#: Top-level keys left out of config_hash: they never change a record (SPEC §8, §10.4).
+EXECUTION_ONLY_KEYS: dict[str, str] = {
+    "output": "where run directories are written, not what they contain",
+    "experiment": "names the run's directory; no record contains it",
+    "rotate_size": "splits the same records over more files",
+    "parquet": "adds a Parquet copy of the same records",
+    "engine": "how and where the work runs (local/Ray, address, actors, shards, progress display)",
+}
+
+
+def _effective(cfg: dict) -> dict:
+    out = complete(cfg)
+    env = out["env"]
+    w, h = (int(v) for v in env["grid_size"])
+    env["grid_size"] = [w, h]
+    if env["max_steps"] is None:
+        env["max_steps"] = DEFAULT_MAX_STEPS
+    r = DEFAULT_GOAL_RADIUS if env["goal_radius"] is None else float(env["goal_radius"])
+    env["goal_radius"] = FLOAT32_EPS if r == 0 else r
+    for key in ("goal_location", "start_location"):
+        if env[key] is not None:
+            env[key] = [int(c) for c in env[key]]
+    if env["goal_location"] is None and env["plume"] == "static":
+        env["goal_location"] = list(default_goal(w, h))
+    env["sigma"] = float(env["sigma"])
+    env["sensor_distance"] = float(env["sensor_distance"])
+    out["wind"] = {k: float(v) for k, v in out["wind"].items()}
+    if out["movie"]["source_location"] is not None:
+        out["movie"]["source_location"] = [int(c) for c in out["movie"]["source_location"]]
+    out["policy"]["threshold"] = float(out["policy"]["threshold"])
+    out["policy"]["eps"] = float(out["policy"]["eps"])
+    return out
+
+
+def _hash(effective: dict) -> str:
+    data = {k: v for k, v in effective.items() if k not in EXECUTION_ONLY_KEYS}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def effective_config(cfg: Mapping[str, Any]) -> dict:
+    """Checked complete config with nulls resolved to what runs and numbers normalised.
+
+    ``max_steps`` null -> 1000; ``goal_radius`` null -> 5.0, 0 -> float32 eps; static-plume
+    ``goal_location`` null -> ``[min(64, W-1), min(64, H-1)]``; float settings as floats; pairs
+    as lists. Settings that depend on a movie file (its grid and source) are left as given.
+    """
+    validate_config(cfg, check_paths=False)
+    return _effective(dict(cfg))
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    """SHA-256 hex of the effective config minus :data:`EXECUTION_ONLY_KEYS` (SPEC §10.4).
+
+    Serialised as ``json.dumps(..., sort_keys=True, separators=(",", ":"))``. Equal for the same
+    data whatever the spelling (``--grid 8x8`` or ``env.grid_size=[8,8]``, ``max_steps: null``
+    or ``1000``), output root or engine settings.
+    """
+    return _hash(effective_config(cfg))
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How and where a run executes (the ``engine`` group; never changes a record).
+    ``address`` is the configured one, else ``$RAY_ADDRESS`` (read once, here)."""
+
+    kind: str  # auto | local | ray (auto is decided by the engine, which knows the run's size)
+    address: str | None
+    num_actors: int | None
+    threads: int | None
+    headroom_cpus: int | None
+    shard_episodes: int | None
+    window: int | None
+    quiet: bool
+
+    @classmethod
+    def from_config(cls, eng: Mapping[str, Any]) -> "EngineSpec":
+        return cls(kind=eng["kind"], address=eng["address"] or os.environ.get("RAY_ADDRESS") or None,
+                   num_actors=eng["num_actors"], threads=eng["threads"], headroom_cpus=eng["headroom_cpus"],
+                   shard_episodes=eng["shard_episodes"], window=eng["window"], quiet=eng["quiet"])
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run is, resolved once from a checked config.
+
+    Invariant: ``config_hash`` is the hash of the effective config that ``env``, ``policy``,
+    ``episodes`` and ``seed`` were built from; ``config`` is the complete config as given (what
+    ``run.json`` records under ``extra.config``). Treat ``config`` as read-only.
+    """
+
+    config: dict
+    overrides: tuple
+    env: EnvParams
+    policy: PolicyParams
+    episodes: int
+    seed: int
+    experiment: str
+    output: str
+    rotate_size: int | None
+    parquet: bool
+    engine: EngineSpec
+    config_hash: str
+
+
+def resolve(cfg: Mapping[str, Any], overrides=(), *, check_paths: bool = True) -> RunSpec:
+    """Check ``cfg`` (once) and resolve it; raises ConfigError naming the first problem."""
+    validate_config(cfg, check_paths=check_paths)
+    full = complete(cfg)
+    eff = _effective(full)
+    env = EnvParams.from_config(eff)
+    return RunSpec(config=full, overrides=tuple(overrides), env=env,
+                   policy=PolicyParams.from_config(eff).validated(env.action_type),
+                   episodes=eff["episodes"], seed=eff["seed"], experiment=eff["experiment"], output=eff["output"],
+                   rotate_size=eff["rotate_size"], parquet=eff["parquet"],
+                   engine=EngineSpec.from_config(eff["engine"]), config_hash=_hash(eff))
