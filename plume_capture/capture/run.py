@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plume_capture import __version__
+from plume_capture._version import __version__
 from plume_capture.capture import runmeta
 from plume_capture.capture.local import local_threads, run_local
 from plume_capture.sim.plan import plan, shard_size

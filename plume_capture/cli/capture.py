@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from plume_capture import __version__
+    from plume_capture._version import __version__
 
     return __version__
 

@@ -14,7 +14,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from plume_capture import __version__
+from plume_capture._version import __version__
 from plume_capture.spec import SCHEMA_VERSION
 
 MANIFEST_NAME = "manifest.json"

@@ -15,7 +15,6 @@ from plume_capture.spec import EPISODE_SCHEMA, SCHEMA_VERSION, STEP_SCHEMA, epis
 from plume_capture.io.arrow import column, strings
 from plume_capture.sim.plan import Shard
 
-ROTATION_BLOCK_BYTES = 64 * 1024  # SPEC §9.1: a gzip block holds at most 64 KiB of text
 _OBS_TYPE = STEP_SCHEMA.field("observation_summary").type
 
 
@@ -136,11 +135,11 @@ class ShardRunner:
         return self._simulate(shard)[0]
 
     def run(self, shard: Shard) -> ShardResult:
-        from plume_capture.io.jsonl_encode import encode_jsonl
+        from plume_capture.io.jsonl_encode import BLOCK_BYTES, encode_jsonl
 
         t0 = time.perf_counter()
         steps, episodes = self._simulate(shard)
-        block = ROTATION_BLOCK_BYTES if self.job.rotate else None
+        block = BLOCK_BYTES if self.job.rotate else None
         return ShardResult(
             shard=shard, steps=steps.num_rows,
             steps_jsonl=encode_jsonl(steps, block_bytes=block, level=self.job.gzip_level),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import plume_capture  # noqa: F401  (registers PlumeNav-v0)
+import plume_capture.envs  # noqa: F401  (registers PlumeNav-v0)
 from plume_capture.envs import PlumeNavEnv
 from plume_capture.errors import ConfigError
 

@@ -3,7 +3,7 @@ import gymnasium
 import numpy as np
 import pytest
 
-import plume_capture  # noqa: F401  (registers PlumeNav-v0)
+import plume_capture.envs  # noqa: F401  (registers PlumeNav-v0)
 
 pytestmark = pytest.mark.nojit
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 
-import plume_capture  # noqa: F401  (registers PlumeNav-v0)
+import plume_capture.envs  # noqa: F401  (registers PlumeNav-v0)
 from plume_capture.envs import PlumeNavVectorEnv
 
 SEED_SPAN = 2**32

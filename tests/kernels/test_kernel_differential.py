@@ -8,7 +8,7 @@ import gymnasium
 import numpy as np
 import pytest
 
-import plume_capture  # noqa: F401  (registers PlumeNav-v0)
+import plume_capture.envs  # noqa: F401  (registers PlumeNav-v0)
 from kernel_driver import kernel_batch, kernel_episodes
 from reference_model import COLUMNS, Config, Policy, RefEnv, batch_slot, episodes
 

@@ -12,7 +12,7 @@ import gymnasium
 import numpy as np
 import pytest
 
-import plume_capture  # noqa: F401  (registers PlumeNav-v0)
+import plume_capture.envs  # noqa: F401  (registers PlumeNav-v0)
 import reference_model
 from kernel_driver import kernel_batch, kernel_episodes
 from plume_capture.sim import movie as movie_mod
