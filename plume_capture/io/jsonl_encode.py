@@ -104,8 +104,36 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return off, data
 
 
+#: at most this many floats are formatted in Python while polars is not loaded yet (a small run
+#: then does not pay polars' ~0.1 s import; the text is the same, see ``float_text``)
+PYTHON_FLOATS_MAX = 1 << 16
+
+
+def float_text(v: float) -> str:
+    """polars' text of a finite float64, from Python's shortest round-trip ``repr`` (the same
+    digits): they differ only in the decimal exponent -5 (polars: ``0.00001``, Python ``1e-05``)
+    and in the exponent's zero padding (polars ``1e-7``, Python ``1e-07``)."""
+    r = repr(v)
+    mant, sep, exp = r.partition("e-")
+    if not sep:
+        return r
+    if exp == "05":
+        sign, digits = ("-", mant[1:]) if mant[0] == "-" else ("", mant)
+        return sign + "0.0000" + digits.replace(".", "")
+    return f"{mant}e-{int(exp)}"
+
+
+def _format_floats_python(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    texts = [float_text(v).encode() for v in x.tolist()]
+    off = np.zeros(len(texts) + 1, np.uint64)
+    np.cumsum([len(b) for b in texts], out=off[1:])
+    return _ro(off), _ro(np.frombuffer(b"".join(texts), np.uint8))
+
+
 def _format_floats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Shortest round-trip text of float64 values: (uint64 offsets, uint8 data)."""
+    if x.size <= PYTHON_FLOATS_MAX and "polars" not in sys.modules:
+        return _format_floats_python(x)
     pl = _pl()
     s = pl.Series(values=x, dtype=pl.Float64).cast(pl.String).to_arrow()
     if isinstance(s, pa.ChunkedArray):

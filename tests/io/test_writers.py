@@ -639,3 +639,34 @@ def test_hashing_file_without_o_direct(tmp_path, monkeypatch):
     f.flush()
     assert (tmp_path / "x.bin").read_bytes() == b"abc" * 5000
     f.close()
+
+
+def test_python_float_text_is_polars_text():
+    """Small runs format floats in Python while polars is not loaded; the text must be polars'."""
+    import polars as pl
+
+    from plume_capture.io.jsonl_encode import float_text
+
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.standard_normal(20000) * 10.0 ** rng.integers(-320, 300, 20000), rng.random(5000),
+                        -rng.random(5000) * 1e-5, 10.0 ** np.arange(-12, 25),
+                        [5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -0.0, 0.0,
+                         9.999999999999999e-06, 1e-05, -1.2345e-05, 9.999999999999998e15]])
+    x = x[np.isfinite(x)]
+    assert [float_text(v) for v in x.tolist()] == pl.Series(x).cast(pl.String).to_list()
+
+
+def test_small_encode_without_polars_is_byte_identical(tmp_path):
+    code = (
+        "import sys, numpy as np, pyarrow as pa\n"
+        "from plume_capture.io.jsonl_encode import encode_jsonl\n"
+        "x = np.array([1e-05, 1e-07, 0.1, 1e16, -0.0, 2.5, 123.456, 5e-324])\n"
+        "t = pa.table({'a': pa.array(x), 'b': pa.array(np.arange(len(x)))})\n"
+        "first = b''.join(bytes(m) for m in encode_jsonl(t).members)\n"
+        "assert 'polars' not in sys.modules\n"
+        "import polars\n"
+        "second = b''.join(bytes(m) for m in encode_jsonl(t).members)\n"
+        "print(first == second and len(first) > 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
