@@ -7,3 +7,13 @@ class ConfigError(ValueError):
 
 class CaptureError(RuntimeError):
     """An internal failure during a capture. The CLI exits 1; the run is left incomplete."""
+
+
+class OperationalError(RuntimeError):
+    """The machine or the cluster refused: no space left, no permission, a read-only filesystem,
+    a Ray address that does not answer. The CLI prints it as one line and exits 3; an interrupted
+    run stays resumable."""
+
+
+#: exit codes of every ``plume-nav-*`` command
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_OPERATIONAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130

@@ -19,6 +19,7 @@ from pathlib import Path
 from plume_capture._version import __version__
 from plume_capture.capture import runmeta
 from plume_capture.capture.local import local_threads, run_local
+from plume_capture.capture.lock import RunLock
 from plume_capture.sim.plan import plan, shard_size
 from plume_capture.sim.runner import Job
 from plume_capture.capture.sink import MANIFEST, RunSink, drop_bookkeeping, publish, staging_path
@@ -214,8 +215,9 @@ def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float) -> None:
     drop_bookkeeping(p.run_dir)
 
 
-def open_new(p: Prepared) -> RunSink:
-    """Create the run's staging directory with its manifest (what a resume needs) and a sink."""
+def open_new(p: Prepared) -> tuple[RunSink, RunLock]:
+    """Create the run's staging directory, locked, with its manifest (what a resume needs); -> a
+    sink and the lock (held until the run is committed or has failed)."""
     p.run_dir.parent.mkdir(parents=True, exist_ok=True)
     if os.path.lexists(p.run_dir):  # never run into (or later rename onto) an existing run
         raise CaptureError(f"run directory {p.run_dir} already exists")
@@ -223,11 +225,12 @@ def open_new(p: Prepared) -> RunSink:
         os.mkdir(p.staging)
     except FileExistsError as exc:
         raise CaptureError(f"staging directory {p.staging} already exists") from exc
+    lock = RunLock(p.staging)  # before the manifest: a resume needs the manifest, then the lock
     runmeta.write_json_atomic(p.staging / MANIFEST, {
         "run_id": p.run_id, "config_hash": p.spec.config_hash, "config": p.spec.config,
         "overrides": list(p.spec.overrides), "start_time": p.start_time, "env": p.physics.effective(),
         "shard_episodes": p.shard_episodes})
-    return new_sink(p)
+    return new_sink(p), lock
 
 
 def new_sink(p: Prepared) -> RunSink:
@@ -236,9 +239,10 @@ def new_sink(p: Prepared) -> RunSink:
                    config_hash=s.config_hash, copy_parquet_input=p.engine != "local")
 
 
-def execute(p: Prepared, sink: RunSink, progress_enabled: bool, pool=None) -> CaptureResult:
-    """Run the shards the sink does not hold yet, then commit the run. On any failure the staging
-    directory stays, visibly incomplete and resumable (``exc.staging`` names it)."""
+def execute(p: Prepared, sink: RunSink, lock: RunLock, progress_enabled: bool, pool=None) -> CaptureResult:
+    """Run the shards the sink does not hold yet, then commit the run; releases ``lock`` at the
+    end. On any failure the staging directory stays, visibly incomplete and resumable
+    (``exc.staging`` names it)."""
     t0 = time.perf_counter()
     shards = plan(p.episodes, p.shard_episodes)
     done = sink.next_shard
@@ -266,6 +270,7 @@ def execute(p: Prepared, sink: RunSink, progress_enabled: bool, pool=None) -> Ca
         raise
     finally:
         progress.close()
+        lock.release()
     return CaptureResult(run_dir=p.run_dir, run_id=p.run_id, episodes=p.episodes, steps=sink.steps_written,
                          wall_s=time.perf_counter() - t0, config_hash=p.spec.config_hash, engine=p.engine)
 
@@ -306,4 +311,4 @@ def capture_many(cfgs, *, overrides_list=None, progress: bool = False) -> list[C
     overrides_list = overrides_list or [()] * len(cfgs)
     prepared = [prepare(resolve(c, o)) for c, o in zip(cfgs, overrides_list)]
     with session(prepared):
-        return [execute(p, open_new(p), progress) for p in prepared]
+        return [execute(p, *open_new(p), progress) for p in prepared]

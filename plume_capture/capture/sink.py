@@ -165,7 +165,9 @@ def publish(staging: Path, run_dir: Path) -> None:
 
 
 def drop_bookkeeping(staging: Path) -> None:
-    for name in (JOURNAL, MANIFEST):
+    from plume_capture.capture.lock import LOCK
+
+    for name in (JOURNAL, MANIFEST, LOCK):
         try:
             (staging / name).unlink()
         except FileNotFoundError:

@@ -6,13 +6,15 @@ leaves nothing on disk. Exit codes: 0 ok, 1 internal failure, 2 bad input, 130 i
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
 import traceback
 from typing import Any, Sequence
 
-from plume_capture.errors import CaptureError, ConfigError
+from plume_capture.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OPERATIONAL, CaptureError, ConfigError,
+                                  OperationalError)
 
 PROG = "plume-nav-capture"
 DEBUG_ENV = "PLUME_CAPTURE_DEBUG"
@@ -119,35 +121,27 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if getattr(args, dest) is not None}
 
 
-#: flags that only say how/where to run; with ``--resume`` alone (or with only these) the
-#: interrupted run's stored config is used, so the operator need not repeat the original command
-EXECUTION_FLAGS = ("engine", "num_actors", "address", "quiet")
-
-
-def _config_given(args: argparse.Namespace) -> bool:
-    if args.overrides or args.config_name is not None or args.config_path is not None or args.preset is not None:
-        return True
-    return any(getattr(args, dest) is not None for dest in FLAG_KEYS if dest not in EXECUTION_FLAGS)
-
-
-def _stored_config(args: argparse.Namespace) -> dict | None:
-    """The interrupted run's config (from its staging manifest) with the execution flags applied;
-    None when there is no readable manifest (the engine then reports why it cannot resume)."""
-    import copy
-
+def _resume_config(args: argparse.Namespace) -> dict:
+    """The interrupted run's own config with the operator's overrides and flags applied (the
+    engine then refuses any change but to execution settings); with --config-name, --config-path
+    or --preset, the config composed from those as for a new run."""
     from plume_capture.capture.resume import read_manifest
+    from plume_capture.config import DEFAULT_CONFIG_NAME, apply_overrides, load_config, validate_config
 
-    try:
-        cfg = copy.deepcopy(read_manifest(args.resume)["config"])
-    except (ConfigError, KeyError, TypeError):
-        return None
-    eng = cfg.setdefault("engine", {})
-    if args.engine == "local":  # the stored Ray settings do not apply in-process
-        eng["num_actors"] = eng["address"] = None
-    for dest in EXECUTION_FLAGS:
-        value = getattr(args, dest)
-        if value is not None:
-            eng[FLAG_KEYS[dest].split(".")[1]] = value
+    settings = _settings(args)
+    if args.config_name is not None or args.config_path is not None or args.preset is not None:
+        return load_config(args.overrides, settings=settings, preset=args.preset, config_path=args.config_path,
+                           config_name=DEFAULT_CONFIG_NAME if args.config_name is None else args.config_name)
+    cfg = apply_overrides(read_manifest(args.resume)["config"], args.overrides)
+    if args.engine == "local" and not any(o.startswith(("engine.", "+engine.", "++engine.")) for o in args.overrides):
+        cfg.setdefault("engine", {}).update(num_actors=None, address=None)  # Ray settings do not apply in-process
+    for key, value in settings.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    validate_config(cfg)
     return cfg
 
 
@@ -166,9 +160,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
             raise ConfigError("--resume resumes one run; it cannot be combined with -m/--multirun")
         if not os.path.isdir(args.resume):
             raise ConfigError(f"--resume: {args.resume!r} is not a run directory")
-        stored = None if _config_given(args) else _stored_config(args)
-        if stored is not None:
-            return args, [stored], [[]]
+        return args, [_resume_config(args)], [list(args.overrides)]
     runs = expand_sweeps(args.overrides) if args.multirun else [list(args.overrides)]
     settings = _settings(args)
     cfgs = [
@@ -227,8 +219,31 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0 if all(r.status == "complete" for r in results) else 1
 
 
+#: errno values that mean the machine refused, not that the input or the program is wrong
+OPERATIONAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
+                      errno.EMFILE, errno.ENFILE, errno.ENOMEM}
+
+
+def operational(exc: OSError) -> str | None:
+    """One line naming the path and the cause of an operational failure, else None."""
+    code = exc.errno
+    if code is None and "No space left on device" in str(exc):  # e.g. pyarrow's IOError
+        code = errno.ENOSPC
+    if code not in OPERATIONAL_ERRNOS:
+        return None
+    path = exc.filename or exc.filename2
+    where = f"cannot write {path}" if path else "a file operation failed"
+    return f"{where}: {os.strerror(code).lower()}"
+
+
+def _resumable(exc: BaseException) -> str:
+    staging = getattr(exc, "staging", None)
+    return f"; the incomplete run is in {staging} (finish it with --resume {staging})" if staging else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: returns the exit code (0 ok, 1 internal, 2 bad input, 130 Ctrl-C)."""
+    """Console entry point: returns the exit code (0 ok, 1 internal, 2 bad input, 3 the machine or
+    cluster refused (disk full, permissions, an address that does not answer), 130 Ctrl-C)."""
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return run(argv)
@@ -240,10 +255,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         if debug:
             traceback.print_exc()
-        staging = getattr(exc, "staging", None)
-        where = f"; the incomplete run is in {staging} (finish it with --resume {staging})" if staging else ""
-        print(f"{PROG}: interrupted{where}", file=sys.stderr)
-        return 130
+        print(f"{PROG}: interrupted{_resumable(exc)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OperationalError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"{PROG}: {_one_line(exc)}{_resumable(exc)}", file=sys.stderr)
+        return EXIT_OPERATIONAL
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        what = operational(exc)
+        if what is None:
+            print(f"{PROG}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                  f"(rerun with {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)
+            return EXIT_INTERNAL
+        print(f"{PROG}: {what}{_resumable(exc)}", file=sys.stderr)
+        return EXIT_OPERATIONAL
     except Exception as exc:  # noqa: BLE001 - the one place that turns failures into exit 1
         if debug:
             traceback.print_exc()

@@ -20,6 +20,34 @@ from plume_capture.spec import (ACTION_TYPES, OBSERVATION_TYPES, PLUMES, POLICY_
 CLOSED_GROUPS = ("env", "wind", "movie", "policy", "engine")
 ENGINE_KINDS = ("auto", "local", "ray")
 
+I32 = 2**31 - 1
+#: integer keys -> inclusive range, from what the kernels and files can represent (docs/config.md)
+INT_RANGES = {
+    "episodes": (1, SEED_MAX + 1),  # every episode has its own seed
+    "rotate_size": (1, 2**62),
+    "env.max_steps": (1, I32),
+    "env.step_size": (1, I32),  # moves stay inside int64 positions before the grid clamps them
+    "env.n_sensors": (1, 256),  # an observation row of a kernel call (~2^18 rows) stays <= 256 MiB
+    "policy.persistence": (0, I32),
+    "engine.num_actors": (1, 65536),
+    "engine.shard_episodes": (1, I32),
+    "engine.window": (1, 1024),
+    "engine.headroom_cpus": (0, 65536),
+    "engine.threads": (1, 1024),
+}
+GRID_MAX = I32  # W and H; the field's memory bounds W x H further (sim.params.field_problem)
+#: float keys -> inclusive range: squares stay normal float64s, float32 observations stay finite
+FLOAT_RANGES = {
+    "env.goal_radius": (0.0, 1e150),
+    "env.sigma": (1e-150, 1e150),  # 2 sigma^2 is a normal, finite float64
+    "env.sensor_distance": (0.0, float(I32)),  # sensor cells stay within int64 arithmetic
+    "wind.direction_deg": (-1e15, 1e15),
+    "wind.speed": (-1e30, 1e30),  # speed plus noise stays a finite float32 observation
+    "wind.noise_std": (0.0, 1e30),
+    "policy.threshold": (-1e30, 1e30),
+    "policy.eps": (0.0, 1.0),
+}
+
 
 def complete(cfg: Mapping[str, Any]) -> dict:
     """``cfg`` with missing keys filled from the shipped defaults (``cfg`` wins); a copy."""
@@ -57,7 +85,23 @@ def _int_at_least(cfg: dict, key: str, low: int, *, nullable: bool = False) -> N
     if nullable and v is None:
         return
     tail = " or null" if nullable else ""
-    _check(_is_int(v) and v >= low, f"{key} must be an integer >= {low}{tail}, got {v!r}")
+    _check(_is_int(v) and v >= low, f"{key} must be an integer >= {low}{tail}, got {_short(v)}")
+    high = INT_RANGES.get(key, (low, None))[1]
+    _check(high is None or v <= high, f"{key} must be an integer in [{low}, {high}]{tail}, got {_short(v)}")
+
+
+def _float_in_range(cfg: dict, key: str, *, nullable: bool = False) -> None:
+    v = _get(cfg, key)
+    if nullable and v is None:
+        return
+    lo, hi = FLOAT_RANGES[key]
+    tail = " or null" if nullable else ""
+    _check(_finite(v) and lo <= v <= hi, f"{key} must be a number in [{lo:g}, {hi:g}]{tail}, got {_short(v)}")
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _get(cfg: dict, dotted: str) -> Any:
@@ -167,19 +211,17 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
     )
     w, h = grid
     _check(w >= 1 and h >= 1, f"env.grid_size must have W, H >= 1, got [{w}, {h}]")
+    _check(w <= GRID_MAX and h <= GRID_MAX, f"env.grid_size must have W, H <= {GRID_MAX}, got [{_short(w)}, {_short(h)}]")
     _int_at_least(cfg, "env.max_steps", 1, nullable=True)
-    r = env["goal_radius"]
-    _check(r is None or (_finite(r) and r >= 0), f"env.goal_radius must be a finite number >= 0 or null, got {r!r}")
+    _float_in_range(cfg, "env.goal_radius", nullable=True)
     _check_choice(cfg, "env.action_type", ACTION_TYPES)
     _check_choice(cfg, "env.observation_type", OBSERVATION_TYPES)
     _check_choice(cfg, "env.reward_type", REWARD_TYPES)
     _int_at_least(cfg, "env.step_size", 1)
-    s = env["sigma"]
-    _check(_finite(s) and s > 0, f"env.sigma must be a finite number > 0, got {s!r}")
+    _float_in_range(cfg, "env.sigma")
     _check_choice(cfg, "env.plume", PLUMES)
     _int_at_least(cfg, "env.n_sensors", 1)
-    d = env["sensor_distance"]
-    _check(_finite(d) and d >= 0, f"env.sensor_distance must be a finite number >= 0, got {d!r}")
+    _float_in_range(cfg, "env.sensor_distance")
     movie = env["plume"] == "movie"
     # A movie defines its own grid; the engine checks locations against it.
     _check_xy("env.goal_location", env["goal_location"], None if movie else (w, h))
@@ -191,11 +233,8 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
         _check(problem is None, problem or "")
 
     # wind
-    wind = cfg["wind"]
-    for key in ("direction_deg", "speed"):
-        _check(_finite(wind[key]), f"wind.{key} must be a finite number, got {wind[key]!r}")
-    v = wind["noise_std"]
-    _check(_finite(v) and v >= 0, f"wind.noise_std must be a finite number >= 0, got {v!r}")
+    for key in ("direction_deg", "speed", "noise_std"):
+        _float_in_range(cfg, f"wind.{key}")
 
     # movie
     mv = cfg["movie"]
@@ -217,10 +256,9 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
         env["action_type"] in fits,
         f"policy.name {name!r} needs env.action_type {' or '.join(fits)}, got {env['action_type']!r}",
     )
-    _check(_finite(pol["threshold"]), f"policy.threshold must be a finite number, got {pol['threshold']!r}")
+    _float_in_range(cfg, "policy.threshold")
     _int_at_least(cfg, "policy.persistence", 0)
-    eps = pol["eps"]
-    _check(_finite(eps) and 0 <= eps <= 1, f"policy.eps must be a number in [0, 1], got {eps!r}")
+    _float_in_range(cfg, "policy.eps")
 
     # engine
     eng = cfg["engine"]

@@ -366,3 +366,28 @@ def _set_dotted(cfg: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
+
+
+def apply_overrides(base: Mapping[str, Any], overrides: Sequence[str] = (),
+                    settings: Mapping[str, Any] | None = None) -> dict:
+    """``base`` (a complete config, e.g. an interrupted run's) with value overrides and then
+    ``settings`` applied, as Hydra would; presets and sweeps cannot be selected here. A copy."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(copy.deepcopy(dict(base)))
+    OmegaConf.set_struct(cfg, True)
+    for text, ov in zip(overrides, _parse_overrides(overrides)):
+        if ov.is_sweep_override():
+            raise ConfigError(f"override {text!r} sweeps over several values; a resumed run is one run")
+        if ov.key_or_group == PRESET_KEY or ov.package is not None:
+            raise ConfigError(f"override {text!r}: a preset cannot be selected when resuming a run")
+        try:
+            _apply_value_override(cfg, ov)
+        except ConfigError:
+            raise
+        except Exception as exc:  # OmegaConf validation of the new value
+            raise ConfigError(f"cannot apply override {text!r}: {_one_line(str(exc))}") from None
+    out = OmegaConf.to_container(cfg, resolve=True)
+    for key, value in (settings or {}).items():
+        _set_dotted(out, key, value)
+    return out

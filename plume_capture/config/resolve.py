@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from plume_capture import defaults
 from plume_capture.config.check import complete, validate_config
 from plume_capture.sim.params import (DEFAULT_GOAL_RADIUS, DEFAULT_MAX_STEPS, FLOAT32_EPS, EnvParams, PolicyParams,
                                       default_goal)
@@ -53,7 +54,10 @@ def _effective(cfg: dict) -> dict:
 
 
 def _hash(effective: dict) -> str:
-    data = {k: v for k, v in effective.items() if k not in EXECUTION_ONLY_KEYS}
+    # Free top-level annotations (``+notes=...``) are recorded in run.json but no record depends on
+    # them, so, like the execution-only keys, they stay out of the hash.
+    known = defaults.tree()
+    data = {k: v for k, v in effective.items() if k not in EXECUTION_ONLY_KEYS and k in known}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -70,7 +74,8 @@ def effective_config(cfg: Mapping[str, Any]) -> dict:
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:
-    """SHA-256 hex of the effective config minus :data:`EXECUTION_ONLY_KEYS` (SPEC §10.4).
+    """SHA-256 hex of the effective config minus :data:`EXECUTION_ONLY_KEYS` and free annotations
+    (top-level keys the shipped config does not have, e.g. ``+notes=...``) (SPEC §10.4).
 
     Serialised as ``json.dumps(..., sort_keys=True, separators=(",", ":"))``. Equal for the same
     data whatever the spelling (``--grid 8x8`` or ``env.grid_size=[8,8]``, ``max_steps: null``

@@ -205,9 +205,19 @@ def test_single_run_passes_config_and_prints_summary(fake_engine, capsys):
 def test_resume_is_passed_through(fake_engine, tmp_path):
     from plume_capture.cli.capture import main
 
-    (tmp_path / "old").mkdir()
-    assert main(["--resume", "old"]) == 0
-    assert fake_engine.calls[0][4] == "old"
+    import json
+
+    from plume_capture.config import config_hash, load_config
+
+    cfg = load_config(["episodes=3"])
+    (tmp_path / "old").mkdir()  # the run dir an operator names; its staging dir holds the manifest
+    (tmp_path / ".old.partial").mkdir()
+    (tmp_path / ".old.partial" / "capture.json").write_text(json.dumps({
+        "run_id": "run-20260101-000000-00000000", "config_hash": config_hash(cfg), "config": cfg,
+        "overrides": ["episodes=3"], "start_time": 0.0}))
+    assert main(["--resume", "old", "--engine", "local"]) == 0
+    (kind, passed, _, _, resume), = fake_engine.calls
+    assert resume == "old" and passed["episodes"] == 3 and passed["engine"]["kind"] == "local"
 
 
 def test_multirun_calls_capture_many_once_and_prints_table(fake_engine, capsys):

@@ -131,9 +131,10 @@ def test_sigint_then_resume_same_records(tmp_path, clean_long):
     assert bad.returncode == 2, bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "config" in bad.stderr and "resume" in bad.stderr
     assert {p.name: p.stat().st_size for p in staging.iterdir()} == before
-    # So is a changed artifact layout (outside the hash, but it shapes the files).
-    bad = _run(["--resume", rel, *[a for a in LONG_ARGS if a != "--parquet"]], tmp_path)
-    assert bad.returncode == 2 and "parquet" in bad.stderr, bad.stderr
+    # So is a changed rotation (outside the hash, but it shaped the files already written).
+    bad = _run(["--resume", rel, *[a if a != "100000" else "200000" for a in LONG_ARGS]], tmp_path)
+    assert bad.returncode == 2 and "rotate_size" in bad.stderr, bad.stderr
+    assert {p.name: p.stat().st_size for p in staging.iterdir()} == before
 
     # The same arguments: only the missing shards run, the run is published.
     ok = _run(["--resume", rel, *LONG_ARGS, "--engine", "local"], tmp_path)

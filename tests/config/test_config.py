@@ -349,13 +349,19 @@ def test_config_hash_changes_with_any_data_defining_value():
         ["env.observation_type=antennae"], ["env.reward_type=sparse"], ["env.n_sensors=3"],
         ["env.sensor_distance=3"], ["wind.speed=2"], ["wind.direction_deg=90"], ["wind.noise_std=0.1"],
         ["policy.name=surge_cast"], ["policy.threshold=0.01"], ["policy.persistence=2"], ["policy.eps=0.5"],
-        ["movie.step_policy=clamp"], ["+notes=x"],
+        ["movie.step_policy=clamp"],
     ]
     hashes = {config_hash(base)}
     for extra in changes:
         h = config_hash(cfg_of("--grid", "8x8", *extra))
         assert h not in hashes, extra
         hashes.add(h)
+
+
+def test_annotations_nothing_reads_do_not_change_the_hash():
+    base = cfg_of("--grid", "8x8")
+    noted = cfg_of("--grid", "8x8", "+notes=x", "+unknown=1")
+    assert noted["notes"] == "x" and config_hash(noted) == config_hash(base)
 
 
 def test_config_hash_does_not_touch_the_file_system(tmp_path):

@@ -1,0 +1,33 @@
+"""One writer per run directory: an exclusive ``flock`` on ``<staging>/lock`` held by the capture
+or the resume for its whole life. A second process gets one line naming the holder and touches
+nothing; the kernel releases the lock when the holder dies, however it dies."""
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from plume_capture.errors import ConfigError
+
+LOCK = "lock"
+
+
+class RunLock:
+    def __init__(self, staging: Path):
+        self.path = Path(staging) / LOCK
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(f"{staging} is being written by another process (pid {holder}); "
+                              "wait for it to finish or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
