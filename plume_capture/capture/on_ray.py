@@ -12,7 +12,7 @@ import os
 import time
 
 from plume_capture.sim.runner import Job, ShardRunner
-from plume_capture.errors import CaptureError
+from plume_capture.errors import CaptureError, OperationalError
 
 
 def _placement(n: int) -> list:
@@ -149,8 +149,29 @@ def run_ray(p, shards, sink, progress, pool: RayPool | None = None) -> dict:
             "actor_busy_s": actor_s, "actor_utilization": actor_s / (pool.n * wall) if wall > 0 else None}
 
 
-def ray_init(address: str | None):
-    """Connect to ``address`` (or RAY_ADDRESS) or start a fresh local instance. Returns True if we started it."""
+PROBE_TIMEOUT_S = 10.0  # how long a cluster address may take to accept a TCP connection
+
+
+def probe(address: str, source: str | None) -> None:
+    """Raise OperationalError unless ``host:port`` accepts a TCP connection within the bound (Ray
+    itself retries an unreachable address for minutes, printing a log line per try)."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError) or isinstance(exc, socket.timeout):
+            reason = f"no answer within {PROBE_TIMEOUT_S:g} s"
+        where = f" (from {source})" if source else ""
+        raise OperationalError(f"cannot reach Ray at {address}{where}: {reason}") from None
+
+
+def ray_init(address: str | None, source: str | None = None):
+    """Connect to ``address`` or start a fresh local instance. Returns True if we started it."""
     import ray
 
     if ray.is_initialized():
@@ -159,7 +180,12 @@ def ray_init(address: str | None):
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
                   logging_level="ERROR")
     if address:
-        ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
+        probe(address, source)
+        try:
+            ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
+        except ConnectionError as exc:
+            where = f" (from {source})" if source else ""
+            raise OperationalError(f"cannot connect to Ray at {address}{where}: {str(exc).splitlines()[0]}") from None
     else:
         # A bounded object store: in-flight shard results need ~100 MB; a larger store only lets
         # every process map (and count in its RSS) more shared pages.

@@ -292,7 +292,8 @@ def session(prepared: list[Prepared]):
         if any(p.engine == "ray" for p in prepared):
             from plume_capture.capture.on_ray import ray_init
 
-            started = ray_init(next((p.spec.engine.address for p in prepared if p.spec.engine.address), None))
+            eng = next((p.spec.engine for p in prepared if p.spec.engine.address), None)
+            started = ray_init(eng.address if eng else None, eng.address_from if eng else None)
             if in_main:  # ray.init installs its own SIGTERM handlers (exit 15)
                 signal.signal(signal.SIGTERM, _raise_interrupt)
         yield

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -39,7 +40,7 @@ GRID_MAX = I32  # W and H; the field's memory bounds W x H further (sim.params.f
 #: float keys -> inclusive range: squares stay normal float64s, float32 observations stay finite
 FLOAT_RANGES = {
     "env.goal_radius": (0.0, 1e150),
-    "env.sigma": (1e-150, 1e150),  # 2 sigma^2 is a normal, finite float64
+    "env.sigma": (1e-18, 1e18),  # 2 sigma^2 is a normal, finite float32 (the field is float32)
     "env.sensor_distance": (0.0, float(I32)),  # sensor cells stay within int64 arithmetic
     "wind.direction_deg": (-1e15, 1e15),
     "wind.speed": (-1e30, 1e30),  # speed plus noise stays a finite float32 observation
@@ -88,6 +89,21 @@ def _int_at_least(cfg: dict, key: str, low: int, *, nullable: bool = False) -> N
     _check(_is_int(v) and v >= low, f"{key} must be an integer >= {low}{tail}, got {_short(v)}")
     high = INT_RANGES.get(key, (low, None))[1]
     _check(high is None or v <= high, f"{key} must be an integer in [{low}, {high}]{tail}, got {_short(v)}")
+
+
+_ADDRESS = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})\Z")
+
+
+def address_problem(addr: str) -> str | None:
+    """Why ``addr`` is not a Ray address (``auto``, ``host:port``, ``ray://host:port``), or None."""
+    if addr == "auto":
+        return None
+    m = _ADDRESS.match(addr.strip()) if addr.strip() == addr else None
+    if not m:
+        return "a Ray address is auto, HOST:PORT or ray://HOST:PORT"
+    if not 1 <= int(m.group(2)) <= 65535:
+        return f"port {m.group(2)} is not in 1..65535"
+    return None
 
 
 def _float_in_range(cfg: dict, key: str, *, nullable: bool = False) -> None:
@@ -269,8 +285,8 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
     _int_at_least(cfg, "engine.headroom_cpus", 0, nullable=True)
     _int_at_least(cfg, "engine.threads", 1, nullable=True)
     addr = eng["address"]
-    _check(addr is None or (isinstance(addr, str) and addr.strip() != ""),
-           f"engine.address must be a Ray address or null, got {addr!r}")
+    _check(addr is None or address_problem(addr) is None,
+           f"engine.address {_short(addr)}: {address_problem(addr) if isinstance(addr, str) else 'not a string'}")
     if eng["kind"] == "local":  # in-process: a cluster address or actor count would be ignored
         _check(addr is None, f"engine.address {addr!r} needs engine.kind ray or auto, not local")
         _check(eng["num_actors"] is None,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from plume_capture import defaults
-from plume_capture.config.check import complete, validate_config
+from plume_capture.config.check import address_problem, complete, validate_config
+from plume_capture.errors import ConfigError
 from plume_capture.sim.params import (DEFAULT_GOAL_RADIUS, DEFAULT_MAX_STEPS, FLOAT32_EPS, EnvParams, PolicyParams,
                                       default_goal)
 
@@ -91,6 +92,7 @@ class EngineSpec:
 
     kind: str  # auto | local | ray (auto is decided by the engine, which knows the run's size)
     address: str | None
+    address_from: str | None  # "engine.address" or "RAY_ADDRESS" (named in errors)
     num_actors: int | None
     threads: int | None
     headroom_cpus: int | None
@@ -100,7 +102,13 @@ class EngineSpec:
 
     @classmethod
     def from_config(cls, eng: Mapping[str, Any]) -> "EngineSpec":
-        return cls(kind=eng["kind"], address=eng["address"] or os.environ.get("RAY_ADDRESS") or None,
+        address, source = eng["address"], "engine.address"
+        if address is None and eng["kind"] != "local" and os.environ.get("RAY_ADDRESS"):
+            address, source = os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
+            problem = address_problem(address)
+            if problem:
+                raise ConfigError(f"RAY_ADDRESS={address[:80]!r}: {problem}")
+        return cls(kind=eng["kind"], address=address, address_from=source if address else None,
                    num_actors=eng["num_actors"], threads=eng["threads"], headroom_cpus=eng["headroom_cpus"],
                    shard_episodes=eng["shard_episodes"], window=eng["window"], quiet=eng["quiet"])
 

@@ -17,7 +17,8 @@ def gaussian_field(width, height, source_x, source_y, sigma):
     dx = x[None, :] - float(source_x)
     dy = y[:, None] - float(source_y)
     denom = 2.0 * (float(sigma) ** 2)
-    field = np.exp(-(dx * dx + dy * dy) / denom).astype(np.float32)
+    with np.errstate(over="ignore"):  # a narrow plume: far cells overflow to inf, exp(-inf) = 0
+        field = np.exp(-(dx * dx + dy * dy) / denom).astype(np.float32)
     return np.clip(field, 0.0, 1.0).reshape(1, height, width)
 
 

@@ -234,3 +234,74 @@ def test_unicode_experiment_names(tmp_path):
     meta = json.loads((r.run_dir / "run.json").read_text(encoding="utf-8"))
     assert meta["experiment"] == odd and meta["extra"]["config"]["experiment"] == odd
     assert validate_run_artifacts(r.run_dir)["ok"]
+
+
+# ----------------------------------------------------------------------------- one writer per run
+
+def _wait_for_shards(proc, exp: Path, shards: int = 3) -> Path:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        journals = list(exp.glob(".*.partial/journal.jsonl"))
+        if journals and journals[0].read_text().count("\n") >= shards:
+            return journals[0].parent
+        time.sleep(0.02)
+    pytest.fail(f"the run ended or stalled before {shards} shards: {proc.poll()}")
+
+
+def _published_and_clean(tmp_path, clean_long):
+    from plume_capture.readback.validate import validate_run_artifacts
+
+    (final,) = complete_runs(tmp_path / "out")
+    assert validate_run_artifacts(final)["ok"]
+    assert_same_records(clean_long, final, parquet=True)
+    assert not [p for p in (tmp_path / "out" / "default").iterdir() if p.name.endswith(".partial")]
+
+
+def test_two_concurrent_resumes_one_writes_the_other_touches_nothing(tmp_path, clean_long):
+    code, err, staging = _interrupt_mid_run(tmp_path, signal.SIGINT, ["--engine", "local"])
+    assert code == 130, err
+    rel = str(staging.relative_to(tmp_path))
+    procs = [_cli(["--resume", rel, "--engine", "local", "--quiet"], tmp_path) for _ in range(2)]
+    results = [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=240)]]
+    assert sorted(rc for rc, _ in results) == [0, 2], results
+    loser = next(err for rc, err in results if rc == 2)
+    assert len(loser.strip().splitlines()) == 1
+    assert "being written by another process (pid" in loser or "already complete" in loser, loser
+    _published_and_clean(tmp_path, clean_long)
+
+
+def test_resume_while_the_original_runs_is_refused(tmp_path, clean_long):
+    mark = uuid.uuid4().hex
+    proc = _cli([*LONG_ARGS, "--engine", "local"], tmp_path, mark)
+    try:
+        staging = _wait_for_shards(proc, tmp_path / "out" / "default")
+        res = _run(["--resume", str(staging.relative_to(tmp_path)), "--engine", "local"], tmp_path)
+        assert res.returncode == 2 and f"(pid {proc.pid})" in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _assert_no_leftovers(mark)
+    _published_and_clean(tmp_path, clean_long)
+
+
+def test_a_sigkilled_holder_releases_the_lock(tmp_path, clean_long):
+    mark = uuid.uuid4().hex
+    proc = _cli([*LONG_ARGS, "--engine", "local"], tmp_path, mark)
+    try:
+        staging = _wait_for_shards(proc, tmp_path / "out" / "default")
+        os.kill(proc.pid, signal.SIGKILL)  # our own child, by PID
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (staging / "lock").is_file()  # left behind, but no longer held
+    ok = _run(["--resume", str(staging.relative_to(tmp_path)), "--engine", "local", "--quiet"], tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    _published_and_clean(tmp_path, clean_long)
+    (final,) = complete_runs(tmp_path / "out")
+    assert not (final / "lock").exists()
