@@ -26,13 +26,11 @@ becomes a warning. For our runs a missing ``extra.status`` means the run is inco
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import math
 import os
 import re
-import sys
 import threading
 import queue
 from concurrent.futures import ThreadPoolExecutor
@@ -1474,54 +1472,3 @@ def format_report(res: dict) -> str:
         lines.append("warnings:")
         lines += [f"  {w}" for w in res["warnings"]]
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    """``plume-nav-validate RUN_DIR [--json] [--replay [K]]``: exit 0 ok, 1 not ok, 2 bad usage."""
-    ap = argparse.ArgumentParser(prog="plume-nav-validate",
-                                 description="Validate a plume-capture run directory.")
-    ap.add_argument("run_dir", help="run directory (contains run.json, steps.jsonl.gz, ...)")
-    ap.add_argument("--json", action="store_true", help="print the result as JSON")
-    ap.add_argument("--no-parquet", action="store_true", help="do not compare Parquet files")
-    ap.add_argument("--max-errors", type=int, default=100, metavar="N",
-                    help="list at most N errors (default 100)")
-    ap.add_argument("--replay", nargs="?", type=int, const=-1, default=None, metavar="K",
-                    help="also re-simulate the recorded episodes (the first K; all without K) and "
-                         "report the first divergence")
-    try:
-        args = ap.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    if args.max_errors < 1:
-        print("plume-nav-validate: --max-errors must be >= 1", file=sys.stderr)
-        return 2
-    if not os.path.isdir(args.run_dir):
-        print(f"plume-nav-validate: not a directory: {args.run_dir}", file=sys.stderr)
-        return 2
-    if args.replay is not None and args.replay != -1 and args.replay < 1:
-        print("plume-nav-validate: --replay K needs K >= 1", file=sys.stderr)
-        return 2
-    res = validate_run_artifacts(args.run_dir, check_parquet=not args.no_parquet,
-                                 max_errors=args.max_errors)
-    if args.replay is not None and res["ok"]:
-        from plume_capture.readback.replay import replay_run
-
-        rep = replay_run(args.run_dir, episodes=None if args.replay == -1 else args.replay)
-        res["replay"] = rep
-        if not rep["ok"]:
-            d = rep["divergence"]
-            res["ok"] = False
-            res["errors"].append(f"REPLAY_DIVERGENCE: {d['episode']} step {d['step']}: {d['field']} "
-                                 f"re-simulated {d['expected']!r}, recorded {d['actual']!r}")
-    if args.json:
-        print(json.dumps(res, indent=2))
-    else:
-        print(format_report(res))
-        if res.get("replay", {}).get("ok"):
-            r = res["replay"]
-            print(f"replay ({r['mode']}): {r['episodes_checked']} episodes, {r['steps_checked']} steps agree")
-    return 0 if res["ok"] else 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -68,7 +68,7 @@ def test_validate_cli_replay(tmp_path):
     import sys
 
     run_dir = _run(tmp_path, policy="random", grid_size=[64, 64])
-    ok = subprocess.run([sys.executable, "-m", "plume_capture.readback.validate", str(run_dir), "--replay", "2"],
+    ok = subprocess.run([sys.executable, "-m", "plume_capture.cli.validate", str(run_dir), "--replay", "2"],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "replay (policy): 2 episodes" in ok.stdout

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from plume_capture import spec as records
-from plume_capture.readback.validate import CODES, WARNING_CODES, main, validate_run_artifacts
+from plume_capture.cli.validate import main
+from plume_capture.readback.validate import CODES, WARNING_CODES, validate_run_artifacts
 from runfactory import (make_run, read_lines, read_meta, refresh_manifest, write_lines,
                         write_meta, write_parquet)
 
@@ -585,3 +586,26 @@ def test_cli_json(good_run, capsys):
     assert main([str(good_run), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["ok"] is True and res["counts"]["episodes"] == 5
+
+
+def test_cli_replay_before_the_run_dir_and_a_closed_pipe(tmp_path):
+    import subprocess
+    import sys
+
+    from plume_capture.capture import capture
+    from capture_helpers import config
+
+    run_dir = capture(config(output=str(tmp_path), episodes=3, seed=1, env={"grid_size": [16, 16], "max_steps": 40},
+                             engine={"kind": "local"})).run_dir
+    ok = subprocess.run([sys.executable, "-m", "plume_capture.cli.validate", "--replay", str(run_dir)],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and "replay (policy): 3 episodes" in ok.stdout, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "plume_capture.cli.validate", str(run_dir), "--replay", "x"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--replay K" in bad.stderr
+    # The reader goes away before anything is written (as `| head -1` does after one line).
+    proc = subprocess.Popen([sys.executable, "-m", "plume_capture.cli.validate", "--json", str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0 and err == "", err

@@ -1,0 +1,81 @@
+"""``plume-nav-validate RUN_DIR [--json] [--no-parquet] [--max-errors N] [--replay [K]]``.
+
+Exit 0 ok, 1 not ok, 2 bad usage. ``--replay`` re-simulates the recorded episodes (the first K; all
+without K; ``--replay RUN_DIR`` works too). Output into a closed pipe (``| head -1``) ends quietly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+PROG = "plume-nav-validate"
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description="Validate a plume-capture run directory.")
+    ap.add_argument("run_dir", nargs="?", help="run directory (contains run.json, steps.jsonl.gz, ...)")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--no-parquet", action="store_true", help="do not compare Parquet files")
+    ap.add_argument("--max-errors", type=int, default=100, metavar="N",
+                    help="list at most N errors (default 100)")
+    ap.add_argument("--replay", nargs="?", const="all", default=None, metavar="K",
+                    help="also re-simulate the recorded episodes (the first K; all without K) and "
+                         "report the first divergence")
+    return ap
+
+
+def _usage(msg: str) -> int:
+    print(f"{PROG}: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    replay = args.replay
+    if replay is not None and replay != "all" and not replay.lstrip("-").isdigit():
+        if args.run_dir is not None:  # --replay took a word that is not a count
+            return _usage(f"--replay K needs an integer K, got {replay!r}")
+        args.run_dir, replay = replay, "all"  # `--replay RUN_DIR`
+    if args.run_dir is None:
+        return _usage("a run directory is required")
+    if args.max_errors < 1:
+        return _usage("--max-errors must be >= 1")
+    if not os.path.isdir(args.run_dir):
+        return _usage(f"not a directory: {args.run_dir}")
+    if replay not in (None, "all") and int(replay) < 1:
+        return _usage("--replay K needs K >= 1")
+    from plume_capture.readback.validate import format_report, validate_run_artifacts
+
+    res = validate_run_artifacts(args.run_dir, check_parquet=not args.no_parquet, max_errors=args.max_errors)
+    if replay is not None and res["ok"]:
+        from plume_capture.readback.replay import replay_run
+
+        rep = replay_run(args.run_dir, episodes=None if replay == "all" else int(replay))
+        res["replay"] = rep
+        if not rep["ok"]:
+            d = rep["divergence"]
+            res["ok"] = False
+            res["errors"].append(f"REPLAY_DIVERGENCE: {d['episode']} step {d['step']}: {d['field']} "
+                                 f"re-simulated {d['expected']!r}, recorded {d['actual']!r}")
+    try:
+        if args.json:
+            print(json.dumps(res, indent=2))
+        else:
+            print(format_report(res))
+            if res.get("replay", {}).get("ok"):
+                r = res["replay"]
+                print(f"replay ({r['mode']}): {r['episodes_checked']} episodes, {r['steps_checked']} steps agree")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`| head -1`): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0 if res["ok"] else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
