@@ -189,6 +189,12 @@ def _load_run_json(path, fast_seeds: bool = True):
     """
     with open(path, "rb") as f:
         raw = f.read()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return None, "starts with a byte order mark (the format is plain UTF-8)"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 at byte {exc.start}"
     seeds = None
     m = _SEEDS_RE.search(raw) if fast_seeds and len(raw) > (4 << 20) else None
     if m:
@@ -385,6 +391,12 @@ def _check_extra(extra, ctx, rep):
             ctx.counts = counts
         else:
             _bad_type(rep, "extra.counts", counts, '{"steps": int, "episodes": int}')
+        config = extra.get("config")
+        if isinstance(config, dict):  # the config that ran must agree with what run.json lists
+            for key, listed, what in (("episodes", ctx.n_episodes, "episode_seeds lists"),
+                                      ("seed", ctx.base_seed, "base_seed is")):
+                if _is_int(config.get(key)) and listed is not None and config[key] != listed:
+                    rep.error("COUNTS_MISMATCH", W, f"extra.config.{key} is {config[key]} but {what} {listed}")
         files = extra.get("files")
         if isinstance(files, dict) and all(
                 isinstance(v, dict) and _is_int(v.get("bytes")) and _is_int(v.get("rows"))
@@ -1380,7 +1392,9 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
     """Validate a run directory (ours or the reference tool's); see the module docstring.
 
     Returns ``{"run_dir", "ok", "kind", "errors", "warnings", "errors_suppressed", "counts":
-    {"steps", "episodes"}, "files_checked"}``; ``ok`` is true when there are no errors.
+    {"steps", "episodes"}, "files_checked", "unchecked"}``; ``ok`` is true when there are no
+    errors; ``unchecked`` names what could not be checked (e.g. checksums of a run whose run.json
+    has no ``extra.files``), also shown in the report's summary line.
     ``chunk_bytes`` is the JSON Lines text parsed per batch (memory vs. per-batch overhead).
     """
     run_dir = os.fspath(run_dir)
@@ -1403,9 +1417,15 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
             _check_run_json(meta, ctx, rep)
     if os.path.isdir(run_dir):
         counts = _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes)
+    unchecked = []
+    if ctx.meta_ok and not ctx.ours:
+        unchecked.append("completeness, counts, sizes and checksums (run.json has no extra.status/counts/files)")
+    if any(w.startswith("UNCHECKED") for w in rep.warnings):
+        unchecked.append("what the UNCHECKED warnings name")
     return {"run_dir": run_dir, "ok": not rep.entries and not rep.suppressed, "kind": ctx.kind,
             "errors": rep.error_strings(), "warnings": rep.warnings,
-            "errors_suppressed": rep.suppressed, "counts": counts, "files_checked": checked}
+            "errors_suppressed": rep.suppressed, "counts": counts, "files_checked": checked,
+            "unchecked": unchecked}
 
 
 def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes) -> dict:
@@ -1462,7 +1482,8 @@ def format_report(res: dict) -> str:
     n = len(res["errors"]) - (1 if res["errors_suppressed"] else 0) + res["errors_suppressed"]
     nw = len(res["warnings"])
     if res["ok"]:
-        lines.append(f"OK ({nw} warning{'s' if nw != 1 else ''})")
+        not_checked = f"; NOT CHECKED: {'; '.join(res['unchecked'])}" if res.get("unchecked") else ""
+        lines.append(f"OK ({nw} warning{'s' if nw != 1 else ''}{not_checked})")
     else:
         lines.append(f"NOT OK: {n} error{'s' if n != 1 else ''}")
     if res["errors"]:

@@ -609,3 +609,52 @@ def test_cli_replay_before_the_run_dir_and_a_closed_pipe(tmp_path):
     proc.stdout.close()
     err = proc.stderr.read()
     assert proc.wait(timeout=300) == 0 and err == "", err
+
+
+def test_a_byte_order_mark_in_run_json_is_an_error(tmp_path):
+    d = make_run(tmp_path / "r", episodes=2, steps_per_episode=5)
+    path = os.path.join(d, "run.json")
+    raw = open(path, "rb").read()
+    open(path, "wb").write(b"\xef\xbb\xbf" + raw)
+    res = validate_run_artifacts(d)
+    assert not res["ok"] and any(e.startswith("RUN_JSON_INVALID") and "byte order mark" in e for e in res["errors"])
+
+
+def test_an_episode_removed_everywhere_disagrees_with_the_config_that_ran(tmp_path):
+    from plume_capture.capture import capture
+    from capture_helpers import config
+
+    run_dir = capture(config(output=str(tmp_path), episodes=6, seed=1, env={"grid_size": [16, 16], "max_steps": 40},
+                             engine={"kind": "local"})).run_dir
+    # Drop the last episode consistently: its steps, its episode record, its seed and the counts.
+    steps = [ln for ln in read_lines(run_dir / "steps.jsonl.gz") if b'"ep-000006"' not in ln]
+    episodes = read_lines(run_dir / "episodes.jsonl.gz")[:-1]
+    write_lines(run_dir / "steps.jsonl.gz", steps)
+    write_lines(run_dir / "episodes.jsonl.gz", episodes)
+    meta = read_meta(run_dir)
+    meta["episode_seeds"] = meta["episode_seeds"][:-1]
+    meta["extra"]["counts"] = {"steps": len(steps), "episodes": 5}
+    write_meta(run_dir, meta)
+    refresh_manifest(run_dir)
+    res = validate_run_artifacts(run_dir)
+    assert not res["ok"], res
+    assert any("extra.config.episodes is 6 but episode_seeds lists 5" in e for e in res["errors"]), res["errors"]
+
+
+def test_what_could_not_be_checked_is_in_the_summary(tmp_path):
+    from plume_capture.readback.validate import format_report
+
+    d = make_run(tmp_path / "r", episodes=2, steps_per_episode=5)
+    meta = read_meta(d)
+    meta["extra"] = {}
+    write_meta(d, meta)
+    lines = read_lines(os.path.join(d, "steps.jsonl.gz"))
+    rec = json.loads(lines[0])
+    rec["action"] = (rec["action"] + 1) % 3  # a changed action nothing else records
+    lines[0] = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+    write_lines(os.path.join(d, "steps.jsonl.gz"), lines)
+    os.remove(os.path.join(d, "steps.parquet"))
+    os.remove(os.path.join(d, "episodes.parquet"))
+    res = validate_run_artifacts(d)
+    summary = format_report(res).splitlines()[3]
+    assert res["unchecked"] and "NOT CHECKED" in summary and "checksums" in summary, summary
