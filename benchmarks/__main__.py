@@ -56,6 +56,7 @@ class Sizes:
 
 MODES = {
     "default": (Sizes(), ALL),
+    "startup": (Sizes(startup_repeats=12), ("startup",)),
     "quick": (Sizes(kernel_steps=1_000_000, kernel_repeats=2, demo_repeats=3, throughput_steps=2_000_000,
                     throughput_repeats=2, memory_steps=(2_000_000, 6_000_000), steady_n0=500_000,
                     steady_n=2_000_000, steady_repeats=2, ceiling_steps=1_000_000, validate_repeats=1,
@@ -448,10 +449,11 @@ def main(argv=None) -> int:
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="small sizes (~3 min), a sanity run")
     g.add_argument("--issue3", action="store_true", help="issue 3's sizes: 50M-step throughput, memory at 10M/100M")
+    g.add_argument("--startup", action="store_true", help="only the start-up group (issue 17), ~1 min")
     ap.add_argument("--skip-reference", action="store_true", help="do not install or run the reference tool")
     ap.add_argument("--out", type=Path, default=suite.RESULTS, help="where the .json/.md go")
     a = ap.parse_args(argv)
-    mode = "quick" if a.quick else "issue3" if a.issue3 else "default"
+    mode = "quick" if a.quick else "issue3" if a.issue3 else "startup" if a.startup else "default"
     sizes, sections = MODES[mode]
     command = "python -m benchmarks" + "".join(f" {x}" for x in (sys.argv[1:] if argv is None else argv))
     run_suite(sizes, sections, skip_reference=a.skip_reference, out_dir=a.out,

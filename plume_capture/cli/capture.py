@@ -151,9 +151,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
     Returns ``(args, cfgs, overrides_per_run)``; raises :class:`ConfigError` on bad input.
     Nothing is written and the engine is not imported.
     """
+    args = build_parser().parse_intermixed_args(argv)  # --help and --version exit here, before any import
     from plume_capture.config import DEFAULT_CONFIG_NAME, expand_sweeps, load_config
-
-    args = build_parser().parse_intermixed_args(argv)
 
     if args.resume is not None:
         if args.multirun:
