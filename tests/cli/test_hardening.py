@@ -347,3 +347,11 @@ def test_property_random_values_never_crash(tmp_path, capsys):
     seed = int(os.environ.get("PLUME_CAPTURE_PROPERTY_SEED", "20261205"))
     seen = run_property_examples(n, seed=seed, tmp_path=tmp_path, capsys=capsys)
     assert seen["refused"] > n // 4 and seen["ran"] > n // 12, seen
+
+
+def test_a_sweep_with_one_bad_point_is_refused_whole(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc, err = _main(["--output", "out", "--quiet", "--engine", "local", "-m", "episodes=2", "env.max_steps=20",
+                     "env.observation_type=wind_vector", "wind.speed=1,1e308"], capsys)
+    assert rc == 2 and len(err) == 1 and "wind.speed" in err[0], err
+    assert list(tmp_path.iterdir()) == []  # not even the first, valid point ran
