@@ -179,9 +179,10 @@ def _versions() -> dict:
     return v
 
 
-def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float) -> None:
+def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float, code) -> None:
     files = sink.close()
-    sha, dirty = runmeta.git_info(os.getcwd())
+    code = code.result()
+    sha, dirty = code["cwd"]["git_sha"], code["cwd"]["git_dirty"]
     steps = sink.steps_written
     s = p.spec
     extra = {
@@ -197,6 +198,7 @@ def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float) -> None:
                    "window": p.window, "versions": _versions()},
         "timing": {"wall_s": wall, "steps_per_s": steps / wall if wall > 0 else None},
         "git_dirty": dirty,
+        "code": code,
         "rotate_size": s.rotate_size,
     }
     doc = runmeta.build_run_json(
@@ -244,6 +246,7 @@ def execute(p: Prepared, sink: RunSink, lock: RunLock, progress_enabled: bool, p
     end. On any failure the staging directory stays, visibly incomplete and resumable
     (``exc.staging`` names it)."""
     t0 = time.perf_counter()
+    code = _background(runmeta.provenance)  # git state of the code and the working directory (~50 ms)
     shards = plan(p.episodes, p.shard_episodes)
     done = sink.next_shard
     progress = _Progress(progress_enabled, p.episodes, p.spec.experiment)
@@ -259,7 +262,7 @@ def execute(p: Prepared, sink: RunSink, lock: RunLock, progress_enabled: bool, p
             execution = run_ray(p, shards[done:], sink, progress, pool)
         wall = time.perf_counter() - t0
         execution["resumed_from_shard"] = done if sink.resumed else None
-        _finalize(p, sink, execution, wall)
+        _finalize(p, sink, execution, wall, code)
     except BaseException as exc:
         sink.abort()
         if p.staging.is_dir():
@@ -273,6 +276,21 @@ def execute(p: Prepared, sink: RunSink, lock: RunLock, progress_enabled: bool, p
         lock.release()
     return CaptureResult(run_dir=p.run_dir, run_id=p.run_id, episodes=p.episodes, steps=sink.steps_written,
                          wall_s=time.perf_counter() - t0, config_hash=p.spec.config_hash, engine=p.engine)
+
+
+def _background(fn):
+    from concurrent.futures import Future
+
+    fut: Future = Future()
+
+    def work():
+        try:
+            fut.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - delivered to whoever waits
+            fut.set_exception(exc)
+
+    threading.Thread(target=work, name="provenance", daemon=True).start()
+    return fut
 
 
 def _raise_interrupt(signum, frame):

@@ -23,18 +23,50 @@ def iso_utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def git_info(cwd: str | os.PathLike | None = None) -> tuple[str | None, bool | None]:
-    """HEAD commit of the repository containing ``cwd`` and whether its tree has changes."""
+def _git(args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+
+
+def git_state(path, *, must_track: str | None = None) -> dict:
+    """``{"path", "git_sha", "git_dirty", "reason"}`` of the git checkout containing ``path``;
+    sha and dirty are null with a ``reason`` when there is none (or when ``must_track`` — a path
+    relative to ``path`` — is not tracked there, e.g. a venv that happens to sit inside a repo)."""
+    path = os.fspath(path)
+    out = {"path": path, "git_sha": None, "git_dirty": None, "reason": None}
     try:
-        sha = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, timeout=10)
+        top = _git(["rev-parse", "--show-toplevel"], path)
+        if top.returncode != 0:
+            out["reason"] = "not a git checkout"
+            return out
+        out["path"] = top.stdout.strip()
+        if must_track is not None and _git(["ls-files", "--error-unmatch", must_track],
+                                           path).returncode != 0:
+            out["reason"] = f"{must_track} is not tracked by the enclosing git repository"
+            return out
+        sha = _git(["rev-parse", "--verify", "HEAD"], path)
         if sha.returncode != 0:
-            return None, None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10)
-        return sha.stdout.strip(), bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None, None
+            out["reason"] = "git repository without commits"
+            return out
+        out["git_sha"] = sha.stdout.strip()
+        st = _git(["status", "--porcelain", "--untracked-files=no"], path)
+        out["git_dirty"] = bool(st.stdout.strip()) if st.returncode == 0 else None
+        if st.returncode != 0:
+            out["reason"] = "git status failed: " + st.stderr.strip().splitlines()[-1:][0] \
+                if st.stderr.strip() else "git status failed"
+    except FileNotFoundError:
+        out["reason"] = "git is not installed"
+    except (OSError, subprocess.SubprocessError) as e:
+        out["reason"] = f"git failed: {e}"
+    return out
+
+
+def provenance(cwd=None) -> dict:
+    """Git state of the code: ``package`` = the checkout the imported plume_capture comes from
+    (null when installed from a wheel), ``cwd`` = the working directory's checkout. Recorded in
+    run.json (``extra.code``) when a run is captured, and in a published dataset's manifest."""
+    pkg = Path(__file__).resolve().parents[1]
+    return {"package": git_state(pkg.parent, must_track=f"{pkg.name}/__init__.py"),
+            "cwd": git_state(cwd if cwd is not None else os.getcwd())}
 
 
 def system_info() -> dict:

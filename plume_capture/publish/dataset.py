@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from plume_capture.publish.manifest import (MANIFEST_NAME, build_manifest, provenance,
+from plume_capture.capture.runmeta import provenance
+from plume_capture.publish.manifest import (MANIFEST_NAME, build_manifest,
                                             validation_summary)
 from plume_capture.readback.validate import validate_run_artifacts
 

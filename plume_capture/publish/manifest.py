@@ -7,12 +7,9 @@ run directory except ``manifest.json`` with the sha256 of the published bytes.
 """
 from __future__ import annotations
 
-import os
 import platform
-import subprocess
 import time
 from importlib import metadata
-from pathlib import Path
 
 from plume_capture._version import __version__
 from plume_capture.spec import SCHEMA_VERSION
@@ -21,52 +18,6 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 KEY_PACKAGES = ("plume-capture", "numpy", "numba", "pyarrow", "polars", "ray", "isal", "dvc",
                 "gymnasium", "hydra-core", "omegaconf")
-
-
-def _git(args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
-
-
-def git_state(path, *, must_track: str | None = None) -> dict:
-    """``{"path", "git_sha", "git_dirty", "reason"}`` of the git checkout containing ``path``;
-    sha and dirty are null with a ``reason`` when there is none (or when ``must_track`` — a path
-    relative to ``path`` — is not tracked there, e.g. a venv that happens to sit inside a repo)."""
-    path = os.fspath(path)
-    out = {"path": path, "git_sha": None, "git_dirty": None, "reason": None}
-    try:
-        top = _git(["rev-parse", "--show-toplevel"], path)
-        if top.returncode != 0:
-            out["reason"] = "not a git checkout"
-            return out
-        out["path"] = top.stdout.strip()
-        if must_track is not None and _git(["ls-files", "--error-unmatch", must_track],
-                                           path).returncode != 0:
-            out["reason"] = f"{must_track} is not tracked by the enclosing git repository"
-            return out
-        sha = _git(["rev-parse", "--verify", "HEAD"], path)
-        if sha.returncode != 0:
-            out["reason"] = "git repository without commits"
-            return out
-        out["git_sha"] = sha.stdout.strip()
-        st = _git(["status", "--porcelain", "--untracked-files=no"], path)
-        out["git_dirty"] = bool(st.stdout.strip()) if st.returncode == 0 else None
-        if st.returncode != 0:
-            out["reason"] = "git status failed: " + st.stderr.strip().splitlines()[-1:][0] \
-                if st.stderr.strip() else "git status failed"
-    except FileNotFoundError:
-        out["reason"] = "git is not installed"
-    except (OSError, subprocess.SubprocessError) as e:
-        out["reason"] = f"git failed: {e}"
-    return out
-
-
-def provenance(cwd=None) -> dict:
-    """Git state of the code: ``package`` = the checkout the imported plume_capture comes from
-    (null when installed from a wheel), ``cwd`` = the working directory's checkout. Capture's
-    run.json writer can call this to record both (run.json today records the cwd's only)."""
-    pkg = Path(__file__).resolve().parents[1]
-    return {"package": git_state(pkg.parent, must_track=f"{pkg.name}/__init__.py"),
-            "cwd": git_state(cwd if cwd is not None else os.getcwd())}
 
 
 def package_versions() -> dict:

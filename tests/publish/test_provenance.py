@@ -2,7 +2,8 @@
 import json
 
 from plume_capture.cli.publish import main
-from plume_capture.publish.manifest import compact_seeds, git_state, provenance
+from plume_capture.capture.runmeta import git_state, provenance
+from plume_capture.publish.manifest import compact_seeds
 
 from .conftest import sh, small_capture
 
@@ -56,3 +57,22 @@ def test_package_checkout_must_track_the_package(tmp_path):
     s = git_state(tmp_path, must_track="plume_capture/__init__.py")
     assert s["git_sha"] == sh(["git", "rev-parse", "HEAD"], tmp_path).stdout.strip()
     assert s["git_dirty"] is False and s["reason"] is None
+
+
+def test_capture_records_the_code_that_ran(tmp_path):
+    """run.json's extra.code names the checkout the package was imported from (and the working
+    directory's), at capture time, not only when the run is published."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from plume_capture.capture import capture
+    from plume_capture.config import complete_config
+
+    run_dir = capture(complete_config({"output": str(tmp_path), "episodes": 2, "env": {"max_steps": 5},
+                                       "engine": {"kind": "local"}})).run_dir
+    code = json.loads((run_dir / "run.json").read_text())["extra"]["code"]
+    repo = Path(__file__).resolve().parents[2]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert code["package"]["path"] == str(repo) and code["package"]["git_sha"] == head
+    assert set(code["cwd"]) == {"path", "git_sha", "git_dirty", "reason"}
