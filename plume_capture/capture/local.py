@@ -25,58 +25,92 @@ def local_threads(requested: int | None) -> int:
     return max(1, min(cpus, 4))
 
 
-def run_local(p, shards, sink, progress) -> dict:
-    """Shards on worker threads (the kernels, the JSON assembler, isal and polars release the
-    GIL), written in shard order by this thread.
+def run_local(work, progress, on_done=None) -> list[dict]:
+    """Shards of one or more runs on one set of worker threads (the kernels, the JSON assembler,
+    isal and polars release the GIL), each run's shards written in its order by this thread.
+
+    ``work``: ``[(prepared, shards, sink), ...]``; the shards of all runs go through one window in
+    run order, so a sweep of small runs keeps every thread busy. ``on_done(i, execution)`` is
+    called as soon as run ``i``'s last shard is written (it can be committed while later runs go
+    on). Returns each run's execution record.
 
     Memory is bounded by shard *slots*, not by a window alone: a worker takes a slot before it
     runs a shard, and the slot comes back only once the sink is done with the shard's records
     (Parquet is written on a background thread). So at most ``threads + 2`` shards' records exist
     at any time, however long the run, and a Parquet-bound run does not pile up results.
     """
-    n = max(1, min(p.threads, len(shards)))
-    job = p.job()
-    free = queue.SimpleQueue()
-    for _ in range(n):
-        free.put(ShardRunner(job, threads=1, physics=p.physics))
+    tasks = [(i, shard) for i, (_, shards, _) in enumerate(work) for shard in shards]
+    n = max(1, min(max(p.threads for p, _, _ in work), len(tasks)))
+    window = max(p.window for p, _, _ in work)
+    free = [queue.SimpleQueue() for _ in work]  # idle runners of each run
+    made = [0] * len(work)
+    made_lock = threading.Lock()
     slots = threading.Semaphore(n + 2)
     stop = threading.Event()
-    busy = 0.0
+    busy = [0.0] * len(work)
+    left = [len(shards) for _, shards, _ in work]
 
-    def run(shard):
+    def runner_for(i):
+        with made_lock:
+            if free[i].empty() and made[i] < n:
+                made[i] += 1
+                p = work[i][0]
+                return ShardRunner(p.job(), threads=1, physics=p.physics)
+        return free[i].get()
+
+    def run(i, shard):
         while not slots.acquire(timeout=0.1):
             if stop.is_set():
                 raise CaptureError("cancelled")
-        runner = free.get()
+        runner = None
         try:
+            runner = runner_for(i)
             return runner.run(shard)
         except BaseException:
             slots.release()
             raise
         finally:
-            free.put(runner)
+            if runner is not None:
+                free[i].put(runner)
 
     t_start = time.perf_counter()
-    todo = iter(shards)
+    starts = [None] * len(work)
+    out: list = [None] * len(work)
+
+    def finish(i):
+        wall = time.perf_counter() - (starts[i] or t_start)
+        out[i] = {"kind": "local", "actors": 1, "threads": n, "nodes": 1, "actor_busy_s": busy[i],
+                  "actor_utilization": busy[i] / (n * wall) if wall > 0 else None,
+                  "shared_with_runs": len(work) if len(work) > 1 else None}
+        if on_done is not None:
+            on_done(i, out[i])
+
+    for i, shards in enumerate(s for _, s, _ in work):
+        if not shards:  # nothing left to run (a resumed run whose shards were all written)
+            starts[i] = time.perf_counter()
+            finish(i)
+    todo = iter(tasks)
     pending: collections.deque = collections.deque()
     with ThreadPoolExecutor(n, thread_name_prefix="shard") as pool:
         try:
-            for shard in itertools.islice(todo, n * p.window):
-                pending.append(pool.submit(run, shard))
+            for i, shard in itertools.islice(todo, n * window):
+                starts[i] = starts[i] or time.perf_counter()
+                pending.append((i, pool.submit(run, i, shard)))
             while pending:
-                res = pending.popleft().result()
-                for shard in itertools.islice(todo, 1):
-                    pending.append(pool.submit(run, shard))
-                busy += res.seconds
-                sink.append(res, on_written=slots.release)
+                i, fut = pending.popleft()
+                res = fut.result()
+                for j, shard in itertools.islice(todo, 1):
+                    starts[j] = starts[j] or time.perf_counter()
+                    pending.append((j, pool.submit(run, j, shard)))
+                busy[i] += res.seconds
+                work[i][2].append(res, on_written=slots.release)
                 progress.update(res.shard.episodes, res.steps)
                 del res  # the slot's records must not outlive the sink's use of them
+                left[i] -= 1
+                if left[i] == 0:
+                    finish(i)
         finally:  # interrupted or failed: drop queued shards, wait for the running ones
             stop.set()
-            for f in pending:
+            for _, f in pending:
                 f.cancel()
-    wall = time.perf_counter() - t_start
-    return {"kind": "local", "actors": 1, "threads": n, "nodes": 1, "actor_busy_s": busy,
-            "actor_utilization": busy / (n * wall) if wall > 0 else None}
-
-
+    return out

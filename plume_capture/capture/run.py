@@ -245,6 +245,10 @@ def execute(p: Prepared, sink: RunSink, lock: RunLock, progress_enabled: bool, p
     """Run the shards the sink does not hold yet, then commit the run; releases ``lock`` at the
     end. On any failure the staging directory stays, visibly incomplete and resumable
     (``exc.staging`` names it)."""
+    if p.engine == "local":
+        return execute_local([(p, sink, lock)], progress_enabled)[0]
+    from plume_capture.capture.on_ray import run_ray
+
     t0 = time.perf_counter()
     code = _background(runmeta.provenance)  # git state of the code and the working directory (~50 ms)
     shards = plan(p.episodes, p.shard_episodes)
@@ -252,30 +256,65 @@ def execute(p: Prepared, sink: RunSink, lock: RunLock, progress_enabled: bool, p
     progress = _Progress(progress_enabled, p.episodes, p.spec.experiment)
     progress.update(sink.episodes_written, 0)
     try:
-        if p.engine == "local":
-            tiny = p.episodes * p.physics.params.max_steps <= INTERPRET_MAX_STEPS
-            with _jit.interpreting() if tiny else contextlib.nullcontext():
-                execution = run_local(p, shards[done:], sink, progress)
-        else:
-            from plume_capture.capture.on_ray import run_ray
-
-            execution = run_ray(p, shards[done:], sink, progress, pool)
-        wall = time.perf_counter() - t0
+        execution = run_ray(p, shards[done:], sink, progress, pool)
         execution["resumed_from_shard"] = done if sink.resumed else None
-        _finalize(p, sink, execution, wall, code)
+        _finalize(p, sink, execution, time.perf_counter() - t0, code)
     except BaseException as exc:
-        sink.abort()
-        if p.staging.is_dir():
-            try:
-                exc.staging = p.staging  # the CLI tells the operator what to --resume
-            except AttributeError:  # pragma: no cover
-                pass
+        _failed(exc, [(p, sink)])
         raise
     finally:
         progress.close()
         lock.release()
     return CaptureResult(run_dir=p.run_dir, run_id=p.run_id, episodes=p.episodes, steps=sink.steps_written,
                          wall_s=time.perf_counter() - t0, config_hash=p.spec.config_hash, engine=p.engine)
+
+
+def execute_local(items, progress_enabled: bool) -> list[CaptureResult]:
+    """Runs ``[(prepared, sink, lock), ...]`` in-process over one set of worker threads (a sweep's
+    points share them), each committed as soon as its last shard is written. On a failure the
+    runs not yet committed stay, incomplete and resumable (``exc.staging`` names the first)."""
+    t0 = time.perf_counter()
+    code = _background(runmeta.provenance)
+    results: list = [None] * len(items)
+    dones = [sink.next_shard for _, sink, _ in items]
+    work = [(p, plan(p.episodes, p.shard_episodes)[done:], sink) for (p, sink, _), done in zip(items, dones)]
+    progress = _Progress(progress_enabled, sum(p.episodes for p, _, _ in items), items[0][0].spec.experiment)
+    progress.update(sum(sink.episodes_written for _, sink, _ in items), 0)
+
+    def commit(i, execution):
+        p, sink, lock = items[i]
+        execution["resumed_from_shard"] = dones[i] if sink.resumed else None
+        wall = time.perf_counter() - t0
+        _finalize(p, sink, execution, wall, code)
+        lock.release()
+        results[i] = CaptureResult(run_dir=p.run_dir, run_id=p.run_id, episodes=p.episodes,
+                                   steps=sink.steps_written, wall_s=wall, config_hash=p.spec.config_hash,
+                                   engine=p.engine)
+
+    tiny = all(p.episodes * p.physics.params.max_steps <= INTERPRET_MAX_STEPS for p, _, _ in items)
+    try:
+        with _jit.interpreting() if tiny else contextlib.nullcontext():
+            run_local(work, progress, on_done=commit)
+    except BaseException as exc:
+        _failed(exc, [(p, sink) for (p, sink, _), r in zip(items, results) if r is None])
+        raise
+    finally:
+        progress.close()
+        for (_, _, lock), r in zip(items, results):
+            if r is None:
+                lock.release()
+    return results
+
+
+def _failed(exc: BaseException, unfinished) -> None:
+    for p, sink in unfinished:
+        sink.abort()
+    staging = next((p.staging for p, _ in unfinished if p.staging.is_dir()), None)
+    if staging is not None:
+        try:
+            exc.staging = staging  # the CLI tells the operator what to --resume
+        except AttributeError:  # pragma: no cover
+            pass
 
 
 def _background(fn):
@@ -325,9 +364,18 @@ def session(prepared: list[Prepared]):
 
 
 def capture_many(cfgs, *, overrides_list=None, progress: bool = False) -> list[CaptureResult]:
-    """Run several captures (a sweep) one after another on one Ray instance/cluster; every config is
-    checked before any runs."""
+    """Run several captures (a sweep); every config is checked before any runs. In-process points
+    share one set of worker threads (each point its own sink and run directory, committed as soon
+    as it is complete); Ray points run one after another on one Ray instance or cluster."""
     overrides_list = overrides_list or [()] * len(cfgs)
     prepared = [prepare(resolve(c, o)) for c, o in zip(cfgs, overrides_list)]
     with session(prepared):
-        return [execute(p, *open_new(p), progress) for p in prepared]
+        results: list = [None] * len(prepared)
+        local = [i for i, p in enumerate(prepared) if p.engine == "local"]
+        if local:
+            for i, r in zip(local, execute_local([(prepared[i], *open_new(prepared[i])) for i in local], progress)):
+                results[i] = r
+        for i, p in enumerate(prepared):
+            if p.engine != "local":
+                results[i] = execute(p, *open_new(p), progress)
+        return results

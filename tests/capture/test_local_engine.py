@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from capture_helpers import assert_same_records, config
+from capture_helpers import assert_same_records, config, run_json
 from plume_capture.capture import capture
 from plume_capture.sim.runner import ShardRunner
 from plume_capture.capture.sink import RunSink
@@ -63,3 +63,21 @@ def test_run_where_o_direct_is_refused(tmp_path, monkeypatch, refused):
                             engine={"kind": "local", "shard_episodes": 3}, **small)).run_dir
     assert validate_run_artifacts(cached)["ok"]
     assert_same_records(disk, cached, parquet=True)
+
+
+def test_a_sweep_sharing_the_threads_gives_each_point_its_own_records(tmp_path):
+    """In-process sweep points share one set of worker threads; each point's records are those of
+    the point run alone, and each point is its own complete run."""
+    from plume_capture.capture import capture_many
+
+    points = [dict(episodes=5, seed=s, env={"grid_size": [g, g], "max_steps": 120}) for s, g in
+              ((1, 16), (2, 24), (3, 16), (4, 32), (5, 16))]
+    shared = capture_many([config(output=str(tmp_path / "shared"), engine={"kind": "local", "threads": 2,
+                                                                               "shard_episodes": 2}, **pt)
+                           for pt in points])
+    assert len({r.run_dir for r in shared}) == len(points)
+    for i, (pt, res) in enumerate(zip(points, shared)):
+        alone = capture(config(output=str(tmp_path / f"alone{i}"), engine={"kind": "local", "threads": 1}, **pt))
+        assert_same_records(alone.run_dir, res.run_dir)
+        info = run_json(res.run_dir)["extra"]["engine"]
+        assert info["shared_with_runs"] == len(points) and run_json(res.run_dir)["extra"]["status"] == "complete"
