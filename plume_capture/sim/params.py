@@ -2,13 +2,13 @@
 
 ``EnvParams`` holds what a user sets; its defaults are those of the shipped config
 (:mod:`plume_capture.defaults`). ``EnvParams.build()`` resolves what a null means (the rules below,
-stated once), validates, computes the concentration field once and returns a ``Physics`` — the
-arrays and literal codes every kernel call takes.
+stated once), validates, computes the concentration field once and returns a ``Physics``, whose
+``kernel_args`` makes the records and literal codes every kernel call takes.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field as dc_field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from plume_capture import defaults
 from plume_capture.errors import ConfigError
 from plume_capture.kernels import codes as C
 from plume_capture.spec import N_ACTIONS, POLICY_ACTIONS
+from plume_capture.kernels.records import KernelArgs, Params
 
 # What a null means (SPEC §3.1): the one statement of each rule.
 DEFAULT_MAX_STEPS = 1000  # max_steps null
@@ -241,31 +242,29 @@ class EnvParams:
 
 @dataclass(frozen=True, eq=False)
 class Physics:
-    """Resolved parameters plus what the kernels take: literal codes, ``ip``/``fp`` vectors, field."""
+    """Resolved parameters plus the concentration field; ``kernel_args`` gives what the kernels take."""
     params: EnvParams
     field: np.ndarray
     movie: dict | None = None
-    ip: np.ndarray = dc_field(init=False)
-    fp: np.ndarray = dc_field(init=False)
 
-    def __post_init__(self):
+    def kernel_args(self, policy: PolicyParams | None = None, envs: int = 1) -> KernelArgs:
+        """The one factory of kernel arguments: the literal codes, the :class:`Params` record of
+        these parameters and ``policy`` (None: actions from outside, the envs), the field and
+        ``envs`` zeroed state slots."""
         p = self.params
-        ip = np.zeros(C.N_IPARAMS, dtype=np.int64)
-        ip[C.I_W], ip[C.I_H] = p.grid_size
-        ip[C.I_GX], ip[C.I_GY] = p.goal_location
-        ip[C.I_MAX_STEPS] = p.max_steps
-        ip[C.I_STEP_SIZE] = p.step_size
-        ip[C.I_N_SENSORS] = p.n_sensors
-        ip[C.I_FRAME_POLICY] = C.STEP_POLICIES[p.movie_step_policy]
-        ip[C.I_START_X], ip[C.I_START_Y] = p.start_location if p.start_location else (-1, -1)
-        fp = np.zeros(C.N_FPARAMS, dtype=np.float64)
-        fp[C.F_GOAL_RADIUS] = p.goal_radius
-        fp[C.F_SENSOR_DISTANCE] = p.sensor_distance
-        fp[C.F_WIND_SPEED] = p.wind_speed
-        fp[C.F_WIND_DIRECTION] = p.wind_direction_deg
-        fp[C.F_WIND_NOISE] = p.wind_noise_std
-        object.__setattr__(self, "ip", ip)
-        object.__setattr__(self, "fp", fp)
+        pol = PolicyParams(threshold=0.0, persistence=0) if policy is None else policy
+        start = p.start_location if p.start_location else (-1, -1)
+        i, f = np.int64, np.float64
+        params = Params(
+            width=i(p.grid_size[0]), height=i(p.grid_size[1]), goal_x=i(p.goal_location[0]),
+            goal_y=i(p.goal_location[1]), max_steps=i(p.max_steps), step_size=i(p.step_size),
+            n_sensors=i(p.n_sensors), clamp=np.bool_(C.STEP_POLICIES[p.movie_step_policy] == C.CLAMP),
+            start_x=i(start[0]), start_y=i(start[1]), goal_radius=f(p.goal_radius),
+            sensor_distance=f(p.sensor_distance), wind_speed=f(p.wind_speed),
+            wind_direction=f(p.wind_direction_deg), wind_noise=f(p.wind_noise_std),
+            threshold=f(pol.threshold), persistence=i(pol.persistence), eps=f(pol.eps))
+        codes = (self.act, self.obs, self.rew, C.EXTERNAL if policy is None else C.POLICIES[policy.name])
+        return KernelArgs(codes, params, self.field, KernelArgs.new_state(envs), self.obs_size)
 
     @property
     def act(self) -> int:
@@ -287,13 +286,6 @@ class Physics:
     def obs_size(self) -> int:
         t = self.params.observation_type
         return 1 if t == "concentration" else (self.params.n_sensors if t == "antennae" else 2)
-
-    def with_policy(self, policy: PolicyParams) -> np.ndarray:
-        """``fp`` with the policy's parameters filled in."""
-        fp = self.fp.copy()
-        fp[C.F_THRESHOLD] = policy.threshold
-        fp[C.F_EPS] = policy.eps
-        return fp
 
     def effective(self) -> dict:
         """The settings that actually run (``run.json`` ``extra.env``)."""
