@@ -106,7 +106,7 @@ class PolicyParams:
         return cls(**{k: pol[k] for k in cls.__dataclass_fields__ if k in pol})
 
     def validated(self, action_type: str) -> "PolicyParams":
-        name = _choice("policy.name", self.name, tuple(C.POLICIES))
+        name = _choice("policy.name", self.name, tuple(C.POLICY_CODES))
         fits = POLICY_ACTIONS[name]
         if action_type not in fits:
             raise ConfigError(
@@ -175,7 +175,7 @@ class EnvParams:
         if plume == "movie":
             from plume_capture.sim.movie import load_movie  # optional feature, imported on use
 
-            step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICIES))
+            step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICY_CODES))
             if field is None:
                 field, movie_info = load_movie(self.movie_path, step_policy)
             else:
@@ -212,9 +212,9 @@ class EnvParams:
         if sigma <= 0:
             raise ConfigError(f"env.sigma must be > 0, got {self.sigma!r}")
         max_steps = DEFAULT_MAX_STEPS if self.max_steps is None else _int("env.max_steps", self.max_steps, 1)
-        action_type = _choice("env.action_type", self.action_type, tuple(C.ACTION_TYPES))
-        obs_type = _choice("env.observation_type", self.observation_type, tuple(C.OBSERVATION_TYPES))
-        reward_type = _choice("env.reward_type", self.reward_type, tuple(C.REWARD_TYPES))
+        action_type = _choice("env.action_type", self.action_type, tuple(C.ACTION_CODES))
+        obs_type = _choice("env.observation_type", self.observation_type, tuple(C.OBSERVATION_CODES))
+        reward_type = _choice("env.reward_type", self.reward_type, tuple(C.REWARD_CODES))
         step_size = _int("env.step_size", self.step_size, 1)
         n_sensors = _int("env.n_sensors", self.n_sensors, 1)
         sensor_distance = _float("env.sensor_distance", self.sensor_distance)
@@ -223,7 +223,7 @@ class EnvParams:
         wind_noise = _float("wind.noise_std", self.wind_noise_std)
         if wind_noise < 0:
             raise ConfigError(f"wind.noise_std must be >= 0, got {self.wind_noise_std!r}")
-        step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICIES))
+        step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICY_CODES))
         resolved = EnvParams(
             grid_size=(width, height), goal_location=goal, goal_radius=radius, sigma=sigma,
             max_steps=max_steps, action_type=action_type, observation_type=obs_type,
@@ -258,25 +258,25 @@ class Physics:
         params = Params(
             width=i(p.grid_size[0]), height=i(p.grid_size[1]), goal_x=i(p.goal_location[0]),
             goal_y=i(p.goal_location[1]), max_steps=i(p.max_steps), step_size=i(p.step_size),
-            n_sensors=i(p.n_sensors), clamp=np.bool_(C.STEP_POLICIES[p.movie_step_policy] == C.CLAMP),
+            n_sensors=i(p.n_sensors), clamp=np.bool_(C.STEP_POLICY_CODES[p.movie_step_policy] == C.CLAMP),
             start_x=i(start[0]), start_y=i(start[1]), goal_radius=f(p.goal_radius),
             sensor_distance=f(p.sensor_distance), wind_speed=f(p.wind_speed),
             wind_direction=f(p.wind_direction_deg), wind_noise=f(p.wind_noise_std),
             threshold=f(pol.threshold), persistence=i(pol.persistence), eps=f(pol.eps))
-        codes = (self.act, self.obs, self.rew, C.EXTERNAL if policy is None else C.POLICIES[policy.name])
+        codes = (self.act, self.obs, self.rew, C.EXTERNAL if policy is None else C.POLICY_CODES[policy.name])
         return KernelArgs(codes, params, self.field, KernelArgs.new_state(envs), self.obs_size)
 
     @property
     def act(self) -> int:
-        return C.ACTION_TYPES[self.params.action_type]
+        return C.ACTION_CODES[self.params.action_type]
 
     @property
     def obs(self) -> int:
-        return C.OBSERVATION_TYPES[self.params.observation_type]
+        return C.OBSERVATION_CODES[self.params.observation_type]
 
     @property
     def rew(self) -> int:
-        return C.REWARD_TYPES[self.params.reward_type]
+        return C.REWARD_CODES[self.params.reward_type]
 
     @property
     def n_actions(self) -> int:
