@@ -46,10 +46,9 @@ class PlumeNavEnv(gym.Env):
         self.action_space, self.observation_space = make_spaces(
             self.params, self.physics.n_actions, self.physics.obs_size)
         ka = self.physics.kernel_args()
-        self._kstate, self._krow = ka.state, ka.rows(1)
-        self._obs = self._krow.obs
-        self._reset = specialize(reset_one, ka.codes, (ka.params, ka.field, ka.state, self._krow))
-        self._step = specialize(step_one, ka.codes, (ka.params, ka.field, 0, ka.state, self._krow))
+        self._obs = ka.rows(1).obs
+        self._reset = specialize(reset_one, ka.codes, (ka.params, ka.field, 0, self._obs))
+        self._step = specialize(step_one, ka.codes, (ka.params, ka.field, 0, 0, 0, 0, 0.0, 0, self._obs))
         self._phys_args = (ka.params, ka.field)
         self._x = self._y = self._k = 0
         self._heading = 0.0
@@ -72,10 +71,7 @@ class PlumeNavEnv(gym.Env):
         super().reset(seed=seed)
         self._seeded = seed is not None
         self._ep_seed = seed if seed is not None else int(self.np_random.integers(0, SEED_MAX + 1))
-        st = self._kstate
-        st.seed[0] = self._ep_seed
-        self._reset(*self._phys_args, st, self._krow)
-        self._x, self._y = int(st.x[0]), int(st.y[0])
+        self._x, self._y = (int(v) for v in self._reset(*self._phys_args, self._ep_seed, self._obs))
         self._heading, self._k, self._total = 0.0, 0, 0.0
         self._done, self._started, self._reached = False, True, False
         # A seeded reset restarts the env's sequence of episodes (and keeps step() deterministic
@@ -95,10 +91,8 @@ class PlumeNavEnv(gym.Env):
         if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)) \
                 or not 0 <= action < self.action_space.n:
             raise ValueError(f"invalid action {action!r} for {self.action_space}")
-        row = self._krow
-        self._step(*self._phys_args, int(action), self._kstate, row)
-        x, y, h, k = row.x[0], row.y[0], row.heading[0], row.step[0]
-        rw, d, te, tr = float(row.reward[0]), row.distance[0], row.terminated[0], row.truncated[0]
+        x, y, h, k, rw, d, te, tr = self._step(*self._phys_args, int(action), self._ep_seed, self._x, self._y,
+                                               self._heading, self._k, self._obs)
         self._x, self._y, self._heading, self._k = int(x), int(y), float(h), int(k)
         self._total += rw
         self._dist = float(d)

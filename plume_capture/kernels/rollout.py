@@ -5,7 +5,7 @@ with ``_step`` (one source of the physics, SPEC §3.2–§7).
 
 * ``run_episodes`` — capture: a shard's episodes one after another into preallocated rows,
   resumable when the rows fill up (rows come out ordered by episode, then step).
-* ``reset_one`` / ``step_one`` — the gymnasium single env (actions from outside, slot 0, row 0).
+* ``reset_one`` / ``step_one`` — the gymnasium single env (actions from outside; state as scalars).
 * ``reset_envs`` / ``step_envs`` — the gymnasium vector env (env i = slot i = row i, in parallel).
 """
 import numpy as np
@@ -34,9 +34,9 @@ def _conc(p, field, k, x, y):
 
 
 @njit
-def _observe(OBS, p, field, out, r, k, x, y, heading, key):
-    """The observation after step ``k`` (0: reset) into ``out.obs[r]`` (SPEC §5)."""
-    observe(OBS, out.obs, r, field, frame_index(k, field.shape[0], p.clamp), x, y, heading, k, key,
+def _observe(OBS, p, field, obs, r, k, x, y, heading, key):
+    """The observation after step ``k`` (0: reset) into ``obs[r]`` (SPEC §5)."""
+    observe(OBS, obs, r, field, frame_index(k, field.shape[0], p.clamp), x, y, heading, k, key,
             p.width, p.height, p.n_sensors, p.sensor_distance, p.wind_speed, p.wind_direction, p.wind_noise)
 
 
@@ -52,12 +52,13 @@ def _reset(POL, p, field, seed):
     return x, y, c
 
 
-@njit
-def _step(ACT, OBS, REW, POL, p, field, key, action, k, x, y, heading, m0, m1, c_now, c_prev, out, r):
+@njit(inline="always")
+def _step(ACT, OBS, REW, POL, p, field, key, action, k, x, y, heading, m0, m1, c_now, c_prev, obs, r):
     """Step ``k + 1`` of an episode (SPEC §3.3): the policy's action (or ``action`` from outside),
-    move, distance, reward, flags, the observation; writes row ``r`` of ``out`` (all but
-    ``episode``) and returns the new state ``(k, x, y, heading, m0, m1, c_now, c_prev)`` and
-    ``(reward, distance, terminated, truncated)``."""
+    move, distance, reward, flags; the observation goes to ``obs[r]``. Returns the new state
+    ``(k, x, y, heading, m0, m1, c_now, c_prev)`` and ``(action, reward, distance, terminated,
+    truncated)``. Inlined into every caller by Numba (``inline="always"``): as a plain call, LLVM
+    left a call in the capture loop (~2.6x fewer steps/s)."""
     k += 1
     if POL != C.EXTERNAL:
         n_actions = 4 if ACT == C.DISCRETE else (3 if ACT == C.ORIENTED else 2)
@@ -68,10 +69,16 @@ def _step(ACT, OBS, REW, POL, p, field, key, action, k, x, y, heading, m0, m1, c
     term = d <= p.goal_radius
     trunc = k >= p.max_steps
     rw = reward(REW, term)
-    _observe(OBS, p, field, out, r, k, x, y, heading, key)
+    _observe(OBS, p, field, obs, r, k, x, y, heading, key)
     if _senses(POL):
         c_prev = c_now
         c_now = _conc(p, field, k, x, y)
+    return k, x, y, heading, m0, m1, c_now, c_prev, action, rw, d, term, trunc
+
+
+@njit(inline="always")
+def _record(out, r, k, action, rw, term, trunc, x, y, heading, d):
+    """Row ``r`` of ``out`` (all but ``episode`` and the observation, written by ``_step``)."""
     out.step[r] = k
     out.action[r] = action
     out.reward[r] = rw
@@ -81,7 +88,6 @@ def _step(ACT, OBS, REW, POL, p, field, key, action, k, x, y, heading, m0, m1, c
     out.y[r] = y
     out.heading[r] = heading
     out.distance[r] = d
-    return k, x, y, heading, m0, m1, c_now, c_prev, rw, d, term, trunc
 
 
 @njit
@@ -108,8 +114,9 @@ def run_episodes(ACT, OBS, REW, POL, p, field, seeds, st, out, ep):
             heading, k, m0, m1, c_prev, total = 0.0, 0, 0, 0, c_now, 0.0
             live = True
         while r < capacity:
-            k, x, y, heading, m0, m1, c_now, c_prev, rw, d, term, trunc = _step(
-                ACT, OBS, REW, POL, p, field, key, 0, k, x, y, heading, m0, m1, c_now, c_prev, out, r)
+            k, x, y, heading, m0, m1, c_now, c_prev, action, rw, d, term, trunc = _step(
+                ACT, OBS, REW, POL, p, field, key, 0, k, x, y, heading, m0, m1, c_now, c_prev, out.obs, r)
+            _record(out, r, k, action, rw, term, trunc, x, y, heading, d)
             total += rw
             out.episode[r] = e
             r += 1
@@ -131,48 +138,58 @@ def run_episodes(ACT, OBS, REW, POL, p, field, seeds, st, out, ep):
 
 
 @njit
+def reset_one(ACT, OBS, REW, POL, p, field, seed, obs):
+    """Start of the single env's episode with ``seed``: returns ``(x, y)``; the observation goes to
+    ``obs[0]``."""
+    literally(ACT)
+    literally(OBS)
+    literally(REW)
+    literally(POL)
+    x, y, c = _reset(POL, p, field, seed)
+    _observe(OBS, p, field, obs, 0, 0, x, y, 0.0, episode_key(seed))
+    return x, y
+
+
+@njit
+def step_one(ACT, OBS, REW, POL, p, field, action, seed, x, y, heading, k, obs):
+    """One step of the single env with ``action`` (validated by the caller); returns ``(x, y,
+    heading, k, reward, distance, terminated, truncated)``, the observation goes to ``obs[0]``.
+    (State as scalars: one Python call per step, so the call's argument count is its cost.)"""
+    literally(ACT)
+    literally(OBS)
+    literally(REW)
+    literally(POL)
+    k, x, y, heading, m0, m1, c_now, c_prev, action, rw, d, term, trunc = _step(
+        ACT, OBS, REW, POL, p, field, episode_key(seed), action, k, x, y, heading, 0, 0, 0.0, 0.0, obs, 0)
+    return x, y, heading, k, rw, d, term, trunc
+
+
+@njit
 def _reset_env(OBS, POL, p, field, st, i, out):
     """Env ``i`` of ``st`` starts the episode with seed ``st.seed[i]``; its observation goes to
-    ``out.obs[i]``."""
+    ``out.obs[i]``. (A function of its own: written inline in the ``prange`` body, the state
+    writes were lost — tests/envs/test_vector_env.py.)"""
     x, y, c = _reset(POL, p, field, st.seed[i])
     st.x[i], st.y[i], st.heading[i], st.k[i], st.m0[i], st.m1[i] = x, y, 0.0, 0, 0, 0
     st.c_now[i], st.c_prev[i] = c, c
-    _observe(OBS, p, field, out, i, 0, x, y, 0.0, episode_key(st.seed[i]))
+    _observe(OBS, p, field, out.obs, i, 0, x, y, 0.0, episode_key(st.seed[i]))
 
 
 @njit
 def _step_env(ACT, OBS, REW, POL, p, field, action, st, i, out):
     """One step of env ``i`` of ``st``: its state is updated, row ``i`` of ``out`` written."""
-    k, x, y, heading, m0, m1, c_now, c_prev, rw, d, term, trunc = _step(
+    k, x, y, heading, m0, m1, c_now, c_prev, action, rw, d, term, trunc = _step(
         ACT, OBS, REW, POL, p, field, episode_key(st.seed[i]), action, st.k[i], st.x[i], st.y[i],
-        st.heading[i], st.m0[i], st.m1[i], st.c_now[i], st.c_prev[i], out, i)
+        st.heading[i], st.m0[i], st.m1[i], st.c_now[i], st.c_prev[i], out.obs, i)
+    _record(out, i, k, action, rw, term, trunc, x, y, heading, d)
     st.x[i], st.y[i], st.heading[i], st.k[i], st.m0[i], st.m1[i] = x, y, heading, k, m0, m1
     st.c_now[i], st.c_prev[i] = c_now, c_prev
 
 
-@njit
-def reset_one(ACT, OBS, REW, POL, p, field, st, out):
-    """Reset env 0 of ``st`` with its ``seed``; the observation goes to ``out.obs[0]``."""
-    literally(ACT)
-    literally(OBS)
-    literally(REW)
-    literally(POL)
-    _reset_env(OBS, POL, p, field, st, 0, out)
-
-
-@njit
-def step_one(ACT, OBS, REW, POL, p, field, action, st, out):
-    """One step of env 0 of ``st`` with ``action`` (validated by the caller) into row 0 of ``out``."""
-    literally(ACT)
-    literally(OBS)
-    literally(REW)
-    literally(POL)
-    _step_env(ACT, OBS, REW, POL, p, field, action, st, 0, out)
-
-
 @njit(parallel=True)
 def reset_envs(ACT, OBS, REW, POL, p, field, mask, st, out):
-    """Reset the envs where ``mask`` is true with their ``st.seed`` (SPEC §3.2) and observe them."""
+    """Reset the envs where ``mask`` is true with their ``st.seed`` (SPEC §3.2) and observe them
+    into ``out.obs``."""
     literally(ACT)
     literally(OBS)
     literally(REW)
@@ -184,7 +201,8 @@ def reset_envs(ACT, OBS, REW, POL, p, field, mask, st, out):
 
 @njit(parallel=True)
 def step_envs(ACT, OBS, REW, POL, p, field, skip, actions, st, out):
-    """One step of every env not in ``skip`` with the given ``actions`` (validated by the caller)."""
+    """One step of every env not in ``skip`` with the given ``actions`` (validated by the caller):
+    env ``i``'s state in ``st``, its step in row ``i`` of ``out``."""
     literally(ACT)
     literally(OBS)
     literally(REW)
