@@ -1,8 +1,9 @@
 """The named records every kernel takes instead of positional arrays (Numba-compatible namedtuples).
 
-* :class:`Params` — the static parameters of one environment configuration and policy, as NumPy
-  scalars (passed by value, so compiled kernels keep them in registers; the interpreted path sees
-  the same NumPy types as the compiled one).
+* :class:`Params` — the static parameters of one environment configuration and policy, as Python
+  scalars (passed by value, so compiled kernels keep them in registers; Numba types them as
+  int64/float64/boolean and unboxes them faster than NumPy scalars, which matters for the single
+  env's one call per step).
 * :class:`EnvState` — per-env state buffers, entry ``i`` = env slot ``i`` (the capture kernel runs
   one slot through a shard's episodes; the vector env has one slot per env).
 * :class:`StepRows` — output buffers, one row per step (or per env for the env kernels).
@@ -20,24 +21,24 @@ import numpy as np
 
 
 class Params(NamedTuple):
-    width: np.int64
-    height: np.int64
-    goal_x: np.int64
-    goal_y: np.int64
-    max_steps: np.int64
-    step_size: np.int64
-    n_sensors: np.int64
-    clamp: np.bool_  # movie frames: clamp at the last frame (else wrap)
-    start_x: np.int64  # -1: random start (SPEC §3.2)
-    start_y: np.int64
-    goal_radius: np.float64
-    sensor_distance: np.float64
-    wind_speed: np.float64
-    wind_direction: np.float64
-    wind_noise: np.float64
-    threshold: np.float64  # policy parameters (SPEC §7.2)
-    persistence: np.int64
-    eps: np.float64
+    width: int
+    height: int
+    goal_x: int
+    goal_y: int
+    max_steps: int
+    step_size: int
+    n_sensors: int
+    clamp: bool  # movie frames: clamp at the last frame (else wrap)
+    start_x: int  # -1: random start (SPEC §3.2)
+    start_y: int
+    goal_radius: float
+    sensor_distance: float
+    wind_speed: float
+    wind_direction: float
+    wind_noise: float
+    threshold: float  # policy parameters (SPEC §7.2)
+    persistence: int
+    eps: float
 
 
 class EnvState(NamedTuple):

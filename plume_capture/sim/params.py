@@ -254,11 +254,11 @@ class Physics:
         p = self.params
         pol = PolicyParams(threshold=0.0, persistence=0) if policy is None else policy
         start = p.start_location if p.start_location else (-1, -1)
-        i, f = np.int64, np.float64
+        i, f = int, float  # Python scalars: Numba types them as int64/float64 and unboxes them fastest
         params = Params(
             width=i(p.grid_size[0]), height=i(p.grid_size[1]), goal_x=i(p.goal_location[0]),
             goal_y=i(p.goal_location[1]), max_steps=i(p.max_steps), step_size=i(p.step_size),
-            n_sensors=i(p.n_sensors), clamp=np.bool_(C.STEP_POLICY_CODES[p.movie_step_policy] == C.CLAMP),
+            n_sensors=i(p.n_sensors), clamp=C.STEP_POLICY_CODES[p.movie_step_policy] == C.CLAMP,
             start_x=i(start[0]), start_y=i(start[1]), goal_radius=f(p.goal_radius),
             sensor_distance=f(p.sensor_distance), wind_speed=f(p.wind_speed),
             wind_direction=f(p.wind_direction_deg), wind_noise=f(p.wind_noise_std),
