@@ -337,13 +337,3 @@ def episodes(cfg: Config, seeds, policy: Policy, min_rows: int | None = None) ->
     rows["episode"] = np.array(ep_index, np.int64)
     return rows, {k: np.array(v) for k, v in summary.items()}
 
-
-def batch_slot(cfg: Config, seed: int, n_slots: int, n_steps: int, policy: Policy) -> dict:
-    """``n_steps`` rows of one slot of a batch of ``n_slots``: episodes back to back, the next
-    episode's seed being ``(seed + n_slots) mod 2**32`` (the batch kernel's documented autoreset)."""
-    steps = []
-    while len(steps) < n_steps:
-        ep = episode(cfg, seed, policy)
-        steps += ep[: n_steps - len(steps)]
-        seed = (seed + n_slots) % 2**32
-    return _rows(steps, obs_size(cfg))

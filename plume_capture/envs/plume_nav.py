@@ -45,12 +45,11 @@ class PlumeNavEnv(gym.Env):
         self.params = self.physics.params
         self.action_space, self.observation_space = make_spaces(
             self.params, self.physics.n_actions, self.physics.obs_size)
-        self._obs = np.zeros((1, self.physics.obs_size), np.float32)
-        ph = self.physics
-        self._reset = specialize(reset_one, (ph.obs,), (ph.ip, ph.fp, ph.field, 0, self._obs))
-        self._step = specialize(step_one, (ph.act, ph.obs, ph.rew),
-                                (ph.ip, ph.fp, ph.field, 0, 0, 0, 0, 0.0, 0, self._obs))
-        self._phys_args = (ph.ip, ph.fp, ph.field)
+        ka = self.physics.kernel_args()
+        self._obs = ka.rows(1).obs
+        self._reset = specialize(reset_one, ka.codes, (ka.params, ka.field, 0, self._obs))
+        self._step = specialize(step_one, ka.codes, (ka.params, ka.field, 0, 0, 0, 0, 0.0, 0, self._obs))
+        self._phys_args = (ka.params, ka.field)
         self._x = self._y = self._k = 0
         self._heading = 0.0
         self._ep_seed = None

@@ -33,26 +33,17 @@ class PlumeNavVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         n = self.num_envs
-        self._seeds = np.zeros(n, np.int64)
-        self._x = np.zeros(n, np.int64)
-        self._y = np.zeros(n, np.int64)
-        self._heading = np.zeros(n, np.float64)
-        self._k = np.zeros(n, np.int64)
-        self._obs = np.zeros((n, self.physics.obs_size), np.float32)
-        self._rew = np.zeros(n, np.float64)
-        self._dist = np.zeros(n, np.float64)
-        self._term = np.zeros(n, np.bool_)
-        self._trunc = np.zeros(n, np.bool_)
+        ka = self.physics.kernel_args(envs=n)
+        st, out = self._kstate, self._kout = ka.state, ka.rows(n)
+        self._seeds, self._x, self._y, self._heading, self._k = st.seed, st.x, st.y, st.heading, st.k
+        self._obs, self._rew, self._dist = out.obs, out.reward, out.distance
+        self._term, self._trunc = out.terminated, out.truncated
         self._total = np.zeros(n, np.float64)
         self._needs_reset = np.ones(n, np.bool_)
         self._started = False
-        ph = self.physics
-        self._reset_k = specialize(reset_envs, (ph.obs,), (ph.ip, ph.fp, ph.field, self._needs_reset, self._seeds,
-                                                           self._x, self._y, self._heading, self._k, self._obs))
-        self._step_k = specialize(step_envs, (ph.act, ph.obs, ph.rew),
-                                  (ph.ip, ph.fp, ph.field, self._needs_reset, self._k, self._seeds, self._x,
-                                   self._y, self._heading, self._k, self._obs, self._rew, self._dist,
-                                   self._term, self._trunc))
+        self._kargs = (ka.params, ka.field)
+        self._reset_k = specialize(reset_envs, ka.codes, (*self._kargs, self._needs_reset, st, out))
+        self._step_k = specialize(step_envs, ka.codes, (*self._kargs, self._needs_reset, self._k, st, out))
 
     def reset(self, *, seed=None, options=None):
         # Validate before gymnasium's seeding, which takes only a Python int.
@@ -70,8 +61,7 @@ class PlumeNavVectorEnv(VectorEnv):
             base = [int(self.np_random.integers(0, SEED_MAX + 1)) for _ in range(self.num_envs)]
         self._seeds[:] = base
         mask = np.ones(self.num_envs, np.bool_)
-        self._reset_k(self.physics.ip, self.physics.fp, self.physics.field, mask, self._seeds,
-                      self._x, self._y, self._heading, self._k, self._obs)
+        self._reset_k(*self._kargs, mask, self._kstate, self._kout)
         self._total[:] = 0.0
         self._needs_reset[:] = False
         self._started = True
@@ -87,15 +77,12 @@ class PlumeNavVectorEnv(VectorEnv):
         live = ~self._needs_reset
         if np.any((a[live] < 0) | (a[live] >= self.single_action_space.n)):
             raise ValueError(f"invalid action for {self.single_action_space}: {actions!r}")
-        ph = self.physics
         resetting = self._needs_reset.copy()
         if resetting.any():
             self._seeds[resetting] = (self._seeds[resetting] + self.num_envs) % (SEED_MAX + 1)
-            self._reset_k(ph.ip, ph.fp, ph.field, resetting, self._seeds, self._x, self._y,
-                          self._heading, self._k, self._obs)
+            self._reset_k(*self._kargs, resetting, self._kstate, self._kout)
             self._total[resetting] = 0.0
-        self._step_k(ph.ip, ph.fp, ph.field, resetting, a, self._seeds, self._x, self._y,
-                     self._heading, self._k, self._obs, self._rew, self._dist, self._term, self._trunc)
+        self._step_k(*self._kargs, resetting, a, self._kstate, self._kout)
         self._rew[resetting] = 0.0
         self._term[resetting] = False
         self._trunc[resetting] = False

@@ -9,6 +9,7 @@ from plume_capture.kernels import codes as C
 from plume_capture.kernels._jit import njit
 from plume_capture.kernels.plume import sample
 from plume_capture.kernels.rng import normal_pair, uniform
+from plume_capture.spec import GOAL_REWARD, STEP_PENALTY
 
 _DEG = np.pi / 180.0
 # Discrete moves 0..3 and the oriented forward move for headings 0, 90, 180, 270 (multiples of
@@ -62,8 +63,8 @@ def distance(x, y, gx, gy):
 @njit
 def reward(rew_type, reached):
     if rew_type == C.SPARSE:
-        return 1.0 if reached else 0.0
-    return 1.0 if reached else -0.01
+        return GOAL_REWARD if reached else 0.0
+    return GOAL_REWARD if reached else STEP_PENALTY
 
 
 @njit

@@ -1,10 +1,12 @@
-"""The kernels that run environments: every entry point shares ``_advance``/``_reset`` (one
-source of physics) and takes the static choices as Numba literals.
+"""The kernels that run environments. Every entry point takes the static choices (action,
+observation, reward type and policy codes) as Numba literals and the named records of
+:mod:`plume_capture.kernels.records`; all of them start episodes with ``_reset`` and advance them
+with ``_step`` (one source of the physics, SPEC §3.2–§7).
 
-* ``run_episodes`` — capture: a shard's episodes one after another into preallocated columns,
-  resumable when the columns fill up (rows come out ordered by episode, then step).
-* ``run_batch`` — N env slots × T steps in parallel (``prange``), autoreset, env-major columns.
-* ``reset_envs`` / ``step_envs`` — the gymnasium single and vector envs (actions from outside).
+* ``run_episodes`` — capture: a shard's episodes one after another into preallocated rows,
+  resumable when the rows fill up (rows come out ordered by episode, then step).
+* ``reset_one`` / ``step_one`` — the gymnasium single env (actions from outside; state as scalars).
+* ``reset_envs`` / ``step_envs`` — the gymnasium vector env (env i = slot i = row i, in parallel).
 """
 import numpy as np
 from plume_capture.kernels._jit import literally, prange
@@ -19,222 +21,192 @@ from plume_capture.kernels.start import start_position
 
 
 @njit
-def _start(ip, seed):
-    if ip[C.I_START_X] >= 0:
-        return ip[C.I_START_X], ip[C.I_START_Y]
-    return start_position(seed, ip[C.I_W], ip[C.I_H])
+def _senses(POL):
+    """Whether the policy reads its own concentration sensor (SPEC §7.2): the built-in policies
+    except ``random``; actions from outside (``EXTERNAL``, the envs) need no sensor."""
+    return POL != C.EXTERNAL and POL != C.RANDOM
 
 
 @njit
-def _advance(ACT, REW, action, x, y, heading, k, key, s, W, H, gx, gy, radius, max_steps):
-    """Steps 1–6 of SPEC §3.3 for the step numbered ``k``: new state, reward, distance and flags."""
-    x, y, heading = move(ACT, action, x, y, heading, k, key, s, W, H)
-    d = distance(x, y, gx, gy)
-    term = d <= radius
-    return x, y, heading, reward(REW, term), d, term, k >= max_steps
-
-
-@njit
-def _observe(OBS, out, row, field, k, x, y, heading, key, W, H, clamp, n_sensors, sd, ws, wd, wn):
-    f = frame_index(k, field.shape[0], clamp)
-    observe(OBS, out, row, field, f, x, y, heading, k, key, W, H, n_sensors, sd, ws, wd, wn)
-
-
-@njit
-def _conc(field, k, x, y, W, H, clamp):
+def _conc(p, field, k, x, y):
     """The policies' own sensor: concentration at the agent's cell after step ``k``."""
-    return float(sample(field, frame_index(k, field.shape[0], clamp), x, y, W, H))
+    return float(sample(field, frame_index(k, field.shape[0], p.clamp), x, y, p.width, p.height))
 
 
 @njit
-def _unpack(ip, fp):
-    """Parameters as scalars, so kernels keep them in registers (outputs cannot alias them)."""
-    return (ip[C.I_W], ip[C.I_H], ip[C.I_GX], ip[C.I_GY], ip[C.I_MAX_STEPS], ip[C.I_STEP_SIZE],
-            ip[C.I_N_SENSORS], ip[C.I_FRAME_POLICY] == C.CLAMP, ip[C.I_PERSISTENCE],
-            fp[C.F_GOAL_RADIUS], fp[C.F_SENSOR_DISTANCE], fp[C.F_WIND_SPEED],
-            fp[C.F_WIND_DIRECTION], fp[C.F_WIND_NOISE], fp[C.F_THRESHOLD], fp[C.F_EPS])
+def _observe(OBS, p, field, obs, r, k, x, y, heading, key):
+    """The observation after step ``k`` (0: reset) into ``obs[r]`` (SPEC §5)."""
+    observe(OBS, obs, r, field, frame_index(k, field.shape[0], p.clamp), x, y, heading, k, key,
+            p.width, p.height, p.n_sensors, p.sensor_distance, p.wind_speed, p.wind_direction, p.wind_noise)
 
 
 @njit
-def run_episodes(ACT, OBS, REW, POL, ip, fp, field, seeds, si, sf,
-                 o_ep, o_step, o_action, o_reward, o_term, o_trunc, o_x, o_y, o_heading, o_dist, o_obs,
-                 e_steps, e_reward, e_term, e_trunc, e_x, e_y, e_dist):
-    """Run ``seeds``' episodes in order, appending one row per step, until done or the row columns
-    are full. Resumable: ``si`` = [episode cursor, in episode, x, y, k, m0, m1] and
-    ``sf`` = [heading, total reward, concentration now, concentration before the last step].
-    Episode ``e``'s summary goes to ``e_*[e]`` when it ends. Returns the number of rows written."""
+def _reset(POL, p, field, seed):
+    """Start of the episode with ``seed`` (SPEC §3.2): ``(x, y, concentration)`` (0.0 when the
+    policy does not sense)."""
+    if p.start_x >= 0:
+        x, y = p.start_x, p.start_y
+    else:
+        x, y = start_position(seed, p.width, p.height)
+    c = _conc(p, field, 0, x, y) if _senses(POL) else 0.0
+    return x, y, c
+
+
+@njit(inline="always")
+def _step(ACT, OBS, REW, POL, p, field, key, action, k, x, y, heading, m0, m1, c_now, c_prev, obs, r):
+    """Step ``k + 1`` of an episode (SPEC §3.3): the policy's action (or ``action`` from outside),
+    move, distance, reward, flags; the observation goes to ``obs[r]``. Returns the new state
+    ``(k, x, y, heading, m0, m1, c_now, c_prev)`` and ``(action, reward, distance, terminated,
+    truncated)``. Inlined into every caller by Numba (``inline="always"``): as a plain call, LLVM
+    left a call in the capture loop (~2.6x fewer steps/s)."""
+    k += 1
+    if POL != C.EXTERNAL:
+        n_actions = 4 if ACT == C.DISCRETE else (3 if ACT == C.ORIENTED else 2)
+        action, m0, m1 = act(POL, n_actions, key, k, c_now - c_prev, m0, m1,
+                             p.threshold, p.persistence, p.eps)
+    x, y, heading = move(ACT, action, x, y, heading, k, key, p.step_size, p.width, p.height)
+    d = distance(x, y, p.goal_x, p.goal_y)
+    term = d <= p.goal_radius
+    trunc = k >= p.max_steps
+    rw = reward(REW, term)
+    _observe(OBS, p, field, obs, r, k, x, y, heading, key)
+    if _senses(POL):
+        c_prev = c_now
+        c_now = _conc(p, field, k, x, y)
+    return k, x, y, heading, m0, m1, c_now, c_prev, action, rw, d, term, trunc
+
+
+@njit(inline="always")
+def _record(out, r, k, action, rw, term, trunc, x, y, heading, d):
+    """Row ``r`` of ``out`` (all but ``episode`` and the observation, written by ``_step``)."""
+    out.step[r] = k
+    out.action[r] = action
+    out.reward[r] = rw
+    out.terminated[r] = term
+    out.truncated[r] = trunc
+    out.x[r] = x
+    out.y[r] = y
+    out.heading[r] = heading
+    out.distance[r] = d
+
+
+@njit
+def run_episodes(ACT, OBS, REW, POL, p, field, seeds, st, out, ep):
+    """Run ``seeds``' episodes in order in slot 0 of ``st``, appending one row per step to ``out``,
+    until done or the rows are full. Resumable: ``st`` holds the cursor (``episode``, ``live``) and
+    the episode's state. Episode ``e``'s summary goes to row ``e`` of ``ep`` when it ends. Returns
+    the number of rows written."""
     literally(ACT)
     literally(OBS)
     literally(REW)
     literally(POL)
-    n_actions = 4 if ACT == C.DISCRETE else (3 if ACT == C.ORIENTED else 2)
-    W, H, gx, gy, max_steps, s, n_sensors, clamp, persistence, radius, sd, ws, wd, wn, threshold, eps = \
-        _unpack(ip, fp)
-    capacity = o_step.shape[0]
+    capacity = out.step.shape[0]
     n_eps = seeds.shape[0]
-    e = si[0]
-    in_ep = si[1]
-    x, y, k, m0, m1 = si[2], si[3], si[4], si[5], si[6]
-    heading, total, c_now, c_prev = sf[0], sf[1], sf[2], sf[3]
-    key = episode_key(seeds[e]) if (in_ep and e < n_eps) else np.uint64(0)
+    e, live = st.episode[0], st.live[0]
+    x, y, heading, k, m0, m1 = st.x[0], st.y[0], st.heading[0], st.k[0], st.m0[0], st.m1[0]
+    c_now, c_prev, total = st.c_now[0], st.c_prev[0], st.total[0]
+    key = episode_key(seeds[e]) if (live and e < n_eps) else np.uint64(0)
     r = 0
     while r < capacity and e < n_eps:
-        if not in_ep:
+        if not live:
             key = episode_key(seeds[e])
-            x, y = _start(ip, seeds[e])
-            heading, k, total, m0, m1 = 0.0, 0, 0.0, 0, 0
-            if POL != C.EXTERNAL and POL != C.RANDOM:
-                c_now = _conc(field, 0, x, y, W, H, clamp)
-                c_prev = c_now
-            in_ep = 1
+            x, y, c_now = _reset(POL, p, field, seeds[e])
+            heading, k, m0, m1, c_prev, total = 0.0, 0, 0, 0, c_now, 0.0
+            live = True
         while r < capacity:
-            k += 1
-            action, m0, m1 = act(POL, n_actions, key, k, c_now - c_prev, m0, m1, threshold, persistence, eps)
-            x, y, heading, rw, d, term, trunc = _advance(ACT, REW, action, x, y, heading, k, key, s, W, H, gx, gy, radius, max_steps)
-            _observe(OBS, o_obs, r, field, k, x, y, heading, key, W, H, clamp, n_sensors, sd, ws, wd, wn)
-            if POL != C.EXTERNAL and POL != C.RANDOM:
-                c_prev = c_now
-                c_now = _conc(field, k, x, y, W, H, clamp)
+            k, x, y, heading, m0, m1, c_now, c_prev, action, rw, d, term, trunc = _step(
+                ACT, OBS, REW, POL, p, field, key, 0, k, x, y, heading, m0, m1, c_now, c_prev, out.obs, r)
+            _record(out, r, k, action, rw, term, trunc, x, y, heading, d)
             total += rw
-            o_ep[r] = e
-            o_step[r] = k
-            o_action[r] = action
-            o_reward[r] = rw
-            o_term[r] = term
-            o_trunc[r] = trunc
-            o_x[r] = x
-            o_y[r] = y
-            o_heading[r] = heading
-            o_dist[r] = d
+            out.episode[r] = e
             r += 1
             if term or trunc:
-                e_steps[e] = k
-                e_reward[e] = total
-                e_term[e] = term
-                e_trunc[e] = trunc
-                e_x[e] = x
-                e_y[e] = y
-                e_dist[e] = d
+                ep.steps[e] = k
+                ep.reward[e] = total
+                ep.terminated[e] = term
+                ep.truncated[e] = trunc
+                ep.x[e] = x
+                ep.y[e] = y
+                ep.distance[e] = d
                 e += 1
-                in_ep = 0
+                live = False
                 break
-    si[0], si[1], si[2], si[3], si[4], si[5], si[6] = e, in_ep, x, y, k, m0, m1
-    sf[0], sf[1], sf[2], sf[3] = heading, total, c_now, c_prev
+    st.episode[0], st.live[0] = e, live
+    st.x[0], st.y[0], st.heading[0], st.k[0], st.m0[0], st.m1[0] = x, y, heading, k, m0, m1
+    st.c_now[0], st.c_prev[0], st.total[0] = c_now, c_prev, total
     return r
 
 
-@njit(parallel=True)
-def run_batch(ACT, OBS, REW, POL, ip, fp, field, seeds, si, sf, n_steps,
-              o_step, o_action, o_reward, o_term, o_trunc, o_x, o_y, o_heading, o_dist, o_obs):
-    """``N = len(seeds)`` env slots × ``n_steps`` steps in parallel, with autoreset; resumable.
-
-    Slot state: ``si[i] = [x, y, k, m0, m1]`` (``k = -1``: reset first), ``sf[i] = [heading,
-    concentration now, concentration before the last step]``, ``seeds[i]`` the seed of the slot's
-    current episode; the next episode of a slot has seed ``(seed + N) mod 2**32``. The row of
-    (slot i, step t) is ``i·n_steps + t``."""
+@njit
+def reset_one(ACT, OBS, REW, POL, p, field, seed, obs):
+    """Start of the single env's episode with ``seed``: returns ``(x, y)``; the observation goes to
+    ``obs[0]``."""
     literally(ACT)
     literally(OBS)
     literally(REW)
     literally(POL)
-    n_actions = 4 if ACT == C.DISCRETE else (3 if ACT == C.ORIENTED else 2)
-    W, H, gx, gy, max_steps, s, n_sensors, clamp, persistence, radius, sd, ws, wd, wn, threshold, eps = \
-        _unpack(ip, fp)
-    n = seeds.shape[0]
-    for i in prange(n):
-        seed = seeds[i]
-        x, y, k, m0, m1 = si[i, 0], si[i, 1], si[i, 2], si[i, 3], si[i, 4]
-        heading, c_now, c_prev = sf[i, 0], sf[i, 1], sf[i, 2]
-        if k < 0:
-            x, y = _start(ip, seed)
-            heading, k, m0, m1 = 0.0, 0, 0, 0
-            c_now = _conc(field, 0, x, y, W, H, clamp)
-            c_prev = c_now
-        key = episode_key(seed)
-        for t in range(n_steps):
-            r = i * n_steps + t
-            k += 1
-            action, m0, m1 = act(POL, n_actions, key, k, c_now - c_prev, m0, m1, threshold, persistence, eps)
-            x, y, heading, rw, d, term, trunc = _advance(ACT, REW, action, x, y, heading, k, key, s, W, H, gx, gy, radius, max_steps)
-            _observe(OBS, o_obs, r, field, k, x, y, heading, key, W, H, clamp, n_sensors, sd, ws, wd, wn)
-            if POL != C.RANDOM:
-                c_prev = c_now
-                c_now = _conc(field, k, x, y, W, H, clamp)
-            o_step[r] = k
-            o_action[r] = action
-            o_reward[r] = rw
-            o_term[r] = term
-            o_trunc[r] = trunc
-            o_x[r] = x
-            o_y[r] = y
-            o_heading[r] = heading
-            o_dist[r] = d
-            if term or trunc:
-                seed = (seed + n) % 4294967296
-                key = episode_key(seed)
-                x, y = _start(ip, seed)
-                heading, k, m0, m1 = 0.0, 0, 0, 0
-                c_now = _conc(field, 0, x, y, W, H, clamp)
-                c_prev = c_now
-        seeds[i] = seed
-        si[i, 0], si[i, 1], si[i, 2], si[i, 3], si[i, 4] = x, y, k, m0, m1
-        sf[i, 0], sf[i, 1], sf[i, 2] = heading, c_now, c_prev
-
-
-@njit
-def reset_one(OBS, ip, fp, field, seed, obs):
-    """Start position of an episode with ``seed``; writes the reset observation into ``obs[0]``."""
-    literally(OBS)
-    W, H, gx, gy, max_steps, s, n_sensors, clamp, persistence, radius, sd, ws, wd, wn, threshold, eps = \
-        _unpack(ip, fp)
-    x, y = _start(ip, seed)
-    _observe(OBS, obs, 0, field, 0, x, y, 0.0, episode_key(seed), W, H, clamp, n_sensors, sd, ws, wd, wn)
+    x, y, c = _reset(POL, p, field, seed)
+    _observe(OBS, p, field, obs, 0, 0, x, y, 0.0, episode_key(seed))
     return x, y
 
 
 @njit
-def step_one(ACT, OBS, REW, ip, fp, field, action, seed, x, y, heading, k, obs):
-    """One step of one env; returns ``(x, y, heading, k, reward, distance, terminated, truncated)``."""
+def step_one(ACT, OBS, REW, POL, p, field, action, seed, x, y, heading, k, obs):
+    """One step of the single env with ``action`` (validated by the caller); returns ``(x, y,
+    heading, k, reward, distance, terminated, truncated)``, the observation goes to ``obs[0]``.
+    (State as scalars: one Python call per step, so the call's argument count is its cost.)"""
     literally(ACT)
     literally(OBS)
     literally(REW)
-    W, H, gx, gy, max_steps, s, n_sensors, clamp, persistence, radius, sd, ws, wd, wn, threshold, eps = \
-        _unpack(ip, fp)
-    key = episode_key(seed)
-    k += 1
-    x, y, heading, rw, d, te, tr = _advance(ACT, REW, action, x, y, heading, k, key, s, W, H, gx, gy, radius, max_steps)
-    _observe(OBS, obs, 0, field, k, x, y, heading, key, W, H, clamp, n_sensors, sd, ws, wd, wn)
-    return x, y, heading, k, rw, d, te, tr
+    literally(POL)
+    k, x, y, heading, m0, m1, c_now, c_prev, action, rw, d, term, trunc = _step(
+        ACT, OBS, REW, POL, p, field, episode_key(seed), action, k, x, y, heading, 0, 0, 0.0, 0.0, obs, 0)
+    return x, y, heading, k, rw, d, term, trunc
+
+
+@njit
+def _reset_env(OBS, POL, p, field, st, i, out):
+    """Env ``i`` of ``st`` starts the episode with seed ``st.seed[i]``; its observation goes to
+    ``out.obs[i]``. (A function of its own: written inline in the ``prange`` body, the state
+    writes were lost — tests/envs/test_vector_env.py.)"""
+    x, y, c = _reset(POL, p, field, st.seed[i])
+    st.x[i], st.y[i], st.heading[i], st.k[i], st.m0[i], st.m1[i] = x, y, 0.0, 0, 0, 0
+    st.c_now[i], st.c_prev[i] = c, c
+    _observe(OBS, p, field, out.obs, i, 0, x, y, 0.0, episode_key(st.seed[i]))
+
+
+@njit
+def _step_env(ACT, OBS, REW, POL, p, field, action, st, i, out):
+    """One step of env ``i`` of ``st``: its state is updated, row ``i`` of ``out`` written."""
+    k, x, y, heading, m0, m1, c_now, c_prev, action, rw, d, term, trunc = _step(
+        ACT, OBS, REW, POL, p, field, episode_key(st.seed[i]), action, st.k[i], st.x[i], st.y[i],
+        st.heading[i], st.m0[i], st.m1[i], st.c_now[i], st.c_prev[i], out.obs, i)
+    _record(out, i, k, action, rw, term, trunc, x, y, heading, d)
+    st.x[i], st.y[i], st.heading[i], st.k[i], st.m0[i], st.m1[i] = x, y, heading, k, m0, m1
+    st.c_now[i], st.c_prev[i] = c_now, c_prev
 
 
 @njit(parallel=True)
-def reset_envs(OBS, ip, fp, field, mask, seeds, x, y, heading, k, obs):
-    """Reset the envs where ``mask`` is true with their ``seeds`` (SPEC §3.2) and observe them."""
+def reset_envs(ACT, OBS, REW, POL, p, field, mask, st, out):
+    """Reset the envs where ``mask`` is true with their ``st.seed`` (SPEC §3.2) and observe them
+    into ``out.obs``."""
+    literally(ACT)
     literally(OBS)
-    W, H, gx, gy, max_steps, s, n_sensors, clamp, persistence, radius, sd, ws, wd, wn, threshold, eps = \
-        _unpack(ip, fp)
+    literally(REW)
+    literally(POL)
     for i in prange(mask.shape[0]):
         if mask[i]:
-            x[i], y[i] = _start(ip, seeds[i])
-            heading[i] = 0.0
-            k[i] = 0
-            _observe(OBS, obs, i, field, 0, x[i], y[i], 0.0, episode_key(seeds[i]), W, H, clamp, n_sensors, sd, ws, wd, wn)
+            _reset_env(OBS, POL, p, field, st, i, out)
 
 
 @njit(parallel=True)
-def step_envs(ACT, OBS, REW, ip, fp, field, skip, actions, seeds, x, y, heading, k,
-              obs, rewards, dist, term, trunc):
-    """One step of every env not in ``skip`` with the given ``actions`` (validated by the caller)."""
+def step_envs(ACT, OBS, REW, POL, p, field, skip, actions, st, out):
+    """One step of every env not in ``skip`` with the given ``actions`` (validated by the caller):
+    env ``i``'s state in ``st``, its step in row ``i`` of ``out``."""
     literally(ACT)
     literally(OBS)
     literally(REW)
-    W, H, gx, gy, max_steps, s, n_sensors, clamp, persistence, radius, sd, ws, wd, wn, threshold, eps = \
-        _unpack(ip, fp)
+    literally(POL)
     for i in prange(actions.shape[0]):
-        if skip[i]:
-            continue
-        key = episode_key(seeds[i])
-        ki = k[i] + 1
-        xi, yi, hi, rw, d, te, tr = _advance(ACT, REW, actions[i], x[i], y[i], heading[i], ki, key, s, W, H, gx, gy, radius, max_steps)
-        _observe(OBS, obs, i, field, ki, xi, yi, hi, key, W, H, clamp, n_sensors, sd, ws, wd, wn)
-        x[i], y[i], heading[i], k[i] = xi, yi, hi, ki
-        rewards[i], dist[i], term[i], trunc[i] = rw, d, te, tr
+        if not skip[i]:
+            _step_env(ACT, OBS, REW, POL, p, field, actions[i], st, i, out)

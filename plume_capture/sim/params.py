@@ -2,13 +2,13 @@
 
 ``EnvParams`` holds what a user sets; its defaults are those of the shipped config
 (:mod:`plume_capture.defaults`). ``EnvParams.build()`` resolves what a null means (the rules below,
-stated once), validates, computes the concentration field once and returns a ``Physics`` — the
-arrays and literal codes every kernel call takes.
+stated once), validates, computes the concentration field once and returns a ``Physics``, whose
+``kernel_args`` makes the records and literal codes every kernel call takes.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field as dc_field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from plume_capture import defaults
 from plume_capture.errors import ConfigError
 from plume_capture.kernels import codes as C
 from plume_capture.spec import N_ACTIONS, POLICY_ACTIONS
+from plume_capture.kernels.records import KernelArgs, Params
 
 # What a null means (SPEC §3.1): the one statement of each rule.
 DEFAULT_MAX_STEPS = 1000  # max_steps null
@@ -105,7 +106,7 @@ class PolicyParams:
         return cls(**{k: pol[k] for k in cls.__dataclass_fields__ if k in pol})
 
     def validated(self, action_type: str) -> "PolicyParams":
-        name = _choice("policy.name", self.name, tuple(C.POLICIES))
+        name = _choice("policy.name", self.name, tuple(C.POLICY_CODES))
         fits = POLICY_ACTIONS[name]
         if action_type not in fits:
             raise ConfigError(
@@ -174,7 +175,7 @@ class EnvParams:
         if plume == "movie":
             from plume_capture.sim.movie import load_movie  # optional feature, imported on use
 
-            step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICIES))
+            step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICY_CODES))
             if field is None:
                 field, movie_info = load_movie(self.movie_path, step_policy)
             else:
@@ -211,9 +212,9 @@ class EnvParams:
         if sigma <= 0:
             raise ConfigError(f"env.sigma must be > 0, got {self.sigma!r}")
         max_steps = DEFAULT_MAX_STEPS if self.max_steps is None else _int("env.max_steps", self.max_steps, 1)
-        action_type = _choice("env.action_type", self.action_type, tuple(C.ACTION_TYPES))
-        obs_type = _choice("env.observation_type", self.observation_type, tuple(C.OBSERVATION_TYPES))
-        reward_type = _choice("env.reward_type", self.reward_type, tuple(C.REWARD_TYPES))
+        action_type = _choice("env.action_type", self.action_type, tuple(C.ACTION_CODES))
+        obs_type = _choice("env.observation_type", self.observation_type, tuple(C.OBSERVATION_CODES))
+        reward_type = _choice("env.reward_type", self.reward_type, tuple(C.REWARD_CODES))
         step_size = _int("env.step_size", self.step_size, 1)
         n_sensors = _int("env.n_sensors", self.n_sensors, 1)
         sensor_distance = _float("env.sensor_distance", self.sensor_distance)
@@ -222,7 +223,7 @@ class EnvParams:
         wind_noise = _float("wind.noise_std", self.wind_noise_std)
         if wind_noise < 0:
             raise ConfigError(f"wind.noise_std must be >= 0, got {self.wind_noise_std!r}")
-        step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICIES))
+        step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICY_CODES))
         resolved = EnvParams(
             grid_size=(width, height), goal_location=goal, goal_radius=radius, sigma=sigma,
             max_steps=max_steps, action_type=action_type, observation_type=obs_type,
@@ -241,43 +242,41 @@ class EnvParams:
 
 @dataclass(frozen=True, eq=False)
 class Physics:
-    """Resolved parameters plus what the kernels take: literal codes, ``ip``/``fp`` vectors, field."""
+    """Resolved parameters plus the concentration field; ``kernel_args`` gives what the kernels take."""
     params: EnvParams
     field: np.ndarray
     movie: dict | None = None
-    ip: np.ndarray = dc_field(init=False)
-    fp: np.ndarray = dc_field(init=False)
 
-    def __post_init__(self):
+    def kernel_args(self, policy: PolicyParams | None = None, envs: int = 1) -> KernelArgs:
+        """The one factory of kernel arguments: the literal codes, the :class:`Params` record of
+        these parameters and ``policy`` (None: actions from outside, the envs), the field and
+        ``envs`` zeroed state slots."""
         p = self.params
-        ip = np.zeros(C.N_IPARAMS, dtype=np.int64)
-        ip[C.I_W], ip[C.I_H] = p.grid_size
-        ip[C.I_GX], ip[C.I_GY] = p.goal_location
-        ip[C.I_MAX_STEPS] = p.max_steps
-        ip[C.I_STEP_SIZE] = p.step_size
-        ip[C.I_N_SENSORS] = p.n_sensors
-        ip[C.I_FRAME_POLICY] = C.STEP_POLICIES[p.movie_step_policy]
-        ip[C.I_START_X], ip[C.I_START_Y] = p.start_location if p.start_location else (-1, -1)
-        fp = np.zeros(C.N_FPARAMS, dtype=np.float64)
-        fp[C.F_GOAL_RADIUS] = p.goal_radius
-        fp[C.F_SENSOR_DISTANCE] = p.sensor_distance
-        fp[C.F_WIND_SPEED] = p.wind_speed
-        fp[C.F_WIND_DIRECTION] = p.wind_direction_deg
-        fp[C.F_WIND_NOISE] = p.wind_noise_std
-        object.__setattr__(self, "ip", ip)
-        object.__setattr__(self, "fp", fp)
+        pol = PolicyParams(threshold=0.0, persistence=0) if policy is None else policy
+        start = p.start_location if p.start_location else (-1, -1)
+        i, f = int, float  # Python scalars: Numba types them as int64/float64 and unboxes them fastest
+        params = Params(
+            width=i(p.grid_size[0]), height=i(p.grid_size[1]), goal_x=i(p.goal_location[0]),
+            goal_y=i(p.goal_location[1]), max_steps=i(p.max_steps), step_size=i(p.step_size),
+            n_sensors=i(p.n_sensors), clamp=C.STEP_POLICY_CODES[p.movie_step_policy] == C.CLAMP,
+            start_x=i(start[0]), start_y=i(start[1]), goal_radius=f(p.goal_radius),
+            sensor_distance=f(p.sensor_distance), wind_speed=f(p.wind_speed),
+            wind_direction=f(p.wind_direction_deg), wind_noise=f(p.wind_noise_std),
+            threshold=f(pol.threshold), persistence=i(pol.persistence), eps=f(pol.eps))
+        codes = (self.act, self.obs, self.rew, C.EXTERNAL if policy is None else C.POLICY_CODES[policy.name])
+        return KernelArgs(codes, params, self.field, KernelArgs.new_state(envs), self.obs_size)
 
     @property
     def act(self) -> int:
-        return C.ACTION_TYPES[self.params.action_type]
+        return C.ACTION_CODES[self.params.action_type]
 
     @property
     def obs(self) -> int:
-        return C.OBSERVATION_TYPES[self.params.observation_type]
+        return C.OBSERVATION_CODES[self.params.observation_type]
 
     @property
     def rew(self) -> int:
-        return C.REWARD_TYPES[self.params.reward_type]
+        return C.REWARD_CODES[self.params.reward_type]
 
     @property
     def n_actions(self) -> int:
@@ -287,13 +286,6 @@ class Physics:
     def obs_size(self) -> int:
         t = self.params.observation_type
         return 1 if t == "concentration" else (self.params.n_sensors if t == "antennae" else 2)
-
-    def with_policy(self, policy: PolicyParams) -> np.ndarray:
-        """``fp`` with the policy's parameters filled in."""
-        fp = self.fp.copy()
-        fp[C.F_THRESHOLD] = policy.threshold
-        fp[C.F_EPS] = policy.eps
-        return fp
 
     def effective(self) -> dict:
         """The settings that actually run (``run.json`` ``extra.env``)."""

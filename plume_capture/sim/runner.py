@@ -61,12 +61,6 @@ def _copy(a: np.ndarray, dtype=None) -> np.ndarray:
     return out
 
 
-# run_episodes' per-row outputs: episode, step, action, reward, terminated, truncated, x, y,
-# heading, distance (then the observation, float32 rows of obs_size)
-_KERNEL_COLUMNS = (np.int64, np.int64, np.int64, np.float64, np.bool_, np.bool_, np.int64, np.int64,
-                   np.float64, np.float64)
-
-
 def _constant(value: str, n: int) -> pa.Array:
     return strings([value]).take(column(np.zeros(n, np.int32)))
 
@@ -89,7 +83,7 @@ class ShardRunner:
 
     def __init__(self, job: Job, threads: int = 1, physics=None):
         from plume_capture.io.jsonl_encode import configure_threads
-        from plume_capture.kernels import _jit, codes as C, specialize
+        from plume_capture.kernels import _jit, specialize
 
         # Ray sets OMP_NUM_THREADS for an actor but not Numba's or polars' thread counts.
         configure_threads(max(1, threads))
@@ -108,24 +102,10 @@ class ShardRunner:
             self.physics = physics
         else:
             self.physics = job.env.build() if field is None else job.env.build_with_field(field)
-        ph = self.physics
-        self.fp = ph.with_policy(job.policy)
-        self.ip = ph.ip.copy()
-        self.ip[C.I_PERSISTENCE] = job.policy.persistence
-        cols = self._columns(1)  # example arguments: the kernel's types
-        self.si = np.zeros(7, np.int64)
-        self.sf = np.zeros(4, np.float64)
-        seeds = np.zeros(1, np.int64)
-        ep = (np.zeros(1, np.int64), np.zeros(1, np.float64), np.zeros(1, np.bool_), np.zeros(1, np.bool_),
-              np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.float64))
-        self.kernel = specialize(run_episodes, (ph.act, ph.obs, ph.rew, C.POLICIES[job.policy.name]),
-                                 (self.ip, self.fp, ph.field, seeds, self.si, self.sf, *cols, *ep))
+        ka = self.args = self.physics.kernel_args(job.policy)
+        example = (ka.params, ka.field, np.zeros(1, np.int64), ka.state, ka.rows(1), ka.episodes(1))
+        self.kernel = specialize(run_episodes, ka.codes, example)  # example arguments: the kernel's types
         self.node = _node_id()
-
-    def _columns(self, rows: int) -> tuple:
-        """Fresh output columns for one kernel call; the Arrow arrays then wrap them (no copies)."""
-        k = self.physics.obs_size
-        return tuple(_empty(rows, t) for t in _KERNEL_COLUMNS) + (_empty(rows * k, np.float32).reshape(-1, k),)
 
     def ping(self) -> int:
         return os.getpid()
@@ -153,19 +133,18 @@ class ShardRunner:
         n = shard.episodes
         seeds = np.arange(job.base_seed + shard.start, job.base_seed + shard.stop, dtype=np.int64)
         ids = strings([episode_id(i) for i in range(shard.start, shard.stop)])
-        e_steps, e_reward = np.zeros(n, np.int64), np.zeros(n, np.float64)
-        e_term, e_trunc = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
-        e_x, e_y, e_dist = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.float64)
+        ka, st = self.args, self.args.state
+        summary = ka.episodes(n)
         first_ts, last_ts = np.zeros(n, np.float64), np.zeros(n, np.float64)
-        self.si[:] = 0
-        self.sf[:] = 0.0
+        for buf in st:
+            buf[:] = 0
         batches = []
         max_steps = job.env.max_steps
-        while self.si[0] < n:
-            e0 = int(self.si[0])
-            cols = self._columns(int(min(job.chunk_rows, (n - e0) * max_steps)))
-            r = self.kernel(self.ip, self.fp, ph.field, seeds, self.si, self.sf, *cols,
-                            e_steps, e_reward, e_term, e_trunc, e_x, e_y, e_dist)
+        while st.episode[0] < n:
+            e0 = int(st.episode[0])
+            # Fresh output rows for each call, in Arrow's pool: the Arrow arrays then wrap them (no copies).
+            cols = ka.rows(int(min(job.chunk_rows, (n - e0) * max_steps)), _empty)
+            r = self.kernel(ka.params, ka.field, seeds, st, cols, summary)
             # Short episodes leave most of the bound unused; the records must not pin it.
             cols = tuple(c[:r] if 2 * r >= len(c) else _copy(c[:r]) for c in cols)
             o_ep, o_step, o_action, o_reward, o_term, o_trunc, o_x, o_y, o_heading, o_dist, o_obs = cols
@@ -200,6 +179,7 @@ class ShardRunner:
             ], schema=STEP_SCHEMA))
         steps = pa.Table.from_batches(batches, schema=STEP_SCHEMA)
         duration_ms = (last_ts - first_ts) * 1000.0
+        e_steps, e_reward, e_term, e_trunc, e_x, e_y, e_dist = summary
         episodes = pa.Table.from_arrays([
             column(duration_ms / e_steps),
             column(duration_ms),

@@ -1,13 +1,13 @@
 """Determinism as a triple (SPEC §8): the same seed gives identical trajectories however the work is
-cut (one call or many, 1 or many envs per call, 1 or 2 threads); a different seed gives a different
-trajectory; and every value stays in bounds."""
+cut (one call or many, one episode or many per call; across thread and env counts:
+tests/envs/test_vector_env.py); a different seed gives a different trajectory; and every value
+stays in bounds."""
 import itertools
 
-import numba
 import numpy as np
 import pytest
 
-from kernel_driver import kernel_batch, kernel_episodes
+from kernel_driver import kernel_episodes
 from reference_model import COLUMNS, Config, Policy
 
 CFG = Config(grid_size=(24, 17), goal_location=(23, 0), goal_radius=2.0, sigma=6.0, max_steps=60, step_size=1,
@@ -18,17 +18,6 @@ SEEDS = np.arange(1000, 1040, dtype=np.int64)
 def assert_same(a: dict, b: dict):
     for c in a:
         np.testing.assert_array_equal(a[c], b[c], err_msg=c)
-
-
-def threads_to_test():
-    return sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)})
-
-
-@pytest.fixture
-def restore_threads():
-    saved = numba.get_num_threads()
-    yield
-    numba.set_num_threads(saved)
 
 
 @pytest.mark.parametrize("policy", [Policy("random"), Policy("run_tumble_chemotaxis", eps=0.2)], ids=lambda p: p.name)
@@ -43,38 +32,6 @@ def test_run_episodes_same_seed_same_rows_however_cut(policy):
     for i in (39, 0, 17):
         rows, _ = kernel_episodes(CFG, SEEDS[i:i + 1], policy)
         assert_same({c: rows[c] for c in COLUMNS}, {c: whole[c][ep == i] for c in COLUMNS})
-
-
-def test_run_batch_same_seed_same_rows_across_threads_and_calls(restore_threads):
-    policy = Policy("random")
-    runs = []
-    for threads in threads_to_test():
-        numba.set_num_threads(threads)
-        runs.append(kernel_batch(CFG, SEEDS, 90, policy, calls=2))
-        runs.append(kernel_batch(CFG, SEEDS, 60, policy, calls=3))
-        runs.append(kernel_batch(CFG, SEEDS, 180, policy, calls=1))
-    for rows, seeds in runs[1:]:
-        assert_same(rows, runs[0][0])
-        np.testing.assert_array_equal(seeds, runs[0][1])
-
-
-def test_run_batch_episodes_equal_run_episodes_whatever_the_env_count():
-    """Slot i of an N-slot batch runs seeds s_i, s_i + N, ...; each of its episodes must equal the
-    episode of that seed run alone — for N = 1 and N = 40."""
-    policy = Policy("run_tumble_chemotaxis", eps=0.1)
-    for seeds in (SEEDS[:1], SEEDS):
-        n = len(seeds)
-        rows, _ = kernel_batch(CFG, seeds, 200, policy)
-        pieces = []  # (slot, first row, end row, seed)
-        for i in range(n):
-            starts = np.flatnonzero(rows["step"][i] == 1)
-            assert starts[0] == 0 and len(starts) >= 3
-            for j, (a, b) in enumerate(zip(starts, [*starts[1:], 200])):
-                pieces.append((i, a, b, (int(seeds[i]) + j * n) % 2**32))
-        alone, _ = kernel_episodes(CFG, [p[3] for p in pieces], policy)
-        for e, (i, a, b, _) in enumerate(pieces):
-            mine = alone["episode"] == e
-            assert_same({c: rows[c][i][a:b] for c in COLUMNS}, {c: alone[c][mine][: b - a] for c in COLUMNS})
 
 
 @pytest.mark.parametrize("policy", [Policy("random"), Policy("run_tumble_chemotaxis", eps=0.2)], ids=lambda p: p.name)
@@ -105,7 +62,7 @@ BOUND_CONFIGS = [
 def test_values_in_bounds(act, obs, rew):
     for kw in BOUND_CONFIGS:
         cfg = Config(**kw, action_type=act, observation_type=obs, reward_type=rew)
-        rows, _ = kernel_batch(cfg, np.arange(64) * 7919, 100, Policy("random"))
+        rows, _ = kernel_episodes(cfg, np.arange(64) * 7919, Policy("random"))
         w, h = cfg.grid_size
         gx, gy = cfg.goal
         x, y, k, d = rows["x"], rows["y"], rows["step"], rows["distance"]
@@ -131,4 +88,5 @@ def test_values_in_bounds(act, obs, rew):
             assert ((0 <= o) & (o <= 1)).all()
         # episodes restart at step 1 right after an episode ended, and only then
         ended = rows["terminated"] | rows["truncated"]
-        assert (k[:, 1:] == np.where(ended[:, :-1], 1, k[:, :-1] + 1)).all()
+        assert k[0] == 1 and ended[-1]
+        assert (k[1:] == np.where(ended[:-1], 1, k[:-1] + 1)).all()
