@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from plume_capture.errors import ConfigError
+from plume_capture.spec import STEP_POLICIES
 
-STEP_POLICIES = ("wrap", "clamp")
 FORMATS = ("npy", "zarr", "hdf5")
 VARIABLE = "concentration"
 DIMS = ("t", "y", "x")
