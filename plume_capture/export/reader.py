@@ -76,7 +76,7 @@ class RunSource:
 def open_run(run_dir) -> RunSource:
     """Start validating ``run_dir`` and resolve its env; raises ExportError when it cannot be
     exported (a run that fails validation is reported by its first validation error)."""
-    from plume_capture.readback.replay import _env_params
+    from plume_capture.readback.replay import run_env_params
 
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
@@ -87,7 +87,7 @@ def open_run(run_dir) -> RunSource:
     try:
         with open(os.path.join(run_dir, "run.json"), "rb") as f:
             meta = strict_loads(f.read())
-        params = _env_params(meta).build().params
+        params = run_env_params(meta).build().params
     except Exception as exc:
         RunSource(run_dir, {}, {}, validation).confirm()
         raise ExportError(f"{run_dir}: cannot rebuild its env: {exc}") from None

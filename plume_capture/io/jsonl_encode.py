@@ -104,9 +104,10 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return off, data
 
 
-#: at most this many floats are formatted in Python while polars is not loaded yet (a small run
-#: then does not pay polars' ~0.1 s import; the text is the same, see ``float_text``)
-PYTHON_FLOATS_MAX = 1 << 16
+#: tables of at most this many rows have their floats formatted in Python while polars is not
+#: loaded yet (a small run then does not pay polars' ~0.1 s import; the text is the same, see
+#: ``float_text``); larger tables always use polars (Python's repr is ~30x slower per value)
+PYTHON_FLOATS_MAX_ROWS = 4096
 
 
 def float_text(v: float) -> str:
@@ -130,9 +131,10 @@ def _format_floats_python(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _ro(off), _ro(np.frombuffer(b"".join(texts), np.uint8))
 
 
-def _format_floats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Shortest round-trip text of float64 values: (uint64 offsets, uint8 data)."""
-    if x.size <= PYTHON_FLOATS_MAX and "polars" not in sys.modules:
+def _format_floats(x: np.ndarray, python: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Shortest round-trip text of float64 values: (uint64 offsets, uint8 data); with ``python``,
+    formatted by :func:`float_text` (the same text) instead of polars."""
+    if python:
         return _format_floats_python(x)
     pl = _pl()
     s = pl.Series(values=x, dtype=pl.Float64).cast(pl.String).to_arrow()
@@ -159,6 +161,7 @@ class _Plan:
 
     def __init__(self, table: pa.Table):
         self.n = table.num_rows
+        self.python_floats = self.n <= PYTHON_FLOATS_MAX_ROWS and "polars" not in sys.modules
         self.kinds: list[int] = []
         self.cols: list[int] = []
         self.lits: list[str] = []
@@ -241,7 +244,7 @@ class _Plan:
         elif pa.types.is_floating(t):
             x = self._float_values(name, arr)
             if n and np.all(x.view(np.uint64) == x[:1].view(np.uint64)[0]):
-                off, data = _format_floats(x[:1])
+                off, data = _format_floats(x[:1], self.python_floats)
                 self._cur += bytes(data[off[0] : off[1]]).decode()
             else:
                 self._op(_FLOAT, len(self.fcols))
@@ -349,7 +352,7 @@ class _Plan:
             fl_base[k] = start - a
             start += b - a
         x = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else np.zeros(0))
-        return _format_floats(x)
+        return _format_floats(x, self.python_floats)
 
     def bound(self, r0: int, r1: int, off1: np.ndarray, data1: np.ndarray) -> int:
         """Upper bound of the text size of rows r0..r1-1."""

@@ -38,7 +38,7 @@ def _iter_episodes(run_dir: Path):
         yield current, steps
 
 
-def _env_params(meta: dict) -> EnvParams:
+def run_env_params(meta: dict) -> EnvParams:
     """The env that ran, from ``extra.env`` (ours) or ``env_config``/``extra.env`` (the reference's),
     in the config tree's shape so ``EnvParams.from_config`` does the mapping."""
     env = dict(meta.get("extra", {}).get("env") or {})
@@ -110,7 +110,7 @@ def replay_run(run_dir, *, episodes: int | None = None) -> dict:
     """
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "run.json").read_text())
-    params = EnvParams.build(_env_params(meta)).params
+    params = EnvParams.build(run_env_params(meta)).params
     base_seed = int(meta["base_seed"])
     pol = (meta.get("extra") or {}).get("policy")
     mode = "policy" if isinstance(pol, dict) and pol.get("name") else "actions"

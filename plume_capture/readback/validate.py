@@ -113,8 +113,6 @@ _RUN_ID_RE = re.compile(r"run-\d{8}-\d{6}(-[A-Za-z0-9_.-]+)?\Z")
 _START_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _SYSTEM_KEYS = ("hostname", "platform", "python_version", "pid", "user")
-_N_ACTIONS = {"discrete": 4, "oriented": 3, "run_tumble": 2}
-_STEP_PENALTY = -0.01
 _STEPS, _EPISODES = records.STEPS_BASENAME, records.EPISODES_BASENAME
 
 
@@ -420,7 +418,7 @@ def _check_extra(extra, ctx, rep):
                 rep.warn("UNCHECKED", W, msg + "; env_config is used")
     if env.get("reward_type") in ("sparse", "step_penalty"):
         ctx.reward_type = env["reward_type"]
-    ctx.n_actions = _N_ACTIONS.get(env.get("action_type"))
+    ctx.n_actions = records.N_ACTIONS.get(env.get("action_type"))
     ctx.obs_type = env.get("observation_type")
     ctx.obs_len = {"concentration": 1, "wind_vector": 2,
                    "antennae": env.get("n_sensors") if _is_int(env.get("n_sensors")) else None
@@ -993,7 +991,7 @@ def _check_steps(rep: _Report, ctx: _Ctx, fname: str, b):
               lambda i: f"terminated {_fmt(term[i])} with distance_to_goal {_fmt(dist[i])} and "
                         f"goal_radius {_fmt(ctx.radius)}", "term")
         if ctx.reward_type is not None:
-            miss = 0.0 if ctx.reward_type == "sparse" else _STEP_PENALTY
+            miss = 0.0 if ctx.reward_type == "sparse" else records.STEP_PENALTY
             want_r = np.where(reached, 1.0, miss)
             r = c["reward"]
             _flag(rep, "REWARD_MISMATCH", fname, b, r != want_r,

@@ -20,7 +20,8 @@ from plume_capture.io.jsonl_decode import EPISODE_LAYOUT, STEP_LAYOUT, GzipLines
 from plume_capture.io.rundir import list_run_files
 from plume_capture.kernels.jsonl_scan import count_lines
 from plume_capture.report.stats import wilson_interval
-from plume_capture.sim.params import EnvParams
+from plume_capture.readback.replay import run_env_params
+from plume_capture.sim.params import DEFAULT_GOAL_RADIUS, EnvParams
 
 DEFAULT_SAMPLE = 300
 STEP_CHUNK_BYTES = 4 << 20  # decompressed bytes per chunk of the JSON Lines pass
@@ -309,13 +310,7 @@ def _env_params(meta: dict) -> EnvParams:
     cfg = (meta.get("extra") or {}).get("config")
     if isinstance(cfg, dict):
         return EnvParams.from_config(cfg)
-    env = meta.get("env_config") or {}  # a run of the reference tool
-    plume = env.get("plume_params") or {}
-    return EnvParams(grid_size=tuple(env.get("grid_size") or (64, 64)),
-                     goal_location=tuple(env.get("source_location") or plume.get("source_location")
-                                         or ()) or None,
-                     goal_radius=env.get("goal_radius"), sigma=plume.get("sigma", 20.0),
-                     max_steps=env.get("max_steps"))
+    return run_env_params(meta)  # a run of the reference tool: its env_config
 
 
 def _field(meta: dict):
@@ -327,7 +322,7 @@ def _field(meta: dict):
         env = meta.get("env_config") or {}
         grid = tuple(env.get("grid_size") or params.grid_size)
         goal = tuple(env.get("source_location") or params.goal_location or (0, 0))
-        radius = float(env.get("goal_radius") or params.goal_radius or 5.0)
+        radius = float(env.get("goal_radius") or params.goal_radius or DEFAULT_GOAL_RADIUS)
         return grid, goal, radius, None, f"field not drawn: {str(e).splitlines()[0]}"
     p = phys.params
     f = np.asarray(phys.field)

@@ -670,3 +670,18 @@ def test_small_encode_without_polars_is_byte_identical(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "True", out.stderr[-2000:]
+
+
+def test_tables_beyond_a_small_run_are_formatted_by_polars():
+    """Python's repr is ~30x slower per value than polars: only small tables may use it."""
+    from plume_capture.io.jsonl_encode import PYTHON_FLOATS_MAX_ROWS
+
+    code = (
+        "import sys, numpy as np, pyarrow as pa\n"
+        "from plume_capture.io.jsonl_encode import encode_jsonl\n"
+        f"t = pa.table({{'a': pa.array(np.random.default_rng(1).random({PYTHON_FLOATS_MAX_ROWS + 1}))}})\n"
+        "encode_jsonl(t)\n"
+        "print('polars' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
