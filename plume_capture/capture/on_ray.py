@@ -39,21 +39,46 @@ def _strategy(node):
     return NodeAffinitySchedulingStrategy(node_id=node, soft=True)
 
 
-class RayPool:
-    """Long-lived ShardRunner actors (one CPU each) on the connected Ray instance or cluster."""
+class RunnerHost:
+    """A Ray actor (one CPU) that runs shards of any run of a sweep: a ``ShardRunner`` per run, made
+    on first use (also after Ray restarted the actor), the least recently used dropped beyond a
+    few (a sweep's shards arrive in run order)."""
 
-    def __init__(self, job: Job, num_actors: int | None, headroom: int | None = None):
+    KEEP = 2
+
+    def __init__(self, threads: int = 1):
+        from plume_capture.io.jsonl_encode import configure_threads
+
+        configure_threads(max(1, threads))  # before anything imports polars in this process
+        self.threads = threads
+        self.runners: collections.OrderedDict = collections.OrderedDict()
+
+    def run(self, key: int, job: Job, shard):
+        runner = self.runners.pop(key, None) or ShardRunner(job, self.threads)
+        self.runners[key] = runner
+        while len(self.runners) > self.KEEP:
+            self.runners.popitem(last=False)
+        return runner.run(shard)
+
+    def ping(self) -> int:
+        return os.getpid()
+
+
+class RayPool:
+    """Long-lived ``RunnerHost`` actors (one CPU each) on the connected Ray instance or cluster."""
+
+    def __init__(self, num_actors: int | None, headroom: int | None = None):
         import ray
 
         cpus = int(ray.cluster_resources().get("CPU", 1))
         if headroom is None:  # a restarted actor needs a free CPU once a node is gone
             headroom = 1 if sum(1 for n in ray.nodes() if n.get("Alive")) > 1 else 0
         self.n = max(1, num_actors or cpus - headroom)
-        remote = ray.remote(ShardRunner)
-        # No runtime_env: actors start on Ray's prestarted workers; ShardRunner sets its own
+        remote = ray.remote(RunnerHost)
+        # No runtime_env: actors start on Ray's prestarted workers; RunnerHost sets its own
         # Numba and polars thread counts.
         self.actors = [remote.options(num_cpus=1, max_restarts=-1, max_task_retries=0,
-                                      scheduling_strategy=_strategy(node)).remote(job, 1)
+                                      scheduling_strategy=_strategy(node)).remote(1)
                        for node in _placement(self.n)]
 
     def kill(self):
@@ -66,7 +91,12 @@ class RayPool:
                 pass
 
 
-def run_ray(p, shards, sink, progress, pool: RayPool | None = None) -> dict:
+def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[dict]:
+    """Shards of one or more runs (``[(prepared, shards, sink), ...]``) on one pool of actors: one
+    window over all runs' shards in run order, a reorder buffer so each run's results are written in
+    its shard order, each result dropped once written. ``on_done(i, execution)`` is called as soon
+    as run ``i`` is written. A shard whose actor dies is re-queued on a live actor; the dead actor
+    is restarted by Ray (``max_restarts=-1``) and used again once it answers a ping."""
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
@@ -76,35 +106,52 @@ def run_ray(p, shards, sink, progress, pool: RayPool | None = None) -> dict:
         ObjectLostError = RayActorError
     own_pool = pool is None
     if own_pool:
-        field_ref = None
-        if p.physics.params.plume == "movie":
-            field_ref = ray.put(p.physics.field)
-        pool = RayPool(p.job(field_ref), p.spec.engine.num_actors, p.spec.engine.headroom_cpus)
-    todo = collections.deque(shards)
-    inflight: dict = {}  # ref -> (shard, actor index)
+        first = work[0][0].spec.engine
+        pool = RayPool(first.num_actors, first.headroom_cpus)
+    jobs = [p.job(ray.put(p.physics.field) if p.physics.params.plume == "movie" else None) for p, _, _ in work]
+    todo = collections.deque((r, shard) for r, (_, shards, _) in enumerate(work) for shard in shards)
+    total = len(todo)
+    left = [len(shards) for _, shards, _ in work]
+    inflight: dict = {}  # ref -> (run, shard, actor index)
+    window = max(p.window for p, _, _ in work)
     load = [0] * pool.n
     alive = [True] * pool.n
     pings: dict = {}  # ping ref -> actor index
-    buffered: dict = {}
-    limit = pool.n * p.window
-    nodes = set()
-    retries = 0
-    actor_s = 0.0
+    buffered: dict = {}  # (run, shard index) -> result
+    limit = pool.n * window
+    nodes = [set() for _ in work]
+    retries = [0] * len(work)
+    actor_s = [0.0] * len(work)
+    starts = [None] * len(work)
+    out: list = [None] * len(work)
     t_start = time.perf_counter()
+
+    def finish(r):
+        wall = time.perf_counter() - (starts[r] or t_start)
+        out[r] = {"kind": "ray", "actors": pool.n, "nodes": len(nodes[r]), "shard_retries": retries[r],
+                  "actor_busy_s": actor_s[r], "actor_utilization": actor_s[r] / (pool.n * wall) if wall > 0 else None,
+                  "shared_with_runs": len(work) if len(work) > 1 else None}
+        if on_done is not None:
+            on_done(r, out[r])
+
+    for r in range(len(work)):
+        if left[r] == 0:  # nothing left to run (a resumed run whose shards were all written)
+            finish(r)
     try:
         while todo or inflight or buffered:
             # Fill the window: least-loaded live actor, bounded by in flight + buffered results.
             while todo and len(inflight) + len(buffered) < limit:
-                cands = [i for i in range(pool.n) if alive[i] and load[i] < p.window]
+                cands = [i for i in range(pool.n) if alive[i] and load[i] < window]
                 if not cands:
                     break
                 i = min(cands, key=lambda j: load[j])
-                shard = todo.popleft()
-                inflight[pool.actors[i].run.remote(shard)] = (shard, i)
+                r, shard = todo.popleft()
+                starts[r] = starts[r] or time.perf_counter()
+                inflight[pool.actors[i].run.remote(r, jobs[r], shard)] = (r, shard, i)
                 load[i] += 1
             waitable = list(inflight) + list(pings)
             if not waitable:
-                if buffered and sink.next_shard not in buffered:
+                if buffered and not any((r, work[r][2].next_shard) in buffered for r in range(len(work))):
                     raise CaptureError("internal: shard results missing from the reorder buffer")
             else:
                 ready, _ = ray.wait(waitable, num_returns=1, timeout=1.0)
@@ -117,36 +164,38 @@ def run_ray(p, shards, sink, progress, pool: RayPool | None = None) -> dict:
                         except (RayActorError, RayTaskError, ObjectLostError):
                             pings[pool.actors[i].ping.remote()] = i
                         continue
-                    shard, i = inflight.pop(ref)
+                    r, shard, i = inflight.pop(ref)
                     load[i] -= 1
                     try:
                         res = ray.get(ref)
                     except (RayActorError, ObjectLostError) as exc:
                         # The actor (or its node) died: discard the shard's partial work, re-queue it
                         # first, and use the actor again once it answers (Ray restarts it).
-                        retries += 1
-                        if retries > 10 * len(shards) + 10:
-                            raise CaptureError(f"giving up after {retries} shard failures: {exc}") from exc
-                        todo.appendleft(shard)
+                        retries[r] += 1
+                        if sum(retries) > 10 * total + 10:
+                            raise CaptureError(f"giving up after {sum(retries)} shard failures: {exc}") from exc
+                        todo.appendleft((r, shard))
                         if alive[i]:
                             alive[i] = False
                             pings[pool.actors[i].ping.remote()] = i
                         continue
                     except RayTaskError as exc:
                         raise CaptureError(f"shard {shard.index} failed: {exc}") from exc
-                    nodes.add(res.node)
-                    actor_s += res.seconds
-                    buffered[shard.index] = res
-            while sink.next_shard in buffered:
-                res = buffered.pop(sink.next_shard)
-                sink.append(res)
-                progress.update(res.shard.episodes, res.steps)
+                    nodes[r].add(res.node)
+                    actor_s[r] += res.seconds
+                    buffered[(r, shard.index)] = res
+            for r, (_, _, sink) in enumerate(work):
+                while (r, sink.next_shard) in buffered:
+                    res = buffered.pop((r, sink.next_shard))
+                    sink.append(res)
+                    progress.update(res.shard.episodes, res.steps)
+                    left[r] -= 1
+                    if left[r] == 0:
+                        finish(r)
     finally:
         if own_pool:
             pool.kill()
-    wall = time.perf_counter() - t_start
-    return {"kind": "ray", "actors": pool.n, "nodes": len(nodes), "shard_retries": retries,
-            "actor_busy_s": actor_s, "actor_utilization": actor_s / (pool.n * wall) if wall > 0 else None}
+    return out
 
 
 PROBE_TIMEOUT_S = 10.0  # how long a cluster address may take to accept a TCP connection

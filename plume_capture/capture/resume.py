@@ -38,7 +38,7 @@ def locate(run_dir) -> Path:
     else:
         staging, final = staging_path(p), p
     if (final / "run.json").exists():
-        raise ConfigError(f"cannot resume {str(run_dir)!r}: the run is already complete")
+        raise ConfigError(f"cannot resume {str(run_dir)!r}: the run is already complete ({final})")
     if not (staging / MANIFEST).is_file():
         raise ConfigError(f"cannot resume {str(run_dir)!r}: no interrupted run there (no {MANIFEST})")
     return staging

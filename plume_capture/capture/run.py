@@ -245,36 +245,18 @@ def execute(p: Prepared, sink: RunSink, lock: RunLock, progress_enabled: bool, p
     """Run the shards the sink does not hold yet, then commit the run; releases ``lock`` at the
     end. On any failure the staging directory stays, visibly incomplete and resumable
     (``exc.staging`` names it)."""
-    if p.engine == "local":
-        return execute_local([(p, sink, lock)], progress_enabled)[0]
-    from plume_capture.capture.on_ray import run_ray
+    return execute_many([(p, sink, lock)], progress_enabled, pool)[0]
 
+
+def execute_many(items, progress_enabled: bool, pool=None) -> list[CaptureResult]:
+    """Runs ``[(prepared, sink, lock), ...]`` of one engine over one set of workers (in-process
+    threads or Ray actors; a sweep's points share them), each committed as soon as its last shard
+    is written. On a failure the runs not yet committed stay, incomplete and resumable
+    (``exc.staging`` names the first)."""
+    engine = items[0][0].engine
+    assert all(p.engine == engine for p, _, _ in items), "one engine per call"
     t0 = time.perf_counter()
     code = _background(runmeta.provenance)  # git state of the code and the working directory (~50 ms)
-    shards = plan(p.episodes, p.shard_episodes)
-    done = sink.next_shard
-    progress = _Progress(progress_enabled, p.episodes, p.spec.experiment)
-    progress.update(sink.episodes_written, 0)
-    try:
-        execution = run_ray(p, shards[done:], sink, progress, pool)
-        execution["resumed_from_shard"] = done if sink.resumed else None
-        _finalize(p, sink, execution, time.perf_counter() - t0, code)
-    except BaseException as exc:
-        _failed(exc, [(p, sink)])
-        raise
-    finally:
-        progress.close()
-        lock.release()
-    return CaptureResult(run_dir=p.run_dir, run_id=p.run_id, episodes=p.episodes, steps=sink.steps_written,
-                         wall_s=time.perf_counter() - t0, config_hash=p.spec.config_hash, engine=p.engine)
-
-
-def execute_local(items, progress_enabled: bool) -> list[CaptureResult]:
-    """Runs ``[(prepared, sink, lock), ...]`` in-process over one set of worker threads (a sweep's
-    points share them), each committed as soon as its last shard is written. On a failure the
-    runs not yet committed stay, incomplete and resumable (``exc.staging`` names the first)."""
-    t0 = time.perf_counter()
-    code = _background(runmeta.provenance)
     results: list = [None] * len(items)
     dones = [sink.next_shard for _, sink, _ in items]
     work = [(p, plan(p.episodes, p.shard_episodes)[done:], sink) for (p, sink, _), done in zip(items, dones)]
@@ -291,10 +273,15 @@ def execute_local(items, progress_enabled: bool) -> list[CaptureResult]:
                                    steps=sink.steps_written, wall_s=wall, config_hash=p.spec.config_hash,
                                    engine=p.engine)
 
-    tiny = all(p.episodes * p.physics.params.max_steps <= INTERPRET_MAX_STEPS for p, _, _ in items)
     try:
-        with _jit.interpreting() if tiny else contextlib.nullcontext():
-            run_local(work, progress, on_done=commit)
+        if engine == "local":
+            tiny = all(p.episodes * p.physics.params.max_steps <= INTERPRET_MAX_STEPS for p, _, _ in items)
+            with _jit.interpreting() if tiny else contextlib.nullcontext():
+                run_local(work, progress, on_done=commit)
+        else:
+            from plume_capture.capture.on_ray import run_ray
+
+            run_ray(work, progress, pool, on_done=commit)
     except BaseException as exc:
         _failed(exc, [(p, sink) for (p, sink, _), r in zip(items, results) if r is None])
         raise
@@ -364,18 +351,17 @@ def session(prepared: list[Prepared]):
 
 
 def capture_many(cfgs, *, overrides_list=None, progress: bool = False) -> list[CaptureResult]:
-    """Run several captures (a sweep); every config is checked before any runs. In-process points
-    share one set of worker threads (each point its own sink and run directory, committed as soon
-    as it is complete); Ray points run one after another on one Ray instance or cluster."""
+    """Run several captures (a sweep); every config is checked before any runs. The points share
+    one set of workers per engine (in-process threads, or Ray actors on one instance or cluster):
+    each point its own sink and run directory, committed as soon as it is complete."""
     overrides_list = overrides_list or [()] * len(cfgs)
     prepared = [prepare(resolve(c, o)) for c, o in zip(cfgs, overrides_list)]
     with session(prepared):
         results: list = [None] * len(prepared)
-        local = [i for i, p in enumerate(prepared) if p.engine == "local"]
-        if local:
-            for i, r in zip(local, execute_local([(prepared[i], *open_new(prepared[i])) for i in local], progress)):
-                results[i] = r
-        for i, p in enumerate(prepared):
-            if p.engine != "local":
-                results[i] = execute(p, *open_new(p), progress)
+        for engine in ("local", "ray"):
+            idx = [i for i, p in enumerate(prepared) if p.engine == engine]
+            if idx:
+                done = execute_many([(prepared[i], *open_new(prepared[i])) for i in idx], progress)
+                for i, r in zip(idx, done):
+                    results[i] = r
         return results

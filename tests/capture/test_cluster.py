@@ -50,12 +50,12 @@ def test_one_actor_per_node_same_records(cluster, tmp_path):
 
 
 def _alive_runner_nodes() -> dict:
-    """node id -> number of alive ShardRunner actors on it (from the GCS; no dashboard needed)."""
+    """node id -> number of alive RunnerHost actors on it (from the GCS; no dashboard needed)."""
     import ray
 
     out: dict = {}
     for a in ray._private.state.actors().values():
-        if a["ActorClassName"] == "ShardRunner" and a["State"] == "ALIVE":
+        if a["ActorClassName"] == "RunnerHost" and a["State"] == "ALIVE":
             node = a["Address"]["NodeID"]
             out[node] = out.get(node, 0) + 1
     return out

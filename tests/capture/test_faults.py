@@ -31,7 +31,7 @@ def _runner_pids() -> list[int]:
     import ray
 
     return [a["Pid"] for a in ray._private.state.actors().values()
-            if a["ActorClassName"] == "ShardRunner" and a["State"] == "ALIVE" and a["Pid"]]
+            if a["ActorClassName"] == "RunnerHost" and a["State"] == "ALIVE" and a["Pid"]]
 
 
 def test_sigkill_actor_mid_run_same_records(tmp_path, ray_session):

@@ -81,3 +81,20 @@ def test_a_sweep_sharing_the_threads_gives_each_point_its_own_records(tmp_path):
         assert_same_records(alone.run_dir, res.run_dir)
         info = run_json(res.run_dir)["extra"]["engine"]
         assert info["shared_with_runs"] == len(points) and run_json(res.run_dir)["extra"]["status"] == "complete"
+
+
+def test_a_sweep_on_ray_shares_the_actors_and_keeps_each_points_records(tmp_path, ray_session):
+    from plume_capture.capture import capture_many
+
+    points = [dict(episodes=6, seed=s, policy={"name": pol},
+                   env={"grid_size": [g, g], "max_steps": 150, "action_type": act})
+              for s, g, pol, act in ((1, 16, "random", "oriented"), (2, 24, "surge_cast", "oriented"),
+                                     (3, 16, "run_tumble_chemotaxis", "run_tumble"))]
+    shared = capture_many([config(output=str(tmp_path / "ray"), engine={"kind": "ray", "num_actors": 2,
+                                                                            "shard_episodes": 2}, **pt)
+                           for pt in points])
+    for i, (pt, res) in enumerate(zip(points, shared)):
+        alone = capture(config(output=str(tmp_path / f"alone{i}"), engine={"kind": "local"}, **pt))
+        assert_same_records(alone.run_dir, res.run_dir)
+        info = run_json(res.run_dir)["extra"]["engine"]
+        assert info["kind"] == "ray" and info["shared_with_runs"] == len(points)
