@@ -81,7 +81,8 @@ def run_local(work, progress, on_done=None) -> list[dict]:
         wall = time.perf_counter() - (starts[i] or t_start)
         out[i] = {"kind": "local", "actors": 1, "threads": n, "nodes": 1, "actor_busy_s": busy[i],
                   "actor_utilization": busy[i] / (n * wall) if wall > 0 else None,
-                  "shared_with_runs": len(work) if len(work) > 1 else None}
+                  "shared_with_runs": len(work) if len(work) > 1 else None,
+                  "started": starts[i]}
         if on_done is not None:
             on_done(i, out[i])
 

@@ -130,7 +130,8 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
         wall = time.perf_counter() - (starts[r] or t_start)
         out[r] = {"kind": "ray", "actors": pool.n, "nodes": len(nodes[r]), "shard_retries": retries[r],
                   "actor_busy_s": actor_s[r], "actor_utilization": actor_s[r] / (pool.n * wall) if wall > 0 else None,
-                  "shared_with_runs": len(work) if len(work) > 1 else None}
+                  "shared_with_runs": len(work) if len(work) > 1 else None,
+                  "started": starts[r]}
         if on_done is not None:
             on_done(r, out[r])
 

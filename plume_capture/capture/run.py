@@ -266,7 +266,8 @@ def execute_many(items, progress_enabled: bool, pool=None) -> list[CaptureResult
     def commit(i, execution):
         p, sink, lock = items[i]
         execution["resumed_from_shard"] = dones[i] if sink.resumed else None
-        wall = time.perf_counter() - t0
+        started = execution.pop("started", None)  # a sweep's later points: from their first shard
+        wall = time.perf_counter() - (t0 if i == 0 or started is None else started)
         _finalize(p, sink, execution, wall, code)
         lock.release()
         results[i] = CaptureResult(run_dir=p.run_dir, run_id=p.run_id, episodes=p.episodes,
@@ -296,10 +297,10 @@ def execute_many(items, progress_enabled: bool, pool=None) -> list[CaptureResult
 def _failed(exc: BaseException, unfinished) -> None:
     for p, sink in unfinished:
         sink.abort()
-    staging = next((p.staging for p, _ in unfinished if p.staging.is_dir()), None)
-    if staging is not None:
-        try:
-            exc.staging = staging  # the CLI tells the operator what to --resume
+    stagings = [p.staging for p, _ in unfinished if p.staging.is_dir()]
+    if stagings:
+        try:  # the CLI tells the operator what to --resume
+            exc.staging, exc.stagings = stagings[0], stagings
         except AttributeError:  # pragma: no cover
             pass
 

@@ -240,8 +240,11 @@ def operational(exc: OSError) -> str | None:
 
 
 def _resumable(exc: BaseException) -> str:
-    staging = getattr(exc, "staging", None)
-    return f"; the incomplete run is in {staging} (finish it with --resume {staging})" if staging else ""
+    stagings = getattr(exc, "stagings", None) or ([exc.staging] if getattr(exc, "staging", None) else [])
+    if len(stagings) > 1:  # a sweep: every point not yet committed
+        return (f"; {len(stagings)} incomplete runs are in {', '.join(map(str, stagings))} "
+                "(finish each with --resume DIR)")
+    return f"; the incomplete run is in {stagings[0]} (finish it with --resume {stagings[0]})" if stagings else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

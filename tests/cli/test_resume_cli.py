@@ -305,3 +305,31 @@ def test_a_sigkilled_holder_releases_the_lock(tmp_path, clean_long):
     _published_and_clean(tmp_path, clean_long)
     (final,) = complete_runs(tmp_path / "out")
     assert not (final / "lock").exists()
+
+
+def test_an_interrupted_sweep_names_every_incomplete_point_and_each_resumes(tmp_path):
+    from plume_capture.readback.validate import validate_run_artifacts
+
+    mark = uuid.uuid4().hex
+    args = ["--episodes", "1200", "--max-steps", "250", "--grid", "128x128", "--quiet", "--output", "out",
+            "--engine", "local", "engine.shard_episodes=4", "-m", "seed=77,78,79"]
+    proc = _cli(args, tmp_path, mark)
+    try:
+        _wait_for_shards(proc, tmp_path / "out" / "default")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _assert_no_leftovers(mark)
+    assert proc.returncode == 130, err
+    stagings = sorted(p for p in (tmp_path / "out" / "default").iterdir() if p.name.endswith(".partial"))
+    assert len(stagings) >= 2 and len(err.strip().splitlines()) == 1
+    assert all(str(s.relative_to(tmp_path)) in err for s in stagings), err
+    for s in stagings:
+        ok = _run(["--resume", str(s.relative_to(tmp_path)), "--quiet"], tmp_path)
+        assert ok.returncode == 0, ok.stderr
+    runs = complete_runs(tmp_path / "out")
+    assert len(runs) == 3 and all(validate_run_artifacts(r)["ok"] for r in runs)
+    assert sorted(run_json(r)["base_seed"] for r in runs) == [77, 78, 79]
