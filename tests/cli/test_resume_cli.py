@@ -311,7 +311,7 @@ def test_an_interrupted_sweep_names_every_incomplete_point_and_each_resumes(tmp_
     from plume_capture.readback.validate import validate_run_artifacts
 
     mark = uuid.uuid4().hex
-    args = ["--episodes", "1200", "--max-steps", "250", "--grid", "128x128", "--quiet", "--output", "out",
+    args = ["--episodes", "2400", "--max-steps", "250", "--grid", "128x128", "--quiet", "--output", "out",
             "--engine", "local", "engine.shard_episodes=4", "-m", "seed=77,78,79"]
     proc = _cli(args, tmp_path, mark)
     try:
@@ -325,8 +325,10 @@ def test_an_interrupted_sweep_names_every_incomplete_point_and_each_resumes(tmp_
     _assert_no_leftovers(mark)
     assert proc.returncode == 130, err
     stagings = sorted(p for p in (tmp_path / "out" / "default").iterdir() if p.name.endswith(".partial"))
-    assert len(stagings) >= 2 and len(err.strip().splitlines()) == 1
+    # How many points were still running depends on the machine's load; every one is named.
+    assert len(stagings) >= 1 and len(err.strip().splitlines()) == 1
     assert all(str(s.relative_to(tmp_path)) in err for s in stagings), err
+    assert (f"{len(stagings)} incomplete runs" in err) if len(stagings) > 1 else ("the incomplete run is in" in err)
     for s in stagings:
         ok = _run(["--resume", str(s.relative_to(tmp_path)), "--quiet"], tmp_path)
         assert ok.returncode == 0, ok.stderr
