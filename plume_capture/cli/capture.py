@@ -160,7 +160,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
         if not os.path.isdir(args.resume):
             staged = os.path.basename(os.path.normpath(args.resume))
             final = os.path.join(os.path.dirname(os.path.normpath(args.resume)), staged[1:-len(".partial")])
-            if staged.startswith(".") and staged.endswith(".partial") and os.path.exists(os.path.join(final, "run.json")):
+            published = os.path.exists(os.path.join(final, "run.json"))
+            if staged.startswith(".") and staged.endswith(".partial") and published:
                 raise ConfigError(f"--resume: the run is already complete ({final})")  # published meanwhile
             raise ConfigError(f"--resume: {args.resume!r} is not a run directory")
         return args, [_resume_config(args)], [list(args.overrides)]

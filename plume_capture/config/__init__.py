@@ -7,8 +7,9 @@
 Defaults live in the shipped ``config.yaml`` (:mod:`plume_capture.defaults`).
 """
 from plume_capture.config.check import CLOSED_GROUPS, ENGINE_KINDS, complete as complete_config, validate_config
-from plume_capture.config.compose import (DEFAULT_CONFIG_NAME, PRESET_GROUP, PRESET_KEY, apply_overrides, compose_config,
-                                          default_config, default_config_root, expand_sweeps, load_config)
+from plume_capture.config.compose import (DEFAULT_CONFIG_NAME, PRESET_GROUP, PRESET_KEY, apply_overrides,
+                                          compose_config, default_config, default_config_root, expand_sweeps,
+                                          load_config)
 from plume_capture.config.resolve import (EXECUTION_ONLY_KEYS, EngineSpec, RunSpec, config_hash, effective_config,
                                           resolve)
 from plume_capture.errors import ConfigError

@@ -227,7 +227,8 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
     )
     w, h = grid
     _check(w >= 1 and h >= 1, f"env.grid_size must have W, H >= 1, got [{w}, {h}]")
-    _check(w <= GRID_MAX and h <= GRID_MAX, f"env.grid_size must have W, H <= {GRID_MAX}, got [{_short(w)}, {_short(h)}]")
+    _check(w <= GRID_MAX and h <= GRID_MAX,
+           f"env.grid_size must have W, H <= {GRID_MAX}, got [{_short(w)}, {_short(h)}]")
     _int_at_least(cfg, "env.max_steps", 1, nullable=True)
     _float_in_range(cfg, "env.goal_radius", nullable=True)
     _check_choice(cfg, "env.action_type", ACTION_TYPES)

@@ -45,7 +45,8 @@ from plume_capture import spec as records
 from plume_capture.kernels.checks import (EV_AFTER_END, EV_BACK, EV_DUP, EV_EP_GAP, EV_FIRST, EV_GAP, EV_ORDER,
                                           _epid_parse, _step_sequence)
 from plume_capture.io.arrow import from_numpy, to_numpy
-from plume_capture.io.jsonl_decode import EPISODE_LAYOUT, STEP_LAYOUT, BufferPool, GzipLines, Layout, episode_index, parse_fast, parse_slow, sha256_file, strict_loads
+from plume_capture.io.jsonl_decode import (EPISODE_LAYOUT, STEP_LAYOUT, BufferPool, GzipLines, Layout, episode_index,
+                                           parse_fast, parse_slow, sha256_file, strict_loads)
 from plume_capture.io.rundir import list_run_files
 from plume_capture.kernels.jsonl_scan import T_EPID, T_FLIST, T_POS, T_STR, count_lines
 

@@ -16,7 +16,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from plume_capture import spec
-from plume_capture.io.jsonl_decode import EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, iter_jsonl_batches, parse_chunk, strict_loads
+from plume_capture.io.jsonl_decode import (EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, iter_jsonl_batches, parse_chunk,
+                                           strict_loads)
 from plume_capture.io.rundir import list_run_files
 from plume_capture.kernels.jsonl_scan import count_lines
 from plume_capture.report.stats import wilson_interval
