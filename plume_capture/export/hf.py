@@ -8,7 +8,6 @@ import os
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from plume_capture.export.reader import Chunk, iter_chunks, open_run, validated
 from plume_capture.export.rllib import SHARD_ROWS, ShardWriter
