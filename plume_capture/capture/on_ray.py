@@ -67,14 +67,14 @@ class RunnerHost:
 class RayPool:
     """Long-lived ``RunnerHost`` actors (one CPU each) on the connected Ray instance or cluster."""
 
-    def __init__(self, num_actors: int | None, headroom: int | None = None):
+    def __init__(self, num_actors: int | None, headroom: int | None = None, actor_cls=None):
         import ray
 
         cpus = int(ray.cluster_resources().get("CPU", 1))
         if headroom is None:  # a restarted actor needs a free CPU once a node is gone
             headroom = 1 if sum(1 for n in ray.nodes() if n.get("Alive")) > 1 else 0
         self.n = max(1, num_actors or cpus - headroom)
-        remote = ray.remote(RunnerHost)
+        remote = ray.remote(actor_cls or RunnerHost)  # another class: benchmarks of the driver alone
         # No runtime_env: actors start on Ray's prestarted workers; RunnerHost sets its own
         # Numba and polars thread counts.
         self.actors = [remote.options(num_cpus=1, max_restarts=-1, max_task_retries=0,
