@@ -545,7 +545,7 @@ def test_bad_lines_are_named_and_the_rest_still_checked(run):
 
 def test_long_episode_seeds_list(run):
     """A run.json above 4 MB has its episode_seeds parsed by numpy; a wrong one is still found."""
-    from plume_capture.readback.validate import _load_run_json
+    from plume_capture.readback.validate.run_json import _load_run_json
     meta = read_meta(run)
     n = 700_000
     meta["episode_seeds"] = list(range(123, 123 + n))

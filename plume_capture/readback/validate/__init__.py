@@ -1,0 +1,289 @@
+"""Validation of run directories (SPEC §11): ``validate_run_artifacts`` and the
+command-line entry point in ``plume_capture.cli.validate``. The package: ``report`` (codes, the
+report), ``run_json`` (run.json and what the records are checked against), ``streams`` (JSON Lines
+chunk by chunk, record and per-episode checks), ``parquet`` (Parquet against the JSON Lines), and
+here the file set and the entry point.
+
+What is checked: run.json (keys and their order, types, seeds, ``extra.status``/``counts``/
+``files``); the file set (rotated parts in order and without gaps, stray or unlisted files);
+gzip integrity, sizes, sha256 and row counts against ``extra.files``; every record (keys, JSON
+types, ``schema_version``, one ``run_id``, episode ids and seeds, positions in the grid,
+distance to the goal, the terminated/truncated flags, rewards and actions against
+``extra.env``, observation length); per episode: steps ``1..n`` contiguous and in order, and the
+episode record agreeing with its steps (count, sequential float64 reward sum, final position
+and distance, flags); Parquet against the JSON Lines value for value (floats bit for bit) and its
+key-value metadata.
+
+Everything is streamed: JSON Lines chunk by chunk (``load``), Parquet batch by batch, with the
+per-episode state carried across chunk and file boundaries, so memory does not grow with the
+run. Decompression, parsing and Parquet decoding run in worker threads (the kernels release the
+GIL).
+
+Each problem is one string ``CODE: where: message`` (codes in ``CODES``, warnings in
+``WARNING_CODES``); ``where`` is ``run.json``, a file name or ``file:line``. Row-level problems
+of one kind are reported once per file with the first line and the number of rows. A run is
+``kind == "reference"`` (the reference tool's) when run.json's ``extra`` has none of our keys
+(``status``, ``files``, ``counts``, ``engine``, ``policy``); what cannot be checked for it
+becomes a warning. For our runs a missing ``extra.status`` means the run is incomplete.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow.parquet as pq
+
+from plume_capture import spec as records
+from plume_capture.io.jsonl_decode import EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, episode_index, sha256_file
+from plume_capture.io.rundir import list_run_files
+from plume_capture.kernels.jsonl_scan import count_lines
+from plume_capture.readback.validate.parquet import _ParquetSide
+from plume_capture.readback.validate.report import CODES, WARNING_CODES, _Report, _eid, _eids
+from plume_capture.readback.validate.run_json import _Ctx, _EPISODES, _STEPS, _check_run_json, _load_run_json
+from plume_capture.readback.validate.streams import (_EpisodeState, _Joiner, _StepState, _Stream, _check_episodes,
+                                                    _check_steps)
+
+__all__ = ["CODES", "WARNING_CODES", "format_report", "validate_run_artifacts"]
+
+
+def _check_files(run_dir, files, ctx: _Ctx, rep: _Report):
+    for base, name in files.missing_parts:
+        rep.error("PART_MISSING", name, f"rotated part of {base} missing (numbering has a gap)")
+    for base in (_STEPS, _EPISODES):
+        if not files.jsonl[base]:
+            rep.error("FILE_MISSING", records.part_name(base, 0), "no such file")
+        elif files.jsonl[base][0] != records.part_name(base, 0):
+            rep.error("FILE_MISSING", records.part_name(base, 0),
+                      f"no such file, but {files.jsonl[base][0]} exists")
+    for name in files.stray:
+        path = os.path.join(run_dir, name)
+        what = f"{os.path.getsize(path)} bytes"
+        if name.endswith(".gz") and os.path.getsize(path) <= (64 << 20):
+            n = sum(count_lines(chunk) for chunk in GzipLines(path))
+            what = f"{n} lines"
+        base = _STEPS if name.startswith(_STEPS + ".") else _EPISODES
+        m = re.fullmatch(r"(steps|episodes)\.jsonl\.part(\d+)\.gz", name)
+        hint = (f"; the reference tool's naming, the part is "
+                f"{records.part_name(base, int(m.group(2)))}" if m and int(m.group(2)) else "")
+        rep.error("STRAY_PART", name,
+                  f"looks like part of {base} but is not named {base}.jsonl.gz or "
+                  f"{base}.partNNNN.jsonl.gz, so no reader loads it ({what} not read){hint}")
+    for name in files.other:
+        if ctx.files and name in ctx.files:
+            continue
+        rep.warn("UNKNOWN_FILE", name, "not part of the run format")
+    if ctx.files is not None:
+        present = set(os.listdir(run_dir))
+        for name in ctx.files:
+            if name not in present:
+                is_part = bool(re.match(r"(steps|episodes)\.part\d+\.jsonl\.gz\Z", name))
+                rep.error("PART_MISSING" if is_part else "FILE_MISSING", name,
+                          "listed in extra.files but missing")
+        artifacts = [n for fs in files.jsonl.values() for n in fs] + \
+            [p for p in files.parquet.values() if p]
+        for name in artifacts:
+            if name not in ctx.files:
+                rep.error("FILE_UNLISTED", name, "not listed in extra.files")
+
+
+def _check_manifest_entry(run_dir, name, ctx: _Ctx, rep: _Report, rows: int | None, sha=None,
+                          size=None):
+    if ctx.files is None or name not in ctx.files:
+        return
+    ent = ctx.files[name]
+    path = os.path.join(run_dir, name)
+    if size is None:
+        size = os.path.getsize(path)
+    if size != ent["bytes"]:
+        rep.error("SIZE_MISMATCH", name, f"{size} bytes, extra.files says {ent['bytes']}")
+    if sha is None:
+        sha = sha256_file(path)
+    if sha != ent["sha256"]:
+        rep.error("SHA256_MISMATCH", name, f"sha256 {sha[:16]}…, extra.files says "
+                  f"{str(ent['sha256'])[:16]}…")
+    if rows is not None and rows != ent["rows"]:
+        rep.error("ROWS_MISMATCH", name, f"{rows} rows, extra.files says {ent['rows']}")
+
+
+def _first_record(path):
+    """run_id, seed and episode index of the first step record (when run.json gives none)."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            rec = json.loads(f.readline())
+        return rec.get("run_id"), rec.get("seed"), episode_index(rec.get("episode_id"))
+    except (OSError, ValueError, AttributeError, EOFError):
+        return None, None, -1
+
+
+def _fill_from_records(run_dir, files, ctx: _Ctx, rep: _Report):
+    if (ctx.run_id is not None and ctx.base_seed is not None) or not files.jsonl[_STEPS]:
+        return
+    rid, seed, idx = _first_record(os.path.join(run_dir, files.jsonl[_STEPS][0]))
+    if ctx.run_id is None and isinstance(rid, str):
+        ctx.run_id = rid
+        rep.warn("UNCHECKED", "run.json", f"no usable run_id: records are checked against the "
+                 f"first record's ({rid!r})")
+    if ctx.base_seed is None and type(seed) is int and idx >= 0:
+        ctx.base_seed = seed - idx
+        rep.warn("UNCHECKED", "run.json", "no usable base_seed: seeds are checked against the "
+                 "first record's")
+
+
+def _check_records(steps: _Stream, episodes: _Stream, ctx: _Ctx, rep: _Report):
+    """Stream the steps, pulling episode records along as far as the steps have got."""
+    ep_iter = episodes.batches()
+    ep_done = False
+    sstate, estate = _StepState(), _EpisodeState()
+    joiner = _Joiner(rep)
+
+    def pull_episodes(everything: bool):
+        nonlocal ep_done
+        while not ep_done and (everything or joiner.wants_episodes()):
+            try:
+                fname, eb = next(ep_iter)
+            except StopIteration:
+                ep_done = True
+                return
+            _check_episodes(rep, ctx, fname, eb)
+            joiner.E.append(estate.run(eb, rep, fname))
+
+    for fname, sb in steps.batches():
+        _check_steps(rep, ctx, fname, sb)
+        joiner.S.append(sstate.run(sb, rep, fname))
+        pull_episodes(False)
+        joiner.match(final=False)
+    joiner.S.append(sstate.close())
+    pull_episodes(True)
+    joiner.match(final=True)
+
+    n_ep = ctx.n_episodes
+    for stream, label, last in ((steps, "steps", int(sstate.st[1])),
+                                (episodes, "episode records", estate.max_ep)):
+        if n_ep is None or not stream.files:
+            continue
+        if last + 1 < n_ep and not stream.damaged:
+            rep.error("EPISODE_MISSING", stream.files[-1], f"no {label} for "
+                      f"{_eids(last + 1, n_ep - 1)} (run.json lists {n_ep} episodes)")
+        elif last + 1 > n_ep:
+            rep.error("COUNTS_MISMATCH", stream.files[-1],
+                      f"{label} go up to {_eid(last)}, run.json lists {n_ep} episodes")
+    if ctx.counts is not None:
+        for key, stream in (("steps", steps), ("episodes", episodes)):
+            if ctx.counts[key] != stream.lines:
+                rep.error("COUNTS_MISMATCH", "run.json", f"extra.counts.{key} is "
+                          f"{ctx.counts[key]}, the files hold {stream.lines} records")
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: int = 100,
+                           chunk_bytes: int = 4 << 20) -> dict:
+    """Validate a run directory (ours or the reference tool's); see the module docstring.
+
+    Returns ``{"run_dir", "ok", "kind", "errors", "warnings", "errors_suppressed", "counts":
+    {"steps", "episodes"}, "files_checked", "unchecked"}``; ``ok`` is true when there are no
+    errors; ``unchecked`` names what could not be checked (e.g. checksums of a run whose run.json
+    has no ``extra.files``), also shown in the report's summary line.
+    ``chunk_bytes`` is the JSON Lines text parsed per batch (memory vs. per-batch overhead).
+    """
+    run_dir = os.fspath(run_dir)
+    rep, ctx, checked = _Report(max_errors), _Ctx(), []
+    counts = {"steps": 0, "episodes": 0}
+    if not os.path.isdir(run_dir):
+        rep.error("RUN_DIR_MISSING", run_dir, "not a directory")
+    elif not os.path.exists(os.path.join(run_dir, "run.json")):
+        rep.error("RUN_JSON_MISSING", "run.json", "no run.json: the run is incomplete or this "
+                  "is not a run directory")
+    else:
+        checked.append("run.json")
+        meta, err = _load_run_json(os.path.join(run_dir, "run.json"))
+        if err is not None:
+            rep.error("RUN_JSON_INVALID", "run.json", f"not valid JSON: {err}")
+        elif not isinstance(meta, dict):
+            rep.error("RUN_JSON_INVALID", "run.json", f"not a JSON object ({type(meta).__name__})")
+        else:
+            ctx.meta_ok = True
+            _check_run_json(meta, ctx, rep)
+    if os.path.isdir(run_dir):
+        counts = _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes)
+    unchecked = []
+    if ctx.meta_ok and not ctx.ours:
+        unchecked.append("completeness, counts, sizes and checksums (run.json has no extra.status/counts/files)")
+    if any(w.startswith("UNCHECKED") for w in rep.warnings):
+        unchecked.append("what the UNCHECKED warnings name")
+    return {"run_dir": run_dir, "ok": not rep.entries and not rep.suppressed, "kind": ctx.kind,
+            "errors": rep.error_strings(), "warnings": rep.warnings,
+            "errors_suppressed": rep.suppressed, "counts": counts, "files_checked": checked,
+            "unchecked": unchecked}
+
+
+def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes) -> dict:
+    files = list_run_files(run_dir)
+    _check_files(run_dir, files, ctx, rep)
+    _fill_from_records(run_dir, files, ctx, rep)
+    pool = ThreadPoolExecutor(max_workers=2)  # parsing; decompression has its own thread
+    sides = {}
+    try:
+        for base, layout in ((_STEPS, STEP_LAYOUT), (_EPISODES, EPISODE_LAYOUT)):
+            name = files.parquet[base]
+            if name and check_parquet:
+                sides[base] = _ParquetSide(os.path.join(run_dir, name), layout, ctx, rep)
+            elif name:
+                rep.warn("PARQUET_SKIPPED", name, "not compared (check_parquet=False)")
+        streams = {base: _Stream(run_dir, files.jsonl[base], layout, ctx, rep, sides.get(base),
+                                 pool, chunk_bytes)
+                   for base, layout in ((_STEPS, STEP_LAYOUT), (_EPISODES, EPISODE_LAYOUT))}
+        _check_records(streams[_STEPS], streams[_EPISODES], ctx, rep)
+        for stream in streams.values():
+            for name, (nlines, size, sha) in zip(stream.files, stream.file_info):
+                checked.append(name)
+                _check_manifest_entry(run_dir, name, ctx, rep, nlines, sha, size)
+        for base, stream in streams.items():
+            name, side = files.parquet[base], sides.get(base)
+            if side is not None:
+                side.finish(stream.lines)
+            if name:
+                checked.append(name)
+                rows = side.rows if side is not None else None
+                if rows is None:
+                    try:
+                        rows = pq.ParquetFile(os.path.join(run_dir, name)).metadata.num_rows
+                    except Exception:  # noqa: BLE001 - reported by the Parquet side
+                        pass
+                _check_manifest_entry(run_dir, name, ctx, rep, rows)
+        for name in sorted(set(ctx.files or ()) - set(checked)):  # other files listed
+            if os.path.isfile(os.path.join(run_dir, name)):
+                checked.append(name)
+                _check_manifest_entry(run_dir, name, ctx, rep, None)
+        return {"steps": streams[_STEPS].lines, "episodes": streams[_EPISODES].lines}
+    finally:
+        for side in sides.values():
+            side.close()
+        pool.shutdown(wait=True)
+
+
+def format_report(res: dict) -> str:
+    """A readable multi-line report of ``validate_run_artifacts``' result."""
+    lines = [f"run: {res['run_dir']}",
+             f"kind: {res['kind']}   steps: {res['counts']['steps']}   "
+             f"episodes: {res['counts']['episodes']}",
+             f"files checked: {', '.join(res['files_checked']) or '-'}"]
+    n = len(res["errors"]) - (1 if res["errors_suppressed"] else 0) + res["errors_suppressed"]
+    nw = len(res["warnings"])
+    if res["ok"]:
+        not_checked = f"; NOT CHECKED: {'; '.join(res['unchecked'])}" if res.get("unchecked") else ""
+        lines.append(f"OK ({nw} warning{'s' if nw != 1 else ''}{not_checked})")
+    else:
+        lines.append(f"NOT OK: {n} error{'s' if n != 1 else ''}")
+    if res["errors"]:
+        lines.append("errors:")
+        lines += [f"  {e}" for e in res["errors"]]
+    if res["warnings"]:
+        lines.append("warnings:")
+        lines += [f"  {w}" for w in res["warnings"]]
+    return "\n".join(lines)
