@@ -24,7 +24,7 @@ from plume_capture.sim.plan import plan, shard_size
 from plume_capture.sim.runner import Job
 from plume_capture.capture.sink import MANIFEST, RunSink, drop_bookkeeping, publish, staging_path
 from plume_capture.config import RunSpec, resolve
-from plume_capture.errors import CaptureError, ConfigError
+from plume_capture.errors import CaptureError
 from plume_capture.kernels import _jit
 from plume_capture.sim.params import Physics
 
@@ -107,26 +107,13 @@ def prepare(spec: RunSpec, *, run_id: str | None = None, run_dir: Path | None = 
         kind = "local" if (eng.address is None and eng.num_actors is None and (
             spec.episodes * physics.params.max_steps <= LOCAL_MAX_STEPS or (os.cpu_count() or 1) <= 2)) else "ray"
     if run_id is None:
-        root = Path(spec.output).expanduser()
-        _check_writable(root)
+        root = Path(spec.output).expanduser()  # checked writable by the config check (config.check)
         run_id = runmeta.new_run_id()
         run_dir = root / spec.experiment / run_id
     return Prepared(spec=spec, physics=physics, run_id=run_id, run_dir=run_dir, engine=kind,
                     shard_episodes=shard_episodes or shard_size(physics.params.max_steps, eng.shard_episodes),
                     window=eng.window or DEFAULT_WINDOW, threads=local_threads(eng.threads),
                     **({"start_time": start_time} if start_time is not None else {}))
-
-
-def _check_writable(root: Path) -> None:
-    p = root
-    while not p.exists():
-        if p.parent == p:
-            break
-        p = p.parent
-    if not p.is_dir():
-        raise ConfigError(f"output {str(root)!r} is not a directory ({str(p)!r} is a file)")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise ConfigError(f"output directory {str(p)!r} is not writable")
 
 
 class _Progress:

@@ -132,15 +132,11 @@ def _resume_config(args: argparse.Namespace) -> dict:
     if args.config_name is not None or args.config_path is not None or args.preset is not None:
         return load_config(args.overrides, settings=settings, preset=args.preset, config_path=args.config_path,
                            config_name=DEFAULT_CONFIG_NAME if args.config_name is None else args.config_name)
-    cfg = apply_overrides(read_manifest(args.resume)["config"], args.overrides)
-    if args.engine == "local" and not any(o.startswith(("engine.", "+engine.", "++engine.")) for o in args.overrides):
-        cfg.setdefault("engine", {}).update(num_actors=None, address=None)  # Ray settings do not apply in-process
-    for key, value in settings.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+    cfg = apply_overrides(read_manifest(args.resume)["config"], args.overrides, settings)
+    ray_given = any(o.lstrip("+").startswith("engine.") for o in args.overrides) or \
+        {"engine.num_actors", "engine.address"} & set(settings)
+    if args.engine == "local" and not ray_given:
+        cfg["engine"].update(num_actors=None, address=None)  # the stored Ray settings do not apply in-process
     validate_config(cfg)
     return cfg
 

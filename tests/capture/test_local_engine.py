@@ -72,11 +72,11 @@ def test_a_sweep_sharing_the_threads_gives_each_point_its_own_records(tmp_path):
 
     points = [dict(episodes=5, seed=s, env={"grid_size": [g, g], "max_steps": 120}) for s, g in
               ((1, 16), (2, 24), (3, 16), (4, 32), (5, 16))]
-    shared = capture_many([config(output=str(tmp_path / "shared"), engine={"kind": "local", "threads": 2,
+    together = capture_many([config(output=str(tmp_path / "together"), engine={"kind": "local", "threads": 2,
                                                                                "shard_episodes": 2}, **pt)
                            for pt in points])
-    assert len({r.run_dir for r in shared}) == len(points)
-    for i, (pt, res) in enumerate(zip(points, shared)):
+    assert len({r.run_dir for r in together}) == len(points)
+    for i, (pt, res) in enumerate(zip(points, together)):
         alone = capture(config(output=str(tmp_path / f"alone{i}"), engine={"kind": "local", "threads": 1}, **pt))
         assert_same_records(alone.run_dir, res.run_dir)
         info = run_json(res.run_dir)["extra"]["engine"]
@@ -90,10 +90,10 @@ def test_a_sweep_on_ray_shares_the_actors_and_keeps_each_points_records(tmp_path
                    env={"grid_size": [g, g], "max_steps": 150, "action_type": act})
               for s, g, pol, act in ((1, 16, "random", "oriented"), (2, 24, "surge_cast", "oriented"),
                                      (3, 16, "run_tumble_chemotaxis", "run_tumble"))]
-    shared = capture_many([config(output=str(tmp_path / "ray"), engine={"kind": "ray", "num_actors": 2,
+    together = capture_many([config(output=str(tmp_path / "ray"), engine={"kind": "ray", "num_actors": 2,
                                                                             "shard_episodes": 2}, **pt)
                            for pt in points])
-    for i, (pt, res) in enumerate(zip(points, shared)):
+    for i, (pt, res) in enumerate(zip(points, together)):
         alone = capture(config(output=str(tmp_path / f"alone{i}"), engine={"kind": "local"}, **pt))
         assert_same_records(alone.run_dir, res.run_dir)
         info = run_json(res.run_dir)["extra"]["engine"]
