@@ -113,8 +113,9 @@ def validated(src: RunSource):
 _COLS = ["action", "observation_summary", "reward", "seed", "step", "terminated", "truncated"]
 
 
-def _parquet_batches(path, rows: int):
-    for rb in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=_COLS):
+def _parquet_batches(run_dir, names, rows: int):
+    for rb in (rb for name in names
+               for rb in pq.ParquetFile(os.path.join(run_dir, name)).iter_batches(batch_size=rows, columns=_COLS)):
         lst = rb.column("observation_summary")
         vals = lst.values.slice(lst.offsets[0].as_py(), lst.offsets[-1].as_py() - lst.offsets[0].as_py())
         yield {"obs": vals.to_numpy(), "offsets": lst.offsets.to_numpy(),
@@ -153,7 +154,7 @@ def iter_chunks(src: RunSource, *, rows: int = 1 << 18, chunk_bytes: int = 32 <<
     """Yield the run's steps as Chunks of whole episodes, in order."""
     files = list_run_files(src.run_dir)
     base = spec.STEPS_BASENAME
-    batches = _parquet_batches(os.path.join(src.run_dir, files.parquet[base]), rows) \
+    batches = _parquet_batches(src.run_dir, files.parquet[base], rows) \
         if files.parquet[base] else _jsonl_batches(src.run_dir, files.jsonl[base], chunk_bytes)
     reset = ResetObservations(src.env_kwargs)
     d = reset.env.observation_space.shape[0]

@@ -111,3 +111,15 @@ class ParquetStreamWriter:
         self._writer.is_open = False  # or pyarrow's finalizer writes a footer into the closed file
         self._sink.close(sync=False)
         self._pending = []
+
+
+def read_parquet(run_dir, names: list, **kwargs) -> pa.Table:
+    """The Parquet file, or the parts of a Parquet directory in order (``RunFiles.parquet[base]``),
+    as one table; ``kwargs`` go to ``pyarrow.parquet.read_table`` (columns, filters)."""
+    import os
+
+    tables = [pq.read_table(os.path.join(run_dir, n), **kwargs) for n in names]
+    if len(tables) == 1:
+        return tables[0]
+    meta = tables[0].schema.metadata
+    return pa.concat_tables([t.replace_schema_metadata(None) for t in tables]).replace_schema_metadata(meta)

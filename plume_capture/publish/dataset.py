@@ -235,8 +235,15 @@ def _read_run_json(run_dir: Path) -> dict:
 
 
 def _run_files(run_dir: Path) -> list[str]:
+    """The run's files (paths relative to it): regular files, and those of a Parquet directory."""
     names = []
     for e in sorted(os.scandir(run_dir), key=lambda e: e.name):
+        if e.name.endswith(".parquet") and e.is_dir(follow_symlinks=False):
+            for f in sorted(os.scandir(e.path), key=lambda f: f.name):
+                if f.is_symlink() or not f.is_file():
+                    raise PublishError(f"unexpected entry in the run directory: {e.name}/{f.name}")
+                names.append(f"{e.name}/{f.name}")
+            continue
         if e.is_dir(follow_symlinks=False) or not e.is_file():
             raise PublishError(f"unexpected entry in the run directory: {e.name}")
         if e.name == MANIFEST_NAME:
@@ -288,6 +295,7 @@ def _stage_copy(src: Path, stage: Path, names: list[str], inventory: dict) -> di
     stage.mkdir()
     files = {}
     for n in names:
+        (stage / n).parent.mkdir(exist_ok=True)
         size, sha = copy_hashing(src / n, stage / n)
         want = inventory.get(n)
         if want is not None and (want.get("sha256") != sha or want.get("bytes") != size):

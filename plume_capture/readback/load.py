@@ -87,7 +87,7 @@ def _check_against_meta(run_dir: str, found, recorded: dict | None, counts: dict
                 raise ValueError(where + what + hint)
             for name in sources[base]:
                 want = (recorded.get(name) or {}).get("rows")
-                got = rows.get(name, tables[base].num_rows if name.endswith(".parquet") else None)
+                got = rows.get(name)
                 if isinstance(want, int) and got is not None and got != want:
                     raise ValueError(where + f"{name} holds {got} records but run.json says {want}" + hint)
         if counts is not None:
@@ -104,10 +104,20 @@ def _read_parquet_table(path, schema: pa.Schema) -> pa.Table:
     return t.replace_schema_metadata(meta)
 
 
+def _read_parquet_tables(run_dir: str, names: list, schema: pa.Schema, rows: dict) -> pa.Table:
+    """The Parquet file, or the parts of a Parquet directory in order, as one table."""
+    tables = []
+    for name in names:
+        tables.append(_read_parquet_table(os.path.join(run_dir, name), schema))
+        rows[name] = tables[-1].num_rows
+    meta = tables[0].schema.metadata
+    return pa.concat_tables([t.replace_schema_metadata(None) for t in tables]).replace_schema_metadata(meta)
+
+
 def load_run(run_dir, *, prefer: str = "parquet", check: bool = True) -> LoadedRun:
     """Load a run directory: ``meta`` from run.json, steps and episodes as Arrow tables.
 
-    ``prefer="parquet"`` reads ``<base>.parquet`` when present, else all JSON Lines parts in
+    ``prefer="parquet"`` reads ``<base>.parquet`` (a file, or a directory of parts) when present, else all JSON Lines parts in
     order; ``prefer="jsonl"`` always reads the JSON Lines. With ``check`` (the default) what is read
     must agree with run.json: the run is complete (it has a run.json, a JSON object), no part is
     missing or unlisted, and the record counts are those recorded. Raises FileNotFoundError for a
@@ -131,7 +141,7 @@ def load_run(run_dir, *, prefer: str = "parquet", check: bool = True) -> LoadedR
     sources = {}
     for base in (records.STEPS_BASENAME, records.EPISODES_BASENAME):
         if prefer == "parquet" and files.parquet[base]:
-            sources[base] = [files.parquet[base]]
+            sources[base] = list(files.parquet[base])
         elif files.jsonl[base]:
             sources[base] = list(files.jsonl[base])
         else:
@@ -140,8 +150,7 @@ def load_run(run_dir, *, prefer: str = "parquet", check: bool = True) -> LoadedR
     for base, layout in ((records.STEPS_BASENAME, STEP_LAYOUT),
                          (records.EPISODES_BASENAME, EPISODE_LAYOUT)):
         if sources[base][0].endswith(".parquet"):
-            tables[base] = _read_parquet_table(os.path.join(run_dir, sources[base][0]),
-                                               layout.schema)
+            tables[base] = _read_parquet_tables(run_dir, sources[base], layout.schema, rows)
         else:
             tables[base] = _read_jsonl_table(run_dir, sources[base], layout, rows)
     if check:

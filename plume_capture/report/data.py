@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from plume_capture import spec
 from plume_capture.io.jsonl_decode import (EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, iter_jsonl_batches, parse_chunk,
                                            strict_loads)
+from plume_capture.io.parquet import read_parquet
 from plume_capture.io.rundir import list_run_files
 from plume_capture.kernels.jsonl_scan import count_lines
 from plume_capture.report.stats import wilson_interval
@@ -184,9 +184,10 @@ def _episode_index(ids: pa.Array) -> np.ndarray:
 
 def _read_episodes(run_dir, files):
     cols = ["episode_id", "terminated", "total_steps", "total_reward"]
-    pq_name = files.parquet[spec.EPISODES_BASENAME]
-    if pq_name:
-        t = pq.read_table(os.path.join(run_dir, pq_name), columns=cols)
+    pq_names = files.parquet[spec.EPISODES_BASENAME]
+    if pq_names:
+        pq_name = pq_names[0].split("/")[0]
+        t = read_parquet(run_dir, pq_names, columns=cols)
         idx = _episode_index(t.column("episode_id").combine_chunks())
         return (idx, t.column("terminated").to_numpy().astype(bool),
                 t.column("total_steps").to_numpy(), t.column("total_reward").to_numpy(),
@@ -246,12 +247,12 @@ def _read_sample_steps(run_dir, files, wanted: np.ndarray, total_steps: np.ndarr
     ends = np.cumsum(total_steps)
     line_ranges = np.stack([ends[wanted] - total_steps[wanted], ends[wanted]], axis=1)
     expected_counts = total_steps[wanted]
-    pq_name = files.parquet[spec.STEPS_BASENAME]
-    if pq_name:
+    pq_names = files.parquet[spec.STEPS_BASENAME]
+    if pq_names:
+        pq_name = pq_names[0].split("/")[0]
         ids = [spec.episode_id(int(i)) for i in wanted]
-        t = pq.read_table(os.path.join(run_dir, pq_name),
-                          columns=["episode_id", "step", "agent_position"],
-                          filters=[("episode_id", "in", ids)])
+        t = read_parquet(run_dir, pq_names, columns=["episode_id", "step", "agent_position"],
+                         filters=[("episode_id", "in", ids)])
         pos = t.column("agent_position").combine_chunks()
         return (_episode_index(t.column("episode_id").combine_chunks()),
                 t.column("step").to_numpy(), pc.struct_field(pos, "x").to_numpy(),

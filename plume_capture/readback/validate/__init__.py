@@ -60,6 +60,10 @@ def _check_files(run_dir, files, ctx: _Ctx, rep: _Report):
                       f"no such file, but {files.jsonl[base][0]} exists")
     for name in files.stray:
         path = os.path.join(run_dir, name)
+        if "/" in name:  # in a Parquet directory
+            rep.error("STRAY_PART", name, "in a Parquet directory but not named part-NNNNN.parquet, "
+                      "so no reader of this project loads it (pandas, pyarrow, duckdb would)")
+            continue
         what = f"{os.path.getsize(path)} bytes"
         if name.endswith(".gz") and os.path.getsize(path) <= (64 << 20):
             n = sum(count_lines(chunk) for chunk in GzipLines(path))
@@ -83,7 +87,7 @@ def _check_files(run_dir, files, ctx: _Ctx, rep: _Report):
                 rep.error("PART_MISSING" if is_part else "FILE_MISSING", name,
                           "listed in extra.files but missing")
         artifacts = [n for fs in files.jsonl.values() for n in fs] + \
-            [p for p in files.parquet.values() if p]
+            [n for fs in files.parquet.values() for n in fs]
         for name in artifacts:
             if name not in ctx.files:
                 rep.error("FILE_UNLISTED", name, "not listed in extra.files")
@@ -230,11 +234,11 @@ def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes) -> di
     sides = {}
     try:
         for base, layout in ((_STEPS, STEP_LAYOUT), (_EPISODES, EPISODE_LAYOUT)):
-            name = files.parquet[base]
-            if name and check_parquet:
-                sides[base] = _ParquetSide(os.path.join(run_dir, name), layout, ctx, rep)
-            elif name:
-                rep.warn("PARQUET_SKIPPED", name, "not compared (check_parquet=False)")
+            names = files.parquet[base]
+            if names and check_parquet:
+                sides[base] = _ParquetSide(run_dir, names, layout, ctx, rep)
+            elif names:
+                rep.warn("PARQUET_SKIPPED", names[0].split("/")[0], "not compared (check_parquet=False)")
         streams = {base: _Stream(run_dir, files.jsonl[base], layout, ctx, rep, sides.get(base),
                                  pool, chunk_bytes)
                    for base, layout in ((_STEPS, STEP_LAYOUT), (_EPISODES, EPISODE_LAYOUT))}
@@ -244,17 +248,16 @@ def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes) -> di
                 checked.append(name)
                 _check_manifest_entry(run_dir, name, ctx, rep, nlines, sha, size)
         for base, stream in streams.items():
-            name, side = files.parquet[base], sides.get(base)
+            names, side = files.parquet[base], sides.get(base)
             if side is not None:
                 side.finish(stream.lines)
-            if name:
+            for name in names:
                 checked.append(name)
-                rows = side.rows if side is not None else None
-                if rows is None:
-                    try:
-                        rows = pq.ParquetFile(os.path.join(run_dir, name)).metadata.num_rows
-                    except Exception:  # noqa: BLE001 - reported by the Parquet side
-                        pass
+                rows = None
+                try:
+                    rows = pq.ParquetFile(os.path.join(run_dir, name)).metadata.num_rows
+                except Exception:  # noqa: BLE001 - reported by the Parquet side
+                    pass
                 _check_manifest_entry(run_dir, name, ctx, rep, rows)
         for name in sorted(set(ctx.files or ()) - set(checked)):  # other files listed
             if os.path.isfile(os.path.join(run_dir, name)):

@@ -114,8 +114,9 @@ class _ParquetSide:
 
     BATCH = 1 << 14
 
-    def __init__(self, path: str, layout: Layout, ctx: _Ctx, rep: _Report):
-        self.path, self.name = path, os.path.basename(path)
+    def __init__(self, run_dir: str, names: list[str], layout: Layout, ctx: _Ctx, rep: _Report):
+        # One file, or the parts of a Parquet directory (one per shard) read as one sequence.
+        self.name = names[0] if len(names) == 1 else names[0].split("/")[0]
         self.layout, self.ctx, self.rep = layout, ctx, rep
         self.active = False
         self.diverged = False  # after the first difference rows are only counted
@@ -124,30 +125,32 @@ class _ParquetSide:
         self.parts: list[list] = []  # [cols, rows used, rows]
         self._q: queue.Queue | None = None
         self._stop = threading.Event()
-        try:
-            # No pre-buffering: it holds whole row groups (the engine writes 256Ki rows each).
-            pf = pq.ParquetFile(path, read_dictionary=layout.str_fields, pre_buffer=False,
-                                buffer_size=1 << 20)
-        except Exception as e:  # noqa: BLE001 - any reader failure means a damaged file
-            rep.error("PARQUET_CORRUPT", self.name, f"cannot open: {e}")
-            return
-        self.rows = pf.metadata.num_rows
-        got = pf.schema_arrow.remove_metadata()
+        self.files = []
         want = layout.schema
-        if got.names != want.names or any(not g.type.equals(w.type) and not (
-                pa.types.is_dictionary(g.type) and g.type.value_type == w.type)
-                for g, w in zip(got, want)):
-            rep.error("PARQUET_SCHEMA", self.name, f"schema differs from the record schema: "
-                      f"{_short(str(got), 200)}")
-            return
-        self._check_metadata(pf)
-        self.pf = pf
+        for name in names:
+            try:
+                # No pre-buffering: it holds whole row groups (the engine writes 256Ki rows each).
+                pf = pq.ParquetFile(os.path.join(run_dir, name), read_dictionary=layout.str_fields,
+                                    pre_buffer=False, buffer_size=1 << 20)
+            except Exception as e:  # noqa: BLE001 - any reader failure means a damaged file
+                rep.error("PARQUET_CORRUPT", name, f"cannot open: {e}")
+                return
+            got = pf.schema_arrow.remove_metadata()
+            if got.names != want.names or any(not g.type.equals(w.type) and not (
+                    pa.types.is_dictionary(g.type) and g.type.value_type == w.type)
+                    for g, w in zip(got, want)):
+                rep.error("PARQUET_SCHEMA", name, f"schema differs from the record schema: "
+                          f"{_short(str(got), 200)}")
+                return
+            self._check_metadata(pf, name)
+            self.files.append(pf)
+        self.rows = sum(pf.metadata.num_rows for pf in self.files)
         self.active = True
         self._q = queue.Queue(maxsize=2)
         self._thread = threading.Thread(target=self._produce, daemon=True)
         self._thread.start()
 
-    def _check_metadata(self, pf):
+    def _check_metadata(self, pf, name):
         if not self.ctx.meta_ok:
             return
         kv = {k.decode(errors="replace"): v.decode(errors="replace")
@@ -156,21 +159,22 @@ class _ParquetSide:
                 "config_hash": self.ctx.config_hash}
         missing = [k for k, v in want.items() if k not in kv and v is not None]
         if missing and not self.ctx.ours:
-            self.rep.warn("UNCHECKED", self.name, "no key-value metadata " + ", ".join(missing)
+            self.rep.warn("UNCHECKED", name, "no key-value metadata " + ", ".join(missing)
                           + " (reference Parquet)")
             return
         if missing:
-            self.rep.error("PARQUET_METADATA", self.name,
+            self.rep.error("PARQUET_METADATA", name,
                            "key-value metadata lacks " + ", ".join(missing))
         for k, v in want.items():
             if k in kv and kv[k] != (v if v is not None else kv[k]):
-                self.rep.error("PARQUET_METADATA", self.name,
+                self.rep.error("PARQUET_METADATA", name,
                                f"metadata {k} is {kv[k]!r}, run.json has {v!r}")
 
     def _produce(self):
         try:
             # One thread is enough here (and Arrow's pool threads cost memory).
-            for rb in self.pf.iter_batches(batch_size=self.BATCH, use_threads=False):
+            for rb in (rb for pf in self.files
+                       for rb in pf.iter_batches(batch_size=self.BATCH, use_threads=False)):
                 cols = _parquet_cols(rb, self.layout, self.ctx.expected_values())
                 while not self._stop.is_set():
                     try:
