@@ -101,8 +101,19 @@ def _entry_ok(e, index: int) -> bool:
             isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and "/" not in f[0]
             and count(f[1]) and count(f[2]) for f in v)
 
-    return (isinstance(e, dict) and e.get("shard") == index and count(e.get("steps"))
-            and count(e.get("episodes")) and files(e.get("steps_files")) and files(e.get("episodes_files")))
+    def shard_files(v):  # a multi-shard run's entry: the files of this shard, committed
+        return isinstance(v, list) and all(
+            isinstance(f, list) and len(f) == 4 and isinstance(f[0], str) and _FILE.match(f[0])
+            and count(f[1]) and count(f[2]) and isinstance(f[3], str) and _HEX64.match(f[3]) for f in v)
+
+    head = (isinstance(e, dict) and e.get("shard") == index and count(e.get("steps"))
+            and count(e.get("episodes")))
+    if head and "files" in e:
+        return shard_files(e["files"])
+    return head and files(e.get("steps_files")) and files(e.get("episodes_files"))
+
+
+_FILE = re.compile(r"(steps|episodes)(\.jsonl\.gz|\.part\d{4}\.jsonl\.gz|\.parquet/part-\d{5}\.parquet)\Z")
 
 
 def read_journal(staging: Path) -> list[dict]:
@@ -139,6 +150,22 @@ def last_checkpoint(staging: Path) -> dict | None:
         return True
 
     return next((e for e in reversed(read_journal(staging)) if on_disk(e)), None)
+
+
+def committed_shards(staging: Path) -> list[dict]:
+    """A multi-shard run's journal entries up to the first whose files are not all on disk as
+    recorded. (After a power loss, lines written since the last fsync may survive while the
+    renames they describe did not.)"""
+    out = []
+    for e in read_journal(staging):
+        for name, size, *_ in e["files"]:
+            try:
+                if (staging / name).stat().st_size != size:
+                    return out
+            except FileNotFoundError:
+                return out
+        out.append(e)
+    return out
 
 
 def _leaves(d, prefix=""):
@@ -180,7 +207,6 @@ def resume_run(run_dir, cfg: dict | None, *, progress: bool = False):
     try:
         manifest = read_manifest(run_dir)
         stored = manifest["config"]
-        checkpoint = last_checkpoint(staging)
         if cfg is not None:
             _check_changes(run_dir, stored, cfg)
             stored = {**stored, **{k: cfg[k] for k in RESUMABLE_CHANGES if k in cfg}}
@@ -193,11 +219,12 @@ def resume_run(run_dir, cfg: dict | None, *, progress: bool = False):
         if "env" in manifest and p.physics.effective() != manifest["env"]:
             raise ConfigError(f"cannot resume {str(run_dir)!r}: the environment that would run differs from the "
                               "interrupted run's (e.g. the movie file changed)")
+        checkpoint = committed_shards(staging) if p.sharded else last_checkpoint(staging)
     except BaseException:
         lock.release()
         raise
     with session([p]):
-        for name in ("steps.parquet", "episodes.parquet", "run.json", "run.json.tmp"):
+        for name in ("run.json", "run.json.tmp") + (() if p.sharded else ("steps.parquet", "episodes.parquet")):
             (staging / name).unlink(missing_ok=True)
         sink = new_sink(p)
         try:

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +23,9 @@ from plume_capture.capture.local import local_threads, run_local
 from plume_capture.capture.lock import RunLock
 from plume_capture.sim.plan import plan, shard_size
 from plume_capture.sim.runner import Job
-from plume_capture.capture.sink import MANIFEST, RunSink, drop_bookkeeping, publish, staging_path
+from plume_capture.capture.sink import MANIFEST, RunSink, ShardedSink, drop_bookkeeping, publish, staging_path
 from plume_capture.config import RunSpec, resolve
-from plume_capture.errors import CaptureError
+from plume_capture.errors import CaptureError, ConfigError
 from plume_capture.kernels import _jit
 from plume_capture.sim.params import Physics
 
@@ -39,6 +40,9 @@ LOCAL_MAX_STEPS = 2_000_000
 # 0.65-0.85 s interpreted vs 3x1000 compiled 0.86-1.25 s, whole process, warm cache, shared machine).
 INTERPRET_MAX_STEPS = 2_000
 DEFAULT_WINDOW = 2  # shards in flight per worker
+# A multi-shard run has a JSON Lines part per shard, named steps.partNNNN.jsonl.gz: past 10,000
+# the names would no longer sort in data order, so larger runs get larger shards.
+MAX_SHARDS = 10_000
 
 
 @dataclass
@@ -72,6 +76,16 @@ class Prepared:
     window: int
     threads: int
     start_time: float = field(default_factory=time.time)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)  # what workers find in the staging dir
+
+    @property
+    def shards(self) -> int:
+        return -(-self.spec.episodes // self.shard_episodes)
+
+    @property
+    def sharded(self) -> bool:
+        """A run of several shards has one set of files per shard (docs/layout.md)."""
+        return self.shards > 1
 
     @property
     def staging(self) -> Path:
@@ -93,7 +107,9 @@ class Prepared:
         """What every shard runner of this run gets."""
         s = self.spec
         return Job(env=self.physics.params, policy=s.policy, run_id=self.run_id, base_seed=s.seed,
-                   parquet=s.parquet, rotate=s.rotate_size is not None, field_ref=field_ref)
+                   parquet=s.parquet, rotate=s.rotate_size is not None, field_ref=field_ref,
+                   staging=str(self.staging.resolve()) if self.sharded else None, token=self.token,
+                   rotate_size=s.rotate_size, config_hash=s.config_hash)
 
 
 def prepare(spec: RunSpec, *, run_id: str | None = None, run_dir: Path | None = None,
@@ -110,8 +126,16 @@ def prepare(spec: RunSpec, *, run_id: str | None = None, run_dir: Path | None = 
         root = Path(spec.output).expanduser()  # checked writable by the config check (config.check)
         run_id = runmeta.new_run_id()
         run_dir = root / spec.experiment / run_id
+    if shard_episodes is None:
+        shard_episodes = shard_size(physics.params.max_steps, eng.shard_episodes)
+        if -(-spec.episodes // shard_episodes) > MAX_SHARDS:
+            if eng.shard_episodes:
+                raise ConfigError(f"engine.shard_episodes={eng.shard_episodes} cuts {spec.episodes} episodes into "
+                                  f"more than {MAX_SHARDS:,} shards (one file each); use at least "
+                                  f"{-(-spec.episodes // MAX_SHARDS)}")
+            shard_episodes = -(-spec.episodes // MAX_SHARDS)
     return Prepared(spec=spec, physics=physics, run_id=run_id, run_dir=run_dir, engine=kind,
-                    shard_episodes=shard_episodes or shard_size(physics.params.max_steps, eng.shard_episodes),
+                    shard_episodes=shard_episodes,
                     window=eng.window or DEFAULT_WINDOW, threads=local_threads(eng.threads),
                     **({"start_time": start_time} if start_time is not None else {}))
 
@@ -182,6 +206,9 @@ def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float, code) ->
         "counts": {"steps": steps, "episodes": sink.episodes_written},
         "files": files,
         "engine": {**execution, "shard_episodes": p.shard_episodes, "shards": sink.next_shard,
+                   "layout": "per_shard" if p.sharded else "single",
+                   **({"shards_written_by_workers": sink.by_workers,
+                       "shards_written_by_driver": sink.by_driver} if p.sharded else {}),
                    "window": p.window, "versions": _versions()},
         "timing": {"wall_s": wall, "steps_per_s": steps / wall if wall > 0 else None},
         "git_dirty": dirty,
@@ -222,8 +249,11 @@ def open_new(p: Prepared) -> tuple[RunSink, RunLock]:
     return new_sink(p), lock
 
 
-def new_sink(p: Prepared) -> RunSink:
+def new_sink(p: Prepared):
     s = p.spec
+    if p.sharded:
+        return ShardedSink(p.staging, rotate_size=s.rotate_size, parquet=s.parquet, token=p.token,
+                           run_id=p.run_id, config_hash=s.config_hash)
     return RunSink(p.staging, rotate_size=s.rotate_size, parquet=s.parquet, run_id=p.run_id,
                    config_hash=s.config_hash, copy_parquet_input=p.engine != "local")
 

@@ -157,6 +157,196 @@ class RunSink:
             pass
 
 
+class ShardedSink:
+    """The driver's side of a multi-shard run (layout: docs/layout.md): it commits each shard's
+    files, made by the worker that ran it, under their final names in shard order — a rename where
+    the worker wrote them into ``.shards/``, else a write of the bytes it sent back — and journals
+    them (``{"shard", "steps", "episodes", "files": [[name, bytes, rows, sha256], ...]}``).
+
+    The driver never touches a record: its work per shard is a few renames and a journal line.
+    A file in ``.shards/`` that is never committed (its worker died, or the run stopped) is deleted
+    with the directory when the run closes or resumes, so no shard is torn or doubled.
+    """
+
+    def __init__(self, staging: Path, *, rotate_size: int | None, parquet: bool, token: str, run_id: str,
+                 config_hash: str):
+        from plume_capture.io.shardfiles import PROBE, TMP_DIR
+
+        self._run_id, self._config_hash = run_id, config_hash
+        self.staging = staging
+        self.rotate_size = rotate_size
+        self.parquet = parquet
+        self.token = token
+        self.tmp = staging / TMP_DIR
+        self.tmp.mkdir(exist_ok=True)
+        (staging / (PROBE + ".tmp")).write_text(token, encoding="ascii")
+        os.replace(staging / (PROBE + ".tmp"), staging / PROBE)
+        self.files: dict = {}  # name -> {bytes, rows, sha256}, in commit order
+        self.parts = {STEPS_BASENAME: 0, EPISODES_BASENAME: 0}
+        self.journal = open(staging / JOURNAL, "a", encoding="utf-8")
+        self.next_shard = 0
+        self.steps_written = 0
+        self.episodes_written = 0
+        self.resumed = False
+        self.by_workers = 0
+        self.by_driver = 0
+        self._durable_at = float("-inf")
+        self._dirs = {str(staging)}
+
+    def _name(self, kind: str, shard: int) -> str:
+        from plume_capture.io.rundir import parquet_part_name
+        from plume_capture.spec import part_name
+
+        if kind.endswith(".parquet"):
+            base = kind[:-len(".parquet")]
+            d = self.staging / f"{base}.parquet"
+            if str(d) not in self._dirs:
+                d.mkdir(exist_ok=True)
+                self._dirs.add(str(d))
+            return parquet_part_name(base, shard)
+        k = self.parts[kind]
+        if k >= 10_000:
+            from plume_capture.errors import CaptureError
+
+            raise CaptureError(f"{kind}: more than 10,000 JSON Lines parts (their names would no longer sort "
+                               "in data order); use a larger rotate_size")
+        self.parts[kind] = k + 1
+        return part_name(kind, k)
+
+    def append(self, result, on_written=None) -> None:
+        from plume_capture.io.files import _HashingFile
+
+        assert result.shard.index == self.next_shard, "shards must arrive in order"
+        entry_files = []
+        for piece in result.pieces:
+            name = self._name(piece.kind, result.shard.index)
+            if piece.tmp is not None:
+                os.rename(self.staging / piece.tmp, self.staging / name)
+                size, sha = piece.bytes, piece.sha256
+            else:
+                f = _HashingFile(self.staging / name)
+                try:
+                    for b in piece.data:
+                        f.write(b)
+                finally:
+                    f.close()
+                size, sha = f.size, f.hexdigest()
+            self.files[name] = {"bytes": size, "rows": piece.rows, "sha256": sha}
+            entry_files.append([name, size, piece.rows, sha])
+        if result.written:
+            self.by_workers += 1
+        else:
+            self.by_driver += 1
+        if on_written is not None:
+            on_written()
+        self.next_shard += 1
+        self.steps_written += result.steps
+        self.episodes_written += result.shard.episodes
+        self._journal({"shard": result.shard.index, "steps": self.steps_written,
+                       "episodes": self.episodes_written, "files": entry_files})
+
+    def _journal(self, entry: dict) -> None:
+        """One line per committed shard; every ``DURABLE_EVERY_S`` the directories (the renames;
+        the files themselves were fsynced by whoever wrote them), then the journal, are fsynced."""
+        self.journal.write(json.dumps(entry) + "\n")
+        self.journal.flush()
+        if time.monotonic() - self._durable_at >= DURABLE_EVERY_S:
+            self._sync_dirs()
+            os.fsync(self.journal.fileno())
+            self._durable_at = time.monotonic()
+
+    def _sync_dirs(self) -> None:
+        for d in self._dirs:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def restore(self, entries: list) -> None:
+        """Continue an interrupted run from its journal entries (those whose files are all on
+        disk): every other artifact file is deleted, and with ``parquet`` on now but not then,
+        the committed shards' Parquet files are made from their JSON Lines."""
+        import shutil
+
+        keep = {name for e in entries for name, *_ in e["files"]}
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir()
+        for path in sorted(self.staging.iterdir()):
+            if path.name.startswith((STEPS_BASENAME + ".", EPISODES_BASENAME + ".")):
+                if path.is_dir():
+                    for sub in path.iterdir():
+                        if f"{path.name}/{sub.name}" not in keep or not self.parquet:
+                            sub.unlink()
+                    if not self.parquet:
+                        path.rmdir()
+                elif path.name not in keep:
+                    path.unlink()
+        for e in entries:
+            for name, size, rows, sha in e["files"]:
+                if name.endswith(".parquet") and not self.parquet:
+                    continue
+                self.files[name] = {"bytes": size, "rows": rows, "sha256": sha}
+                if not name.endswith(".parquet"):
+                    self.parts[name.split(".")[0]] += 1
+            if self.parquet and not any(n.endswith(".parquet") for n, *_ in e["files"]):
+                self._parquet_from_jsonl(e)
+            self.next_shard = e["shard"] + 1
+            self.steps_written, self.episodes_written = e["steps"], e["episodes"]
+        self.resumed = True
+
+    def _parquet_from_jsonl(self, entry: dict) -> None:
+        """The Parquet files of a committed shard, from its JSON Lines parts (``parquet`` turned
+        on when resuming)."""
+        import pyarrow as pa
+
+        from plume_capture.io.jsonl_decode import Layout, iter_jsonl_batches
+        from plume_capture.io.shardfiles import encode_parquet
+
+        meta = {"schema_version": SCHEMA_VERSION, "run_id": self._run_id, "config_hash": self._config_hash}
+        for base, schema in ((STEPS_BASENAME, STEP_SCHEMA), (EPISODES_BASENAME, EPISODE_SCHEMA)):
+            layout, batches = Layout(schema), []
+            for name, *_ in entry["files"]:
+                if name.split(".")[0] != base or name.endswith(".parquet"):
+                    continue
+                for batch, problems in iter_jsonl_batches(self.staging / name, layout):
+                    if problems:
+                        line, code, msg = problems[0]
+                        raise ValueError(f"{name}:{line}: {code}: {msg}")
+                    batches.append(batch.to_arrow())
+            table = pa.Table.from_batches(batches, schema=schema)
+            name = self._name(f"{base}.parquet", entry["shard"])
+            data = encode_parquet(table, meta)
+            from plume_capture.io.files import _HashingFile
+
+            f = _HashingFile(self.staging / name)
+            try:
+                f.write(data)
+            finally:
+                f.close()
+            self.files[name] = {"bytes": f.size, "rows": table.num_rows, "sha256": f.hexdigest()}
+
+    def close(self) -> dict:
+        """Finish the run's files; returns ``{file name: {bytes, rows, sha256}}`` in order."""
+        import shutil
+
+        from plume_capture.io.shardfiles import PROBE
+
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        (self.staging / PROBE).unlink(missing_ok=True)
+        self._sync_dirs()
+        self.journal.close()
+        order = {STEPS_BASENAME: 0, EPISODES_BASENAME: 1}
+        return {n: self.files[n] for n in sorted(self.files, key=lambda n: (
+            n.endswith(".parquet"), order[n.split(".")[0]], n))}
+
+    def abort(self) -> None:
+        try:
+            self.journal.close()
+        except Exception:
+            pass
+
+
 def publish(staging: Path, run_dir: Path) -> None:
     """Atomically move the finished staging directory to its final name (never onto an existing one)."""
     if run_dir.exists():

@@ -30,6 +30,12 @@ class Job:
     gzip_level: int = 1
     chunk_rows: int = 1 << 18  # most rows per kernel call (a default shard fits in one call)
     field_ref: object = None  # movie frames shared through Ray's object store (None: build locally)
+    # A multi-shard run (io.shardfiles): each shard's files are made here and, when this process
+    # sees ``staging`` (its probe file holds ``token``), written here; else the bytes go back.
+    staging: str | None = None
+    token: str = ""
+    rotate_size: int | None = None
+    config_hash: str = ""
 
 
 @dataclass
@@ -40,6 +46,8 @@ class ShardResult:
     episodes_jsonl: object
     steps_table: pa.Table | None = None
     episodes_table: pa.Table | None = None
+    pieces: list | None = None  # multi-shard run: the shard's files (io.shardfiles.Piece), in order
+    written: bool = False  # the pieces were written by the worker (else they carry their bytes)
     seconds: float = 0.0
     node: str = ""
     pid: int = field(default_factory=os.getpid)
@@ -106,6 +114,7 @@ class ShardRunner:
         example = (ka.params, ka.field, np.zeros(1, np.int64), ka.state, ka.rows(1), ka.episodes(1))
         self.kernel = specialize(run_episodes, ka.codes, example)  # example arguments: the kernel's types
         self.node = _node_id()
+        self._sees = None  # whether this process sees the staging directory (multi-shard runs)
 
     def ping(self) -> int:
         return os.getpid()
@@ -120,6 +129,8 @@ class ShardRunner:
         t0 = time.perf_counter()
         steps, episodes = self._simulate(shard)
         block = BLOCK_BYTES if self.job.rotate else None
+        if self.job.staging is not None:
+            return self._pieces(shard, steps, episodes, block, t0)
         return ShardResult(
             shard=shard, steps=steps.num_rows,
             steps_jsonl=encode_jsonl(steps, block_bytes=block, level=self.job.gzip_level),
@@ -127,6 +138,24 @@ class ShardRunner:
             steps_table=steps if self.job.parquet else None,
             episodes_table=episodes if self.job.parquet else None,
             seconds=time.perf_counter() - t0, node=self.node)
+
+    def _pieces(self, shard: Shard, steps: pa.Table, episodes: pa.Table, block, t0: float) -> ShardResult:
+        from plume_capture.io import shardfiles
+        from plume_capture.io.jsonl_encode import encode_jsonl
+
+        job = self.job
+        meta = {"schema_version": SCHEMA_VERSION, "run_id": job.run_id, "config_hash": job.config_hash}
+        pieces = shardfiles.encode_shard(
+            encode_jsonl(steps, block_bytes=block, level=job.gzip_level),
+            encode_jsonl(episodes, block_bytes=block, level=job.gzip_level), job.rotate_size,
+            steps, episodes, meta if job.parquet else None)
+        if self._sees is None:  # once per runner: a runner never moves to another node
+            self._sees = shardfiles.sees(job.staging, job.token)
+        if self._sees:
+            pieces = shardfiles.write_pieces(job.staging, shard.index, pieces)
+        return ShardResult(shard=shard, steps=steps.num_rows, steps_jsonl=None, episodes_jsonl=None,
+                           pieces=pieces, written=self._sees,
+                           seconds=time.perf_counter() - t0, node=self.node)
 
     def _simulate(self, shard: Shard) -> tuple[pa.Table, pa.Table]:
         job, ph = self.job, self.physics

@@ -80,9 +80,8 @@ def _check_files(run_dir, files, ctx: _Ctx, rep: _Report):
             continue
         rep.warn("UNKNOWN_FILE", name, "not part of the run format")
     if ctx.files is not None:
-        present = set(os.listdir(run_dir))
         for name in ctx.files:
-            if name not in present:
+            if not os.path.isfile(os.path.join(run_dir, name)):
                 is_part = bool(re.match(r"(steps|episodes)\.part\d+\.jsonl\.gz\Z", name))
                 rep.error("PART_MISSING" if is_part else "FILE_MISSING", name,
                           "listed in extra.files but missing")
