@@ -7,6 +7,7 @@ reported for JSON Lines only and JSON Lines + Parquet. The files are real but ev
 the template shard's records (the run does not validate; it is deleted).
 
     python -m benchmarks.bench_driver [--shards 400] [--actors 2] [--repeats 3]
+    python -m benchmarks.bench_driver --real [--pairs 3] [--small 2000000] [--large 20000000]
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from .suite import RESULTS, loadavg, summary
 
 
 class CannedRunner:
-    """A Ray actor that answers every shard with one precomputed result (made once, on start)."""
+    """A Ray actor that answers every shard with one precomputed result (made once, on start). In a
+    multi-shard run the template shard's files are written once; each shard gets hard links to them
+    under new temporary names (what a worker's write leaves), so only the driver's commit is timed."""
 
     def __init__(self, threads: int = 1):
         self.template = None
@@ -36,7 +39,16 @@ class CannedRunner:
         return self.template.steps
 
     def run(self, key, job, shard):
-        return dataclasses.replace(self.template, shard=shard)
+        import os
+        import uuid
+
+        pieces = self.template.pieces
+        if pieces and self.template.written:
+            tag = uuid.uuid4().hex
+            pieces = [dataclasses.replace(p, tmp=f"{p.tmp}.{tag}") for p in pieces]
+            for old, new in zip(self.template.pieces, pieces):
+                os.link(os.path.join(job.staging, old.tmp), os.path.join(job.staging, new.tmp))
+        return dataclasses.replace(self.template, shard=shard, pieces=pieces)
 
     def ping(self):
         return 0
@@ -71,8 +83,8 @@ def measure(shards: int, actors: int, repeats: int) -> dict:
                 p = prepare(resolve(cfg))
                 pool = RayPool(actors, 0, actor_cls=CannedRunner)
                 first = plan(p.episodes, p.shard_episodes)[0]
+                sink, lock = open_new(p)  # first: the canned shard is written where the run is
                 steps_per_shard = ray.get([a.load.remote(p.job(), first) for a in pool.actors])[0]
-                sink, lock = open_new(p)
                 c0, t0 = _cpu(), time.perf_counter()
                 execute(p, sink, lock, False, pool=pool)
                 cpu, wall = _cpu() - c0, time.perf_counter() - t0
@@ -90,24 +102,69 @@ def measure(shards: int, actors: int, repeats: int) -> dict:
     return out
 
 
+def measure_real(pairs: int, actors: int, small: int, large: int) -> dict:
+    """Goal 1 as the issue measures it: the driver's CPU (this process, all threads) of real Ray
+    captures (128x128, max 500 steps), marginal between a ``small``- and a ``large``-step run so
+    start-up cancels; ``pairs`` pairs per output, the median reported."""
+    import ray
+
+    from plume_capture.capture import capture
+    from plume_capture.capture.on_ray import ray_init
+    from plume_capture.config import complete_config
+
+    ray_init(None)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-driver-real-"))
+    out = {}
+    try:
+        for parquet in (False, True):
+            marginal, rates = [], []
+            for r in range(pairs):
+                got = {}
+                for steps in (small, large):
+                    cfg = complete_config({"output": str(tmp / f"{parquet}{r}{steps}"), "seed": r, "parquet": parquet,
+                                           "episodes": steps // 500, "env": {"grid_size": [128, 128], "max_steps": 500},
+                                           "engine": {"kind": "ray", "num_actors": actors, "quiet": True}})
+                    c0 = _cpu()
+                    res = capture(cfg)
+                    got[steps] = (_cpu() - c0, res.steps)
+                    rates.append(res.steps / res.wall_s / 1e6)
+                    shutil.rmtree(tmp / f"{parquet}{r}{steps}", ignore_errors=True)
+                (c_s, n_s), (c_l, n_l) = got[small], got[large]
+                marginal.append((c_l - c_s) / (n_l - n_s) * 1e9)
+            key = "jsonl_parquet" if parquet else "jsonl"
+            out[key] = {"driver_cpu_ns_per_step": summary(marginal), "run_M_steps_per_s": summary(rates),
+                        "pairs": pairs, "steps": [small, large]}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        ray.shutdown()
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_driver")
     ap.add_argument("--shards", type=int, default=400)
     ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--real", action="store_true",
+                    help="real captures: the driver's marginal CPU between a --small and a --large run")
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--small", type=int, default=2_000_000)
+    ap.add_argument("--large", type=int, default=20_000_000)
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
     load = loadavg()
+    body = measure_real(a.pairs, a.actors, a.small, a.large) if a.real else measure(a.shards, a.actors, a.repeats)
     res = {"command": "python -m benchmarks.bench_driver " + " ".join(sys.argv[1:] if argv is None else argv),
-           "loadavg_before": load, **measure(a.shards, a.actors, a.repeats), "loadavg_after": loadavg()}
+           "loadavg_before": load, **body, "loadavg_after": loadavg()}
     a.out.mkdir(parents=True, exist_ok=True)
-    path = a.out / f"driver-{time.strftime('%Y-%m-%d-%H%M')}.json"
+    path = a.out / f"driver{'-real' if a.real else ''}-{time.strftime('%Y-%m-%d-%H%M')}.json"
     path.write_text(json.dumps(res, indent=2) + "\n")
+    rate = "run_M_steps_per_s" if a.real else "ingest_M_steps_per_s"
     for k in ("jsonl", "jsonl_parquet"):
         r = res[k]
         print(f"{k}: driver CPU {r['driver_cpu_ns_per_step']['median']:.1f} ns/step "
               f"({r['driver_cpu_ns_per_step']['min']:.1f}-{r['driver_cpu_ns_per_step']['max']:.1f}), "
-              f"ingest {r['ingest_M_steps_per_s']['median']:.1f}M steps/s")
+              f"{rate} {r[rate]['median']:.1f}M")
     print(path)
     return 0
 

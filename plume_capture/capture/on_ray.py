@@ -181,6 +181,8 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
                             pings[pool.actors[i].ping.remote()] = i
                         continue
                     except RayTaskError as exc:
+                        if isinstance(getattr(exc, "cause", None), OSError):  # e.g. the disk is full
+                            raise exc.cause from None
                         raise CaptureError(f"shard {shard.index} failed: {exc}") from exc
                     nodes[r].add(res.node)
                     actor_s[r] += res.seconds

@@ -151,8 +151,11 @@ class _HashingFile:
                 self.sync() if sync else self.flush()
             finally:
                 os.close(self._fd)
-                self._mv.release()
-                self._buf.close()
+                try:
+                    self._mv.release()
+                    self._buf.close()
+                except BufferError:  # a failed write's traceback still holds a view: freed with it
+                    pass
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()

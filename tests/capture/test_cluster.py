@@ -107,3 +107,91 @@ def test_movie_plume_same_records_across_nodes(cluster, tmp_path):
     assert info["nodes"] >= 2, info
     assert run_json(run)["extra"]["env"]["movie"]["sha256"] == run_json(local)["extra"]["env"]["movie"]["sha256"]
     assert_same_records(local, run, parquet=True)
+
+
+def test_every_shard_is_written_by_its_worker_on_a_shared_directory(cluster, tmp_path):
+    """Every node sees the output directory (one machine): the workers write every shard's files,
+    the driver only renames them; the records are the in-process ones."""
+    data = dict(episodes=48, seed=11, env={"grid_size": [32, 32], "max_steps": 100}, rotate_size=20000)
+    local = capture(_cfg(tmp_path, "local", {"kind": "local", "shard_episodes": 5}, **data)).run_dir
+    run = capture(_cfg(tmp_path, "cluster", {"kind": "ray", "num_actors": 2, "shard_episodes": 5}, **data)).run_dir
+    eng = run_json(run)["extra"]["engine"]
+    assert eng["layout"] == "per_shard" and eng["shards"] == 10, eng
+    assert eng["shards_written_by_workers"] == 10 and eng["shards_written_by_driver"] == 0, eng
+    assert sorted(p.name for p in (run / "steps.parquet").iterdir()) == [f"part-{i:05d}.parquet" for i in range(10)]
+    assert not (run / ".shards").exists() and not (run / ".probe").exists()
+    assert_same_records(local, run, parquet=True)
+    assert _names_rows(run) == _names_rows(local)
+
+
+def _names_rows(run) -> dict:
+    return {n: f["rows"] for n, f in run_json(run)["extra"]["files"].items()}
+
+
+@pytest.fixture
+def unshared_node(cluster, tmp_path):
+    """A 4th node whose processes see an empty tmpfs at ``tmp_path/out`` (a private mount
+    namespace): a node that does not share the output directory. Needs root (``unshare -m``)."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    import ray
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to give one node its own view of the output directory")
+    c, _ = cluster
+    out = tmp_path / "out"
+    out.mkdir()
+    before = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    cmd = (f"mount -t tmpfs tmpfs {out} && exec {ray_cli} start --address={c.address} "
+           f"--node-ip-address={NODE_IP} --num-cpus=1 --block --disable-usage-stats")
+    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", cmd],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            new = {n["NodeID"] for n in ray.nodes() if n["Alive"]} - before
+            if new:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the unshared node did not join")
+        yield out, new.pop()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the group of the process we started (its raylet, workers)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+                n["Alive"] for n in ray.nodes() if n["NodeID"] not in before):
+            time.sleep(0.2)
+
+
+def test_a_node_that_does_not_see_the_output_ships_its_shards_to_the_driver(cluster, unshared_node, tmp_path):
+    """One node of four has its own (empty) view of the output directory: its workers do not find
+    the run's probe file, so they send their shards' bytes and the driver writes them; the others
+    write theirs. One run directory holds everything, the records are the in-process ones."""
+    import ray
+
+    out, node = unshared_node
+    nodes = sum(1 for n in ray.nodes() if n["Alive"])  # 4, or 3 after the node-removal test
+    data = dict(episodes=64, seed=4, env={"grid_size": [32, 32], "max_steps": 100})
+    local = capture(config(output=str(tmp_path / "local"), parquet=True,
+                           engine={"kind": "local", "shard_episodes": 4}, **data)).run_dir
+    run = capture(config(output=str(out), parquet=True,
+                         engine={"kind": "ray", "num_actors": nodes, "shard_episodes": 4, "window": 1}, **data)).run_dir
+    eng = run_json(run)["extra"]["engine"]
+    assert eng["nodes"] == nodes, eng
+    assert eng["shards_written_by_driver"] >= 1 and eng["shards_written_by_workers"] >= 1, eng
+    assert eng["shards_written_by_driver"] + eng["shards_written_by_workers"] == 16
+    assert_same_records(local, run, parquet=True)
+    assert _names_rows(run) == _names_rows(local)
+    assert node in {n["NodeID"] for n in ray.nodes() if n["Alive"]}

@@ -71,18 +71,14 @@ def _crash_run_json(monkeypatch):
     monkeypatch.setattr(engine.runmeta, "write_json_atomic", write)
 
 
-def _crash_second_artifact(monkeypatch):
-    """steps.jsonl.gz is finished, then closing episodes.jsonl.gz fails."""
-    from plume_capture.io.files import JsonlPartWriter
-
-    real = JsonlPartWriter.close
+def _crash_closing(monkeypatch):
+    """Every shard is committed, then closing the run's files fails."""
+    from plume_capture.capture.sink import ShardedSink
 
     def close(self):
-        if self.base == "episodes":
-            raise Boom("crash after the first artifact")
-        return real(self)
+        raise Boom("crash closing the files")
 
-    monkeypatch.setattr(JsonlPartWriter, "close", close)
+    monkeypatch.setattr(ShardedSink, "close", close)
 
 
 def _crash_publish(monkeypatch):
@@ -96,8 +92,8 @@ def _crash_publish(monkeypatch):
     monkeypatch.setattr(engine, "publish", publish)
 
 
-@pytest.mark.parametrize("inject", [_crash_second_artifact, _crash_run_json, _crash_publish],
-                         ids=["after-first-artifact", "writing-run-json", "at-publish"])
+@pytest.mark.parametrize("inject", [_crash_closing, _crash_run_json, _crash_publish],
+                         ids=["closing-files", "writing-run-json", "at-publish"])
 def test_finalizer_crash_leaves_nothing_complete_and_resumes(tmp_path, monkeypatch, inject):
     clean = capture(config(output=str(tmp_path / "clean"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
     cfg = config(output=str(tmp_path / "out"), parquet=True, rotate_size=5000,
@@ -143,8 +139,9 @@ def test_power_loss_resume_goes_back_to_the_last_journal_line_on_disk(tmp_path, 
     staging = info.value.staging
     entries = [json.loads(ln) for ln in (staging / JOURNAL).read_text().splitlines()]
     assert len(entries) == 8
-    (_, kept_bytes, _), = entries[2]["steps_files"]
-    os.truncate(staging / "steps.jsonl.gz", kept_bytes + 7)  # shards 3.. lost (a torn tail beyond)
+    name, size, _, _ = entries[3]["files"][0]  # shard 3's first file: a rename lost, or torn
+    os.truncate(staging / name, size - 7)
+    (staging / entries[5]["files"][1][0]).unlink()  # and a later one gone
 
     result = capture(cfg, resume=str(staging))
     assert run_json(result.run_dir)["extra"]["engine"]["resumed_from_shard"] == 3
@@ -153,14 +150,17 @@ def test_power_loss_resume_goes_back_to_the_last_journal_line_on_disk(tmp_path, 
 
 def test_fsync_at_most_every_interval_and_every_artifact_before_run_json(tmp_path, monkeypatch):
     """One durable checkpoint for a run shorter than DURABLE_EVERY_S (not one per shard), a
-    journal line per shard, and every artifact fsynced before run.json is written."""
+    journal line per shard, and every artifact (written and fsynced by its worker under a
+    temporary name) and the directories that got the renames fsynced before run.json is written."""
+    import re
+
     from plume_capture.capture import run as engine, sink as sink_mod
 
     synced: list[str] = []
     real_fsync = os.fsync
 
     def fsync(fd):
-        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         return real_fsync(fd)
 
     real_write = engine.runmeta.write_json_atomic
@@ -174,17 +174,21 @@ def test_fsync_at_most_every_interval_and_every_artifact_before_run_json(tmp_pat
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(engine.runmeta, "write_json_atomic", write_json)
     lines = []
-    real_ckpt = sink_mod.RunSink._checkpoint
+    real_journal = sink_mod.ShardedSink._journal
 
-    def checkpoint(self, shard):
-        real_ckpt(self, shard)
+    def journal(self, entry):
+        real_journal(self, entry)
         lines.append((self.staging / JOURNAL).read_text().count("\n"))
 
-    monkeypatch.setattr(sink_mod.RunSink, "_checkpoint", checkpoint)
+    monkeypatch.setattr(sink_mod.ShardedSink, "_journal", journal)
     result = capture(config(output=str(tmp_path), parquet=True, rotate_size=5000,
                             engine={"kind": "local", "shard_episodes": 2}, **SMALL))
     assert lines == list(range(1, 16))  # 30 episodes in shards of 2: a line per shard
-    assert synced.count(JOURNAL) == 1, synced
+    assert sum(p.endswith("/" + JOURNAL) for p in synced) == 1, synced
     before = synced[:synced.index("<run.json>")]
-    artifacts = [n for n in run_json(result.run_dir)["extra"]["files"]]
-    assert len(artifacts) > 4 and all(n in before for n in artifacts), (artifacts, before)
+    artifacts = list(run_json(result.run_dir)["extra"]["files"])
+    written = [p for p in before if re.search(r"/\.shards/\d{5}-[0-9a-f]{12}\.\d+\.", p)]
+    assert len(artifacts) > 4 and len(written) == len(artifacts), (artifacts, before)
+    staging = str(result.run_dir.with_name("." + result.run_dir.name + ".partial"))
+    for d in (staging, staging + "/steps.parquet", staging + "/episodes.parquet"):
+        assert d in before, (d, before)

@@ -9,14 +9,14 @@ import pytest
 from capture_helpers import assert_same_records, config, run_json
 from plume_capture.capture import capture
 from plume_capture.sim.runner import ShardRunner
-from plume_capture.capture.sink import RunSink
+from plume_capture.capture.sink import ShardedSink
 
 
-def test_slow_parquet_does_not_pile_up_results(tmp_path, monkeypatch):
-    """With Parquet far slower than the workers, at most threads + 2 shard results are between
-    their creation and the sink being done with them."""
+def test_slow_commits_do_not_pile_up_results(tmp_path, monkeypatch):
+    """With the driver's commit far slower than the workers, at most threads + 2 shard results are
+    between their creation and the sink being done with them."""
     alive, peak, lock = [0], [0], threading.Lock()
-    run, append, write_parquet = ShardRunner.run, RunSink.append, RunSink._write_parquet
+    run, append = ShardRunner.run, ShardedSink.append
 
     def counted_run(self, shard):
         res = run(self, shard)
@@ -25,26 +25,23 @@ def test_slow_parquet_does_not_pile_up_results(tmp_path, monkeypatch):
             peak[0] = max(peak[0], alive[0])
         return res
 
-    def counted_append(self, res, on_written=None):
+    def slow_append(self, res, on_written=None):
         def written():
             with lock:
                 alive[0] -= 1
             on_written()
+        time.sleep(0.02)
         append(self, res, on_written=written)
 
-    def slow_write(self, steps, episodes):
-        time.sleep(0.02)
-        write_parquet(self, steps, episodes)
-
     monkeypatch.setattr(ShardRunner, "run", counted_run)
-    monkeypatch.setattr(RunSink, "append", counted_append)
-    monkeypatch.setattr(RunSink, "_write_parquet", slow_write)
+    monkeypatch.setattr(ShardedSink, "append", slow_append)
     cfg = dict(episodes=60, seed=4, parquet=True, env={"grid_size": [32, 32], "max_steps": 50})
     run_dir = capture(config(**cfg, output=str(tmp_path / "a"),
                              engine={"kind": "local", "threads": 2, "shard_episodes": 1, "window": 4})).run_dir
     assert alive[0] == 0 and 3 <= peak[0] <= 2 + 2, (alive, peak)
     monkeypatch.undo()
-    one = capture(config(**cfg, output=str(tmp_path / "b"), engine={"kind": "local", "threads": 1})).run_dir
+    one = capture(config(**cfg, output=str(tmp_path / "b"),
+                         engine={"kind": "local", "threads": 1, "shard_episodes": 1})).run_dir
     assert_same_records(one, run_dir, parquet=True)
 
 

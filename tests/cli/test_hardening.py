@@ -145,7 +145,7 @@ def test_resume_may_add_parquet_and_change_the_engine(partial, capsys, tmp_path)
     assert rc == 0, err
     (final,) = complete_runs(tmp_path / "out")
     meta = run_json(final)
-    assert meta["extra"]["config"]["parquet"] is True and (final / "steps.parquet").is_file()
+    assert meta["extra"]["config"]["parquet"] is True and (final / "steps.parquet").exists()
     clean = capture(config(output=str(tmp_path / "clean"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
     assert meta["config_hash"] == run_json(clean)["config_hash"]
     assert_same_records(clean, final, parquet=True)

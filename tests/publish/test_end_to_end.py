@@ -19,7 +19,7 @@ def _sha(p):
 
 def _check_against_manifest(run):
     m = json.loads((run / "manifest.json").read_text())
-    names = sorted(p.name for p in run.iterdir() if p.name != "manifest.json")
+    names = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file() and p.name != "manifest.json")
     assert names == sorted(m["files"])
     for n, ent in m["files"].items():
         assert _sha(run / n) == ent["sha256"] and (run / n).stat().st_size == ent["bytes"]
@@ -39,7 +39,7 @@ def test_publish_push_pull_roundtrip(repo, two_runs, tmp_path, capsys):
         m = _check_against_manifest(run)
         assert m["validation"]["ok"] and m["counts"]["episodes"] == 3
         assert (tree / f"{r.name}.dvc").exists()
-        originals[r.name] = {p.name: p.read_bytes() for p in run.iterdir()}
+        originals[r.name] = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
         for n in originals[r.name]:
             if n != "manifest.json":
                 assert originals[r.name][n] == (r / n).read_bytes()
@@ -64,7 +64,7 @@ def test_publish_push_pull_roundtrip(repo, two_runs, tmp_path, capsys):
         for r in two_runs:
             run = root / "data/captures/exp" / r.name
             _check_against_manifest(run)
-            assert {p.name: p.read_bytes() for p in run.iterdir()} == originals[r.name]
+            assert {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()} == originals[r.name]
         st = dvc("status", "-c", "--json", cwd=root)
         assert json.loads(st.stdout or "{}") == {}
     # A historical version: the commit of the first publish has one run in index and tree.

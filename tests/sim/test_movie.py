@@ -10,6 +10,8 @@ import time
 
 import gymnasium
 import numpy as np
+
+from capture_helpers import assert_same_records
 import pytest
 
 import plume_capture.envs  # noqa: F401  (registers PlumeNav-v0)
@@ -438,10 +440,6 @@ def test_capture_bad_movie_leaves_nothing(tmp_path):
     assert not (tmp_path / "out" / "m").exists() or not any((tmp_path / "out" / "m").iterdir())
 
 
-def _data(records):
-    return [{k: v for k, v in r.items() if k not in ("ts", "run_id", "duration_ms", "avg_step_time_ms")}
-            for r in records]
-
 
 def test_capture_with_movie_same_records_on_ray(tmp_path, ray_session):
     from plume_capture.capture import capture
@@ -450,8 +448,7 @@ def test_capture_with_movie_same_records_on_ray(tmp_path, ray_session):
     local = capture(_capture_cfg(tmp_path, path, "local"))
     ray_run = capture(_capture_cfg(tmp_path, path, "ray", num_actors=2, shard_episodes=2))
     assert json.loads((ray_run.run_dir / "run.json").read_text())["extra"]["engine"]["actors"] == 2
-    for name in ("steps.jsonl.gz", "episodes.jsonl.gz"):
-        assert _data(_records(ray_run.run_dir / name)) == _data(_records(local.run_dir / name)), name
+    assert_same_records(local.run_dir, ray_run.run_dir)  # all parts (the Ray run has one per shard)
     a = json.loads((local.run_dir / "run.json").read_text())["extra"]["env"]
     b = json.loads((ray_run.run_dir / "run.json").read_text())["extra"]["env"]
     assert a == b and a["movie"]["sha256"]
