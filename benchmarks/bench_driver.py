@@ -38,7 +38,10 @@ class CannedRunner:
         self.template = ShardRunner(job, 1).run(shard)
         return self.template.steps
 
-    def run(self, key, job, shard):
+    def run(self, key, job, shards):
+        return [self._one(job, shard) for shard in shards]
+
+    def _one(self, job, shard):
         import os
         import uuid
 

@@ -53,12 +53,13 @@ class RunnerHost:
         self.threads = threads
         self.runners: collections.OrderedDict = collections.OrderedDict()
 
-    def run(self, key: int, job: Job, shard):
+    def run(self, key: int, job: Job, shards: list):
+        """Results of ``shards`` (consecutive shards of run ``key``), in order."""
         runner = self.runners.pop(key, None) or ShardRunner(job, self.threads)
         self.runners[key] = runner
         while len(self.runners) > self.KEEP:
             self.runners.popitem(last=False)
-        return runner.run(shard)
+        return [runner.run(shard) for shard in shards]
 
     def ping(self) -> int:
         return os.getpid()
@@ -91,6 +92,19 @@ class RayPool:
                 pass
 
 
+GROUP_MAX = 4  # most shards per actor call
+
+
+def _groups(shards: list, slots: int) -> list:
+    """``shards`` cut into consecutive groups, one actor call each. Each call costs the driver ~2 ms
+    of Ray's bookkeeping (its own and its threads'; ~8 ns/step with 256Ki-step shards), so a run with
+    many shards per slot (actors x window) sends up to GROUP_MAX at a time; a run with few keeps one
+    per call, so every actor gets work and the tail stays short. Scheduling only: the shards, their
+    files and records are the same either way."""
+    g = max(1, min(GROUP_MAX, len(shards) // (4 * max(1, slots))))
+    return [tuple(shards[k:k + g]) for k in range(0, len(shards), g)]
+
+
 def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[dict]:
     """Shards of one or more runs (``[(prepared, shards, sink), ...]``) on one pool of actors: one
     window over all runs' shards in run order, a reorder buffer so each run's results are written in
@@ -108,17 +122,22 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
     if own_pool:
         first = work[0][0].spec.engine
         pool = RayPool(first.num_actors, first.headroom_cpus)
-    jobs = [p.job(ray.put(p.physics.field) if p.physics.params.plume == "movie" else None) for p, _, _ in work]
-    todo = collections.deque((r, shard) for r, (_, shards, _) in enumerate(work) for shard in shards)
+    # Each job goes to the object store once: pickling it into every shard call cost the driver
+    # ~0.1 ms per shard.
+    jobs = [ray.put(p.job(ray.put(p.physics.field) if p.physics.params.plume == "movie" else None))
+            for p, _, _ in work]
+    window = max(p.window for p, _, _ in work)
+    todo = collections.deque((r, group) for r, (_, shards, _) in enumerate(work)
+                             for group in _groups(shards, pool.n * window))
     total = len(todo)
     left = [len(shards) for _, shards, _ in work]
-    inflight: dict = {}  # ref -> (run, shard, actor index)
-    window = max(p.window for p, _, _ in work)
+    inflight: dict = {}  # ref -> (run, shards, actor index)
     load = [0] * pool.n
     alive = [True] * pool.n
     pings: dict = {}  # ping ref -> actor index
     buffered: dict = {}  # (run, shard index) -> result
-    limit = pool.n * window
+    limit = pool.n * window * GROUP_MAX  # shards in flight or waiting to be written
+    pending = [0]  # shards in flight
     nodes = [set() for _ in work]
     retries = [0] * len(work)
     actor_s = [0.0] * len(work)
@@ -141,15 +160,16 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
     try:
         while todo or inflight or buffered:
             # Fill the window: least-loaded live actor, bounded by in flight + buffered results.
-            while todo and len(inflight) + len(buffered) < limit:
+            while todo and pending[0] + len(buffered) < limit:
                 cands = [i for i in range(pool.n) if alive[i] and load[i] < window]
                 if not cands:
                     break
                 i = min(cands, key=lambda j: load[j])
-                r, shard = todo.popleft()
+                r, group = todo.popleft()
                 starts[r] = starts[r] or time.perf_counter()
-                inflight[pool.actors[i].run.remote(r, jobs[r], shard)] = (r, shard, i)
+                inflight[pool.actors[i].run.remote(r, jobs[r], group)] = (r, group, i)
                 load[i] += 1
+                pending[0] += len(group)
             waitable = list(inflight) + list(pings)
             if not waitable:
                 if buffered and not any((r, work[r][2].next_shard) in buffered for r in range(len(work))):
@@ -165,17 +185,18 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
                         except (RayActorError, RayTaskError, ObjectLostError):
                             pings[pool.actors[i].ping.remote()] = i
                         continue
-                    r, shard, i = inflight.pop(ref)
+                    r, group, i = inflight.pop(ref)
                     load[i] -= 1
+                    pending[0] -= len(group)
                     try:
-                        res = ray.get(ref)
+                        results = ray.get(ref)
                     except (RayActorError, ObjectLostError) as exc:
                         # The actor (or its node) died: discard the shard's partial work, re-queue it
                         # first, and use the actor again once it answers (Ray restarts it).
                         retries[r] += 1
                         if sum(retries) > 10 * total + 10:
                             raise CaptureError(f"giving up after {sum(retries)} shard failures: {exc}") from exc
-                        todo.appendleft((r, shard))
+                        todo.appendleft((r, group))
                         if alive[i]:
                             alive[i] = False
                             pings[pool.actors[i].ping.remote()] = i
@@ -183,10 +204,12 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
                     except RayTaskError as exc:
                         if isinstance(getattr(exc, "cause", None), OSError):  # e.g. the disk is full
                             raise exc.cause from None
-                        raise CaptureError(f"shard {shard.index} failed: {exc}") from exc
-                    nodes[r].add(res.node)
-                    actor_s[r] += res.seconds
-                    buffered[(r, shard.index)] = res
+                        raise CaptureError(f"shards {group[0].index}-{group[-1].index} failed: {exc}") from exc
+                    for res in results:
+                        nodes[r].add(res.node)
+                        actor_s[r] += res.seconds
+                        buffered[(r, res.shard.index)] = res
+                    del results
             for r, (_, _, sink) in enumerate(work):
                 while (r, sink.next_shard) in buffered:
                     res = buffered.pop((r, sink.next_shard))

@@ -49,8 +49,13 @@ def test_sigkill_actor_mid_run_same_records(tmp_path, ray_session):
     assert not th.is_alive(), "the run did not finish after the actor was killed"
     assert "error" not in out, out.get("error")
     run_dir = out["result"].run_dir
-    info = run_json(run_dir)["extra"]["engine"]
+    meta = run_json(run_dir)
+    info = meta["extra"]["engine"]
     assert info["shard_retries"] >= 1, info
+    assert info["layout"] == "per_shard" and info["shards_written_by_workers"] == info["shards"] == 40, info
+    # whatever the killed worker had half-written is gone: exactly the listed files remain
+    on_disk = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    assert on_disk == sorted([*meta["extra"]["files"], "run.json"])
     assert_same_records(clean, run_dir, parquet=True)
 
 
@@ -142,10 +147,17 @@ def test_power_loss_resume_goes_back_to_the_last_journal_line_on_disk(tmp_path, 
     name, size, _, _ = entries[3]["files"][0]  # shard 3's first file: a rename lost, or torn
     os.truncate(staging / name, size - 7)
     (staging / entries[5]["files"][1][0]).unlink()  # and a later one gone
+    (staging / ".shards").mkdir(exist_ok=True)
+    (staging / ".shards" / "00004-0123456789ab.0.steps").write_bytes(b"\x1f\x8b torn")  # a writer killed mid-file
+    (staging / "steps.part0099.jsonl.gz").write_bytes(b"never committed")
 
     result = capture(cfg, resume=str(staging))
     assert run_json(result.run_dir)["extra"]["engine"]["resumed_from_shard"] == 3
     assert_same_records(clean, result.run_dir, parquet=True)
+    assert not (result.run_dir / ".shards").exists() and not (result.run_dir / "steps.part0099.jsonl.gz").exists()
+    from plume_capture.readback.validate import validate_run_artifacts
+
+    assert validate_run_artifacts(result.run_dir)["ok"]
 
 
 def test_fsync_at_most_every_interval_and_every_artifact_before_run_json(tmp_path, monkeypatch):
