@@ -2,7 +2,7 @@
 with an absolute output path, against a head started here (``ray start --head`` at node IP
 127.0.0.2, dashboard on, in its own process group, stopped by that group's id — nothing else).
 
-    python -m benchmarks.check_job_submit [--episodes 2000]
+    python -m benchmarks.check_job_submit [--episodes 2000]   # with an interpreter that has ray[default]
 
 Writes ``benchmarks/results/job-submit-<date>.json``: the commands, their exit codes, the run's
 status and the validator's verdict.
@@ -35,13 +35,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.check_job_submit")
     ap.add_argument("--episodes", type=int, default=2000)
     a = ap.parse_args(argv)
-    bindir = os.path.dirname(sys.executable)
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]  # this interpreter's Ray (needs ray[default])
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
+    # The job's `python` is the cluster's: here, this interpreter's environment (a real cluster's
+    # nodes have plume-capture's dependencies installed, e.g. in their image).
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     port, dash = _free_port(), _free_port()
     tmp = Path(tempfile.mkdtemp(prefix="job-submit-"))
     out = tmp / "results"
-    head_cmd = [os.path.join(bindir, "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.2",
+    head_cmd = [*ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.2",
                 f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.2",
                 f"--dashboard-port={dash}", "--num-cpus=2", "--disable-usage-stats"]
     head = subprocess.Popen(head_cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
                     raise SystemExit("head exited: " + head.stderr.read().decode()[-2000:])
                 time.sleep(0.5)
         time.sleep(3)  # the job agent starts after the dashboard
-        submit = [os.path.join(bindir, "ray"), "job", "submit", "--address", url, "--working-dir", ".",
+        submit = [*ray_cli, "job", "submit", "--address", url, "--working-dir", ".",
                   "--runtime-env-json", json.dumps({"env_vars": {"RAY_AUTH_MODE": "disabled"}}), "--",
                   "python", "-m", "plume_capture", "--quiet", "--engine", "ray", "--parquet",
                   "--output", str(out), f"episodes={a.episodes}", "env.max_steps=500"]
@@ -74,11 +77,12 @@ def main(argv=None) -> int:
             res["status"] = meta["extra"]["status"]
             res["engine"] = {k: meta["extra"]["engine"].get(k) for k in (
                 "kind", "actors", "nodes", "layout", "shards", "shards_written_by_workers", "shards_written_by_driver")}
-            v = subprocess.run([os.path.join(bindir, "plume-nav-validate"), str(runs[0])], capture_output=True,
-                               text=True, env=env)
-            res["validate_exit"] = v.returncode
+            from plume_capture.readback.validate import validate_run_artifacts
+
+            res["validate_ok"] = validate_run_artifacts(runs[0])["ok"]
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # the group of the head we started
+        if head.poll() is None:
+            os.killpg(head.pid, signal.SIGTERM)  # the group of the head we started
         try:
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -89,7 +93,7 @@ def main(argv=None) -> int:
     path.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps({k: v for k, v in res.items() if k != "submit_tail"}, indent=2))
     print(path)
-    ok = res.get("submit_exit") == 0 and res.get("status") == "complete" and res.get("validate_exit") == 0
+    ok = res.get("submit_exit") == 0 and res.get("status") == "complete" and res.get("validate_ok") is True
     return 0 if ok else 1
 
 
