@@ -72,7 +72,7 @@ def whole_process(steps: int, *, parquet: bool, repeats: int, keep_last: bool = 
             meta = json.loads((run_dir / "run.json").read_text())
             n = meta["extra"]["counts"]["steps"]
             cap = meta["extra"]["timing"]["wall_s"]
-            size = sum(p.stat().st_size for p in run_dir.iterdir())
+            size = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
             runs.append({"steps": n, "wall_s": r.wall_s, "rate": n / r.wall_s, "capture_s": cap,
                          "capture_rate": n / cap, "bytes": size, "engine": meta["extra"].get("engine", {}),
                          **r.memory, "load": [r.load_before, r.load_after], "leftovers": r.leftovers})
