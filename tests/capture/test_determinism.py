@@ -124,13 +124,15 @@ def test_standard_readers(tmp_path_factory):
 
         pl_df = pl.concat([pl.read_ndjson(f) for f in files])
         assert pl_df.to_dicts() == recs
+        assert (run / f"{base}.parquet").is_dir()  # a multi-shard run: a Parquet part per shard
         assert pl.read_parquet(run / f"{base}.parquet").to_dicts() == recs
+        col = "reward" if base == "steps" else "total_reward"
+        assert pd.read_parquet(run / f"{base}.parquet")[col].tolist() == [r[col] for r in recs]
         assert pq.read_table(run / f"{base}.parquet").to_pylist() == recs
 
         names = ", ".join(f"'{f}'" for f in files)
         total = duckdb.sql(f"SELECT count(*) FROM read_json_auto([{names}])").fetchall()[0][0]
         assert total == len(recs)
-        col = "reward" if base == "steps" else "total_reward"
         got = duckdb.sql(f"SELECT {col} FROM read_json_auto([{names}])").fetchall()
         assert [g[0] for g in got] == [r[col] for r in recs]
         got = duckdb.sql(f"SELECT {col} FROM read_parquet('{run / (base + '.parquet')}')").fetchall()
