@@ -214,7 +214,7 @@ class ShardedSink:
         return part_name(kind, k)
 
     def append(self, result, on_written=None) -> None:
-        from plume_capture.io.files import _HashingFile
+        from plume_capture.io.files import write_new
 
         assert result.shard.index == self.next_shard, "shards must arrive in order"
         entry_files = []
@@ -223,14 +223,8 @@ class ShardedSink:
             if piece.tmp is not None:
                 os.rename(self.staging / piece.tmp, self.staging / name)
                 size, sha = piece.bytes, piece.sha256
-            else:
-                f = _HashingFile(self.staging / name)
-                try:
-                    for b in piece.data:
-                        f.write(b)
-                finally:
-                    f.close()
-                size, sha = f.size, f.hexdigest()
+            else:  # the worker did not see the directory: it sent the bytes
+                size, sha = write_new(self.staging / name, piece.data)
             self.files[name] = {"bytes": size, "rows": piece.rows, "sha256": sha}
             entry_files.append([name, size, piece.rows, sha])
         if result.written:
@@ -300,6 +294,7 @@ class ShardedSink:
         on when resuming)."""
         import pyarrow as pa
 
+        from plume_capture.io.files import write_new
         from plume_capture.io.jsonl_decode import Layout, iter_jsonl_batches
         from plume_capture.io.shardfiles import encode_parquet
 
@@ -316,15 +311,8 @@ class ShardedSink:
                     batches.append(batch.to_arrow())
             table = pa.Table.from_batches(batches, schema=schema)
             name = self._name(f"{base}.parquet", entry["shard"])
-            data = encode_parquet(table, meta)
-            from plume_capture.io.files import _HashingFile
-
-            f = _HashingFile(self.staging / name)
-            try:
-                f.write(data)
-            finally:
-                f.close()
-            self.files[name] = {"bytes": f.size, "rows": table.num_rows, "sha256": f.hexdigest()}
+            size, sha = write_new(self.staging / name, [encode_parquet(table, meta)])
+            self.files[name] = {"bytes": size, "rows": table.num_rows, "sha256": sha}
 
     def close(self) -> dict:
         """Finish the run's files; returns ``{file name: {bytes, rows, sha256}}`` in order."""

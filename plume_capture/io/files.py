@@ -161,6 +161,18 @@ class _HashingFile:
         return self._sha.hexdigest()
 
 
+def write_new(path: Path, buffers) -> tuple[int, str]:
+    """Write ``buffers`` to a new file at ``path`` (O_DIRECT where allowed), fsynced;
+    -> (bytes, sha256 hex)."""
+    f = _HashingFile(path)
+    try:
+        for b in buffers:
+            f.write(b)
+    finally:
+        f.close()
+    return f.size, f.hexdigest()
+
+
 class JsonlPartWriter:
     """Appends gzip members to `<base>.jsonl.gz`, rotating into `<base>.partNNNN.jsonl.gz`.
 

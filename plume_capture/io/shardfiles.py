@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from plume_capture.io.files import _HashingFile
+from plume_capture.io.files import write_new
 from plume_capture.io.parquet import _dictionary_columns
 
 PARQUET_ROW_GROUP_ROWS = 1 << 18
@@ -106,11 +106,6 @@ def write_pieces(staging: str, shard: int, pieces: list[Piece]) -> list[Piece]:
     out = []
     for k, piece in enumerate(pieces):
         rel = f"{TMP_DIR}/{tag}.{k}.{piece.kind}"
-        f = _HashingFile(os.path.join(staging, rel))
-        try:
-            for b in piece.data:
-                f.write(b)
-        finally:
-            f.close()
-        out.append(Piece(piece.kind, piece.rows, tmp=rel, bytes=f.size, sha256=f.hexdigest()))
+        size, sha = write_new(os.path.join(staging, rel), piece.data)
+        out.append(Piece(piece.kind, piece.rows, tmp=rel, bytes=size, sha256=sha))
     return out
