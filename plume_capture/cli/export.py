@@ -1,4 +1,4 @@
-"""``plume-nav-export RUN_DIR --to {minari,rllib,hf} [OUT]``: export a run for learners."""
+"""``plume-nav-export RUN_DIR --to {minari,rllib,hf} [OUT] [--full-validation]``: export a run for learners."""
 from __future__ import annotations
 
 import argparse
@@ -13,11 +13,14 @@ def main(argv=None) -> int:
     ap.add_argument("--to", required=True, choices=("minari", "rllib", "hf"))
     ap.add_argument("out", nargs="?", default=None,
                     help="output (minari: the datasets root); default <run_dir>.<target>")
+    ap.add_argument("--full-validation", action="store_true",
+                    help="also parse the JSON Lines of a run with Parquet (by default they are checked by "
+                         "size and sha256 against run.json; the records are checked on the Parquet)")
     args = ap.parse_intermixed_args(argv)
     from plume_capture.export import TARGETS, ExportError
 
     try:
-        out = TARGETS[args.to](args.run_dir, args.out)
+        out = TARGETS[args.to](args.run_dir, args.out, full_validation=args.full_validation)
     except (ExportError, FileExistsError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2

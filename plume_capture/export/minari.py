@@ -27,7 +27,7 @@ def dataset_id_for(meta: dict) -> str:
     return f"plume-capture_{name}-v0"
 
 
-def export_minari(run_dir, out=None, *, dataset_id: str | None = None) -> str:
+def export_minari(run_dir, out=None, *, dataset_id: str | None = None, full_validation: bool = False) -> str:
     """Export ``run_dir`` as a Minari dataset under the datasets root ``out`` (default
     ``<run_dir>.minari``); returns the dataset's directory ``<out>/<dataset_id>``. Load it
     with ``MINARI_DATASETS_PATH=<out>`` and ``minari.load_dataset(dataset_id)``."""
@@ -48,7 +48,7 @@ def export_minari(run_dir, out=None, *, dataset_id: str | None = None) -> str:
         except (OSError, ValueError):
             dataset_id = dataset_id_for({})  # open_run reports the problem
     final = check_free(os.path.join(root, dataset_id))
-    src = open_run(run_dir)
+    src = open_run(run_dir, full_validation=full_validation)
     env_spec = dataclasses.replace(gymnasium.spec("PlumeNav-v0"), kwargs=dict(src.env_kwargs))
     env = gymnasium.make(env_spec, disable_env_checker=True)
     prov = provenance(src)

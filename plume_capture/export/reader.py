@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from plume_capture import spec
 from plume_capture.io.jsonl_decode import STEP_LAYOUT, iter_jsonl_batches, strict_loads
 from plume_capture.io.rundir import list_run_files
-from plume_capture.readback.validate import validate_run_artifacts
+from plume_capture.readback.validate import parquet_source_usable, validate_run_artifacts
 
 
 class ExportError(ValueError):
@@ -73,16 +73,21 @@ class RunSource:
         return rep["counts"]
 
 
-def open_run(run_dir) -> RunSource:
+def open_run(run_dir, *, full_validation: bool = False) -> RunSource:
     """Start validating ``run_dir`` and resolve its env; raises ExportError when it cannot be
-    exported (a run that fails validation is reported by its first validation error)."""
+    exported (a run that fails validation is reported by its first validation error).
+
+    A run with Parquet (which the export converts from) is validated on its Parquet records, its
+    JSON Lines by size and sha256 against run.json; ``full_validation`` (or a run without Parquet)
+    parses the JSON Lines too."""
     from plume_capture.readback.replay import run_env_params
 
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise ExportError(f"not a run directory: {run_dir}")
     pool = ThreadPoolExecutor(1, thread_name_prefix="export-validate")
-    validation = pool.submit(validate_run_artifacts, run_dir, max_errors=1)
+    source = "parquet" if not full_validation and parquet_source_usable(run_dir) else "jsonl"
+    validation = pool.submit(validate_run_artifacts, run_dir, max_errors=1, source=source)
     pool.shutdown(wait=False)
     try:
         with open(os.path.join(run_dir, "run.json"), "rb") as f:

@@ -57,10 +57,10 @@ class ShardWriter:
             self.writer = None
 
 
-def export_rllib(run_dir, out=None, *, shard_rows: int = SHARD_ROWS) -> str:
+def export_rllib(run_dir, out=None, *, shard_rows: int = SHARD_ROWS, full_validation: bool = False) -> str:
     """Export ``run_dir`` to ``out`` (default ``<run_dir>.rllib``); returns ``out``."""
     out = check_free(out if out is not None else os.fspath(run_dir).rstrip(os.sep) + ".rllib")
-    src = open_run(run_dir)
+    src = open_run(run_dir, full_validation=full_validation)
     meta = {b"plume_capture.provenance": json.dumps(provenance(src)).encode()}
     with staged_dir(out) as tmp, validated(src):
         w = ShardWriter(tmp, shard_rows, meta)

@@ -225,3 +225,75 @@ def test_minari_on_reference_tool_runs(tmp_path, monkeypatch, name):
 
     run_dir = Path(__file__).resolve().parents[1] / "fixtures" / "reference_runs" / name
     _check_minari(run_dir, tmp_path / "minari", monkeypatch)
+
+
+def _sharded_parquet_run(tmp_path):
+    """A run with Parquet, several shards (a Parquet directory of parts)."""
+    cfg = {"output": str(tmp_path / "runs"), "experiment": "exp", "episodes": 12, "seed": 11, "parquet": True,
+           "env": {"grid_size": [16, 12], "max_steps": 40}, "engine": {"kind": "local", "shard_episodes": 5}}
+    run_dir = capture(complete_config(cfg)).run_dir
+    assert (run_dir / "steps.parquet").is_dir()
+    return run_dir
+
+
+def _relist(run_dir, name):
+    """run.json lists ``name`` with its current size and sha256 (a consistent forgery)."""
+    import hashlib
+
+    meta = json.loads((run_dir / "run.json").read_text())
+    data = (run_dir / name).read_bytes()
+    meta["extra"]["files"][name].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (run_dir / "run.json").write_text(json.dumps(meta))
+
+
+def _edit_parquet_reward(run_dir):
+    import pyarrow as pa
+
+    name = "steps.parquet/part-00001.parquet"
+    t = pq.read_table(run_dir / name)
+    rewards = t.column("reward").to_pylist()
+    rewards[3] = 0.5
+    t = t.set_column(t.schema.get_field_index("reward"), "reward", pa.array(rewards, pa.float64()))
+    pq.write_table(t, run_dir / name)
+    _relist(run_dir, name)  # so only the record checks on the Parquet can catch it
+
+
+def _edit_counts(run_dir):
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["extra"]["counts"]["steps"] += 1
+    (run_dir / "run.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage", [_damage, _edit_parquet_reward, _edit_counts],
+                         ids=["jsonl-record-edited", "parquet-record-edited-and-relisted", "counts-edited"])
+def test_a_parquet_run_is_validated_on_its_parquet_and_its_jsonl_by_sha256(tmp_path, capsys, damage):
+    """Export validates a run with Parquet on the Parquet records (all checks) and its JSON Lines by
+    size and sha256: each damage is refused, nothing written."""
+    from plume_capture.readback.validate import parquet_source_usable, validate_run_artifacts
+
+    run_dir = _sharded_parquet_run(tmp_path)
+    assert parquet_source_usable(run_dir)
+    assert validate_run_artifacts(run_dir, source="parquet")["ok"]
+    damage(run_dir)
+    assert not validate_run_artifacts(run_dir, source="parquet")["ok"]
+    out = tmp_path / "out"
+    assert export_main([str(run_dir), "--to", "rllib", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "fails validation" in err and "\n" not in err and not out.exists()
+
+
+def test_full_validation_also_parses_the_jsonl(tmp_path, capsys):
+    """A JSON Lines record edited and the file relisted in run.json: the Parquet the export
+    converts is intact, so by default the export goes ahead; --full-validation compares the two and
+    refuses."""
+    run_dir = _sharded_parquet_run(tmp_path)
+    path = run_dir / "steps.part0001.jsonl.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    rec = json.loads(lines[2])
+    rec["reward"] = 0.5
+    lines[2] = json.dumps(rec, separators=(",", ":"))
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    _relist(run_dir, path.name)
+    assert export_main([str(run_dir), "--to", "rllib", str(tmp_path / "a")]) == 0
+    assert export_main([str(run_dir), "--to", "rllib", str(tmp_path / "b"), "--full-validation"]) == 2
+    assert "fails validation" in capsys.readouterr().err and not (tmp_path / "b").exists()

@@ -658,3 +658,24 @@ def test_what_could_not_be_checked_is_in_the_summary(tmp_path):
     res = validate_run_artifacts(d)
     summary = format_report(res).splitlines()[3]
     assert res["unchecked"] and "NOT CHECKED" in summary and "checksums" in summary, summary
+
+
+def test_parquet_source_only_where_it_can_stand_for_the_full_check(tmp_path):
+    """``source="parquet"`` needs Parquet for both bases and run.json's sha256 of every JSON Lines
+    file: the reference tool's runs (no extra.files) and runs without Parquet are validated in full;
+    on a good run of ours both sources agree."""
+    from plume_capture.capture import capture
+    from plume_capture.config import complete_config
+    from plume_capture.readback.validate import parquet_source_usable
+
+    for run in sorted(p for p in REFERENCE_RUNS.iterdir() if p.is_dir()):
+        assert not parquet_source_usable(run), run
+    for parquet in (False, True):
+        cfg = complete_config({"output": str(tmp_path / str(parquet)), "episodes": 9, "seed": 2, "parquet": parquet,
+                               "env": {"grid_size": [16, 16], "max_steps": 30}, "engine": {"kind": "local", "shard_episodes": 4}})
+        run = capture(cfg).run_dir
+        assert parquet_source_usable(run) is parquet
+        if parquet:
+            full, fast = validate_run_artifacts(run), validate_run_artifacts(run, source="parquet")
+            assert full["ok"] and fast["ok"] and full["counts"] == fast["counts"]
+            assert set(fast["files_checked"]) == set(full["files_checked"])

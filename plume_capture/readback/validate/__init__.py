@@ -40,7 +40,7 @@ from plume_capture import spec as records
 from plume_capture.io.jsonl_decode import EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, episode_index, sha256_file
 from plume_capture.io.rundir import list_run_files
 from plume_capture.kernels.jsonl_scan import count_lines
-from plume_capture.readback.validate.parquet import _ParquetSide
+from plume_capture.readback.validate.parquet import _ParquetSide, _ParquetStream
 from plume_capture.readback.validate.report import CODES, WARNING_CODES, _Report, _eid, _eids
 from plume_capture.readback.validate.run_json import _Ctx, _EPISODES, _STEPS, _check_run_json, _load_run_json
 from plume_capture.readback.validate.streams import (_EpisodeState, _Joiner, _StepState, _Stream, _check_episodes,
@@ -180,12 +180,49 @@ def _check_records(steps: _Stream, episodes: _Stream, ctx: _Ctx, rep: _Report):
                           f"{ctx.counts[key]}, the files hold {stream.lines} records")
 
 
+def _check_from_parquet(run_dir, files, ctx, rep, checked) -> dict:
+    """``source="parquet"``: every record check on the Parquet records; each JSON Lines file
+    checked by its size and sha256 against run.json (the capture wrote both from the same
+    records), not parsed."""
+    streams = {base: _ParquetStream(run_dir, files.parquet[base], layout, ctx, rep)
+               for base, layout in ((_STEPS, STEP_LAYOUT), (_EPISODES, EPISODE_LAYOUT))}
+    _check_records(streams[_STEPS], streams[_EPISODES], ctx, rep)
+    for base, stream in streams.items():
+        for name, (rows, _, _) in zip(stream.files, stream.file_info):
+            checked.append(name)
+            _check_manifest_entry(run_dir, name, ctx, rep, rows)
+        lines = 0
+        for name in files.jsonl[base]:
+            checked.append(name)
+            ent = (ctx.files or {}).get(name) or {}
+            lines += ent.get("rows") or 0
+            _check_manifest_entry(run_dir, name, ctx, rep, ent.get("rows"), sha256_file(os.path.join(run_dir, name)))
+        if lines != stream.lines:
+            rep.error("PARQUET_MISMATCH", base, f"the Parquet files hold {stream.lines} records, run.json "
+                      f"lists {lines} in the JSON Lines")
+    return {"steps": streams[_STEPS].lines, "episodes": streams[_EPISODES].lines}
+
+
+def parquet_source_usable(run_dir) -> bool:
+    """Whether ``source="parquet"`` can stand for the full check: a run of ours (run.json lists
+    every file with its sha256) with Parquet for both bases."""
+    try:
+        files = list_run_files(run_dir)
+        meta, err = _load_run_json(os.path.join(run_dir, "run.json"))
+    except OSError:
+        return False
+    listed = (meta.get("extra") or {}).get("files") if isinstance(meta, dict) and err is None else None
+    return bool(isinstance(listed, dict) and all(files.parquet[b] for b in (_STEPS, _EPISODES))
+                and all(isinstance(listed.get(n), dict) and "sha256" in listed[n]
+                        for b in (_STEPS, _EPISODES) for n in files.jsonl[b]))
+
+
 # ------------------------------------------------------------------------------------------------
 # Entry points
 
 
 def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: int = 100,
-                           chunk_bytes: int = 4 << 20) -> dict:
+                           chunk_bytes: int = 4 << 20, source: str = "jsonl") -> dict:
     """Validate a run directory (ours or the reference tool's); see the module docstring.
 
     Returns ``{"run_dir", "ok", "kind", "errors", "warnings", "errors_suppressed", "counts":
@@ -193,7 +230,12 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
     errors; ``unchecked`` names what could not be checked (e.g. checksums of a run whose run.json
     has no ``extra.files``), also shown in the report's summary line.
     ``chunk_bytes`` is the JSON Lines text parsed per batch (memory vs. per-batch overhead).
+    ``source="parquet"`` (where :func:`parquet_source_usable`) runs the record checks on the
+    Parquet records and checks the JSON Lines by size and sha256 against run.json instead of
+    parsing them (what ``plume-nav-export`` does: it converts from the Parquet).
     """
+    if source not in ("jsonl", "parquet"):
+        raise ValueError(f"source must be 'jsonl' or 'parquet', not {source!r}")
     run_dir = os.fspath(run_dir)
     rep, ctx, checked = _Report(max_errors), _Ctx(), []
     counts = {"steps": 0, "episodes": 0}
@@ -213,8 +255,10 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
             ctx.meta_ok = True
             _check_run_json(meta, ctx, rep)
     if os.path.isdir(run_dir):
-        counts = _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes)
+        counts = _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, source)
     unchecked = []
+    if source == "parquet":
+        unchecked.append("JSON Lines records (checked by size and sha256 against run.json, not parsed)")
     if ctx.meta_ok and not ctx.ours:
         unchecked.append("completeness, counts, sizes and checksums (run.json has no extra.status/counts/files)")
     if any(w.startswith("UNCHECKED") for w in rep.warnings):
@@ -225,10 +269,12 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
             "unchecked": unchecked}
 
 
-def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes) -> dict:
+def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, source="jsonl") -> dict:
     files = list_run_files(run_dir)
     _check_files(run_dir, files, ctx, rep)
     _fill_from_records(run_dir, files, ctx, rep)
+    if source == "parquet":
+        return _check_from_parquet(run_dir, files, ctx, rep, checked)
     pool = ThreadPoolExecutor(max_workers=2)  # parsing; decompression has its own thread
     sides = {}
     try:
