@@ -8,9 +8,11 @@ Runs are real captures (random policy, 256x256 grid, max_steps 1000, JSON Lines 
 cached under ``benchmarks/.cache/export-<steps>``. Each export runs in a fresh subprocess so its
 peak RSS (``ru_maxrss``) is its own; the child reports the wall time of the whole export and of
 the validation that runs beside the conversion (a thread; the export is renamed into place only
-when it passed). For attribution each target also runs once with validation skipped
-("conversion": the same export minus validation).
-Results: ``benchmarks/results/export-<date>.json`` and ``.md``.
+when it passed; a run with Parquet is validated on its Parquet records, its JSON Lines by size and
+sha256). For attribution each target also runs once with validation skipped ("conversion": the
+same export minus validation), and once with ``--full-validation`` (the JSON Lines parsed too:
+what a run without Parquet costs).
+Results: ``benchmarks/results/export-<date>-<HHMM>.json`` and ``.md``.
 """
 from __future__ import annotations
 
@@ -40,9 +42,9 @@ def timed(*a, **k):
 def skipped(*a, **k):  # conversion alone, for attribution only
     return {"ok": True, "counts": counts}
 counts = json.load(open(run_dir + "/run.json"))["extra"]["counts"]
-reader.validate_run_artifacts = timed if mode == "full" else skipped
+reader.validate_run_artifacts = skipped if mode == "convert-only" else timed
 t = time.perf_counter()
-TARGETS[target](run_dir, out)
+TARGETS[target](run_dir, out, full_validation=mode == "full-validation")
 wall = time.perf_counter() - t
 print(json.dumps({"wall_s": wall, **spent,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -90,16 +92,21 @@ def main(argv=None) -> int:
         run_dir = make_run(n)
         meta = json.loads((run_dir / "run.json").read_text())
         n_steps = meta["extra"]["counts"]["steps"]
+        print(f"{n_steps:,} steps, {meta['extra']['engine'].get('layout', 'single')} layout, Parquet: "
+              f"{sorted(set(k.split('/')[0] for k in meta['extra']['files'] if 'parquet' in k))}", flush=True)
         for target in args.targets:
             r = measure(target, run_dir, "full")
             conv = measure(target, run_dir, "convert-only")
+            fv = measure(target, run_dir, "full-validation")
+            r.update(full_validation_wall_s=fv["wall_s"], full_validation_steps_per_s=n_steps / fv["wall_s"],
+                     full_validation_peak_rss_mb=fv["peak_rss_mb"])
             r.update(target=target, steps=n_steps, episodes=meta["extra"]["counts"]["episodes"],
                      steps_per_s=n_steps / r["wall_s"], convert_wall_s=conv["wall_s"],
                      convert_peak_rss_mb=conv["peak_rss_mb"],
                      convert_steps_per_s=n_steps / conv["wall_s"])
             rows.append(r)
             print(json.dumps(r), flush=True)
-    date = dt.date.today().isoformat()
+    date = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
     res = {"date": date, "command": "python -m benchmarks.bench_export " + " ".join(argv or sys.argv[1:]),
            "cpus": os.cpu_count(), "loadavg": os.getloadavg(), "rows": rows,
            "note": "shared 2-core machine (other agents running): figures are noisy"}
@@ -107,10 +114,12 @@ def main(argv=None) -> int:
     base = Path(args.out) / f"export-{date}"
     base.with_suffix(".json").write_text(json.dumps(res, indent=1))
     lines = ["| target | steps | wall s | of which validating s | steps/s | peak RSS MB | conversion alone s | "
-             "conversion steps/s | its peak RSS MB | output MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "conversion steps/s | its peak RSS MB | --full-validation steps/s | its peak RSS MB | output MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['target']} | {r['steps']:,} | {r['wall_s']:.1f} | {r['validate_s']:.1f} | "
               f"{r['steps_per_s'] / 1e6:.2f}M | {r['peak_rss_mb']:.0f} | {r['convert_wall_s']:.1f} | "
-              f"{r['convert_steps_per_s'] / 1e6:.2f}M | {r['convert_peak_rss_mb']:.0f} | {r['out_mb']:.0f} |"
+              f"{r['convert_steps_per_s'] / 1e6:.2f}M | {r['convert_peak_rss_mb']:.0f} | "
+              f"{r['full_validation_steps_per_s'] / 1e6:.2f}M | {r['full_validation_peak_rss_mb']:.0f} | {r['out_mb']:.0f} |"
               for r in rows]
     md = f"# Export benchmark {date}\n\n`{res['command']}` (load avg {res['loadavg']}; {res['note']})\n\n" \
          + "\n".join(lines) + "\n"
