@@ -1,13 +1,14 @@
 """Resuming an interrupted run (``--resume RUN_DIR``): a layer on the sink's public API.
 
 An interrupted run leaves its staging directory (``.<run_id>.partial``) with ``capture.json``
-(config, config hash, run id) and ``journal.jsonl`` (one line per shard appended, with the size and
-row count of every JSON Lines part at that point). Resuming takes the run's lock, reads both through
-one strict parser (damage is one clear error; the directory is left as it was), builds the run from
-its own stored config (only execution settings may change), truncates the artifacts back to the last
-journaled shard (a shard that was being appended when the run stopped is discarded, never merged),
-rebuilds the Parquet files from the JSON Lines already written, reruns only the missing shards and
-publishes the run as usual.
+(config, config hash, run id) and ``journal.jsonl`` (one line per shard committed). Resuming takes
+the run's lock, reads both through one strict parser (damage is one clear error; the directory is
+left as it was), builds the run from its own stored config (only execution settings may change) and
+goes back to the last journaled shard whose files are on disk as recorded — a run of one shard by
+truncating its files, a multi-shard run by deleting every file no journal line lists (a shard that
+was being written when the run stopped is discarded, never merged); Parquet turned on at resume is
+made from the JSON Lines already written. Then only the missing shards run and the run is
+published as usual.
 """
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""The driver's side of a run: appends shard results in shard order to the artifacts in the
-staging directory, then publishes the run (``run.json`` last, then an atomic rename).
+"""The driver's side of a run, in the staging directory: ``RunSink`` (a run of one shard: the
+driver appends its records to one file per artifact) and ``ShardedSink`` (several shards: the
+workers wrote each shard's files, the driver renames them into place); then the run is published
+(``run.json`` last, then an atomic rename).
 
 Write lifecycle: ``<output>/<experiment>/.<run_id>.partial/`` (staging; never looks complete) →
-artifacts appended shard by shard, each shard recorded in ``journal.jsonl`` → ``run.json`` with
+shards committed in order, each recorded in ``journal.jsonl`` → ``run.json`` with
 ``extra.status = "complete"`` → rename to ``<output>/<experiment>/<run_id>/``.
 """
 from __future__ import annotations
