@@ -92,7 +92,7 @@ def main(argv=None) -> int:
         run_dir = make_run(n)
         meta = json.loads((run_dir / "run.json").read_text())
         n_steps = meta["extra"]["counts"]["steps"]
-        print(f"{n_steps:,} steps, {meta['extra']['engine'].get('layout', 'single')} layout, Parquet: "
+        print(f"{n_steps:,} steps, {meta['extra']['engine'].get('layout', 'one_file')} layout, Parquet: "
               f"{sorted(set(k.split('/')[0] for k in meta['extra']['files'] if 'parquet' in k))}", flush=True)
         for target in args.targets:
             r = measure(target, run_dir, "full")

@@ -215,8 +215,11 @@ def resume_run(run_dir, cfg: dict | None, *, progress: bool = False):
         if spec.config_hash != manifest["config_hash"]:
             raise ConfigError(f"cannot resume {str(run_dir)!r}: its stored config no longer hashes to its "
                               f"config_hash (config_hash {spec.config_hash[:12]} != {manifest['config_hash'][:12]})")
+        # A run begun by an earlier version (journal lines without "files") keeps its one-file layout.
+        one_file = any("files" not in e for e in read_journal(staging))
         p = prepare(spec, run_id=manifest["run_id"], run_dir=staging.with_name(staging.name[1:-len(".partial")]),
-                    start_time=manifest["start_time"], shard_episodes=manifest.get("shard_episodes"))
+                    start_time=manifest["start_time"], shard_episodes=manifest.get("shard_episodes"),
+                    one_file=one_file)
         if "env" in manifest and p.physics.effective() != manifest["env"]:
             raise ConfigError(f"cannot resume {str(run_dir)!r}: the environment that would run differs from the "
                               "interrupted run's (e.g. the movie file changed)")

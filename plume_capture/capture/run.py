@@ -77,6 +77,7 @@ class Prepared:
     threads: int
     start_time: float = field(default_factory=time.time)
     token: str = field(default_factory=lambda: uuid.uuid4().hex)  # what workers find in the staging dir
+    one_file: bool = False  # resuming a run begun in the one-file layout (by an earlier version)
 
     @property
     def shards(self) -> int:
@@ -84,8 +85,8 @@ class Prepared:
 
     @property
     def sharded(self) -> bool:
-        """A run of several shards has one set of files per shard (docs/layout.md)."""
-        return self.shards > 1
+        """A run of several shards has one set of files per shard (docs/format.md)."""
+        return self.shards > 1 and not self.one_file
 
     @property
     def staging(self) -> Path:
@@ -113,7 +114,7 @@ class Prepared:
 
 
 def prepare(spec: RunSpec, *, run_id: str | None = None, run_dir: Path | None = None,
-            start_time: float | None = None, shard_episodes: int | None = None) -> Prepared:
+            start_time: float | None = None, shard_episodes: int | None = None, one_file: bool = False) -> Prepared:
     """Build the physics and fix the run's identity, place and execution (nothing is written).
     ``run_id``/``run_dir``/``start_time``/``shard_episodes`` are given when resuming a run."""
     physics = spec.env.build()
@@ -135,7 +136,7 @@ def prepare(spec: RunSpec, *, run_id: str | None = None, run_dir: Path | None = 
                                   f"{-(-spec.episodes // MAX_SHARDS)}")
             shard_episodes = -(-spec.episodes // MAX_SHARDS)
     return Prepared(spec=spec, physics=physics, run_id=run_id, run_dir=run_dir, engine=kind,
-                    shard_episodes=shard_episodes,
+                    shard_episodes=shard_episodes, one_file=one_file,
                     window=eng.window or DEFAULT_WINDOW, threads=local_threads(eng.threads),
                     **({"start_time": start_time} if start_time is not None else {}))
 
@@ -206,7 +207,7 @@ def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float, code) ->
         "counts": {"steps": steps, "episodes": sink.episodes_written},
         "files": files,
         "engine": {**execution, "shard_episodes": p.shard_episodes, "shards": sink.next_shard,
-                   "layout": "per_shard" if p.sharded else "single",
+                   "layout": "per_shard" if p.sharded else "one_file",
                    **({"shards_written_by_workers": sink.by_workers,
                        "shards_written_by_driver": sink.by_driver} if p.sharded else {}),
                    "window": p.window, "versions": _versions()},

@@ -160,7 +160,7 @@ class RunSink:
 
 
 class ShardedSink:
-    """The driver's side of a multi-shard run (layout: docs/layout.md): it commits each shard's
+    """The driver's side of a multi-shard run (layout: docs/format.md, "Layout of a multi-shard run"): it commits each shard's
     files, made by the worker that ran it, under their final names in shard order — a rename where
     the worker wrote them into ``.shards/``, else a write of the bytes it sent back — and journals
     them (``{"shard", "steps", "episodes", "files": [[name, bytes, rows, sha256], ...]}``).

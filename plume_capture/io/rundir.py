@@ -1,7 +1,7 @@
 """The files of a run directory as readers see them (SPEC §9): JSON Lines parts in order, Parquet
 (one file, or a directory of parts), gaps and strays.
 
-Layout (docs/layout.md): a run of one shard has one file per artifact (``steps.jsonl.gz``,
+Layout (docs/format.md, "Layout of a multi-shard run"): a run of one shard has one file per artifact (``steps.jsonl.gz``,
 ``steps.parquet``); a run of several shards has one JSON Lines part per shard (more where
 ``rotate_size`` cuts a shard) and a Parquet dataset directory ``steps.parquet/`` holding
 ``part-NNNNN.parquet`` per shard — what pandas, pyarrow, polars and duckdb read in one call.

@@ -1,4 +1,4 @@
-"""One shard's files in a multi-shard run (docs/layout.md), made where the records are made.
+"""One shard's files in a multi-shard run (docs/format.md, "Layout of a multi-shard run"), made where the records are made.
 
 A worker encodes its shard's JSON Lines parts and Parquet files (:func:`encode_shard`) and either
 writes them itself into the run's staging directory under temporary names (:func:`write_pieces`,

@@ -204,3 +204,27 @@ def test_fsync_at_most_every_interval_and_every_artifact_before_run_json(tmp_pat
     staging = str(result.run_dir.with_name("." + result.run_dir.name + ".partial"))
     for d in (staging, staging + "/steps.parquet", staging + "/episodes.parquet"):
         assert d in before, (d, before)
+
+
+def test_a_run_begun_in_the_one_file_layout_resumes_in_it(tmp_path, monkeypatch):
+    """A multi-shard run interrupted by an earlier version (one file per artifact, journal lines
+    with ``steps_files``) is finished in that layout."""
+    import json
+
+    from plume_capture.capture import run as engine
+
+    clean = capture(config(output=str(tmp_path / "clean"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
+    cfg = config(output=str(tmp_path / "out"), parquet=True, engine={"kind": "local", "shard_episodes": 4}, **SMALL)
+    real_prepare = engine.prepare
+    with monkeypatch.context() as m:
+        m.setattr(engine, "prepare", lambda spec, **kw: real_prepare(spec, **{**kw, "one_file": True}))
+        _crash_publish(m)
+        with pytest.raises(Boom) as info:
+            capture(cfg)
+    staging = info.value.staging
+    entries = [json.loads(ln) for ln in (staging / JOURNAL).read_text().splitlines()]
+    assert len(entries) == 8 and all("steps_files" in e for e in entries)
+    result = capture(cfg, resume=str(staging))
+    meta = run_json(result.run_dir)
+    assert meta["extra"]["engine"]["layout"] == "one_file" and (result.run_dir / "steps.parquet").is_file()
+    assert_same_records(clean, result.run_dir, parquet=True)
