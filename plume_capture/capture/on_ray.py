@@ -136,7 +136,9 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
     alive = [True] * pool.n
     pings: dict = {}  # ping ref -> actor index
     buffered: dict = {}  # (run, shard index) -> result
-    limit = pool.n * window * GROUP_MAX  # shards in flight or waiting to be written
+    # Shards in flight or waiting to be written: a window of calls per actor. (Results that carry
+    # bytes — a node without the output directory — wait here while an earlier shard is late.)
+    limit = pool.n * window * max((len(g) for _, g in todo), default=1)
     pending = [0]  # shards in flight
     nodes = [set() for _ in work]
     retries = [0] * len(work)
