@@ -139,7 +139,7 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
     # Shards in flight or waiting to be written: a window of calls per actor. (Results that carry
     # bytes — a node without the output directory — wait here while an earlier shard is late.)
     limit = pool.n * window * max((len(g) for _, g in todo), default=1)
-    pending = [0]  # shards in flight
+    pending = 0  # shards in flight
     nodes = [set() for _ in work]
     retries = [0] * len(work)
     actor_s = [0.0] * len(work)
@@ -162,7 +162,7 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
     try:
         while todo or inflight or buffered:
             # Fill the window: least-loaded live actor, bounded by in flight + buffered results.
-            while todo and pending[0] + len(buffered) < limit:
+            while todo and pending + len(buffered) < limit:
                 cands = [i for i in range(pool.n) if alive[i] and load[i] < window]
                 if not cands:
                     break
@@ -171,7 +171,7 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
                 starts[r] = starts[r] or time.perf_counter()
                 inflight[pool.actors[i].run.remote(r, jobs[r], group)] = (r, group, i)
                 load[i] += 1
-                pending[0] += len(group)
+                pending += len(group)
             waitable = list(inflight) + list(pings)
             if not waitable:
                 if buffered and not any((r, work[r][2].next_shard) in buffered for r in range(len(work))):
@@ -189,7 +189,7 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
                         continue
                     r, group, i = inflight.pop(ref)
                     load[i] -= 1
-                    pending[0] -= len(group)
+                    pending -= len(group)
                     try:
                         results = ray.get(ref)
                     except (RayActorError, ObjectLostError) as exc:

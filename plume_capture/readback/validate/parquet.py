@@ -108,6 +108,16 @@ def _slice_rows(cols: dict, rows: np.ndarray, lf: str | None) -> dict:
     return out
 
 
+def _schema_ok(pf, layout: Layout, rep: _Report, name: str) -> bool:
+    """The file's columns are the record schema's (strings may be dictionary-encoded); else reported."""
+    got, want = pf.schema_arrow.remove_metadata(), layout.schema
+    if got.names != want.names or any(not g.type.equals(w.type) and not (
+            pa.types.is_dictionary(g.type) and g.type.value_type == w.type) for g, w in zip(got, want)):
+        rep.error("PARQUET_SCHEMA", name, f"schema differs from the record schema: {_short(str(got), 200)}")
+        return False
+    return True
+
+
 class _ParquetSide:
     """Reads a Parquet file batch by batch in a background thread and compares it, row for row,
     with the JSON Lines records of the same base (all parts in order)."""
@@ -126,7 +136,6 @@ class _ParquetSide:
         self._q: queue.Queue | None = None
         self._stop = threading.Event()
         self.files = []
-        want = layout.schema
         for name in names:
             try:
                 # No pre-buffering: it holds whole row groups (the engine writes 256Ki rows each).
@@ -135,12 +144,7 @@ class _ParquetSide:
             except Exception as e:  # noqa: BLE001 - any reader failure means a damaged file
                 rep.error("PARQUET_CORRUPT", name, f"cannot open: {e}")
                 return
-            got = pf.schema_arrow.remove_metadata()
-            if got.names != want.names or any(not g.type.equals(w.type) and not (
-                    pa.types.is_dictionary(g.type) and g.type.value_type == w.type)
-                    for g, w in zip(got, want)):
-                rep.error("PARQUET_SCHEMA", name, f"schema differs from the record schema: "
-                          f"{_short(str(got), 200)}")
+            if not _schema_ok(pf, layout, rep, name):
                 return
             self._check_metadata(pf, name)
             self.files.append(pf)
@@ -354,7 +358,6 @@ class _ParquetStream:
         self.damaged = False
 
     def batches(self):
-        want = self.layout.schema
         for name in self.files:
             try:
                 pf = pq.ParquetFile(os.path.join(self.run_dir, name), read_dictionary=self.layout.str_fields)
@@ -362,10 +365,7 @@ class _ParquetStream:
                 self.rep.error("PARQUET_CORRUPT", name, f"cannot open: {e}")
                 self.damaged = True
                 return
-            got = pf.schema_arrow.remove_metadata()
-            if got.names != want.names or any(not g.type.equals(w.type) and not (
-                    pa.types.is_dictionary(g.type) and g.type.value_type == w.type) for g, w in zip(got, want)):
-                self.rep.error("PARQUET_SCHEMA", name, f"schema differs from the record schema: {_short(str(got), 200)}")
+            if not _schema_ok(pf, self.layout, self.rep, name):
                 self.damaged = True
                 return
             rows = 0
