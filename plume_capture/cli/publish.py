@@ -1,9 +1,12 @@
 """``plume-nav-publish``: publish a run directory into a DVC-tracked dataset tree, or write a
-dvc.yaml capture stage (``--init-stage CONFIG``). Exit 0 ok, 2 bad input, 1 internal error."""
+dvc.yaml capture stage (``--init-stage CONFIG``). Exit 0 ok, 2 bad input, 1 internal error,
+130 interrupted (SIGINT or SIGTERM)."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 PROG = "plume-nav-publish"
 
@@ -23,8 +26,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", metavar="NAME", help="DVC remote for --push (default: the default)")
     p.add_argument("--no-commit", action="store_true",
                    help="stage the .dvc file and index in git but do not commit")
-    p.add_argument("--revalidate", action="store_true", help="validate even a run whose own "
-                   "manifest.json vouches for it (same sha256s)")
     p.add_argument("--rebuild-index", action="store_true",
                    help="recompute DATASET_INDEX.json from the published manifests")
     p.add_argument("--init-stage", metavar="CONFIG", help="write (or extend) dvc.yaml in --repo "
@@ -39,6 +40,19 @@ def main(argv=None) -> int:
         return int(e.code or 0)
     from plume_capture.publish import dataset, stage
 
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args, dataset, stage)
+    old = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM is an interrupt too: exit 130
+    try:
+        return _run(args, dataset, stage)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _run(args, dataset, stage) -> int:
     def fail(msg: str) -> int:
         print(f"{PROG}: {msg}", file=sys.stderr)
         return 2
@@ -61,16 +75,16 @@ def main(argv=None) -> int:
         else:
             results = dataset.publish_runs(args.run_dirs, args.repo, dest=args.dest,
                                            push=args.push, remote=args.remote,
-                                           commit=not args.no_commit,
-                                           revalidate=args.revalidate, log=print)
+                                           commit=not args.no_commit, log=print)
             for res in results:
                 if res.pushed:
                     print(f"pushed: {res.path.name}")
     except (dataset.PublishError, stage.StageError) as e:
         return fail(str(e))
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt as e:
+        what = "interrupted; nothing was published" if args.run_dirs else "interrupted"
+        print(f"{PROG}: {e or what}", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001 - git/DVC/OS failures: one line, exit 1
         print(f"{PROG}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
