@@ -4,11 +4,17 @@ capture config file (so ``dvc repro`` reruns the capture exactly when they chang
 resumed), and a stage writing the validation summary per run as DVC ``metrics``.
 
 ``python -m plume_capture.publish.stage metrics RUNS_DIR OUT.json`` is that second stage's command.
+
+DVC runs a stage's ``cmd`` through a shell; every command here is built as an argument list and
+written with each argument quoted (``shlex.join``), so no name or path is ever read as shell code.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -29,6 +35,13 @@ def _rel(path: Path, top: Path, what: str) -> str:
         return path.resolve().relative_to(top).as_posix()
     except ValueError:
         raise StageError(f"{what} must lie inside the repository {top}: {path}") from None
+
+
+def _stage_name(exp: str) -> str:
+    """``exp`` as a DVC stage name (letters, digits, ``_``, ``-``); a name that had to change gets
+    a hash of the original, so two experiments never share a stage."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", exp)
+    return safe if safe == exp else f"{safe}-{hashlib.sha256(exp.encode()).hexdigest()[:8]}"
 
 
 def capture_stages(config_file, repo=".") -> dict:
@@ -60,17 +73,23 @@ def capture_stages(config_file, repo=".") -> dict:
     exp = cfg["experiment"]
     out_dir = _rel(top / cfg["output"] / exp, top, "the capture output")
     metrics = f"metrics/{exp}.json"
+    for text in (exp, out_dir, rel_cfg):
+        if "${" in text:
+            raise StageError(f"{text!r} holds '${{', which dvc.yaml reads as a variable")
     params = sorted(k for k in raw if k not in _NOT_PARAMS)
+    capture = ["plume-nav-capture", "--config-path", Path(rel_cfg).parent.as_posix(),
+               "--config-name", cfg_path.stem, "--quiet"]
+    validate = ["python", "-m", "plume_capture.publish.stage", "metrics", out_dir, metrics]
+    name = _stage_name(exp)
     return {
-        f"capture_{exp}": {
-            "cmd": f"plume-nav-capture --config-path {Path(rel_cfg).parent.as_posix()} "
-                   f"--config-name {cfg_path.stem} --quiet",
+        f"capture_{name}": {
+            "cmd": shlex.join(capture),
             "deps": [rel_cfg],
             "params": [{rel_cfg: params}],
             "outs": [{out_dir: {"persist": True}}],
         },
-        f"validate_{exp}": {
-            "cmd": f"python -m plume_capture.publish.stage metrics {out_dir} {metrics}",
+        f"validate_{name}": {
+            "cmd": shlex.join(validate),
             "deps": [out_dir],
             "metrics": [{metrics: {"cache": False}}],
         },
