@@ -381,10 +381,10 @@ def _tracked(ds: DatasetRepo) -> set[str]:
 
 
 def _existing(repo: DatasetRepo, target: Path, src: Path, names: list[str],
-              tracked: set[str]) -> dict | None:
+              tracked: set[str], recovered: bool = False) -> dict | None:
     """The published manifest when ``target`` holds this very run and git knows its ``.dvc``;
-    PublishError when it holds another; None when the name is free or its publish never reached
-    git (the recovery under the lock then finishes or removes it)."""
+    PublishError when it holds another; None when the name is free or (before ``recovered``, the
+    recovery under the lock) when its publish never reached git."""
     if not target.exists():
         return None
     manifest = _read_manifest(target)
@@ -392,7 +392,12 @@ def _existing(repo: DatasetRepo, target: Path, src: Path, names: list[str],
         raise PublishError(f"{repo.rel(target)} exists and is not a published run")
     if not _same_run(src, names, manifest):
         raise PublishError(f"a different run is already published as {repo.rel(target)}")
-    return manifest if repo.rel(_dvc_file(target)) in tracked else None
+    if repo.rel(_dvc_file(target)) in tracked:
+        return manifest
+    if recovered:  # the recovery left it alone: its files do not match its manifest
+        raise PublishError(f"{repo.rel(target)} is in the dataset tree, unknown to git, and its "
+                           "files do not match its manifest; remove it and publish again")
+    return None
 
 
 def _stage_copy(src: Path, stage: Path, names: list[str], inventory: dict,
@@ -489,9 +494,10 @@ def _commit_message(targets: list[Path]) -> str:
 
 
 def _record(ds: DatasetRepo, runs: list[tuple[Path, dict]], commit: bool, sig: _Signals,
-            lap=lambda key: None) -> None:
+            lap=lambda key: None) -> bool:
     """``dvc add`` the run directories ``runs`` ((target, manifest)), index them, stage them in
-    git and (``commit``) commit them; a noted signal is acted on before the commit only."""
+    git and (``commit``) commit them; a noted signal is acted on before the commit only.
+    -> whether git had anything new to record."""
     targets = [t for t, _ in runs]
     dvc_files = [_dvc_file(t) for t in targets]
     paths = [ds.rel(f) for f in [*dvc_files, *sorted({t.parent / ".gitignore" for t in targets}),
@@ -512,6 +518,7 @@ def _record(ds: DatasetRepo, runs: list[tuple[Path, dict]], commit: bool, sig: _
         run_cmd(["git", "commit", "--quiet", "-F", "-", "--", *paths], ds.top, "git commit",
                 stdin=_commit_message(targets))
     lap("index_git_s")
+    return staged
 
 
 def _recover(ds: DatasetRepo, commit: bool, sig: _Signals, say) -> set[Path]:
@@ -545,14 +552,21 @@ def _recover(ds: DatasetRepo, commit: bool, sig: _Signals, say) -> set[Path]:
         gone = {(t.parent.name, t.name) for t in drop}
         write_json_atomic(ds.index_path, _sorted_index(
             e for e in read_index(ds)["runs"] if (e["experiment"], e["run_id"]) not in gone))
+    done = set()
     if finish:
         _write_pending(ds, [t for t, _ in finish], commit)
-        _record(ds, finish, commit, sig)
-        for t, _ in finish:
-            say(f"finished an interrupted publish: {ds.rel(t)}"
-                + ("" if commit else " (staged, not committed)"))
+        try:
+            changed = _record(ds, finish, commit, sig)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt("interrupted while finishing an interrupted publish; "
+                                    "publish again to finish it") from None
+        if changed:  # else its commit had been made; only the journal was left
+            done = {t for t, _ in finish}
+            for t in sorted(done):
+                say(f"finished an interrupted publish: {ds.rel(t)}"
+                    + ("" if commit else " (staged, not committed)"))
     _pending_path(ds).unlink(missing_ok=True)
-    return {t for t, _ in finish}
+    return done
 
 
 # ------------------------------------------------------------------------------------------------
@@ -657,7 +671,8 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
                 recovered = _recover(ds, commit, sig, say)
                 tracked = _tracked(ds)
                 for p in plans:  # a concurrent publish of the same run may have landed meanwhile
-                    p.found = _existing(ds, p.target, p.stage or p.src, p.names, tracked)
+                    p.found = _existing(ds, p.target, p.stage or p.src, p.names, tracked,
+                                        recovered=True)
                     if p.found is None:
                         if p.stage is None:
                             raise RuntimeError(f"{ds.rel(p.target)} was withdrawn while "
@@ -673,7 +688,7 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
     out = []
     for p in plans:
         if p.found is None or p.target in recovered:  # published by this call
-            m = p.manifest or p.found
+            m = p.found if p.target in recovered else p.manifest
             c = m["counts"]
             say(f"published: {ds.rel(p.target)} ({c.get('episodes')} episodes, "
                 f"{c.get('steps')} steps)")
@@ -722,9 +737,11 @@ def _commit_to_tree(ds: DatasetRepo, plans: list, commit: bool, lap, sig: _Signa
     paths = [ds.rel(f) for f in [*dvc_files, *ignores, ds.index_path]]
     head = _head(ds)
     _write_pending(ds, [p.target for p in plans], commit)
+    renamed = []
     try:
         for p in plans:
             os.rename(p.stage, p.target)
+            renamed.append(p)
         for d in sorted({p.target.parent for p in plans}):
             _fsync_dir(d)
         _test_stop("renamed")
@@ -734,9 +751,9 @@ def _commit_to_tree(ds: DatasetRepo, plans: list, commit: bool, lap, sig: _Signa
         if not (commit and _landed(ds, head, dvc_files)):
             subprocess.run(["git", "reset", "--quiet", "--", *paths], cwd=ds.top,
                            capture_output=True)
-            for p, f in zip(plans, dvc_files):
+            for p in renamed:
                 shutil.rmtree(p.target, ignore_errors=True)
-                f.unlink(missing_ok=True)
+                _dvc_file(p.target).unlink(missing_ok=True)
             for path, old in saved.items():
                 if old is None:
                     path.unlink(missing_ok=True)
