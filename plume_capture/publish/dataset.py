@@ -513,7 +513,7 @@ def _record(ds: DatasetRepo, runs: list[tuple[Path, dict]], commit: bool, sig: _
     _test_stop("staged")
     sig.check("interrupted; nothing was published")
     staged = subprocess.run(["git", "diff", "--cached", "--quiet", "--", *paths], cwd=ds.top,
-                            capture_output=True).returncode != 0
+                            capture_output=True, start_new_session=True).returncode != 0
     if commit and staged:  # nothing staged: a recovery finding its commit already made
         run_cmd(["git", "commit", "--quiet", "-F", "-", "--", *paths], ds.top, "git commit",
                 stdin=_commit_message(targets))
@@ -750,7 +750,7 @@ def _commit_to_tree(ds: DatasetRepo, plans: list, commit: bool, lap, sig: _Signa
     except BaseException:
         if not (commit and _landed(ds, head, dvc_files)):
             subprocess.run(["git", "reset", "--quiet", "--", *paths], cwd=ds.top,
-                           capture_output=True)
+                           capture_output=True, start_new_session=True)
             for p in renamed:
                 shutil.rmtree(p.target, ignore_errors=True)
                 _dvc_file(p.target).unlink(missing_ok=True)

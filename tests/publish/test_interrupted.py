@@ -130,3 +130,38 @@ def test_run_in_tree_unknown_to_git_is_not_taken_as_published(repo, two_runs, ca
     out = capsys.readouterr().out
     assert f"published: data/captures/exp/{run.name}" in out and "unchanged" not in out
     _assert_committed(repo, run.name)
+
+
+def test_left_over_run_damaged_since_is_rolled_back(repo, two_runs):
+    """The journal names the left-over run, but a file of it no longer matches its manifest: the
+    next publish removes it and publishes the run afresh."""
+    run = two_runs[0]
+    proc = _publish([str(run), "--repo", str(repo)],
+                    env={**os.environ, "PLUME_NAV_PUBLISH_TEST_STOP": "renamed"})
+    _wait_stopped(proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    target = repo / "data/captures/exp" / run.name
+    (target / "steps.jsonl.gz").write_bytes(b"damaged while nobody looked")
+    again = _publish([str(run), "--repo", str(repo)])
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert f"rolled back an interrupted publish: data/captures/exp/{run.name}" in out
+    assert f"published: data/captures/exp/{run.name}" in out
+    assert (target / "steps.jsonl.gz").read_bytes() == (run / "steps.jsonl.gz").read_bytes()
+    _assert_committed(repo, run.name)
+
+
+def test_unknown_damaged_run_in_tree_is_refused_not_removed(repo, two_runs, capsys):
+    """No journal names it (not known to be ours) and its files do not match its manifest: left
+    alone, and publishing that run is refused by name (exit 2)."""
+    run = two_runs[0]
+    assert main([str(run), "--repo", str(repo), "--no-commit"]) == 0
+    sh(["git", "reset", "-q"], repo)
+    target = repo / "data/captures/exp" / run.name
+    (target / "steps.jsonl.gz").write_bytes(b"someone else's bytes")
+    capsys.readouterr()
+    assert main([str(run), "--repo", str(repo)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown to git, and its files do not match its manifest" in err
+    assert (target / "steps.jsonl.gz").read_bytes() == b"someone else's bytes"
