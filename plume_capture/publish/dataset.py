@@ -25,6 +25,7 @@ from plume_capture.capture.runmeta import provenance
 from plume_capture.publish.manifest import (MANIFEST_NAME, build_manifest,
                                             validation_summary)
 from plume_capture.readback.validate import validate_run_artifacts
+from plume_capture.errors import BadInput
 
 INDEX_NAME = "DATASET_INDEX.json"
 INDEX_VERSION = 1
@@ -34,7 +35,7 @@ _INDEX_KEYS = ("experiment", "run_id", "config_hash", "episodes", "steps", "byte
                "published", "git_sha", "git_dirty", "path", "manifest_sha256")
 
 
-class PublishError(Exception):
+class PublishError(BadInput):
     """Bad input: the run, the repository or the options; nothing was published."""
 
 
