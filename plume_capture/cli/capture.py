@@ -145,6 +145,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
     if args.resume is not None:
         if args.multirun:
             raise ConfigError("--resume resumes one run; it cannot be combined with -m/--multirun")
+        if not os.path.basename(os.path.normpath(os.path.abspath(args.resume))):
+            raise ConfigError(f"--resume: {args.resume!r} is not a run directory")
         if not os.path.isdir(args.resume):
             staged = os.path.basename(os.path.normpath(args.resume))
             final = os.path.join(os.path.dirname(os.path.normpath(args.resume)), staged[1:-len(".partial")])
