@@ -356,7 +356,8 @@ def session(prepared: list[Prepared]):
             from plume_capture.capture.on_ray import ray_init
 
             eng = next((p.spec.engine for p in prepared if p.spec.engine.address), None)
-            started = ray_init(eng.address if eng else None, eng.address_from if eng else None)
+            started = ray_init(eng.address if eng else None, eng.address_from if eng else None,
+                               eng.object_store_mb if eng else None)
             if in_main:  # ray.init installs its own SIGTERM handlers (exit 15)
                 signal.signal(signal.SIGTERM, _raise_interrupt)
         yield

@@ -6,18 +6,15 @@ leaves nothing on disk. Exit codes: 0 ok, 1 internal failure, 2 bad input, 130 i
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import re
 import sys
-import traceback
 from typing import Any, Sequence
 
-from plume_capture.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OPERATIONAL, CaptureError, ConfigError,
-                                  OperationalError)
+from plume_capture.cli.guard import run_command
+from plume_capture.errors import ConfigError
 
 PROG = "plume-nav-capture"
-DEBUG_ENV = "PLUME_CAPTURE_DEBUG"
 
 #: flag dest -> config key it sets (applied after overrides: an explicit flag always wins)
 FLAG_KEYS: dict[str, str] = {
@@ -112,11 +109,6 @@ def _version() -> str:
     return __version__
 
 
-def _one_line(text: Any) -> str:
-    lines = [ln.strip() for ln in str(text).strip().splitlines()]
-    return "; ".join(ln for ln in lines if ln) or "(no message)"
-
-
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if getattr(args, dest) is not None}
 
@@ -153,6 +145,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
     if args.resume is not None:
         if args.multirun:
             raise ConfigError("--resume resumes one run; it cannot be combined with -m/--multirun")
+        if not os.path.basename(os.path.normpath(os.path.abspath(args.resume))):
+            raise ConfigError(f"--resume: {args.resume!r} is not a run directory")
         if not os.path.isdir(args.resume):
             staged = os.path.basename(os.path.normpath(args.resume))
             final = os.path.join(os.path.dirname(os.path.normpath(args.resume)), staged[1:-len(".partial")])
@@ -219,23 +213,6 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0 if all(r.status == "complete" for r in results) else 1
 
 
-#: errno values that mean the machine refused, not that the input or the program is wrong
-OPERATIONAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
-                      errno.EMFILE, errno.ENFILE, errno.ENOMEM}
-
-
-def operational(exc: OSError) -> str | None:
-    """One line naming the path and the cause of an operational failure, else None."""
-    code = exc.errno
-    if code is None and "No space left on device" in str(exc):  # e.g. pyarrow's IOError
-        code = errno.ENOSPC
-    if code not in OPERATIONAL_ERRNOS:
-        return None
-    path = exc.filename or exc.filename2
-    where = f"cannot write {path}" if path else "a file operation failed"
-    return f"{where}: {os.strerror(code).lower()}"
-
-
 def _resumable(exc: BaseException) -> str:
     stagings = getattr(exc, "stagings", None) or ([exc.staging] if getattr(exc, "staging", None) else [])
     if len(stagings) > 1:  # a sweep: every point not yet committed
@@ -246,38 +223,5 @@ def _resumable(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: returns the exit code (0 ok, 1 internal, 2 bad input, 3 the machine or
-    cluster refused (disk full, permissions, an address that does not answer), 130 Ctrl-C)."""
-    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    try:
-        return run(argv)
-    except ConfigError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"{PROG}: interrupted{_resumable(exc)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except OperationalError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"{PROG}: {_one_line(exc)}{_resumable(exc)}", file=sys.stderr)
-        return EXIT_OPERATIONAL
-    except OSError as exc:
-        if debug:
-            traceback.print_exc()
-        what = operational(exc)
-        if what is None:
-            print(f"{PROG}: internal error: {type(exc).__name__}: {_one_line(exc)} "
-                  f"(rerun with {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)
-            return EXIT_INTERNAL
-        print(f"{PROG}: {what}{_resumable(exc)}", file=sys.stderr)
-        return EXIT_OPERATIONAL
-    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into exit 1
-        if debug:
-            traceback.print_exc()
-        kind = "capture failed" if isinstance(exc, CaptureError) else f"internal error: {type(exc).__name__}"
-        print(f"{PROG}: {kind}: {_one_line(exc)} (rerun with {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)
-        return 1
+    cluster refused (disk full, permissions, an address that does not answer), 130 Ctrl-C/SIGTERM)."""
+    return run_command(PROG, lambda: run(argv), suffix=_resumable)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from plume_capture.cli.guard import run_command
+
 PROG = "plume-nav-export"
 
 
@@ -17,13 +19,16 @@ def main(argv=None) -> int:
                     help="also parse the JSON Lines of a run with Parquet (by default they are checked by "
                          "size and sha256 against run.json; the records are checked on the Parquet)")
     args = ap.parse_intermixed_args(argv)
+    return run_command(PROG, lambda: _export(args))
+
+
+def _export(args: argparse.Namespace) -> int:
     from plume_capture.export import TARGETS, ExportError
 
     try:
         out = TARGETS[args.to](args.run_dir, args.out, full_validation=args.full_validation)
-    except (ExportError, FileExistsError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+    except FileExistsError as exc:
+        raise ExportError(str(exc)) from None
     print(out)
     return 0
 

@@ -1,7 +1,7 @@
 """``plume-nav-validate RUN_DIR [--json] [--no-parquet] [--max-errors N] [--replay [K]]``.
 
 Exit 0 ok, 1 not ok, 2 bad usage. ``--replay`` re-simulates the recorded episodes (the first K; all
-without K; ``--replay RUN_DIR`` works too). Output into a closed pipe (``| head -1``) ends quietly.
+without K; ``--replay RUN_DIR`` works too). Output into a closed pipe (``| head -1``) ends quietly; 3 the machine refused, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import argparse
 import json
 import os
 import sys
+
+from plume_capture.cli.guard import run_command
 
 PROG = "plume-nav-validate"
 
@@ -49,6 +51,10 @@ def main(argv=None) -> int:
         return _usage(f"not a directory: {args.run_dir}")
     if replay not in (None, "all") and int(replay) < 1:
         return _usage("--replay K needs K >= 1")
+    return run_command(PROG, lambda: _validate(args, replay))
+
+
+def _validate(args: argparse.Namespace, replay: str | None) -> int:
     from plume_capture.readback.validate import format_report, validate_run_artifacts
 
     res = validate_run_artifacts(args.run_dir, check_parquet=not args.no_parquet, max_errors=args.max_errors)
@@ -62,20 +68,14 @@ def main(argv=None) -> int:
             res["ok"] = False
             res["errors"].append(f"REPLAY_DIVERGENCE: {d['episode']} step {d['step']}: {d['field']} "
                                  f"re-simulated {d['expected']!r}, recorded {d['actual']!r}")
-    try:
-        if args.json:
-            print(json.dumps(res, indent=2))
-        else:
-            print(format_report(res))
-            if res.get("replay", {}).get("ok"):
-                r = res["replay"]
-                print(f"replay ({r['mode']}): {r['episodes_checked']} episodes, {r['steps_checked']} steps agree")
-        sys.stdout.flush()
-    except BrokenPipeError:  # the reader went away (`| head -1`): not an error of ours
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(format_report(res))
+        if res.get("replay", {}).get("ok"):
+            r = res["replay"]
+            print(f"replay ({r['mode']}): {r['episodes_checked']} episodes, {r['steps_checked']} steps agree")
     return 0 if res["ok"] else 1
-
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -99,9 +100,11 @@ class EngineSpec:
     shard_episodes: int | None
     window: int | None
     quiet: bool
+    object_store_mb: int  # a local Ray instance's object store ($PLUME_CAPTURE_OBJECT_STORE_MB)
 
     @classmethod
     def from_config(cls, eng: Mapping[str, Any]) -> "EngineSpec":
+        check_numba_threads()
         address, source = eng["address"], "engine.address"
         if address is None and eng["kind"] != "local" and os.environ.get("RAY_ADDRESS"):
             address, source = os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
@@ -110,7 +113,30 @@ class EngineSpec:
                 raise ConfigError(f"RAY_ADDRESS={address[:80]!r}: {problem}")
         return cls(kind=eng["kind"], address=address, address_from=source if address else None,
                    num_actors=eng["num_actors"], threads=eng["threads"], headroom_cpus=eng["headroom_cpus"],
-                   shard_episodes=eng["shard_episodes"], window=eng["window"], quiet=eng["quiet"])
+                   shard_episodes=eng["shard_episodes"], window=eng["window"], quiet=eng["quiet"],
+                   object_store_mb=object_store_mb())
+
+
+def check_numba_threads() -> None:
+    """``$NUMBA_NUM_THREADS``, when set, is a positive integer (Numba itself fails at import)."""
+    text = os.environ.get("NUMBA_NUM_THREADS")
+    if text is not None and text.strip() and (not re.fullmatch(r"\s*\d+\s*", text) or int(text) < 1):
+        raise ConfigError(f"NUMBA_NUM_THREADS={text[:40]!r}: must be a positive integer (or unset)")
+
+
+OBJECT_STORE_MB_ENV = "PLUME_CAPTURE_OBJECT_STORE_MB"
+OBJECT_STORE_MB_DEFAULT, OBJECT_STORE_MB_RANGE = 512, (80, 1 << 20)  # Ray refuses less than ~75 MiB
+
+
+def object_store_mb() -> int:
+    """``$PLUME_CAPTURE_OBJECT_STORE_MB`` checked like a config key (default 512)."""
+    text = os.environ.get(OBJECT_STORE_MB_ENV)
+    if text is None or not text.strip():
+        return OBJECT_STORE_MB_DEFAULT
+    lo, hi = OBJECT_STORE_MB_RANGE
+    if not re.fullmatch(r"\s*\d+\s*", text) or not lo <= int(text) <= hi:
+        raise ConfigError(f"{OBJECT_STORE_MB_ENV}={text[:40]!r}: must be an integer number of MiB in [{lo}, {hi}]")
+    return int(text)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from plume_capture.capture.sink import MANIFEST as CAPTURE_MANIFEST
 from plume_capture.publish.manifest import (MANIFEST_NAME, build_manifest,
                                             validation_summary)
 from plume_capture.readback.validate import validate_run_artifacts
+from plume_capture.errors import BadInput
 
 INDEX_NAME = "DATASET_INDEX.json"
 INDEX_VERSION = 1
@@ -44,7 +45,7 @@ _INDEX_KEYS = ("experiment", "run_id", "config_hash", "episodes", "steps", "byte
                "published", "git_sha", "git_dirty", "path", "manifest_sha256")
 
 
-class PublishError(Exception):
+class PublishError(BadInput):
     """Bad input: the run, the repository or the options; nothing was published."""
 
 

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import yaml
 
-from plume_capture.errors import ConfigError
+from plume_capture.errors import BadInput, ConfigError
 
 # Keys of a capture config that never change a record (execution only) or are not values.
 _NOT_PARAMS = ("defaults", "engine")
 
 
-class StageError(Exception):
+class StageError(BadInput):
     """Bad input for the stage generator (one line)."""
 
 

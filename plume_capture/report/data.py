@@ -23,13 +23,14 @@ from plume_capture.kernels.jsonl_scan import count_lines
 from plume_capture.report.stats import wilson_interval
 from plume_capture.readback.replay import run_env_params
 from plume_capture.sim.params import DEFAULT_GOAL_RADIUS, EnvParams
+from plume_capture.errors import BadInput
 
 DEFAULT_SAMPLE = 300
 STEP_CHUNK_BYTES = 4 << 20  # decompressed bytes per chunk of the JSON Lines pass
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-class ReportError(Exception):
+class ReportError(BadInput):
     """Bad input for a report (the CLI prints it as one line and exits 2)."""
 
 
