@@ -48,6 +48,8 @@ def main(argv=None) -> int:
 
 def _interrupted(exc: BaseException, args: argparse.Namespace) -> str:
     """What an interrupt left: the core's own account, else (before any change) nothing."""
+    if not isinstance(exc, KeyboardInterrupt):
+        return ""
     said = str(exc)
     if said.startswith("interrupted"):
         return said[len("interrupted"):]

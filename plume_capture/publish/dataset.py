@@ -35,7 +35,7 @@ from plume_capture.capture.sink import MANIFEST as CAPTURE_MANIFEST
 from plume_capture.publish.manifest import (MANIFEST_NAME, build_manifest,
                                             validation_summary)
 from plume_capture.readback.validate import validate_run_artifacts
-from plume_capture.errors import BadInput
+from plume_capture.errors import BadInput, OperationalError
 
 INDEX_NAME = "DATASET_INDEX.json"
 INDEX_VERSION = 1
@@ -58,15 +58,19 @@ class PublishResult:
     pushed: bool = False
 
 
+class ToolError(OperationalError):
+    """git or DVC failed (a hook, a remote, the disk): exit 3, naming the tool and its last line."""
+
+
 def run_cmd(args, cwd, what: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     """Run git/dvc (an argument list, no shell) in a session of its own, so a Ctrl-C at the
     terminal reaches only us and we decide what the tool may finish; a failure raises
-    RuntimeError with the tool's last stderr line."""
+    :class:`ToolError` with the tool's last stderr line."""
     p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, input=stdin,
                        start_new_session=True)
     if p.returncode != 0:
         msg = (p.stderr.strip() or p.stdout.strip()).splitlines()
-        raise RuntimeError(f"{what} failed: {msg[-1] if msg else f'exit {p.returncode}'}")
+        raise ToolError(f"{what} failed: {msg[-1] if msg else f'exit {p.returncode}'}")
     return p
 
 
@@ -597,7 +601,7 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
     """Validate the runs and publish them into the dataset tree of ``repo`` (see the module doc)
     with one ``dvc add``, one index update and one git commit for all of them.
 
-    All or nothing: PublishError for bad input (nothing published), RuntimeError when git/DVC fail
+    All or nothing: PublishError for bad input (nothing published), ToolError (exit 3) when git/DVC fail
     (the tree is rolled back), KeyboardInterrupt (SIGINT; SIGTERM too when the caller maps it so)
     with a message saying what was left. ``commit``: commit the .dvc files, .gitignore and index
     to git. ``timings``, when given, receives seconds per phase.
@@ -708,6 +712,9 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
         try:
             run_cmd(dvc_cmd("push", "--quiet", "-r", push_remote,
                             *[ds.rel(p.target) + ".dvc" for p in plans]), ds.top, "dvc push")
+        except ToolError as exc:
+            raise ToolError(f"{exc}; the run is published and committed, not pushed (fix the remote "
+                            "and run the same command again to push)") from None
         except KeyboardInterrupt:
             raise KeyboardInterrupt("interrupted during dvc push: published, push incomplete "
                                     "(run the same command again to push)") from None
@@ -748,7 +755,7 @@ def _commit_to_tree(ds: DatasetRepo, plans: list, commit: bool, lap, sig: _Signa
         _test_stop("renamed")
         sig.check("interrupted; nothing was published")
         _record(ds, [(p.target, p.manifest) for p in plans], commit, sig, lap)
-    except BaseException:
+    except BaseException as exc:
         if not (commit and _landed(ds, head, dvc_files)):
             subprocess.run(["git", "reset", "--quiet", "--", *paths], cwd=ds.top,
                            capture_output=True, start_new_session=True)
@@ -761,5 +768,7 @@ def _commit_to_tree(ds: DatasetRepo, plans: list, commit: bool, lap, sig: _Signa
                 else:
                     path.write_bytes(old)
             _pending_path(ds).unlink(missing_ok=True)
+            if isinstance(exc, ToolError):
+                raise ToolError(f"{exc}; nothing was published, the repository is as it was") from None
             raise
     _pending_path(ds).unlink(missing_ok=True)

@@ -144,9 +144,10 @@ def test_git_failure_rolls_back(repo, two_runs, capsys):
     hook.write_text("#!/bin/sh\necho refused by hook >&2\nexit 1\n")
     hook.chmod(0o755)
     head = sh(["git", "rev-parse", "HEAD"], repo).stdout
-    assert main([str(two_runs[0]), "--repo", str(repo)]) == 1
+    assert main([str(two_runs[0]), "--repo", str(repo)]) == 3
     err = capsys.readouterr().err
-    assert err == "plume-nav-publish: RuntimeError: git commit failed: refused by hook\n"
+    assert err == ("plume-nav-publish: git commit failed: refused by hook; nothing was published, "
+                   "the repository is as it was\n")
     assert sh(["git", "rev-parse", "HEAD"], repo).stdout == head
     assert sh(["git", "status", "--porcelain", "--untracked-files=all"], repo).stdout == ""
     assert not (repo / "data").exists() or not any((repo / "data").rglob("*.*"))

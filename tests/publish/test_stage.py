@@ -64,7 +64,7 @@ def test_capture_stage_repro_and_metrics(tmp_path, monkeypatch):
 def test_init_stage_bad_config(tmp_path, capsys):
     repo = make_repo(tmp_path / "repo")
     assert main(["--init-stage", str(tmp_path / "missing.yaml"), "--repo", str(repo)]) == 2
-    assert capsys.readouterr().err.startswith("plume-nav-publish: not a YAML config file")
+    assert capsys.readouterr().err.startswith("plume-nav-publish: error: not a YAML config file")
     assert not (repo / "dvc.yaml").exists()
 
 
