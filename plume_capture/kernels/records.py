@@ -39,6 +39,17 @@ class Params(NamedTuple):
     threshold: float  # policy parameters (SPEC §7.2)
     persistence: int
     eps: float
+    # puff plume coefficients per plume step (kernels.puff; zeros for the other plumes)
+    puff_lam: float
+    puff_r0sq: float
+    puff_grow: float
+    puff_ux: float
+    puff_uy: float
+    puff_dt: float
+    puff_decay: float
+    puff_kick: float
+    puff_jitter: float
+    puff_warmup: int
 
 
 class EnvState(NamedTuple):
@@ -89,9 +100,13 @@ _EPISODE_TYPES = EpisodeRows(np.int64, np.float64, np.bool_, np.bool_, np.int64,
 
 @dataclass(frozen=True, eq=False)
 class KernelArgs:
-    """What every kernel call takes: ``codes`` (action, observation, reward, policy; Numba literals),
-    ``params``, ``field`` and ``state`` (``envs`` slots, zeroed); ``rows``/``episodes`` allocate
-    output buffers (``empty(n, dtype)`` allocates one column, e.g. in Arrow's pool)."""
+    """What every kernel call takes: ``codes`` (action, observation, reward, policy, plume; Numba
+    literals), ``params``, ``field`` and ``state`` (``envs`` slots, zeroed); ``rows``/``episodes``
+    allocate output buffers (``empty(n, dtype)`` allocates one column, e.g. in Arrow's pool).
+
+    ``field`` is the plume's data: the float32 frames ``(T, H, W)`` of a static or movie plume
+    (read-only, may be shared), or for the puff plume the float64 puff tables of the ``envs`` slots,
+    ``(envs, 1 + max_puffs, 3)`` (mutable, one per caller; ``kernels.puff``)."""
     codes: tuple
     params: Params
     field: np.ndarray
