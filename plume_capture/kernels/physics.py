@@ -69,24 +69,23 @@ def reward(rew_type, reached):
 
 
 @njit
-def concentration(PLM, p, field, at, x, y):
-    """Concentration at cell (x, y): of frame ``at`` of the field, or of the puff table of env slot
-    ``at`` (``PLM == PUFF``)."""
+def concentration(PLM, p, field, frame, pt, x, y):
+    """Concentration at cell (x, y): of ``frame`` of the field, or of the puff table ``pt``
+    (``PLM == PUFF``)."""
     if PLM == C.PUFF:
-        return puff.sample(p, field[at], x, y)
-    return sample(field, at, x, y, p.width, p.height)
+        return puff.sample(p, pt, x, y)
+    return sample(field, frame, x, y, p.width, p.height)
 
 
 @njit
-def observe(obs_type, PLM, p, out, row, field, at, x, y, heading, step, key):
-    """Write the observation of the state after ``step`` into ``out[row]`` (float32, SPEC §5);
-    ``at`` as in :func:`concentration`."""
+def observe(obs_type, PLM, p, out, row, field, frame, pt, x, y, heading, step, key):
+    """Write the observation of the state after ``step`` into ``out[row]`` (float32, SPEC §5)."""
     if obs_type == C.CONCENTRATION:
-        out[row, 0] = concentration(PLM, p, field, at, x, y)
+        out[row, 0] = concentration(PLM, p, field, frame, pt, x, y)
     elif obs_type == C.ANTENNAE:
         for i in range(p.n_sensors):
             sx, sy = _along(x, y, heading + i * 360.0 / p.n_sensors, p.sensor_distance)
-            out[row, i] = concentration(PLM, p, field, at, sx, sy)
+            out[row, i] = concentration(PLM, p, field, frame, pt, sx, sy)
     else:  # WIND_VECTOR
         t = p.wind_direction * _DEG
         wx = p.wind_speed * np.cos(t)

@@ -65,6 +65,7 @@ class EnvState(NamedTuple):
     total: np.ndarray  # float64: reward so far in the episode
     episode: np.ndarray  # int64: capture: index of the current episode in the shard's seeds
     live: np.ndarray  # bool: capture: inside an episode (False: start the next one first)
+    puff: np.ndarray  # float64 (slots, 1 + max_puffs, 3): the puff plume's tables (kernels.puff; max_puffs 0 otherwise)
 
 
 class StepRows(NamedTuple):
@@ -92,7 +93,7 @@ class EpisodeRows(NamedTuple):
 
 
 _STATE_TYPES = EnvState(np.int64, np.int64, np.int64, np.float64, np.int64, np.int64, np.int64, np.float64,
-                        np.float64, np.float64, np.int64, np.bool_)
+                        np.float64, np.float64, np.int64, np.bool_, np.float64)
 STEP_TYPES = StepRows(np.int64, np.int64, np.int64, np.float64, np.bool_, np.bool_, np.int64, np.int64,
                       np.float64, np.float64, np.float32)
 _EPISODE_TYPES = EpisodeRows(np.int64, np.float64, np.bool_, np.bool_, np.int64, np.int64, np.float64)
@@ -101,12 +102,10 @@ _EPISODE_TYPES = EpisodeRows(np.int64, np.float64, np.bool_, np.bool_, np.int64,
 @dataclass(frozen=True, eq=False)
 class KernelArgs:
     """What every kernel call takes: ``codes`` (action, observation, reward, policy, plume; Numba
-    literals), ``params``, ``field`` and ``state`` (``envs`` slots, zeroed); ``rows``/``episodes``
-    allocate output buffers (``empty(n, dtype)`` allocates one column, e.g. in Arrow's pool).
-
-    ``field`` is the plume's data: the float32 frames ``(T, H, W)`` of a static or movie plume
-    (read-only, may be shared), or for the puff plume the float64 puff tables of the ``envs`` slots,
-    ``(envs, 1 + max_puffs, 3)`` (mutable, one per caller; ``kernels.puff``)."""
+    literals), ``params``, ``field`` (float32 frames ``(T, H, W)``, read-only, may be shared; a
+    one-cell zero for the puff plume, whose state is ``state.puff``) and ``state`` (``envs`` slots,
+    zeroed); ``rows``/``episodes`` allocate output buffers (``empty(n, dtype)`` allocates one
+    column, e.g. in Arrow's pool)."""
     codes: tuple
     params: Params
     field: np.ndarray
@@ -122,5 +121,6 @@ class KernelArgs:
         return EpisodeRows(*(empty(n, t) for t in _EPISODE_TYPES))
 
     @staticmethod
-    def new_state(envs: int) -> EnvState:
-        return EnvState(*(np.zeros(envs, t) for t in _STATE_TYPES))
+    def new_state(envs: int, max_puffs: int = 0) -> EnvState:
+        *cols, puff = _STATE_TYPES
+        return EnvState(*(np.zeros(envs, t) for t in cols), np.zeros((envs, 1 + max_puffs, 3), puff))

@@ -101,12 +101,12 @@ _LANES = np.uint64(2**24)
 @njit
 def plume_key(key):
     """The puff plume's key from the episode key (``episode_key(seed)``)."""
-    return mix64(key ^ _PLUME_SALT)
+    return mix64(np.uint64(key) ^ _PLUME_SALT)
 
 
 @njit
 def plume_uniform(pkey, n, lane):
-    u = mix64(pkey + (np.uint64(n) * _LANES + np.uint64(lane)) * _GAMMA)
+    u = mix64(np.uint64(pkey) + (np.uint64(n) * _LANES + np.uint64(lane)) * _GAMMA)
     return float(u >> _S11) * _TWO_M53
 
 

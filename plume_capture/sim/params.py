@@ -260,6 +260,9 @@ class EnvParams:
         return Physics(resolved, field, movie_info)
 
 
+_NO_FIELD = np.zeros((1, 1, 1), np.float32)  # the field argument of a puff plume's kernels (never read)
+
+
 @dataclass(frozen=True, eq=False)
 class Physics:
     """Resolved parameters plus the concentration field (None for the puff plume, which has none);
@@ -271,7 +274,7 @@ class Physics:
     def kernel_args(self, policy: PolicyParams | None = None, envs: int = 1) -> KernelArgs:
         """The one factory of kernel arguments: the literal codes, the :class:`Params` record of
         these parameters and ``policy`` (None: actions from outside, the envs), the field (a puff
-        plume: ``envs`` fresh puff tables) and ``envs`` zeroed state slots."""
+        plume: none) and ``envs`` zeroed state slots (a puff plume's tables among them)."""
         p = self.params
         pol = PolicyParams(threshold=0.0, persistence=0) if policy is None else policy
         start = p.start_location if p.start_location else (-1, -1)
@@ -287,8 +290,11 @@ class Physics:
             **(puff.coefficients(p.puff_group(), p.wind_speed, p.wind_direction_deg) if self.is_puff else puff.ZERO))
         codes = (self.act, self.obs, self.rew, C.EXTERNAL if policy is None else C.POLICY_CODES[policy.name],
                  C.PLUME_CODES[p.plume])
-        field = np.zeros((envs, 1 + p.puff_max_puffs, 3), np.float64) if self.is_puff else self.field
-        return KernelArgs(codes, params, field, KernelArgs.new_state(envs), self.obs_size)
+        if self.is_puff:
+            field, state = _NO_FIELD, KernelArgs.new_state(envs, p.puff_max_puffs)
+        else:
+            field, state = self.field, KernelArgs.new_state(envs)
+        return KernelArgs(codes, params, field, state, self.obs_size)
 
     @property
     def is_puff(self) -> bool:
