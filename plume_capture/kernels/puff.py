@@ -113,3 +113,21 @@ def sample(p, t, x, y):
         if d2 <= CUT * CUT * r2:
             c = c + (p.puff_r0sq / r2) * np.exp(-d2 / (2.0 * r2))
     return np.float32(min(max(c, 0.0), 1.0))
+
+
+@njit
+def mean_field(p, t, pkey, frames, every, stride, out):
+    """The plume of the episode with plume key ``pkey`` averaged over ``frames`` frames, one every
+    ``every`` steps from the reset's, on the cells ``(stride*i, stride*j)`` into ``out[j, i]``
+    (float64). For pictures (the report), never on a hot path."""
+    reset(p, t, pkey)
+    out[:, :] = 0.0
+    n = p.puff_warmup
+    for f in range(frames):
+        for _ in range(every if f > 0 else 0):
+            n += 1
+            advance(p, t, pkey, n)
+        for j in range(out.shape[0]):
+            for i in range(out.shape[1]):
+                out[j, i] += sample(p, t, i * stride, j * stride)
+    out /= frames

@@ -59,3 +59,23 @@ def coefficients(puff: Mapping[str, Any], wind_speed: float, wind_direction_deg:
 
 ZERO = dict(puff_lam=0.0, puff_r0sq=0.0, puff_grow=0.0, puff_ux=0.0, puff_uy=0.0, puff_dt=0.0, puff_decay=0.0,
             puff_kick=0.0, puff_jitter=0.0, puff_warmup=0)
+
+
+def mean_field(physics, seed: int, frames: int = 20, max_cells: int = 128):
+    """A picture of the puff plume of the episode with ``seed``: the mean of ``frames`` frames spread
+    over the episode's first ``min(max_steps, 200)`` steps, on at most ``max_cells`` cells per
+    axis (every ``stride``-th cell). Returns ``(field (rows, cols) float32, stride, every)``."""
+    import numpy as np
+
+    from plume_capture.kernels import puff as kpuff
+    from plume_capture.kernels.rng import episode_key, plume_key
+
+    p = physics.params
+    w, h = p.grid_size
+    stride = max(1, -(-max(w, h) // max_cells))
+    every = max(1, min(p.max_steps, 200) // frames)
+    ka = physics.kernel_args()
+    out = np.zeros((-(-h // stride), -(-w // stride)), np.float64)
+    pkey = np.uint64(int(plume_key(np.uint64(int(episode_key(seed))))))
+    kpuff.mean_field(ka.params, ka.state.puff[0], pkey, frames, every, stride, out)
+    return out.astype(np.float32), stride, every
