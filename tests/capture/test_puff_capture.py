@@ -138,3 +138,39 @@ def test_validate_replay_re_steps_the_puff_plume(baseline, tmp_path):
     res = replay_run(run)
     assert not res["ok"] and res["divergence"]["field"] == "observation_summary"
     assert res["divergence"]["step"] == rec["step"]
+
+
+def test_random_puff_values_are_refused_in_one_line_or_run(tmp_path, capsys):
+    """Any value of any ``puff`` key: exit 2 with one line naming it, or a run that validates."""
+    from plume_capture.cli.capture import main, prepare
+    from plume_capture.errors import ConfigError
+    from plume_capture.readback.validate import validate_run_artifacts
+    from plume_capture.sim.puff import RANGES
+
+    rng = np.random.default_rng(29)
+    pool = ["-1", "0", "1", "2.5", "1e-7", "33", "1e300", "-1e300", "nan", "inf", "true", "abc", "null",
+            "[1,2]", "65536", "65537", "100000", "100001", "0.001", "1e9"]
+    seen = {"refused": 0, "ran": 0}
+    for i in range(40):
+        key = sorted(RANGES)[int(rng.integers(len(RANGES)))]
+        argv = ["--output", str(tmp_path / f"o{i}"), "--quiet", "--engine", "local", "episodes=2",
+                "env.max_steps=20", "env.grid_size=[16,16]", "env.plume=puff", "env.goal_location=[2,8]",
+                "puff.warmup_steps=10", f"puff.{key}={pool[int(rng.integers(len(pool)))]}"]
+        try:
+            prepare(argv)
+            refused = False
+        except ConfigError:
+            refused = True
+        capsys.readouterr()
+        rc = main(argv)
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        if refused:
+            assert rc == 2 and len(err) == 1 and f"puff.{key}" in err[0], (argv[-1], err)
+            assert not (tmp_path / f"o{i}").exists()
+            seen["refused"] += 1
+        else:
+            assert rc == 0, (argv[-1], err)
+            (run,) = [p for p in (tmp_path / f"o{i}" / "default").iterdir()]
+            assert validate_run_artifacts(run)["ok"]
+            seen["ran"] += 1
+    assert seen["refused"] >= 10 and seen["ran"] >= 5, seen
