@@ -51,7 +51,7 @@ def _effective(cfg: dict) -> dict:
     if out["movie"]["source_location"] is not None:
         out["movie"]["source_location"] = [int(c) for c in out["movie"]["source_location"]]
     if env["plume"] == "puff":
-        out["puff"] = {k: (v if k in puff.INTEGER_KEYS else float(v)) for k, v in out["puff"].items()}
+        out["puff"] = puff.normalized(out["puff"])
     else:  # settings that do not run: the hash of a static or movie config stays what it was
         del out["puff"]
     out["policy"]["threshold"] = float(out["policy"]["threshold"])

@@ -251,7 +251,7 @@ class EnvParams:
             wind_speed=wind_speed, wind_noise_std=wind_noise, plume=plume,
             movie_path=self.movie_path if plume == "movie" else None,
             movie_step_policy=step_policy, movie_source_location=goal if plume == "movie" else None,
-            **{f"puff_{k}": v for k, v in self.puff_group().items()},
+            **{f"puff_{k}": v for k, v in puff.normalized(self.puff_group()).items()},
         )
         if field is None and plume == "static":
             from plume_capture.kernels.plume import gaussian_field

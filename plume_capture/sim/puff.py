@@ -3,6 +3,7 @@ them, and the per-step coefficients the kernel takes (``kernels.puff``)."""
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Mapping
 
 #: key -> inclusive range (floats, except the two integer keys)
@@ -26,10 +27,11 @@ def problem(puff: Mapping[str, Any]) -> str | None:
     for key, (lo, hi) in RANGES.items():
         v = puff[key]
         if key in INTEGER_KEYS:
-            ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+            ok = isinstance(v, numbers.Integral) and not isinstance(v, bool) and lo <= v <= hi
             kind = "an integer"
         else:
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+            ok = (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                  and lo <= v <= hi)
             kind = "a number"
         if not ok:
             return f"puff.{key} must be {kind} in [{lo:g}, {hi:g}], got {v!r}"
@@ -37,6 +39,11 @@ def problem(puff: Mapping[str, Any]) -> str | None:
         return (f"puff.birth_rate * puff.dt (mean births per step) must be <= {MAX_BIRTHS_PER_STEP:g}, "
                 f"got {puff['birth_rate'] * puff['dt']:g}")
     return None
+
+
+def normalized(puff: Mapping[str, Any]) -> dict:
+    """A checked ``puff`` group with Python ints and floats (as ``run.json`` records them)."""
+    return {k: (int(v) if k in INTEGER_KEYS else float(v)) for k, v in puff.items()}
 
 
 def state_bytes(max_puffs: int) -> int:
