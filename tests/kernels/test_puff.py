@@ -166,3 +166,12 @@ def test_a_puff_plume_needs_no_field():
     assert ph.field is None
     with pytest.raises(ConfigError, match="GiB"):
         EnvParams(plume="static", grid_size=(200_000, 200_000)).build()
+
+
+def test_gymnasium_env_checker_passes():
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    import plume_capture.envs  # noqa: F401  (registers PlumeNav-v0)
+
+    check_env(gym.make("PlumeNav-v0", plume="puff", grid_size=(32, 32), observation_type="antennae").unwrapped)
