@@ -101,7 +101,7 @@ SEED_MAX = 2**32 - 1
 ACTION_TYPES = ("discrete", "oriented", "run_tumble")
 OBSERVATION_TYPES = ("concentration", "antennae", "wind_vector")
 REWARD_TYPES = ("step_penalty", "sparse")
-PLUMES = ("static", "movie")
+PLUMES = ("static", "movie", "puff")
 STEP_POLICIES = ("wrap", "clamp")  # movie frame index past the last frame (SPEC §3.3)
 #: actions per action type (SPEC §4)
 N_ACTIONS = {"discrete": 4, "oriented": 3, "run_tumble": 2}

@@ -294,7 +294,9 @@ def execute_many(items, progress_enabled: bool, pool=None) -> list[CaptureResult
 
     try:
         if engine == "local":
-            tiny = all(p.episodes * p.physics.params.max_steps <= INTERPRET_MAX_STEPS for p, _, _ in items)
+            # (A puff plume costs its live puffs per step: interpreted, even small runs are slow.)
+            tiny = all(p.episodes * p.physics.params.max_steps <= INTERPRET_MAX_STEPS and not p.physics.is_puff
+                       for p, _, _ in items)
             with _jit.interpreting() if tiny else contextlib.nullcontext():
                 run_local(work, progress, on_done=commit)
         else:

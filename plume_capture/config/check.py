@@ -18,7 +18,7 @@ from plume_capture.spec import (ACTION_TYPES, OBSERVATION_TYPES, PLUMES, POLICY_
                                  STEP_POLICIES)
 
 #: groups whose keys the engine consumes; an unknown key inside one is always an error
-CLOSED_GROUPS = ("env", "wind", "movie", "policy", "engine")
+CLOSED_GROUPS = ("env", "wind", "movie", "puff", "policy", "engine")
 ENGINE_KINDS = ("auto", "local", "ray")
 
 I32 = 2**31 - 1
@@ -243,7 +243,7 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
     # A movie defines its own grid; the engine checks locations against it.
     _check_xy("env.goal_location", env["goal_location"], None if movie else (w, h))
     _check_xy("env.start_location", env["start_location"], None if movie else (w, h))
-    if not movie:
+    if env["plume"] == "static":  # (a puff plume has no field)
         from plume_capture.sim.params import field_problem  # the one rule, where the field is made
 
         problem = field_problem(w, h)
@@ -263,6 +263,12 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
         _check(path is not None, "env.plume is movie but movie.path is not set")
         if check_paths:
             _check(os.path.exists(path), f"movie.path {path!r} does not exist")
+
+    # puff
+    from plume_capture.sim import puff  # its ranges live with the model
+
+    problem = puff.problem(cfg["puff"])
+    _check(problem is None, problem or "")
 
     # policy
     pol = cfg["policy"]

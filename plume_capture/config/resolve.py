@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from plume_capture import defaults
 from plume_capture.config.check import address_problem, complete, validate_config
 from plume_capture.errors import ConfigError
+from plume_capture.sim import puff
 from plume_capture.sim.params import (DEFAULT_GOAL_RADIUS, DEFAULT_MAX_STEPS, FLOAT32_EPS, EnvParams, PolicyParams,
                                       default_goal)
 
@@ -43,13 +44,17 @@ def _effective(cfg: dict) -> dict:
     for key in ("goal_location", "start_location"):
         if env[key] is not None:
             env[key] = [int(c) for c in env[key]]
-    if env["goal_location"] is None and env["plume"] == "static":
+    if env["goal_location"] is None and env["plume"] != "movie":
         env["goal_location"] = list(default_goal(w, h))
     env["sigma"] = float(env["sigma"])
     env["sensor_distance"] = float(env["sensor_distance"])
     out["wind"] = {k: float(v) for k, v in out["wind"].items()}
     if out["movie"]["source_location"] is not None:
         out["movie"]["source_location"] = [int(c) for c in out["movie"]["source_location"]]
+    if env["plume"] == "puff":
+        out["puff"] = puff.normalized(out["puff"])
+    else:  # settings that do not run: the hash of a static or movie config stays what it was
+        del out["puff"]
     out["policy"]["threshold"] = float(out["policy"]["threshold"])
     out["policy"]["eps"] = float(out["policy"]["eps"])
     return out
@@ -69,7 +74,8 @@ def effective_config(cfg: Mapping[str, Any]) -> dict:
 
     ``max_steps`` null -> 1000; ``goal_radius`` null -> 5.0, 0 -> float32 eps; static-plume
     ``goal_location`` null -> ``[min(64, W-1), min(64, H-1)]``; float settings as floats; pairs
-    as lists. Settings that depend on a movie file (its grid and source) are left as given.
+    as lists; the ``puff`` group only when ``env.plume`` is puff. Settings that depend on a movie
+    file (its grid and source) are left as given.
     """
     validate_config(cfg, check_paths=False)
     return _effective(dict(cfg))

@@ -47,9 +47,9 @@ class PlumeNavEnv(gym.Env):
             self.params, self.physics.n_actions, self.physics.obs_size)
         ka = self.physics.kernel_args()
         self._obs = ka.rows(1).obs
-        self._reset = specialize(reset_one, ka.codes, (ka.params, ka.field, 0, self._obs))
-        self._step = specialize(step_one, ka.codes, (ka.params, ka.field, 0, 0, 0, 0, 0.0, 0, self._obs))
-        self._phys_args = (ka.params, ka.field)
+        self._phys_args = (ka.params, ka.field, ka.state.puff[0])
+        self._reset = specialize(reset_one, ka.codes, (*self._phys_args, 0, self._obs))
+        self._step = specialize(step_one, ka.codes, (*self._phys_args, 0, 0, 0, 0, 0.0, 0, self._obs))
         self._x = self._y = self._k = 0
         self._heading = 0.0
         self._ep_seed = None

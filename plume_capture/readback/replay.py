@@ -56,7 +56,8 @@ def run_env_params(meta: dict) -> EnvParams:
     mv = {"path": movie.get("path"), "source_location": env.get("goal_location") if plume_movie else None}
     if movie.get("step_policy") is not None:
         mv["step_policy"] = movie["step_policy"]
-    return EnvParams.from_config({"env": cfg_env, "wind": env.get("wind") or {}, "movie": mv})
+    return EnvParams.from_config({"env": cfg_env, "wind": env.get("wind") or {}, "movie": mv,
+                                  "puff": env.get("puff") or {}})
 
 
 def _same(a, b) -> bool:

@@ -58,12 +58,14 @@ def test_base_config_has_spec_keys_and_defaults():
     }
     assert cfg["wind"] == {"direction_deg": 0.0, "speed": 1.0, "noise_std": 0.0}
     assert cfg["movie"] == {"path": None, "step_policy": "wrap", "source_location": None}
+    assert cfg["puff"] == {"birth_rate": 1.0, "init_radius": 1.0, "spread_rate": 1.0, "meander_std": 0.5,
+                           "meander_time": 10.0, "noise_std": 0.2, "dt": 1.0, "max_puffs": 256, "warmup_steps": 100}
     assert cfg["policy"] == {"name": "random", "threshold": 1e-6, "persistence": 1, "eps": 0.0}
     assert cfg["engine"] == {"kind": "auto", "num_actors": None, "address": None,
                              "shard_episodes": None, "window": None, "quiet": False,
                              "headroom_cpus": None, "threads": None}
     assert set(cfg) == {"output", "experiment", "episodes", "seed", "rotate_size", "parquet",
-                        "env", "wind", "movie", "policy", "engine"}
+                        "env", "wind", "movie", "puff", "policy", "engine"}
     assert cfg == default_config()
 
 
