@@ -1,4 +1,4 @@
-"""Exceptions with a defined meaning for the CLI (SPEC §10.5)."""
+"""Exceptions with a defined meaning for the CLI (docs/spec.md §10.5)."""
 
 
 class ConfigError(ValueError):

@@ -1,4 +1,4 @@
-"""Shared fixtures. Ray settings are fixed here, before anything imports Ray (RAY_NOTES.md)."""
+"""Shared fixtures. Ray settings are fixed here, before anything imports Ray."""
 import os
 import sys
 import tempfile

@@ -1,4 +1,4 @@
-"""``plume-nav-capture``: the operator's command line (SPEC §10).
+"""``plume-nav-capture``: the operator's command line (docs/spec.md §10).
 
 Everything is validated before the engine is imported, so bad input fails fast (exit 2) and
 leaves nothing on disk. Exit codes: 0 ok, 1 internal failure, 2 bad input, 130 interrupted.

@@ -1,4 +1,4 @@
-"""The one config check: every key's type and range, before anything runs (SPEC §10).
+"""The one config check: every key's type and range, before anything runs (docs/spec.md §10).
 
 Raises :class:`ConfigError` naming the first problem. Imports no engine module (no Numba, pyarrow,
 polars or Ray), so bad input fails fast.

@@ -1,4 +1,4 @@
-"""``PlumeNav-v0``: one plume-navigation environment (SPEC §12) on the capture kernels."""
+"""``PlumeNav-v0``: one plume-navigation environment (docs/spec.md §12) on the capture kernels."""
 from __future__ import annotations
 
 import math
@@ -31,7 +31,7 @@ class PlumeNavEnv(gym.Env):
     """An agent on a ``W x H`` grid seeks the odor source from concentration readings.
 
     Keyword arguments are the fields of :class:`plume_capture.sim.params.EnvParams` (defaults: the
-    shipped config, SPEC §3.1).
+    shipped config, docs/spec.md §3.1).
     ``step`` before ``reset`` or after the episode ended, and actions outside the action space,
     raise instead of being coerced.
     """

@@ -1,4 +1,4 @@
-"""Movie plumes: load a recorded concentration dataset ``(T, H, W)`` once (SPEC §2.2).
+"""Movie plumes: load a recorded concentration dataset ``(T, H, W)`` once (docs/spec.md §2.2).
 
 ``load_movie(path, step_policy) -> (field, info)``. Formats: NumPy ``.npy`` (memory-mapped when
 already float32 C-order; an optional sidecar ``<stem>.json`` holds ``fps`` /

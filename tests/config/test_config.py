@@ -123,7 +123,7 @@ def test_defaults_list_and_self_mean_what_they_mean_in_hydra(tmp_path):
 
 
 def test_reference_style_tree_without_groups(tmp_path):
-    """A tree with only the SPEC §10.1 keys: missing groups take our defaults; presets append."""
+    """A tree with only the docs/spec.md §10.1 keys: missing groups take our defaults; presets append."""
     root = _tree(
         tmp_path,
         "output: results\nexperiment: default\nepisodes: 3\nseed: 123\nrotate_size: null\nparquet: false\n"

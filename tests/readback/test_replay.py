@@ -1,4 +1,4 @@
-"""Replay (SPEC §11): re-simulating recorded episodes agrees with the records; damage is located."""
+"""Replay (docs/spec.md §11): re-simulating recorded episodes agrees with the records; damage is located."""
 import gzip
 import itertools
 import json

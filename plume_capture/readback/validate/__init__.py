@@ -1,4 +1,4 @@
-"""Validation of run directories (SPEC §11): ``validate_run_artifacts`` and the
+"""Validation of run directories (docs/spec.md §11): ``validate_run_artifacts`` and the
 command-line entry point in ``plume_capture.cli.validate``. The package: ``report`` (codes, the
 report), ``run_json`` (run.json and what the records are checked against), ``streams`` (JSON Lines
 chunk by chunk, record and per-episode checks), ``parquet`` (Parquet against the JSON Lines), and

@@ -1,0 +1,67 @@
+"""The repository stands alone: no file refers to notes outside it, and every citation of
+docs/spec.md names a section that exists."""
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "docs" / "spec.md"
+# Built from pieces so that this file does not match itself.
+OUTSIDE = re.compile("|".join([r"\.\./" + "shared", "/work/" + "shared", "SPEC" + r"\.md", "RAY_" + "NOTES",
+                               "STORAGE_" + "NOTES", "PLUME_" + "NOTES", "PUBLISH_EXPORT_" + "NOTES",
+                               "ops_" + "runbook"]))
+
+
+def _tracked() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout.split("\n")
+    return [REPO / f for f in out if f and (REPO / f).is_file()]
+
+
+def _text(p: Path) -> str | None:
+    try:
+        return p.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        return None
+
+
+def test_no_file_refers_to_notes_outside_the_repository():
+    hits = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in _tracked() if (t := _text(p)) is not None
+            for m in OUTSIDE.finditer(t)]
+    assert hits == []
+
+
+def test_docs_and_code_name_no_path_of_this_machine():
+    roots = ("README.md", "docs/", "plume_capture/", "tests/", "conf/")
+    hits = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in _tracked()
+            if str(p.relative_to(REPO)).startswith(roots) and (t := _text(p)) is not None
+            for m in re.finditer(r"/work/[\w.-]+", t)]
+    assert hits == []
+
+
+def _sections() -> set[str]:
+    return {m.group(1) for m in re.finditer(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", SPEC.read_text(), re.M)}
+
+
+def test_every_spec_citation_names_a_section():
+    sections = _sections()
+    assert {"1", "3.2", "7.1", "9.4", "13"} <= sections
+    cites = []
+    for p in _tracked():
+        t = _text(p)
+        if t is None or p.suffix not in (".py", ".md", ".yaml"):
+            continue
+        for m in re.finditer(r"(?:docs/spec\.md|spec) (§[\d.§–\-, ]+)", t):
+            for num in re.findall(r"§(\d+(?:\.\d+)?)", m.group(1)):
+                cites.append((str(p.relative_to(REPO)), num.rstrip(".")))
+    assert len(cites) > 40
+    assert [c for c in cites if c[1] not in sections] == []
+
+
+def test_spec_anchors_used_by_the_docs_exist():
+    """Links such as ``spec.md#71-random-streams`` point at a heading of docs/spec.md."""
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.*)$", SPEC.read_text(), re.M)}
+    links = [(p.name, a) for p in [*(REPO / "docs").glob("*.md"), REPO / "README.md"]
+             for a in re.findall(r"spec\.md#([\w\-]+)", p.read_text())]
+    assert links and [x for x in links if x[1] not in anchors] == []
