@@ -181,6 +181,16 @@ def test_add_force_add_delete():
         cfg_of("+env.foo=1")  # engine groups are closed: a new key there can only be a typo
 
 
+@pytest.mark.parametrize("override, near", [("env.grid_sz=[8,8]", "env.grid_size"), ("episdoes=3", "episodes"),
+                                             ("polcy.name=random", "policy.name"), ("+env.sigmaa=2", "env.sigma"),
+                                             ("engine.thread=2", "engine.threads")])
+def test_a_typo_names_the_key_meant(override, near):
+    with pytest.raises(ConfigError) as exc:
+        cfg_of(override)
+    msg = str(exc.value)
+    assert msg.endswith(f"did you mean '{near}'?") and "+" not in msg.split(";")[1], msg
+
+
 def test_values_lists_null_quotes_interpolation():
     cfg = cfg_of("env.grid_size=[16, 12]", "env.goal_location=[3,4]", "env.max_steps=null",
                  "experiment='my run'", "output=\"out dir\"")
