@@ -81,6 +81,9 @@ RUN_JSON_KEYS = (
     "schema_version",
 )
 
+#: the provenance manifest plume-nav-publish writes beside a published run's run.json
+MANIFEST_NAME = "manifest.json"
+
 STEPS_BASENAME = "steps"
 EPISODES_BASENAME = "episodes"
 

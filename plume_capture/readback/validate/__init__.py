@@ -76,7 +76,7 @@ def _check_files(run_dir, files, ctx: _Ctx, rep: _Report):
                   f"looks like part of {base} but is not named {base}.jsonl.gz or "
                   f"{base}.partNNNN.jsonl.gz, so no reader loads it ({what} not read){hint}")
     for name in files.other:
-        if ctx.files and name in ctx.files:
+        if (ctx.files and name in ctx.files) or name == records.MANIFEST_NAME:
             continue
         rep.warn("UNKNOWN_FILE", name, "not part of the run format")
     if ctx.files is not None:
@@ -315,12 +315,30 @@ def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, sourc
         pool.shutdown(wait=True)
 
 
+def _files_summary(names: list[str]) -> str:
+    """``run.json; steps.jsonl.gz + 9 parts; steps.parquet/ (10 files); ...``: one entry per artifact."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        m = re.fullmatch(r"(\w+)\.part\d+\.jsonl\.gz", name)
+        key = name.split("/")[0] + "/" if "/" in name else (f"{m.group(1)}.jsonl.gz" if m else name)
+        groups.setdefault(key, []).append(name)
+    out = []
+    for key, members in groups.items():
+        if key.endswith("/"):
+            out.append(f"{key} ({len(members)} file{'s' if len(members) != 1 else ''})")
+        elif len(members) > 1:
+            out.append(f"{key} + {len(members) - 1} part{'s' if len(members) != 2 else ''}")
+        else:
+            out.append(key)
+    return "; ".join(out) or "-"
+
+
 def format_report(res: dict) -> str:
     """A readable multi-line report of ``validate_run_artifacts``' result."""
     lines = [f"run: {res['run_dir']}",
              f"kind: {res['kind']}   steps: {res['counts']['steps']}   "
              f"episodes: {res['counts']['episodes']}",
-             f"files checked: {', '.join(res['files_checked']) or '-'}"]
+             f"files checked: {_files_summary(res['files_checked'])}"]
     n = len(res["errors"]) - (1 if res["errors_suppressed"] else 0) + res["errors_suppressed"]
     nw = len(res["warnings"])
     if res["ok"]:
