@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-actors", type=_int_type, metavar="N", help="engine.num_actors")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: $RAY_ADDRESS)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run in RUN_DIR")
-    p.add_argument("--quiet", action="store_true", default=None, help="no progress bar or summary")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bar, summary or sweep table")
     p.add_argument("-m", "--multirun", action="store_true", help="expand sweeps (k=a,b) into several runs")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return p
@@ -215,7 +215,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     from plume_capture.capture import capture_many
 
     results = capture_many(cfgs, overrides_list=runs, progress=progress)
-    print(_table(results, runs))
+    if not quiet:
+        print(_table(results, runs))
+    for res in results:
+        if res.status != "complete":
+            print(f"{PROG}: {res.run_dir}: run ended with status {res.status!r}", file=sys.stderr)
     return 0 if all(r.status == "complete" for r in results) else 1
 
 

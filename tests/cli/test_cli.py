@@ -223,7 +223,7 @@ def test_resume_is_passed_through(fake_engine, tmp_path):
 def test_multirun_calls_capture_many_once_and_prints_table(fake_engine, capsys):
     from plume_capture.cli.capture import main
 
-    assert main(["-m", "seed=1,2", "env.max_steps=10,20", "--quiet"]) == 0
+    assert main(["-m", "seed=1,2", "env.max_steps=10,20"]) == 0
     (kind, cfgs, overrides_list, progress), = fake_engine.calls
     assert kind == "capture_many" and len(cfgs) == 4
     assert [(c["seed"], c["env"]["max_steps"]) for c in cfgs] == [(1, 10), (1, 20), (2, 10), (2, 20)]
@@ -231,6 +231,8 @@ def test_multirun_calls_capture_many_once_and_prints_table(fake_engine, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:4] == ["run_dir", "steps", "steps/s", "status"] and len(out) == 5
     assert all("complete" in line for line in out[1:])
+    assert main(["-m", "seed=1,2", "--quiet"]) == 0  # --quiet: no table either
+    assert capsys.readouterr() == ("", "")
 
 
 @pytest.mark.parametrize("exc, code, text", [
