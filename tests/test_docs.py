@@ -65,3 +65,25 @@ def test_spec_anchors_used_by_the_docs_exist():
     links = [(p.name, a) for p in [*(REPO / "docs").glob("*.md"), REPO / "README.md"]
              for a in re.findall(r"spec\.md#([\w\-]+)", p.read_text())]
     assert links and [x for x in links if x[1] not in anchors] == []
+
+
+USER_DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def test_user_docs_speak_to_users():
+    """No references a user cannot follow (an internal runbook, issue numbers, who wrote what)."""
+    bad = re.compile(r"runbook|\bissues? \d+|other agents|agents' work", re.I)
+    assert [(p.name, m.group(0)) for p in USER_DOCS for m in bad.finditer(p.read_text())] == []
+
+
+def test_install_lines_use_the_checkout_form():
+    """The package is installed from the checkout (it is on no package index)."""
+    bad = re.compile(r"pip install ['\"]?plume-capture")
+    hits = [(str(p.relative_to(REPO)), m.group(0)) for p in _tracked()
+            if p.suffix in (".py", ".md") and (t := _text(p)) is not None for m in bad.finditer(t)]
+    assert hits == []
+
+
+def test_ray_auth_mode_values_are_listed():
+    text = (REPO / "docs" / "cluster.md").read_text()
+    assert "`disabled`" in text and "`token`" in text and '"RAY_AUTH_MODE": "..."' not in text

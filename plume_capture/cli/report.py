@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         if e.name != "matplotlib":
             raise
-        print(f"{PROG}: needs matplotlib (pip install 'plume-capture[plot]')", file=sys.stderr)
+        print(f"{PROG}: needs matplotlib (pip install -e '.[plot]' in the checkout)", file=sys.stderr)
         return 2
     from plume_capture.report.data import DEFAULT_SAMPLE
 
