@@ -4,6 +4,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "docs" / "spec.md"
 # Built from pieces so that this file does not match itself.
@@ -87,3 +89,18 @@ def test_install_lines_use_the_checkout_form():
 def test_ray_auth_mode_values_are_listed():
     text = (REPO / "docs" / "cluster.md").read_text()
     assert "`disabled`" in text and "`token`" in text and '"RAY_AUTH_MODE": "..."' not in text
+
+
+def test_report_html_is_ignored_by_git():
+    """plume-nav-report writes report.html into the working directory by default."""
+    done = subprocess.run(["git", "check-ignore", "-q", "report.html"], cwd=REPO)
+    assert done.returncode == 0
+
+
+@pytest.mark.parametrize("cli", ["capture", "validate", "publish", "export", "report"])
+def test_help_has_no_markup(cli):
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", f"from plume_capture.cli.{cli} import main; main(['--help'])"],
+                          capture_output=True, text=True, timeout=120)
+    assert "usage:" in done.stdout and "``" not in done.stdout and ":func:" not in done.stdout

@@ -176,11 +176,16 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
     return args, cfgs, runs
 
 
-def _summary_line(result) -> str:
+#: said after a run's steps/s when the run compiled the kernels (empty cache before, filled after)
+COMPILED_NOTE = "includes compiling the kernels once; later runs load them from the cache"
+
+
+def _summary_line(result, compiled: bool = False) -> str:
     eps = f"{result.episodes} episode{'' if result.episodes == 1 else 's'}"
     return (
         f"{PROG}: {result.run_dir}: {eps}, {result.steps} steps "
-        f"in {result.wall_s:.2f} s ({result.steps_per_s:,.0f} steps/s)"
+        f"in {result.wall_s:.2f} s ({result.steps_per_s:,.0f} steps/s"
+        + (f"; {COMPILED_NOTE})" if compiled else ")")
     )
 
 
@@ -200,6 +205,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     args, cfgs, runs = prepare(argv)
     quiet = cfgs[0]["engine"]["quiet"]
     progress = not quiet and sys.stderr.isatty()
+    from plume_capture.kernels._jit import kernel_cache_filled
+
+    cold = not kernel_cache_filled()
 
     if not args.multirun:
         from plume_capture.capture import capture  # heavy imports only after validation
@@ -209,7 +217,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: {result.run_dir}: run ended with status {result.status!r}", file=sys.stderr)
             return 1
         if not quiet:
-            print(_summary_line(result), file=sys.stderr)
+            print(_summary_line(result, compiled=cold and kernel_cache_filled()), file=sys.stderr)
         return 0
 
     from plume_capture.capture import capture_many
@@ -217,6 +225,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     results = capture_many(cfgs, overrides_list=runs, progress=progress)
     if not quiet:
         print(_table(results, runs))
+        if cold and kernel_cache_filled():
+            print(f"{PROG}: note: the first point's steps/s {COMPILED_NOTE}", file=sys.stderr)
     for res in results:
         if res.status != "complete":
             print(f"{PROG}: {res.run_dir}: run ended with status {res.status!r}", file=sys.stderr)

@@ -12,7 +12,7 @@ _CSS = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-colla
 font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px;text-align:left}th{background:#eee}
 .row{display:flex;flex-wrap:wrap;gap:12px}.run{border:1px solid #ddd;padding:8px;width:560px}
 img{max-width:100%}
-.note{color:#a33}.prov{font-size:12px;color:#555}"""
+.note{color:#333;background:#eef2f7;border-left:3px solid #7a8fa6;padding:4px 8px}.prov{font-size:12px;color:#555}"""
 
 
 def _fmt(v) -> str:

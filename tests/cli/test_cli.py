@@ -405,3 +405,22 @@ def test_non_editable_install_runs_from_tmp(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (run,) = run_dirs(work / "results", "batch-20231106")
     assert run_json(run)["extra"]["status"] == "complete"
+
+
+def test_kernel_cache_state_and_the_compile_note(tmp_path, monkeypatch):
+    """A run that finds the kernel cache empty and leaves it filled says its steps/s include compiling."""
+    from types import SimpleNamespace
+
+    from plume_capture.cli.capture import COMPILED_NOTE, _summary_line
+    from plume_capture.kernels._jit import kernel_cache_filled
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("PLUME_CAPTURE_CACHE", str(tmp_path))
+    assert not kernel_cache_filled()
+    leaf = next(tmp_path.iterdir())  # the cache directory of this Numba version and these kernels
+    (leaf / "k").mkdir()
+    (leaf / "k" / "rollout.run-1.py311.nbi").write_bytes(b"")
+    assert kernel_cache_filled()
+    res = SimpleNamespace(run_dir="R", episodes=2, steps=20, wall_s=2.0, steps_per_s=10.0)
+    assert _summary_line(res).endswith("(10 steps/s)")
+    assert _summary_line(res, compiled=True).endswith(f"(10 steps/s; {COMPILED_NOTE})")
