@@ -135,8 +135,10 @@ def _fill_from_records(run_dir, files, ctx: _Ctx, rep: _Report):
                  "first record's")
 
 
-def _check_records(steps: _Stream, episodes: _Stream, ctx: _Ctx, rep: _Report):
-    """Stream the steps, pulling episode records along as far as the steps have got."""
+def _check_records(steps: _Stream, episodes: _Stream, ctx: _Ctx, rep: _Report, progress=None):
+    """Stream the steps, pulling episode records along as far as the steps have got;
+    ``progress(steps, total or None)`` after each batch of steps."""
+    total = ctx.counts.get("steps") if isinstance(ctx.counts, dict) else None
     ep_iter = episodes.batches()
     ep_done = False
     sstate, estate = _StepState(), _EpisodeState()
@@ -158,6 +160,8 @@ def _check_records(steps: _Stream, episodes: _Stream, ctx: _Ctx, rep: _Report):
         joiner.S.append(sstate.run(sb, rep, fname))
         pull_episodes(False)
         joiner.match(final=False)
+        if progress is not None:
+            progress(sb.nlines, total)
     joiner.S.append(sstate.close())
     pull_episodes(True)
     joiner.match(final=True)
@@ -222,7 +226,7 @@ def parquet_source_usable(run_dir) -> bool:
 
 
 def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: int = 100,
-                           chunk_bytes: int = 4 << 20, source: str = "jsonl") -> dict:
+                           chunk_bytes: int = 4 << 20, source: str = "jsonl", progress=None) -> dict:
     """Validate a run directory (ours or the reference tool's); see the module docstring.
 
     Returns ``{"run_dir", "ok", "kind", "errors", "warnings", "errors_suppressed", "counts":
@@ -233,6 +237,7 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
     ``source="parquet"`` (where :func:`parquet_source_usable`) runs the record checks on the
     Parquet records and checks the JSON Lines by size and sha256 against run.json instead of
     parsing them (what ``plume-nav-export`` does: it converts from the Parquet).
+    ``progress(steps, total)`` is called as step records are checked (JSON Lines source).
     """
     if source not in ("jsonl", "parquet"):
         raise ValueError(f"source must be 'jsonl' or 'parquet', not {source!r}")
@@ -255,7 +260,7 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
             ctx.meta_ok = True
             _check_run_json(meta, ctx, rep)
     if os.path.isdir(run_dir):
-        counts = _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, source)
+        counts = _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, source, progress)
     unchecked = []
     if source == "parquet":
         unchecked.append("JSON Lines records (checked by size and sha256 against run.json, not parsed)")
@@ -269,7 +274,8 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
             "unchecked": unchecked}
 
 
-def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, source="jsonl") -> dict:
+def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, source="jsonl",
+                   progress=None) -> dict:
     files = list_run_files(run_dir)
     _check_files(run_dir, files, ctx, rep)
     _fill_from_records(run_dir, files, ctx, rep)
@@ -287,7 +293,7 @@ def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, sourc
         streams = {base: _Stream(run_dir, files.jsonl[base], layout, ctx, rep, sides.get(base),
                                  pool, chunk_bytes)
                    for base, layout in ((_STEPS, STEP_LAYOUT), (_EPISODES, EPISODE_LAYOUT))}
-        _check_records(streams[_STEPS], streams[_EPISODES], ctx, rep)
+        _check_records(streams[_STEPS], streams[_EPISODES], ctx, rep, progress)
         for stream in streams.values():
             for name, (nlines, size, sha) in zip(stream.files, stream.file_info):
                 checked.append(name)
