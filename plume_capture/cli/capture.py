@@ -186,6 +186,7 @@ def _summary_line(result, compiled: bool = False) -> str:
         f"{PROG}: {result.run_dir}: {eps}, {result.steps} steps "
         f"in {result.wall_s:.2f} s ({result.steps_per_s:,.0f} steps/s"
         + (f"; {COMPILED_NOTE})" if compiled else ")")
+        + (f", after {result.startup_s:.1f} s starting Ray" if result.startup_s >= 0.05 else "")
     )
 
 
@@ -227,6 +228,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(_table(results, runs))
         if cold and kernel_cache_filled():
             print(f"{PROG}: note: the first point's steps/s {COMPILED_NOTE}", file=sys.stderr)
+        ray_s = max((r.startup_s for r in results), default=0.0)
+        if ray_s >= 0.05:
+            print(f"{PROG}: note: {ray_s:.1f} s starting Ray before the first point (not in its time)",
+                  file=sys.stderr)
     for res in results:
         if res.status != "complete":
             print(f"{PROG}: {res.run_dir}: run ended with status {res.status!r}", file=sys.stderr)
