@@ -171,7 +171,7 @@ def fake_engine(monkeypatch, tmp_path):
     def result(cfg, status="complete"):
         return SimpleNamespace(run_dir=Path(cfg["output"]) / cfg["experiment"] / "run-x", episodes=cfg["episodes"],
                                steps=10 * cfg["episodes"], wall_s=0.5, steps_per_s=20.0 * cfg["episodes"],
-                               status=status)
+                               status=status, startup_s=0.0)
 
     def capture(cfg, *, overrides=(), progress=False, resume=None):
         calls.append(("capture", cfg, list(overrides), progress, resume))
@@ -325,7 +325,7 @@ def test_preset_runs(tmp_path):
 
 
 def test_sweep_runs_cartesian_product(tmp_path):
-    proc = run_cli(["-m", "seed=1,2", "env.max_steps=10,20", "--grid", "8x8", "--quiet"], tmp_path)
+    proc = run_cli(["-m", "seed=1,2", "env.max_steps=10,20", "--grid", "8x8"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     runs = run_dirs(tmp_path / "results", "default")
     assert len(runs) == 4
@@ -421,6 +421,6 @@ def test_kernel_cache_state_and_the_compile_note(tmp_path, monkeypatch):
     (leaf / "k").mkdir()
     (leaf / "k" / "rollout.run-1.py311.nbi").write_bytes(b"")
     assert kernel_cache_filled()
-    res = SimpleNamespace(run_dir="R", episodes=2, steps=20, wall_s=2.0, steps_per_s=10.0)
+    res = SimpleNamespace(run_dir="R", episodes=2, steps=20, wall_s=2.0, steps_per_s=10.0, startup_s=0.0)
     assert _summary_line(res).endswith("(10 steps/s)")
     assert _summary_line(res, compiled=True).endswith(f"(10 steps/s; {COMPILED_NOTE})")
