@@ -44,7 +44,7 @@ def test_family_memory_sums_descendants():
 def test_memory_guard_kills_the_family():
     r = suite.run_child([sys.executable, "-c", "import time; a = b'x' * (300 << 20); time.sleep(30)"],
                         interval=0.05, pss_limit_mb=150, timeout=60)
-    assert r.rc != 0 and "killed: PSS" in r.stderr and r.wall_s < 20
+    assert r.rc != 0 and "killed: PSS" in r.stderr and r.wall_s < 29  # before its own 30 s end
 
 
 def test_suite_tiny_local(tmp_path):

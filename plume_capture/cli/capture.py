@@ -1,4 +1,4 @@
-"""``plume-nav-capture``: the operator's command line (SPEC §10).
+"""``plume-nav-capture``: the operator's command line (docs/spec.md §10).
 
 Everything is validated before the engine is imported, so bad input fails fast (exit 2) and
 leaves nothing on disk. Exit codes: 0 ok, 1 internal failure, 2 bad input, 130 interrupted.
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-actors", type=_int_type, metavar="N", help="engine.num_actors")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: $RAY_ADDRESS)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run in RUN_DIR")
-    p.add_argument("--quiet", action="store_true", default=None, help="no progress bar or summary")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bar, summary or sweep table")
     p.add_argument("-m", "--multirun", action="store_true", help="expand sweeps (k=a,b) into several runs")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return p
@@ -170,11 +170,17 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
     return args, cfgs, runs
 
 
-def _summary_line(result) -> str:
+#: said after a run's steps/s when the run compiled the kernels (empty cache before, filled after)
+COMPILED_NOTE = "includes compiling the kernels once; later runs load them from the cache"
+
+
+def _summary_line(result, compiled: bool = False) -> str:
     eps = f"{result.episodes} episode{'' if result.episodes == 1 else 's'}"
     return (
         f"{PROG}: {result.run_dir}: {eps}, {result.steps} steps "
-        f"in {result.wall_s:.2f} s ({result.steps_per_s:,.0f} steps/s)"
+        f"in {result.wall_s:.2f} s ({result.steps_per_s:,.0f} steps/s"
+        + (f"; {COMPILED_NOTE})" if compiled else ")")
+        + (f", after {result.startup_s:.1f} s starting Ray" if result.startup_s >= 0.05 else "")
     )
 
 
@@ -194,6 +200,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     args, cfgs, runs = prepare(argv)
     quiet = cfgs[0]["engine"]["quiet"]
     progress = not quiet and sys.stderr.isatty()
+    from plume_capture.kernels._jit import kernel_cache_filled
+
+    cold = not kernel_cache_filled()
 
     if not args.multirun:
         from plume_capture.capture import capture  # heavy imports only after validation
@@ -203,13 +212,23 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: {result.run_dir}: run ended with status {result.status!r}", file=sys.stderr)
             return 1
         if not quiet:
-            print(_summary_line(result), file=sys.stderr)
+            print(_summary_line(result, compiled=cold and kernel_cache_filled()), file=sys.stderr)
         return 0
 
     from plume_capture.capture import capture_many
 
     results = capture_many(cfgs, overrides_list=runs, progress=progress)
-    print(_table(results, runs))
+    if not quiet:
+        print(_table(results, runs))
+        if cold and kernel_cache_filled():
+            print(f"{PROG}: note: the first point's steps/s {COMPILED_NOTE}", file=sys.stderr)
+        ray_s = max((r.startup_s for r in results), default=0.0)
+        if ray_s >= 0.05:
+            print(f"{PROG}: note: {ray_s:.1f} s starting Ray before the first point (not in its time)",
+                  file=sys.stderr)
+    for res in results:
+        if res.status != "complete":
+            print(f"{PROG}: {res.run_dir}: run ended with status {res.status!r}", file=sys.stderr)
     return 0 if all(r.status == "complete" for r in results) else 1
 
 

@@ -10,9 +10,10 @@ PROG = "plume-nav-export"
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    ap.add_argument("run_dir")
-    ap.add_argument("--to", required=True, choices=("minari", "rllib", "hf"))
+    ap = argparse.ArgumentParser(prog=PROG, description="Export a run for learners: a Minari dataset, "
+                                 "RLlib offline transitions or a Hugging Face dataset (docs/export.md).")
+    ap.add_argument("run_dir", help="the run directory")
+    ap.add_argument("--to", required=True, choices=("minari", "rllib", "hf"), help="the target format")
     ap.add_argument("out", nargs="?", default=None,
                     help="output (minari: the datasets root); default <run_dir>.<target>")
     ap.add_argument("--full-validation", action="store_true",

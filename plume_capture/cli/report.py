@@ -34,7 +34,7 @@ def _report(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as e:
         if e.name != "matplotlib":
             raise
-        raise BadInput("needs matplotlib (pip install -e \".[plot]\" in the checkout)") from None
+        raise BadInput("needs matplotlib (pip install -e '.[plot]' in the checkout)") from None
     from plume_capture.report.data import DEFAULT_SAMPLE
 
     sample = DEFAULT_SAMPLE if args.sample is None else args.sample

@@ -28,6 +28,34 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+class _Bar:
+    """A progress bar of steps on stderr when it is a terminal (tqdm), else nothing."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+        self.on = sys.stderr.isatty()
+
+    def __enter__(self):
+        return self
+
+    def update(self, n: int, total: int | None = None) -> None:
+        if not self.on:
+            return
+        if self.bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                self.on = False
+                return
+            self.bar = tqdm(total=total, desc=self.desc, unit="step", unit_scale=True, file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+        self.bar.update(n)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _usage(msg: str) -> int:
     print(f"{PROG}: {msg}", file=sys.stderr)
     return 2
@@ -57,11 +85,16 @@ def main(argv=None) -> int:
 def _validate(args: argparse.Namespace, replay: str | None) -> int:
     from plume_capture.readback.validate import format_report, validate_run_artifacts
 
-    res = validate_run_artifacts(args.run_dir, check_parquet=not args.no_parquet, max_errors=args.max_errors)
+    with _Bar("validating") as bar:
+        res = validate_run_artifacts(args.run_dir, check_parquet=not args.no_parquet, max_errors=args.max_errors,
+                                     progress=bar.update)
     if replay is not None and res["ok"]:
         from plume_capture.readback.replay import replay_run
 
-        rep = replay_run(args.run_dir, episodes=None if replay == "all" else int(replay))
+        total = res["counts"]["steps"] if replay == "all" else None
+        with _Bar("replaying") as bar:
+            rep = replay_run(args.run_dir, episodes=None if replay == "all" else int(replay),
+                             progress=lambda n: bar.update(n, total))
         res["replay"] = rep
         if not rep["ok"]:
             d = rep["divergence"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from plume_capture import defaults
-from plume_capture.config.check import complete as complete_config, validate_config
+from plume_capture.config.check import complete as complete_config, nearest_key, validate_config
 from plume_capture.config.yamlcheck import check_yaml_file
 from plume_capture.errors import ConfigError
 
@@ -377,6 +377,9 @@ def _hydra_message(exc: BaseException) -> str:
         cause = exc.__cause__
         cause_msg = _one_line(str(cause)).split("; full_key")[0] if cause is not None else ""
         if cause is not None and re.search(r"not in struct|Missing key|Key '.*' not in", cause_msg):
+            near = nearest_key(key)
+            if near:
+                return f"unknown config key {key!r}; did you mean {near!r}?"
             return f"unknown config key {key!r} (use +{key}=... to add a new key)"
         if cause_msg:
             return f"cannot override {key!r}: {cause_msg}"

@@ -3,7 +3,7 @@ run, resume and replay.
 
 ``effective_config`` states every value as it runs (nulls resolved by the rules of
 :mod:`plume_capture.sim.params`, numbers normalised); ``config_hash`` is the SHA-256 of exactly that
-minus :data:`EXECUTION_ONLY_KEYS` (SPEC §10.4); ``RunSpec.env`` and ``RunSpec.policy`` are built
+minus :data:`EXECUTION_ONLY_KEYS` (docs/spec.md §10.4); ``RunSpec.env`` and ``RunSpec.policy`` are built
 from the same effective values, so what is hashed is what runs.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from plume_capture.sim import puff
 from plume_capture.sim.params import (DEFAULT_GOAL_RADIUS, DEFAULT_MAX_STEPS, FLOAT32_EPS, EnvParams, PolicyParams,
                                       default_goal)
 
-#: Top-level keys left out of config_hash: they never change a record (SPEC §8, §10.4).
+#: Top-level keys left out of config_hash: they never change a record (docs/spec.md §8, §10.4).
 EXECUTION_ONLY_KEYS: dict[str, str] = {
     "output": "where run directories are written, not what they contain",
     "experiment": "names the run's directory; no record contains it",
@@ -83,7 +83,7 @@ def effective_config(cfg: Mapping[str, Any]) -> dict:
 
 def config_hash(cfg: Mapping[str, Any]) -> str:
     """SHA-256 hex of the effective config minus :data:`EXECUTION_ONLY_KEYS` and free annotations
-    (top-level keys the shipped config does not have, e.g. ``+notes=...``) (SPEC §10.4).
+    (top-level keys the shipped config does not have, e.g. ``+notes=...``) (docs/spec.md §10.4).
 
     Serialised as ``json.dumps(..., sort_keys=True, separators=(",", ":"))``. Equal for the same
     data whatever the spelling (``--grid 8x8`` or ``env.grid_size=[8,8]``, ``max_steps: null``

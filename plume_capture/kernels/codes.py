@@ -30,5 +30,5 @@ STEP_POLICY_CODES = {"wrap": WRAP, "clamp": CLAMP}
 FIELD, PUFF = 0, 1
 PLUME_CODES = {"static": FIELD, "movie": FIELD, "puff": PUFF}
 
-# Purposes of the counter-based random stream (SPEC §7.1).
+# Purposes of the counter-based random stream (docs/spec.md §7.1).
 P_POLICY, P_TUMBLE, P_WIND_A, P_WIND_B, P_EPS = 0, 1, 2, 3, 4

@@ -1,4 +1,4 @@
-"""One environment step, split in the pieces every kernel shares (SPEC §3.3–§6).
+"""One environment step, split in the pieces every kernel shares (docs/spec.md §3.3–§6).
 
 The functions take the static choice codes as arguments; callers pass Numba literals so the
 untaken branches are pruned at compile time.
@@ -36,7 +36,7 @@ def _along(x, y, heading, s):
 
 @njit
 def move(act_type, action, x, y, heading, step, key, s, width, height):
-    """Apply ``action``; returns the clamped new position and heading (SPEC §4)."""
+    """Apply ``action``; returns the clamped new position and heading (docs/spec.md §4)."""
     if act_type == C.DISCRETE:
         nx = x + s * _DX[action]
         ny = y + s * _DY[action]
@@ -79,7 +79,7 @@ def concentration(PLM, p, field, frame, pt, x, y):
 
 @njit
 def observe(obs_type, PLM, p, out, row, field, frame, pt, x, y, heading, step, key):
-    """Write the observation of the state after ``step`` into ``out[row]`` (float32, SPEC §5)."""
+    """Write the observation of the state after ``step`` into ``out[row]`` (float32, docs/spec.md §5)."""
     if obs_type == C.CONCENTRATION:
         out[row, 0] = concentration(PLM, p, field, frame, pt, x, y)
     elif obs_type == C.ANTENNAE:

@@ -29,14 +29,14 @@ class Params(NamedTuple):
     step_size: int
     n_sensors: int
     clamp: bool  # movie frames: clamp at the last frame (else wrap)
-    start_x: int  # -1: random start (SPEC §3.2)
+    start_x: int  # -1: random start (docs/spec.md §3.2)
     start_y: int
     goal_radius: float
     sensor_distance: float
     wind_speed: float
     wind_direction: float
     wind_noise: float
-    threshold: float  # policy parameters (SPEC §7.2)
+    threshold: float  # policy parameters (docs/spec.md §7.2)
     persistence: int
     eps: float
     # puff plume coefficients per plume step (kernels.puff; zeros for the other plumes)

@@ -1,4 +1,4 @@
-"""The counter-based random stream of SPEC §7.1.
+"""The counter-based random stream of docs/spec.md §7.1.
 
 Every draw is a pure function of ``(episode seed, step, purpose)``::
 

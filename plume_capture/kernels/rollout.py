@@ -1,7 +1,7 @@
 """The kernels that run environments. Every entry point takes the static choices (action,
 observation, reward type, policy and plume codes) as Numba literals and the named records of
 :mod:`plume_capture.kernels.records`; all of them start episodes with ``_reset`` and advance them
-with ``_step`` (one source of the physics, SPEC §3.2–§7).
+with ``_step`` (one source of the physics, docs/spec.md §3.2–§7).
 
 * ``run_episodes`` — capture: a shard's episodes one after another into preallocated rows,
   resumable when the rows fill up (rows come out ordered by episode, then step).
@@ -26,7 +26,7 @@ from plume_capture.kernels.start import start_position
 
 @njit
 def _senses(POL):
-    """Whether the policy reads its own concentration sensor (SPEC §7.2): the built-in policies
+    """Whether the policy reads its own concentration sensor (docs/spec.md §7.2): the built-in policies
     except ``random``; actions from outside (``EXTERNAL``, the envs) need no sensor."""
     return POL != C.EXTERNAL and POL != C.RANDOM
 
@@ -39,13 +39,13 @@ def _conc(PLM, p, field, pt, k, x, y):
 
 @njit
 def _observe(OBS, PLM, p, field, pt, obs, r, k, x, y, heading, key):
-    """The observation after step ``k`` (0: reset) into ``obs[r]`` (SPEC §5)."""
+    """The observation after step ``k`` (0: reset) into ``obs[r]`` (docs/spec.md §5)."""
     observe(OBS, PLM, p, obs, r, field, frame_index(k, field.shape[0], p.clamp), pt, x, y, heading, k, key)
 
 
 @njit
 def _reset(POL, PLM, p, field, pt, seed):
-    """Start of the episode with ``seed`` (SPEC §3.2): ``(x, y, concentration)`` (0.0 when the
+    """Start of the episode with ``seed`` (docs/spec.md §3.2): ``(x, y, concentration)`` (0.0 when the
     policy does not sense). A puff plume starts in its table ``pt`` (warm-up, ``kernels.puff``)."""
     if p.start_x >= 0:
         x, y = p.start_x, p.start_y
@@ -59,7 +59,7 @@ def _reset(POL, PLM, p, field, pt, seed):
 
 @njit(inline="always")
 def _step(ACT, OBS, REW, POL, PLM, p, field, pt, key, action, k, x, y, heading, m0, m1, c_now, c_prev, obs, r):
-    """Step ``k + 1`` of an episode (SPEC §3.3): the policy's action (or ``action`` from outside),
+    """Step ``k + 1`` of an episode (docs/spec.md §3.3): the policy's action (or ``action`` from outside),
     move, plume (a puff plume advances in its table ``pt``), distance, reward, flags; the
     observation goes to ``obs[r]``. Returns the new state
     ``(k, x, y, heading, m0, m1, c_now, c_prev)`` and ``(action, reward, distance, terminated,
@@ -200,7 +200,7 @@ def _step_env(ACT, OBS, REW, POL, PLM, p, field, action, st, i, out):
 
 @njit(parallel=True)
 def reset_envs(ACT, OBS, REW, POL, PLM, p, field, mask, st, out):
-    """Reset the envs where ``mask`` is true with their ``st.seed`` (SPEC §3.2) and observe them
+    """Reset the envs where ``mask`` is true with their ``st.seed`` (docs/spec.md §3.2) and observe them
     into ``out.obs``."""
     literally(ACT)
     literally(OBS)

@@ -51,8 +51,13 @@ def capture_stages(config_file, repo=".") -> dict:
     top, cfg_path = Path(repo).resolve(), Path(config_file)
     if not cfg_path.is_absolute():
         cfg_path = Path.cwd() / cfg_path
-    if cfg_path.suffix not in (".yaml", ".yml") or not cfg_path.is_file():
-        raise StageError(f"not a YAML config file: {config_file}")
+    if cfg_path.suffix not in (".yaml", ".yml"):
+        raise StageError(f"not a YAML config file (.yaml or .yml): {config_file}")
+    if not cfg_path.exists():
+        raise StageError(f"no such file: {config_file} (write the capture config first; docs/publishing.md "
+                         "shows one)")
+    if not cfg_path.is_file():
+        raise StageError(f"not a file: {config_file}")
     if not (top / ".dvc").is_dir():
         raise StageError(f"not a DVC repository (no .dvc/): {top}")
     rel_cfg = _rel(cfg_path, top, "the config file")

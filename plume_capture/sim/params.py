@@ -20,7 +20,7 @@ from plume_capture.sim import puff
 from plume_capture.spec import N_ACTIONS, PLUMES, POLICY_ACTIONS
 from plume_capture.kernels.records import KernelArgs, Params
 
-# What a null means (SPEC §3.1): the one statement of each rule.
+# What a null means (docs/spec.md §3.1): the one statement of each rule.
 DEFAULT_MAX_STEPS = 1000  # max_steps null
 DEFAULT_GOAL_RADIUS = 5.0  # goal_radius null
 FLOAT32_EPS = float(np.finfo(np.float32).eps)  # goal_radius 0 (reached only on the goal cell)

@@ -125,7 +125,7 @@ def test_defaults_list_and_self_mean_what_they_mean_in_hydra(tmp_path):
 
 
 def test_reference_style_tree_without_groups(tmp_path):
-    """A tree with only the SPEC §10.1 keys: missing groups take our defaults; presets append."""
+    """A tree with only the docs/spec.md §10.1 keys: missing groups take our defaults; presets append."""
     root = _tree(
         tmp_path,
         "output: results\nexperiment: default\nepisodes: 3\nseed: 123\nrotate_size: null\nparquet: false\n"
@@ -181,6 +181,16 @@ def test_add_force_add_delete():
         cfg_of("env.sigmaa=3")
     with pytest.raises(ConfigError, match="unknown config key 'env.foo'"):
         cfg_of("+env.foo=1")  # engine groups are closed: a new key there can only be a typo
+
+
+@pytest.mark.parametrize("override, near", [("env.grid_sz=[8,8]", "env.grid_size"), ("episdoes=3", "episodes"),
+                                             ("polcy.name=random", "policy.name"), ("+env.sigmaa=2", "env.sigma"),
+                                             ("engine.thread=2", "engine.threads")])
+def test_a_typo_names_the_key_meant(override, near):
+    with pytest.raises(ConfigError) as exc:
+        cfg_of(override)
+    msg = str(exc.value)
+    assert msg.endswith(f"did you mean '{near}'?") and "+" not in msg.split(";")[1], msg
 
 
 def test_values_lists_null_quotes_interpolation():

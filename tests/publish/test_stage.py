@@ -64,7 +64,13 @@ def test_capture_stage_repro_and_metrics(tmp_path, monkeypatch):
 def test_init_stage_bad_config(tmp_path, capsys):
     repo = make_repo(tmp_path / "repo")
     assert main(["--init-stage", str(tmp_path / "missing.yaml"), "--repo", str(repo)]) == 2
+    assert capsys.readouterr().err.startswith(f"plume-nav-publish: error: no such file: {tmp_path / 'missing.yaml'}")
+    (tmp_path / "notes.txt").write_text("output: x\n")
+    assert main(["--init-stage", str(tmp_path / "notes.txt"), "--repo", str(repo)]) == 2
     assert capsys.readouterr().err.startswith("plume-nav-publish: error: not a YAML config file")
+    (tmp_path / "dir.yaml").mkdir()
+    assert main(["--init-stage", str(tmp_path / "dir.yaml"), "--repo", str(repo)]) == 2
+    assert capsys.readouterr().err.startswith("plume-nav-publish: error: not a file")
     assert not (repo / "dvc.yaml").exists()
 
 
