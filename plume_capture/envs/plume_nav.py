@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from plume_capture.kernels import specialize
+from plume_capture.kernels import puff, specialize
 from plume_capture.kernels.rollout import reset_one, step_one
 from plume_capture.sim.params import EnvParams
 from plume_capture.spec import SEED_MAX
@@ -29,14 +29,20 @@ def make_spaces(params: EnvParams, n_actions: int, obs_size: int):
     return spaces.Discrete(n_actions), obs
 
 
-def render_rgb(field: np.ndarray, params, step: int, goal, agent) -> np.ndarray:
-    """The image ``PlumeNavEnv.render`` returns (see there)."""
+def render_stride(params) -> int:
+    """Every how many cells a picture samples the grid (at most 512 pixels a side)."""
+    w, h = params.grid_size
+    return max(1, -(-max(w, h) // 512))
+
+
+def render_rgb(field: np.ndarray, params, step: int, goal, agent, *, sampled: bool = False) -> np.ndarray:
+    """The image ``PlumeNavEnv.render`` returns (see there); ``sampled``: ``field`` is already
+    on every :func:`render_stride`-th cell."""
     if field.ndim == 3:  # a movie: the frame the observation after ``step`` reads
         t = field.shape[0]
         field = field[step % t if params.movie_step_policy == "wrap" else min(step, t - 1)]
-    h, w = field.shape
-    sub = max(1, -(-max(w, h) // 512))
-    c = np.clip(np.asarray(field[::sub, ::sub], np.float32), 0.0, 1.0)
+    sub = render_stride(params)
+    c = np.clip(np.asarray(field if sampled else field[::sub, ::sub], np.float32), 0.0, 1.0)
     img = np.stack([230 * c, 200 * np.sqrt(c), 60 + 100 * c], axis=-1).astype(np.uint8)
     scale = max(1, 256 // max(img.shape[:2]))
     for (x, y), colour in ((goal, (40, 220, 60)), (agent, (255, 30, 30))):
@@ -103,6 +109,12 @@ class PlumeNavEnv(gym.Env):
         pixels a side (large grids are subsampled)."""
         if self.render_mode != "rgb_array":
             return None
+        if self.physics.field is None:  # a puff plume: its table now, on the picture's cells
+            sub = render_stride(self.params)
+            w, h = self.params.grid_size
+            now = np.zeros((-(-h // sub), -(-w // sub)), np.float64)
+            puff.snapshot(self._phys_args[0], self._phys_args[2], sub, now)
+            return render_rgb(now, self.params, self._k, self.goal_location, (self._x, self._y), sampled=True)
         return render_rgb(self.physics.field, self.params, self._k, self.goal_location, (self._x, self._y))
 
     @property

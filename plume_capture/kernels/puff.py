@@ -131,3 +131,12 @@ def mean_field(p, t, pkey, frames, every, stride, out):
             for i in range(out.shape[1]):
                 out[j, i] += sample(p, t, i * stride, j * stride)
     out /= frames
+
+
+@njit
+def snapshot(p, t, stride, out):
+    """The plume of table ``t`` now, on the cells ``(stride*i, stride*j)`` into ``out[j, i]``
+    (for pictures: the env's ``render``)."""
+    for j in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            out[j, i] = sample(p, t, i * stride, j * stride)

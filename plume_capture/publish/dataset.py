@@ -250,7 +250,7 @@ def _add_to_index(repo: DatasetRepo, entries: list) -> None:
 
 #: what the capture keeps only while a run is being written; never part of a published run
 BOOKKEEPING = (JOURNAL, CAPTURE_MANIFEST, LOCK)
-#: the extra keys every run of ours carries (SPEC 9.2); without them the validator could check
+#: the extra keys every run of ours carries (docs/spec.md §9.2); without them the validator could check
 #: only what it checks for the reference tool's runs
 _OUR_EXTRA = {"status": str, "env": dict, "counts": dict, "files": dict, "engine": dict}
 _OUR_RUN_ID = re.compile(r"run-\d{8}-\d{6}-.")  # ours have a unique suffix, the reference's none

@@ -175,3 +175,18 @@ def test_gymnasium_env_checker_passes():
     import plume_capture.envs  # noqa: F401  (registers PlumeNav-v0)
 
     check_env(gym.make("PlumeNav-v0", plume="puff", grid_size=(32, 32), observation_type="antennae").unwrapped)
+
+
+def test_puff_env_renders_its_plume_now():
+    """rgb_array of a puff env: the plume as its table holds it at that step (it moves)."""
+    import gymnasium
+
+    env = gymnasium.make("PlumeNav-v0", plume="puff", grid_size=(48, 32), goal_location=(8, 16),
+                         render_mode="rgb_array", puff_warmup_steps=30, wind_speed=1.0)
+    env.reset(seed=3)
+    a = env.render()
+    assert a.dtype == np.uint8 and a.shape[2] == 3 and a.shape[0] >= 32 and a.shape[1] >= 48
+    for _ in range(5):
+        env.step(env.action_space.sample())
+    b = env.render()
+    assert a.shape == b.shape and not np.array_equal(a, b)
