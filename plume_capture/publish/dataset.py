@@ -118,6 +118,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_json_atomic(path: Path, doc) -> None:
+    if path.is_dir():
+        raise PublishError(f"{path}: is a directory, not a file this command can write; move it away")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=2, allow_nan=False, ensure_ascii=False)
@@ -200,10 +202,33 @@ def repo_lock(repo: DatasetRepo):
 
 
 def read_index(repo: DatasetRepo) -> dict:
-    if not repo.index_path.exists():
+    """The index, checked: a JSON object whose ``runs`` are objects naming their experiment and
+    run_id. Anything else is :class:`PublishError` saying how to rebuild it (it is derived data)."""
+    path = repo.index_path
+    if not os.path.lexists(path):
         return {"index_version": INDEX_VERSION, "runs": []}
-    with open(repo.index_path, encoding="utf-8") as f:
-        return json.load(f)
+
+    def damaged(what: str) -> PublishError:
+        return PublishError(f"{path}: {what}; rebuild it with plume-nav-publish --rebuild-index "
+                            f"--repo {repo.top}")
+
+    if os.path.islink(path) or not path.is_file():
+        raise damaged("not a regular file")
+    try:
+        doc = json.loads(path.read_bytes(), parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise damaged(f"not valid JSON ({' '.join(str(exc).split())[:80]})") from None
+    runs = doc.get("runs") if isinstance(doc, dict) else None
+    if not isinstance(runs, list):
+        raise damaged("not an object with a list of runs")
+    for i, e in enumerate(runs):
+        if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in ("experiment", "run_id")):
+            raise damaged(f"entry {i} does not name its experiment and run_id")
+    return doc
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def index_entry(repo: DatasetRepo, run_path: Path, manifest: dict, manifest_sha: str) -> dict:
@@ -303,8 +328,13 @@ def _read_run_json(run_dir: Path) -> tuple[dict, str]:
     for key in ("run_id", "experiment"):
         v = meta.get(key)
         if not isinstance(v, str) or not v or v in (".", "..") or "/" in v or "\\" in v \
-                or "\0" in v or v.startswith("."):
-            raise PublishError(f"run.json {key} {v!r} is not a usable directory name")
+                or "\0" in v or v.startswith(".") or v == INDEX_NAME:
+            raise PublishError(f"run.json {key} {v[:60] if isinstance(v, str) else v!r} is not a usable "
+                               "directory name")
+        if len(v.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise PublishError(f"run.json {key} is {len(v.encode('utf-8', 'surrogatepass'))} bytes long; "
+                               f"a published name may be at most {MAX_NAME_BYTES} (its staging copy and "
+                               ".dvc file add to it)")
     return meta, hashlib.sha256(raw).hexdigest()
 
 
@@ -436,6 +466,8 @@ def _check_not_tracked_whole(ds: DatasetRepo, target: Path) -> None:
 
 
 _STAGE_TAG = ".publishing-"
+#: the longest experiment or run_id published: room for ``.<name>.publishing-<host>-<pid>``
+MAX_NAME_BYTES = 160
 _HOST = socket.gethostname().replace("-", "_")
 
 
@@ -617,6 +649,7 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
         clock = now
 
     ds = open_repo(repo, dest)
+    read_index(ds)  # a damaged index is refused before anything is copied (and again under the lock)
     push_remote = check_remote(ds, remote) if push else None
     if commit:
         ident = subprocess.run(["git", "var", "GIT_COMMITTER_IDENT"], cwd=ds.top,
@@ -671,6 +704,7 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
         lap("copy_s")
         with repo_lock(ds):
             lap("lock_wait_s")
+            read_index(ds)
             with _Signals() as sig:
                 _sweep_stale_stages(ds)
                 recovered = _recover(ds, commit, sig, say)

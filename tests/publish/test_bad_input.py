@@ -187,3 +187,37 @@ def test_capture_bookkeeping_is_not_published(repo, two_runs, tmp_path, capsys):
         assert not (pub / name).exists() and name not in m["files"]
     assert sorted(p.name for p in pub.iterdir()) == sorted(
         [p.name for p in two_runs[0].iterdir()] + ["manifest.json"])
+
+
+@pytest.mark.parametrize("damage", ["not-json", "array", "entry-without-run-id", "nan", "directory"])
+def test_damaged_index_is_one_line_and_rebuildable(repo, two_runs, capsys, damage):
+    assert main([str(two_runs[0]), "--repo", str(repo)]) == 0
+    capsys.readouterr()
+    index = repo / "data" / "captures" / "DATASET_INDEX.json"
+    doc = json.loads(index.read_text())
+    if damage == "directory":
+        index.unlink()
+        index.mkdir()
+    else:
+        index.write_text({"not-json": "{oops", "array": "[]", "nan": '{"runs": [], "x": NaN}',
+                          "entry-without-run-id": json.dumps({"runs": [{"experiment": "exp"}]})}[damage])
+    match = "not a regular file" if damage == "directory" else "rebuild it with plume-nav-publish --rebuild-index"
+    _fails(capsys, [str(two_runs[1]), "--repo", str(repo)], repo, match)
+    if damage == "directory":
+        _fails(capsys, ["--rebuild-index", "--repo", str(repo)], repo, "is a directory")
+        index.rmdir()
+    assert main(["--rebuild-index", "--repo", str(repo)]) == 0
+    assert json.loads(index.read_text())["runs"] == doc["runs"]
+    assert main([str(two_runs[1]), "--repo", str(repo)]) == 0
+
+
+@pytest.mark.parametrize("experiment, match", [
+    ("DATASET_INDEX.json", "not a usable directory name"),
+    ("e" * 255, "a published name may be at most 160"),
+])
+def test_experiment_names_that_cannot_be_published(repo, two_runs, tmp_path, capsys, experiment, match):
+    run = copy_run(two_runs[0], tmp_path)
+    meta = json.loads((run / "run.json").read_text())
+    meta["experiment"] = experiment
+    (run / "run.json").write_text(json.dumps(meta))
+    _fails(capsys, [str(run), "--repo", str(repo)], repo, match)
