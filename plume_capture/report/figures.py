@@ -7,6 +7,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plain_text():
+    """A context in which every label is drawn as typed: a run or experiment name holding ``$…$``
+    is text, not matplotlib math."""
+    return matplotlib.rc_context({"text.parse_math": False})
 import numpy as np  # noqa: E402
 from matplotlib.patches import Circle  # noqa: E402
 

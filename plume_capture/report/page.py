@@ -91,12 +91,13 @@ def build_report(paths, out_html, png_dir=None, sample: int = DEFAULT_SAMPLE) ->
     for r in runs:
         if r.field_note:
             notes.append(f"{r.label}: {r.field_note}")
-    for i, r in enumerate(runs, 1):
-        figs.append((f"run{i}_trajectories", figures.trajectories(r, swept_label(r, keys))))
-        figs.append((f"run{i}_histograms", figures.histograms(r, swept_label(r, keys))))
-    if len(runs) > 1:
-        figs.append(("success_comparison",
-                     figures.success_comparison(runs, [swept_label(r, keys, short=True) for r in runs])))
+    with figures.plain_text():
+        for i, r in enumerate(runs, 1):
+            figs.append((f"run{i}_trajectories", figures.trajectories(r, swept_label(r, keys))))
+            figs.append((f"run{i}_histograms", figures.histograms(r, swept_label(r, keys))))
+        if len(runs) > 1:
+            figs.append(("success_comparison",
+                         figures.success_comparison(runs, [swept_label(r, keys, short=True) for r in runs])))
 
     rows = []
     for i, r in enumerate(runs, 1):

@@ -290,3 +290,16 @@ def test_docs_sweep_example_works_as_written(tmp_path, monkeypatch):
         assert clis[prog](args) == 0, ln
     assert len(list((tmp_path / "results" / "sweep").glob("run-*/run.json"))) == 4
     assert len(list((tmp_path / "sweep-png").glob("*.png"))) == 9 and (tmp_path / "sweep.html").is_file()
+
+
+def test_names_holding_math_text_are_drawn_as_typed(tmp_path, capsys):
+    """An experiment name with a ``$…$`` pair (and a lone, unbalanced ``$``) is plain text."""
+    from plume_capture.capture import capture_many
+
+    from .conftest import small_cfg
+
+    name = "x$alpha^{2$y$_1 $"
+    res = capture_many([small_cfg(tmp_path, name, episodes=3)])[0]
+    out = tmp_path / "r.html"
+    assert main([str(res.run_dir), "-o", str(out)]) == 0, capsys.readouterr().err
+    assert out.stat().st_size > 0
