@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 PROG = "plume-nav-export"
@@ -19,13 +20,23 @@ def main(argv=None) -> int:
     args = ap.parse_intermixed_args(argv)
     from plume_capture.export import TARGETS, ExportError
 
+    old = signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the staging directory is removed
     try:
         out = TARGETS[args.to](args.run_dir, args.out, full_validation=args.full_validation)
     except (ExportError, FileExistsError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted (nothing written)", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
     print(out)
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":
