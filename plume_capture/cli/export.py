@@ -27,7 +27,7 @@ def main(argv=None) -> int:
         print(f"{PROG}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted (nothing written)", file=sys.stderr)
+        print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, old)
