@@ -12,7 +12,6 @@ import pytest
 
 from plume_capture import spec as records
 from plume_capture.cli.validate import main
-from plume_capture.io.rundir import jsonl_text_limit
 from plume_capture.readback.validate import CODES, WARNING_CODES, validate_run_artifacts
 from hostile import HOSTILE, fifo, gzip_bomb, run_cli
 from runfactory import (make_run, read_lines, read_meta, refresh_manifest, write_lines,
@@ -714,6 +713,8 @@ def test_cli_neither_hangs_nor_reads_forever(run, kind, name):
 def test_a_gzip_bomb_stops_at_what_run_json_lists(run, unit):
     gzip_bomb(run / "steps.part0002.jsonl.gz", unit)
     res = validate_run_artifacts(run, max_errors=5)
+    from plume_capture.io.rundir import jsonl_text_limit
+
     bomb = next(e for e in res["errors"] if e.startswith("GZIP_TOO_LARGE"))
     limit = jsonl_text_limit(read_meta(run), "steps.part0002.jsonl.gz")
     assert bomb.startswith(f"GZIP_TOO_LARGE: steps.part0002.jsonl.gz: decompresses to more than {limit} bytes")
