@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from plume_capture import spec
 from plume_capture.io.jsonl_decode import STEP_LAYOUT, iter_jsonl_batches, strict_loads
-from plume_capture.io.rundir import jsonl_text_limit, list_run_files, open_regular
+from plume_capture.io.rundir import STAGING_NOTE, is_staging, jsonl_text_limit, list_run_files, open_regular
 from plume_capture.readback.validate import parquet_source_usable, validate_run_artifacts
 
 
@@ -87,6 +87,8 @@ def open_run(run_dir, *, full_validation: bool = False) -> RunSource:
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise ExportError(f"not a run directory: {run_dir}")
+    if is_staging(run_dir):
+        raise ExportError(f"{run_dir}: {STAGING_NOTE}")
     for name, what in list_run_files(run_dir).irregular:
         raise ExportError(f"{os.path.join(run_dir, name)} is {what}, not a regular file")
     source = "parquet" if not full_validation and parquet_source_usable(run_dir) else "jsonl"

@@ -98,6 +98,17 @@ def list_run_files(run_dir) -> RunFiles:
     return RunFiles(jsonl, parquet, missing, stray, other, irregular)
 
 
+def is_staging(run_dir) -> bool:
+    """Whether ``run_dir`` is a capture's staging directory (``.<run_id>.partial``): never a finished
+    run, whatever its run.json says."""
+    name = os.path.basename(os.path.normpath(os.fspath(run_dir)))
+    return name.startswith(".") and name.endswith(".partial")
+
+
+STAGING_NOTE = "a capture's staging directory (.<run_id>.partial): the capture did not finish " \
+    "(plume-nav-capture --resume finishes it)"
+
+
 # ------------------------------------------------------------------------------------------------
 # Regular files only: a FIFO would block a reader forever, a device (/dev/zero) feed it forever.
 

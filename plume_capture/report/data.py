@@ -18,7 +18,8 @@ from plume_capture import spec
 from plume_capture.io.jsonl_decode import (EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, iter_jsonl_batches, parse_chunk,
                                            strict_loads)
 from plume_capture.io.parquet import read_parquet
-from plume_capture.io.rundir import NotRegularFile, jsonl_text_limit, list_run_files, open_regular
+from plume_capture.io.rundir import (STAGING_NOTE, NotRegularFile, is_staging, jsonl_text_limit, list_run_files,
+                                    open_regular)
 from plume_capture.kernels.jsonl_scan import count_lines
 from plume_capture.report.stats import wilson_interval
 from plume_capture.readback.replay import EnvChanged, run_env_params, run_physics
@@ -349,6 +350,8 @@ def summarize_run(run_dir, sample: int = DEFAULT_SAMPLE) -> RunSummary:
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise ReportError(f"{run_dir}: no such directory")
+    if is_staging(run_dir):
+        raise ReportError(f"{run_dir}: incomplete run ({STAGING_NOTE})")
     meta = _read_meta(run_dir)
     if meta is None:
         raise ReportError(f"{run_dir}: incomplete run (no run.json)")

@@ -368,3 +368,20 @@ def test_sigterm_mid_export_exits_130_and_leaves_no_staging(tmp_path):
     assert err.strip() == "plume-nav-export: interrupted"
     assert not root.exists(), list(root.iterdir())  # the staging and the root the export made
     assert sorted(os.listdir(run_dir.parent)) == [run_dir.name]
+
+
+def test_a_staging_directory_is_never_a_run(tmp_path, capsys):
+    """A ``.<run_id>.partial`` holding a run.json that says complete (a finalizer stopped between
+    its steps) is refused by export, report and validate alike."""
+    from plume_capture.cli.report import main as report_main
+    from plume_capture.cli.validate import main as validate_main
+
+    run_dir = _run(tmp_path, episodes=2, parquet=True)
+    staging = run_dir.with_name("." + run_dir.name + ".partial")
+    os.rename(run_dir, staging)
+    assert export_main([str(staging), "--to", "rllib", str(tmp_path / "out")]) == 2
+    assert report_main([str(staging), "-o", str(tmp_path / "r.html")]) == 2
+    assert validate_main([str(staging)]) == 1
+    err = capsys.readouterr()
+    assert err.err.count("staging directory") == 2 and "RUN_INCOMPLETE" in err.out
+    assert not (tmp_path / "out").exists() and not (tmp_path / "r.html").exists()

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from plume_capture import spec as records
 from plume_capture.io.jsonl_decode import EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, episode_index, sha256_file
-from plume_capture.io.rundir import list_run_files, not_regular, open_regular
+from plume_capture.io.rundir import STAGING_NOTE, is_staging, list_run_files, not_regular, open_regular
 from plume_capture.kernels.jsonl_scan import count_lines
 from plume_capture.readback.validate.parquet import _ParquetSide, _ParquetStream
 from plume_capture.readback.validate.report import CODES, WARNING_CODES, _Report, _eid, _eids
@@ -274,6 +274,8 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
     run_dir = os.fspath(run_dir)
     rep, ctx, checked = _Report(max_errors), _Ctx(), []
     counts = {"steps": 0, "episodes": 0}
+    if os.path.isdir(run_dir) and is_staging(run_dir):  # whatever its run.json says
+        rep.error("RUN_INCOMPLETE", os.path.basename(os.path.normpath(run_dir)), STAGING_NOTE)
     if not os.path.isdir(run_dir):
         rep.error("RUN_DIR_MISSING", run_dir, "not a directory")
     elif not os.path.exists(os.path.join(run_dir, "run.json")):
