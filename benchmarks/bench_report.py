@@ -53,13 +53,17 @@ def capture(steps: int) -> Path:
 
 
 def jsonl_view(run_dir: Path) -> Path:
-    """The run without its Parquet files (symlinks to everything else)."""
+    """The run without its Parquet files: symlinks to the JSON Lines, and a run.json that no longer
+    lists the Parquet (the report checks every listed file's size and sha256)."""
     view = CACHE / "jsonl-view" / run_dir.name
     shutil.rmtree(view.parent, ignore_errors=True)
     view.mkdir(parents=True)
     for p in run_dir.iterdir():
-        if not p.name.endswith(".parquet"):
+        if not p.name.endswith(".parquet") and p.name != "run.json":
             (view / p.name).symlink_to(p)
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["extra"]["files"] = {k: v for k, v in meta["extra"]["files"].items() if ".parquet" not in k}
+    (view / "run.json").write_text(json.dumps(meta))
     return view
 
 

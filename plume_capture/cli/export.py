@@ -26,7 +26,7 @@ def main(argv=None) -> int:
 def _export(args: argparse.Namespace) -> int:
     from plume_capture.export import TARGETS, ExportError
 
-    try:
+    try:  # SIGTERM is an interrupt here (the guard), so the staging directory is removed
         out = TARGETS[args.to](args.run_dir, args.out, full_validation=args.full_validation)
     except FileExistsError as exc:
         raise ExportError(str(exc)) from None

@@ -1,7 +1,9 @@
 """``plume-nav-validate RUN_DIR [--json] [--no-parquet] [--max-errors N] [--replay [K]]``.
 
-Exit 0 ok, 1 not ok, 2 bad usage. ``--replay`` re-simulates the recorded episodes (the first K; all
-without K; ``--replay RUN_DIR`` works too). Output into a closed pipe (``| head -1``) ends quietly; 3 the machine refused, 130 interrupted.
+Exit 0 ok, 1 not ok, 2 bad usage or a run that cannot be read (a FIFO or a device in it) or
+replayed (its movie changed since the capture), 3 the machine refused, 130 interrupted.
+``--replay`` re-simulates the recorded episodes (the first K; all without K; ``--replay RUN_DIR``
+works too). Output into a closed pipe (``| head -1``) ends quietly.
 """
 from __future__ import annotations
 
@@ -88,13 +90,20 @@ def _validate(args: argparse.Namespace, replay: str | None) -> int:
     with _Bar("validating") as bar:
         res = validate_run_artifacts(args.run_dir, check_parquet=not args.no_parquet, max_errors=args.max_errors,
                                      progress=bar.update)
+    unread = next((e for e in res["errors"] if e.startswith("FILE_NOT_REGULAR")), None)
+    if unread:  # not a run that can be read at all (a FIFO, a device in it)
+        return _usage(f"{args.run_dir}: {unread}")
     if replay is not None and res["ok"]:
+        from plume_capture.errors import ConfigError
         from plume_capture.readback.replay import replay_run
 
         total = res["counts"]["steps"] if replay == "all" else None
-        with _Bar("replaying") as bar:
-            rep = replay_run(args.run_dir, episodes=None if replay == "all" else int(replay),
-                             progress=lambda n: bar.update(n, total))
+        try:
+            with _Bar("replaying") as bar:
+                rep = replay_run(args.run_dir, episodes=None if replay == "all" else int(replay),
+                                 progress=lambda n: bar.update(n, total))
+        except ConfigError as exc:  # e.g. the movie changed since the capture: nothing to replay against
+            return _usage(f"cannot replay {args.run_dir}: {str(exc).splitlines()[0]}")
         res["replay"] = rep
         if not rep["ok"]:
             d = rep["divergence"]

@@ -85,7 +85,7 @@ steps = datasets.load_dataset("PATH/TO/THIS/FOLDER", "steps", split="train")
 
 def export_hf(run_dir, out=None, *, shard_rows: int = SHARD_ROWS, full_validation: bool = False) -> str:
     """Export ``run_dir`` to ``out`` (default ``<run_dir>.hf``); returns ``out``."""
-    out = check_free(out if out is not None else os.fspath(run_dir).rstrip(os.sep) + ".hf")
+    out = check_free(out if out is not None else os.fspath(run_dir).rstrip(os.sep) + ".hf", run_dir)
     src = open_run(run_dir, full_validation=full_validation)
     prov = provenance(src)
     meta = {b"plume_capture.provenance": json.dumps(prov).encode()}

@@ -39,15 +39,16 @@ def export_minari(run_dir, out=None, *, dataset_id: str | None = None, full_vali
     import plume_capture.envs  # noqa: F401  (registers PlumeNav-v0)
 
     from plume_capture.io.jsonl_decode import strict_loads
+    from plume_capture.io.rundir import open_regular
 
     root = os.fspath(out) if out is not None else os.fspath(run_dir).rstrip(os.sep) + ".minari"
     if dataset_id is None:
         try:
-            with open(os.path.join(run_dir, "run.json"), "rb") as f:
+            with open_regular(os.path.join(run_dir, "run.json")) as f:
                 dataset_id = dataset_id_for(strict_loads(f.read()))
         except (OSError, ValueError):
             dataset_id = dataset_id_for({})  # open_run reports the problem
-    final = check_free(os.path.join(root, dataset_id))
+    final = check_free(os.path.join(root, dataset_id), run_dir)
     src = open_run(run_dir, full_validation=full_validation)
     env_spec = dataclasses.replace(gymnasium.spec("PlumeNav-v0"), kwargs=dict(src.env_kwargs))
     env = gymnasium.make(env_spec, disable_env_checker=True)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 
 from plume_capture import spec
 from plume_capture.io.jsonl_decode import STEP_LAYOUT, iter_jsonl_batches, strict_loads
-from plume_capture.io.rundir import list_run_files
+from plume_capture.io.rundir import STAGING_NOTE, is_staging, jsonl_text_limit, list_run_files, open_regular
 from plume_capture.readback.validate import parquet_source_usable, validate_run_artifacts
 from plume_capture.errors import BadInput
 
@@ -80,20 +81,37 @@ def open_run(run_dir, *, full_validation: bool = False) -> RunSource:
 
     A run with Parquet (which the export converts from) is validated on its Parquet records, its
     JSON Lines by size and sha256 against run.json; ``full_validation`` (or a run without Parquet)
-    parses the JSON Lines too."""
-    from plume_capture.readback.replay import run_env_params
+    parses the JSON Lines too. A run whose env cannot be rebuilt as it ran (the movie file changed
+    since the capture) is refused, as ``--resume`` refuses it."""
+    from plume_capture.readback.replay import EnvChanged, run_physics
 
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise ExportError(f"not a run directory: {run_dir}")
-    pool = ThreadPoolExecutor(1, thread_name_prefix="export-validate")
+    if is_staging(run_dir):
+        raise ExportError(f"{run_dir}: {STAGING_NOTE}")
+    for name, what in list_run_files(run_dir).irregular:
+        raise ExportError(f"{os.path.join(run_dir, name)} is {what}, not a regular file")
     source = "parquet" if not full_validation and parquet_source_usable(run_dir) else "jsonl"
-    validation = pool.submit(validate_run_artifacts, run_dir, max_errors=1, source=source)
-    pool.shutdown(wait=False)
+    validation: Future = Future()
+
+    def validate():  # a daemon thread: an interrupted export does not wait for it to finish
+        try:
+            validation.set_result(validate_run_artifacts(run_dir, max_errors=1, source=source))
+        except BaseException as exc:  # noqa: BLE001 - delivered to confirm()
+            validation.set_exception(exc)
+
+    threading.Thread(target=validate, name="export-validate", daemon=True).start()
     try:
-        with open(os.path.join(run_dir, "run.json"), "rb") as f:
+        with open_regular(os.path.join(run_dir, "run.json")) as f:
             meta = strict_loads(f.read())
-        params = run_env_params(meta).build().params
+    except Exception as exc:
+        RunSource(run_dir, {}, {}, validation).confirm()
+        raise ExportError(f"{run_dir}: cannot read its run.json: {exc}") from None
+    try:
+        params = run_physics(meta).params
+    except EnvChanged as exc:  # the run is not at fault: its movie changed, say so first
+        raise ExportError(f"{run_dir}: {exc}") from None
     except Exception as exc:
         RunSource(run_dir, {}, {}, validation).confirm()
         raise ExportError(f"{run_dir}: cannot rebuild its env: {exc}") from None
@@ -129,10 +147,10 @@ def _parquet_batches(run_dir, names, rows: int):
                   for k in ("action", "reward", "seed", "step", "terminated", "truncated")}}
 
 
-def _jsonl_batches(run_dir, files, chunk_bytes: int):
+def _jsonl_batches(run_dir, files, chunk_bytes: int, meta: dict):
     for name in files:
-        for batch, problems in iter_jsonl_batches(os.path.join(run_dir, name), STEP_LAYOUT,
-                                                  chunk_bytes=chunk_bytes):
+        for batch, problems in iter_jsonl_batches(os.path.join(run_dir, name), STEP_LAYOUT, chunk_bytes=chunk_bytes,
+                                                  max_bytes=jsonl_text_limit(meta, name)):
             if problems:  # a damaged file; validated() reports it as the validation error
                 raise ExportError(f"{name}:{problems[0][0]}: {problems[0][2]}")
             c = batch.cols
@@ -161,7 +179,7 @@ def iter_chunks(src: RunSource, *, rows: int = 1 << 18, chunk_bytes: int = 32 <<
     files = list_run_files(src.run_dir)
     base = spec.STEPS_BASENAME
     batches = _parquet_batches(src.run_dir, files.parquet[base], rows) \
-        if files.parquet[base] else _jsonl_batches(src.run_dir, files.jsonl[base], chunk_bytes)
+        if files.parquet[base] else _jsonl_batches(src.run_dir, files.jsonl[base], chunk_bytes, src.meta)
     reset = ResetObservations(src.env_kwargs)
     d = reset.env.observation_space.shape[0]
     carry, seen = None, 0

@@ -59,7 +59,7 @@ class ShardWriter:
 
 def export_rllib(run_dir, out=None, *, shard_rows: int = SHARD_ROWS, full_validation: bool = False) -> str:
     """Export ``run_dir`` to ``out`` (default ``<run_dir>.rllib``); returns ``out``."""
-    out = check_free(out if out is not None else os.fspath(run_dir).rstrip(os.sep) + ".rllib")
+    out = check_free(out if out is not None else os.fspath(run_dir).rstrip(os.sep) + ".rllib", run_dir)
     src = open_run(run_dir, full_validation=full_validation)
     meta = {b"plume_capture.provenance": json.dumps(provenance(src)).encode()}
     with staged_dir(out) as tmp, validated(src):

@@ -9,11 +9,17 @@ import tempfile
 from plume_capture.export.reader import ExportError
 
 
-def check_free(final) -> str:
-    """``final`` as an absolute path; ExportError when it exists already."""
+def check_free(final, run_dir=None) -> str:
+    """``final`` as an absolute path; ExportError when it exists already, or when it is ``run_dir``,
+    inside it or holds it (symlinks resolved): a run with anything added is no longer the run."""
     final = os.path.abspath(os.fspath(final))
-    if os.path.exists(final):
+    if os.path.lexists(final):
         raise ExportError(f"output already exists: {final}")
+    if run_dir is not None:
+        out, run = os.path.realpath(final), os.path.realpath(run_dir)
+        if os.path.commonpath([out, run]) in (out, run):
+            where = "is" if out == run else "is inside" if out.startswith(run + os.sep) else "holds"
+            raise ExportError(f"output {final} {where} the run directory {run_dir}: write it elsewhere")
     return final
 
 

@@ -22,6 +22,7 @@ from isal import isal_zlib
 
 from plume_capture import spec as records
 from plume_capture.io.arrow import from_numpy, strings, to_numpy
+from plume_capture.io.rundir import open_regular
 from plume_capture.kernels.jsonl_scan import (T_BOOL, T_EPID, T_FLIST, T_FLOAT, T_INT, T_POS, T_STR,
                                               _gather, _last_newline, _scan, count_lines)
 
@@ -480,15 +481,18 @@ class GzipLines:
     with ``auto_release`` a chunk stays valid until the next one is requested; otherwise until
     ``pool.put(chunk)``, and iteration waits while all buffers are out. Afterwards
     ``bytes_read`` and ``sha256`` cover the whole file and ``problem`` is None or
-    ``(code, message)`` for GZIP_TRUNCATED / GZIP_CORRUPT / RECORD_JSON (after which only the
-    complete lines decoded before the damage were yielded).
+    ``(code, message)`` for GZIP_TRUNCATED / GZIP_CORRUPT / GZIP_TOO_LARGE / RECORD_JSON (after
+    which only the complete lines decoded before the damage were yielded). ``max_bytes`` bounds the
+    decompressed text (GZIP_TOO_LARGE past it: a gzip bomb is not read to its end). Only a regular
+    file is opened (``NotRegularFile``, an OSError, otherwise).
     """
 
     MAX_LINE = 64 << 20
 
     def __init__(self, path, chunk_bytes: int = 4 << 20, *, pool: BufferPool | None = None,
-                 auto_release: bool = True, read_bytes: int = 1 << 20):
+                 auto_release: bool = True, read_bytes: int = 1 << 20, max_bytes: int | None = None):
         self.path = path
+        self.max_bytes = max_bytes
         self.pool = pool or BufferPool(chunk_bytes, 2)
         self.chunk_bytes = self.pool.chunk_bytes
         self.read_bytes = read_bytes
@@ -508,8 +512,9 @@ class GzipLines:
         no_nl = 0  # slot[:no_nl] is known to hold no newline
         raw = bytearray(self.read_bytes)
         view = memoryview(raw)
+        left = self.max_bytes if self.max_bytes is not None else -1  # text still allowed
         try:
-            with open(self.path, "rb") as f:
+            with open_regular(self.path) as f:
                 while True:
                     k = f.readinto(raw)
                     if not k:
@@ -539,6 +544,13 @@ class GzipLines:
                         else:
                             data = d.unconsumed_tail
                         n = len(out)
+                        if left >= 0:
+                            left -= n
+                            if left < 0:
+                                self.problem = ("GZIP_TOO_LARGE", "decompresses to more than "
+                                                f"{self.max_bytes} bytes, more than the records "
+                                                "run.json lists can hold (a gzip bomb?)")
+                                break
                         if fill + n > len(slot):  # a line longer than a buffer: grow (rare)
                             if fill + n > self.MAX_LINE:
                                 self.problem = ("RECORD_JSON", "a line is longer than "
@@ -599,8 +611,9 @@ class GzipLines:
 
 
 def sha256_file(path, block: int = 4 << 20) -> str:
+    """sha256 hex of a regular file (``NotRegularFile`` otherwise)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while True:
             b = f.read(block)
             if not b:
@@ -618,11 +631,11 @@ def parse_chunk(layout: Layout, chunk: bytes, first_line: int, expected, expecte
 
 
 def iter_jsonl_batches(path, layout: Layout, expected_values: dict | None = None,
-                       chunk_bytes: int = 4 << 20):
+                       chunk_bytes: int = 4 << 20, max_bytes: int | None = None):
     """Yield ``(batch, problems)`` for one JSON Lines file (problems: [(line, code, message)]);
-    a damaged gzip stream ends with ``(None, [(line, code, message)])``. A batch is valid until
-    the next one is requested."""
-    reader = GzipLines(path, chunk_bytes)
+    a damaged gzip stream (or more text than ``max_bytes``) ends with ``(None, [(line, code,
+    message)])``. A batch is valid until the next one is requested."""
+    reader = GzipLines(path, chunk_bytes, max_bytes=max_bytes)
     expected = layout.expected(expected_values)
     line = 1
     for chunk in reader:

@@ -8,9 +8,11 @@ Layout (docs/format.md, "Layout of a multi-shard run"): a run of one shard has o
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 
 from plume_capture import spec as records
 
@@ -32,6 +34,8 @@ class RunFiles:
     missing_parts: list  # (base, expected name) for gaps in the part numbering
     stray: list  # names that look like artifacts of a base but are not read by any reader
     other: list  # other names
+    irregular: list = field(default_factory=list)  # (name, what it is) of run.json, artifacts and
+    # strays that are not regular files (a FIFO, a device, ...): no reader opens them
 
 
 def list_run_files(run_dir) -> RunFiles:
@@ -85,4 +89,107 @@ def list_run_files(run_dir) -> RunFiles:
             stray.append(n)
         else:
             other.append(n)
-    return RunFiles(jsonl, parquet, missing, stray, other)
+    irregular = []
+    for n in ["run.json"] * ("run.json" in names) + [n for fs in jsonl.values() for n in fs] + \
+            [n for fs in parquet.values() for n in fs] + stray:
+        what = not_regular(os.path.join(run_dir, n))
+        if what:
+            irregular.append((n, what))
+    return RunFiles(jsonl, parquet, missing, stray, other, irregular)
+
+
+def is_staging(run_dir) -> bool:
+    """Whether ``run_dir`` is a capture's staging directory (``.<run_id>.partial``): never a finished
+    run, whatever its run.json says."""
+    name = os.path.basename(os.path.normpath(os.fspath(run_dir)))
+    return name.startswith(".") and name.endswith(".partial")
+
+
+STAGING_NOTE = "a capture's staging directory (.<run_id>.partial): the capture did not finish " \
+    "(plume-nav-capture --resume finishes it)"
+
+
+# ------------------------------------------------------------------------------------------------
+# Regular files only: a FIFO would block a reader forever, a device (/dev/zero) feed it forever.
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+class NotRegularFile(OSError):
+    """A run file that is not a regular file; readers refuse it instead of opening it."""
+
+
+def _what(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
+def not_regular(path) -> str | None:
+    """None when ``path`` is a regular file (symlinks followed, nothing opened) or does not exist,
+    else what it is ("a FIFO", "a character device", ...)."""
+    try:
+        return _what(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # e.g. a symlink loop
+        return f"unreadable ({exc.strerror})"
+
+
+def open_regular(path):
+    """``open(path, "rb")`` for a regular file only (symlinks followed); NotRegularFile for anything
+    else, without blocking: the file is checked before it is opened, and opened non-blocking and
+    checked again (it may have been swapped in between)."""
+    what = not_regular(path)
+    if what is None:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            what = _what(os.fstat(fd).st_mode)
+            if what is None:
+                os.set_blocking(fd, True)
+                return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise NotRegularFile(errno.EINVAL, f"{os.fspath(path)} is {what}, not a regular file")
+
+
+# ------------------------------------------------------------------------------------------------
+# How much text a JSON Lines file can hold, by what run.json says
+
+TEXT_MARGIN = 64 << 10  # bytes of decompressed text allowed beyond the bound
+
+
+def _obs_len(env: dict) -> int:
+    t, n = env.get("observation_type"), env.get("n_sensors")
+    if t == "concentration":
+        return 1
+    if t == "wind_vector":
+        return 2
+    return n if type(n) is int and 1 <= n <= 1 << 16 else 256  # the config's largest n_sensors
+
+
+def jsonl_text_limit(meta, name: str) -> int | None:
+    """Most decompressed bytes the JSON Lines file ``name`` can hold by what ``meta`` (run.json)
+    says, plus ``TEXT_MARGIN``: its listed rows (else every record of the run: the episodes, times
+    ``max_steps`` for the steps) times the longest record its settings allow (the fixed fields, the
+    run id, 32 bytes per observation value). None when run.json gives no count."""
+    if not isinstance(meta, dict):
+        return None
+    extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
+    env = extra.get("env") if isinstance(extra.get("env"), dict) else {}
+    steps = name.startswith(records.STEPS_BASENAME + ".")
+    entry = (extra.get("files") or {}).get(name) if isinstance(extra.get("files"), dict) else None
+    rows = entry.get("rows") if isinstance(entry, dict) else None
+    if type(rows) is not int or rows < 0:
+        seeds = meta.get("episode_seeds")
+        max_steps = (meta.get("env_config") or {}).get("max_steps") if isinstance(meta.get("env_config"), dict) \
+            else None
+        if not hasattr(seeds, "__len__") or (steps and (type(max_steps) is not int or max_steps < 1)):
+            return None
+        rows = len(seeds) * (max_steps if steps else 1)
+    run_id = meta.get("run_id")
+    record = 1024 + 6 * (len(run_id) if isinstance(run_id, str) else 64) + (32 * _obs_len(env) if steps else 0)
+    return rows * record + TEXT_MARGIN

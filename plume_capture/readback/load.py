@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from plume_capture import spec as records
 from plume_capture.io.jsonl_decode import EPISODE_LAYOUT, STEP_LAYOUT, Layout, iter_jsonl_batches, strict_loads
-from plume_capture.io.rundir import list_run_files
+from plume_capture.io.rundir import jsonl_text_limit, list_run_files, open_regular
 
 # ------------------------------------------------------------------------------------------------
 # load_run
@@ -32,11 +32,12 @@ class LoadedRun:
         return self.steps.to_pandas(), self.episodes.to_pandas()
 
 
-def _read_jsonl_table(run_dir, files: list, layout: Layout, rows: dict) -> pa.Table:
+def _read_jsonl_table(run_dir, files: list, layout: Layout, rows: dict, meta) -> pa.Table:
     batches = []
     for name in files:
         rows[name] = 0
-        for batch, problems in iter_jsonl_batches(os.path.join(run_dir, name), layout):
+        for batch, problems in iter_jsonl_batches(os.path.join(run_dir, name), layout,
+                                                  max_bytes=jsonl_text_limit(meta, name)):
             if problems:
                 line, code, msg = problems[0]
                 raise ValueError(f"{name}:{line}: {code}: {msg} "
@@ -47,7 +48,7 @@ def _read_jsonl_table(run_dir, files: list, layout: Layout, rows: dict) -> pa.Ta
 
 
 def _read_meta(path: str):
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         raw = f.read()
     try:
         text = raw.decode("utf-8")
@@ -121,8 +122,9 @@ def load_run(run_dir, *, prefer: str = "parquet", check: bool = True) -> LoadedR
     order; ``prefer="jsonl"`` always reads the JSON Lines. With ``check`` (the default) what is read
     must agree with run.json: the run is complete (it has a run.json, a JSON object), no part is
     missing or unlisted, and the record counts are those recorded. Raises FileNotFoundError for a
-    missing directory or steps/episodes file and ValueError for an incomplete or inconsistent run
-    or unreadable records (the loader does not validate every record; use
+    missing directory or steps/episodes file and ValueError for an incomplete or inconsistent run,
+    a run file that is not a regular file (a FIFO, a device), a JSON Lines file holding more text
+    than run.json's records can (a gzip bomb; even with ``check=False``) or unreadable records (the loader does not validate every record; use
     ``validate_run_artifacts`` for that). ``check=False`` reads whatever is there.
     """
     if prefer not in ("parquet", "jsonl"):
@@ -132,12 +134,14 @@ def load_run(run_dir, *, prefer: str = "parquet", check: bool = True) -> LoadedR
         raise FileNotFoundError(f"not a run directory: {run_dir}")
     meta = None
     meta_path = os.path.join(run_dir, "run.json")
+    files = list_run_files(run_dir)
+    for name, what in files.irregular:  # a FIFO would block the reader, a device feed it forever
+        raise ValueError(f"{os.path.join(run_dir, name)} is {what}, not a regular file")
     if os.path.exists(meta_path):
         meta = _read_meta(meta_path)
     elif check:
         raise ValueError(f"{run_dir}: no run.json: an incomplete run (load_run(..., check=False) reads it anyway)")
     recorded, counts = _recorded(meta, run_dir) if check else (None, None)
-    files = list_run_files(run_dir)
     sources = {}
     for base in (records.STEPS_BASENAME, records.EPISODES_BASENAME):
         if prefer == "parquet" and files.parquet[base]:
@@ -152,7 +156,7 @@ def load_run(run_dir, *, prefer: str = "parquet", check: bool = True) -> LoadedR
         if sources[base][0].endswith(".parquet"):
             tables[base] = _read_parquet_tables(run_dir, sources[base], layout.schema, rows)
         else:
-            tables[base] = _read_jsonl_table(run_dir, sources[base], layout, rows)
+            tables[base] = _read_jsonl_table(run_dir, sources[base], layout, rows, meta)
     if check:
         _check_against_meta(run_dir, files, recorded, counts, sources, tables, rows)
     return LoadedRun(run_dir, meta, tables[records.STEPS_BASENAME],

@@ -11,9 +11,10 @@ import json
 import math
 from pathlib import Path
 
+from plume_capture.errors import ConfigError
 from plume_capture.sim.params import EnvParams, PolicyParams
 from plume_capture.io.jsonl_decode import STEP_LAYOUT, iter_jsonl_batches
-from plume_capture.io.rundir import list_run_files
+from plume_capture.io.rundir import jsonl_text_limit, list_run_files, open_regular
 from plume_capture.spec import STEPS_BASENAME, episode_id
 
 COMPARED = ("action", "agent_position", "distance_to_goal", "observation_summary", "reward", "terminated",
@@ -23,14 +24,15 @@ COMPARED = ("action", "agent_position", "distance_to_goal", "observation_summary
 CHUNK_ROWS = 1 << 18  # recorded steps compared per re-simulation call (whole episodes)
 
 
-def _iter_chunks(run_dir: Path):
+def _iter_chunks(run_dir: Path, meta: dict):
     """Yield Arrow tables of the recorded steps in file order, each holding whole episodes (one
     episode may exceed ``CHUNK_ROWS``), read through the run-format decoder."""
     import pyarrow as pa
 
     pending, rows = [], 0
     for name in list_run_files(run_dir).jsonl[STEPS_BASENAME]:
-        for batch, problems in iter_jsonl_batches(run_dir / name, STEP_LAYOUT):
+        for batch, problems in iter_jsonl_batches(run_dir / name, STEP_LAYOUT,
+                                                  max_bytes=jsonl_text_limit(meta, name)):
             if problems:
                 line, code, msg = problems[0]
                 raise ValueError(f"{name}:{line}: {code}: {msg} (run plume-nav-validate for a full report)")
@@ -101,6 +103,24 @@ def run_env_params(meta: dict) -> EnvParams:
                                   "puff": env.get("puff") or {}})
 
 
+class EnvChanged(ConfigError):
+    """The env rebuilt from run.json is not the one that ran (the run's records are not at fault)."""
+
+
+def run_physics(meta: dict):
+    """The env that ran (:func:`run_env_params`, built); EnvChanged when it is not what run.json
+    records as having run (``extra.env``), e.g. the movie file changed since the capture."""
+    physics = run_env_params(meta).build()
+    extra = meta.get("extra") or {}
+    recorded = extra.get("env")  # a run of ours (extra.status) records it as it ran
+    diff = physics.differs_from(recorded) if "status" in extra and isinstance(recorded, dict) else None
+    if diff is not None:
+        what = "the movie file changed since the capture" if diff.startswith("movie.") else \
+            "this version builds it differently"
+        raise EnvChanged(f"the environment rebuilt from run.json is not the one that ran ({what}; {diff})")
+    return physics
+
+
 def _same(a, b) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return isinstance(a, (int, float)) and isinstance(b, (int, float)) and (
@@ -152,8 +172,9 @@ def replay_run(run_dir, *, episodes: int | None = None, progress=None) -> dict:
     re-simulated, actual = recorded) for the first difference.
     """
     run_dir = Path(run_dir)
-    meta = json.loads((run_dir / "run.json").read_text())
-    params = EnvParams.build(run_env_params(meta)).params
+    with open_regular(run_dir / "run.json") as f:
+        meta = json.loads(f.read())
+    params = run_physics(meta).params
     base_seed = int(meta["base_seed"])
     pol = (meta.get("extra") or {}).get("policy")
     mode = "policy" if isinstance(pol, dict) and pol.get("name") else "actions"
@@ -167,7 +188,7 @@ def replay_run(run_dir, *, episodes: int | None = None, progress=None) -> dict:
     result = {"run_dir": str(run_dir), "ok": True, "mode": mode, "episodes_checked": 0, "steps_checked": 0,
               "divergence": None}
     i = 0  # episodes checked so far = index of the next one
-    for chunk in _iter_chunks(run_dir):
+    for chunk in _iter_chunks(run_dir, meta):
         if episodes is not None:
             chunk = _first_episodes(chunk, episodes - i)
             if chunk.num_rows == 0:

@@ -18,10 +18,12 @@ from plume_capture import spec
 from plume_capture.io.jsonl_decode import (EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, iter_jsonl_batches, parse_chunk,
                                            strict_loads)
 from plume_capture.io.parquet import read_parquet
-from plume_capture.io.rundir import list_run_files
+from plume_capture.io.rundir import (STAGING_NOTE, NotRegularFile, is_staging, jsonl_text_limit, list_run_files,
+                                    open_regular)
 from plume_capture.kernels.jsonl_scan import count_lines
 from plume_capture.report.stats import wilson_interval
-from plume_capture.readback.replay import run_env_params
+from plume_capture.readback.replay import EnvChanged, run_env_params, run_physics
+from plume_capture.readback.validate import verify_files
 from plume_capture.sim.params import DEFAULT_GOAL_RADIUS, EnvParams
 from plume_capture.errors import BadInput
 
@@ -134,11 +136,13 @@ def _flatten(d, prefix=""):
 
 def _read_meta(run_dir: str) -> dict | None:
     path = os.path.join(run_dir, "run.json")
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         return None
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             meta = strict_loads(f.read())
+    except NotRegularFile as e:
+        raise ReportError(str(e)) from None
     except ValueError as e:
         raise ReportError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict):
@@ -154,7 +158,7 @@ def expand_run_dirs(paths) -> list[str]:
         p = os.fspath(p)
         if not os.path.isdir(p):
             raise ReportError(f"{p}: no such directory")
-        if os.path.isfile(os.path.join(p, "run.json")):
+        if os.path.lexists(os.path.join(p, "run.json")):  # summarize_run refuses one that is not a file
             out.append(p)
             continue
         names = sorted(os.listdir(p))
@@ -183,7 +187,7 @@ def _episode_index(ids: pa.Array) -> np.ndarray:
     return pc.cast(digits, pa.int64()).to_numpy(zero_copy_only=False) - 1
 
 
-def _read_episodes(run_dir, files):
+def _read_episodes(run_dir, files, meta):
     cols = ["episode_id", "terminated", "total_steps", "total_reward"]
     pq_names = files.parquet[spec.EPISODES_BASENAME]
     if pq_names:
@@ -198,7 +202,8 @@ def _read_episodes(run_dir, files):
         raise ReportError(f"{run_dir}: incomplete run (no {spec.part_name(spec.EPISODES_BASENAME, 0)})")
     parts = {c: [] for c in cols}
     for name in names:
-        for batch, problems in iter_jsonl_batches(os.path.join(run_dir, name), EPISODE_LAYOUT):
+        for batch, problems in iter_jsonl_batches(os.path.join(run_dir, name), EPISODE_LAYOUT,
+                                                  max_bytes=jsonl_text_limit(meta, name)):
             if problems:
                 line, code, msg = problems[0]
                 raise ReportError(f"{run_dir}/{name}:{line}: {code}: {msg} (plume-nav-validate "
@@ -239,7 +244,7 @@ def sample_episodes(seeds: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.argpartition(h, k - 1)[:k]).astype(np.int64)
 
 
-def _read_sample_steps(run_dir, files, wanted: np.ndarray, total_steps: np.ndarray):
+def _read_sample_steps(run_dir, files, wanted: np.ndarray, total_steps: np.ndarray, meta):
     """(episode index, step, x, y, source) of the steps of the ``wanted`` episodes only.
 
     JSON Lines: the steps are expected in episode order (as the engine writes them), so the
@@ -261,22 +266,22 @@ def _read_sample_steps(run_dir, files, wanted: np.ndarray, total_steps: np.ndarr
     names = files.jsonl[spec.STEPS_BASENAME]
     if not names:
         raise ReportError(f"{run_dir}: incomplete run (no {spec.part_name(spec.STEPS_BASENAME, 0)})")
-    got = _scan_steps(run_dir, names, wanted, line_ranges)
+    got = _scan_steps(run_dir, names, wanted, line_ranges, meta)
     counts = np.bincount(np.searchsorted(wanted, got[0]), minlength=len(wanted))
     if np.array_equal(counts, expected_counts):
         return (*got, ",".join(names))
     # Steps not in episode order: the chunks that were skipped may hold some; read them all.
-    return (*_scan_steps(run_dir, names, wanted, None), ",".join(names))
+    return (*_scan_steps(run_dir, names, wanted, None, meta), ",".join(names))
 
 
-def _scan_steps(run_dir, names, wanted, line_ranges):
+def _scan_steps(run_dir, names, wanted, line_ranges, meta):
     """Stream the step files, parsing only chunks that overlap ``line_ranges`` (global 0-based
     [start, end) line numbers of the wanted episodes, sorted; None = parse every chunk)."""
     out = {k: [] for k in ("e", "s", "x", "y")}
     expected = STEP_LAYOUT.expected(None)
     line = 0  # global line number of the chunk's first line
     for name in names:
-        reader = GzipLines(os.path.join(run_dir, name), STEP_CHUNK_BYTES)
+        reader = GzipLines(os.path.join(run_dir, name), STEP_CHUNK_BYTES, max_bytes=jsonl_text_limit(meta, name))
         first = 1
         for chunk in reader:
             nl = int(count_lines(chunk))
@@ -317,16 +322,19 @@ def _env_params(meta: dict) -> EnvParams:
 
 
 def _field(meta: dict):
-    """-> (grid, goal, radius, field or None, note)."""
+    """-> (grid, goal, radius, field or None, note); no field when the env cannot be rebuilt as it
+    ran (e.g. the movie file changed since the capture: its frames would not be the run's)."""
     params = _env_params(meta)
     try:
-        phys = params.build()
+        phys = run_physics(meta)  # EnvChanged when the movie changed since the capture
     except Exception as e:  # noqa: BLE001 - e.g. a movie file no longer where the run read it
         env = meta.get("env_config") or {}
         grid = tuple(env.get("grid_size") or params.grid_size)
         goal = tuple(env.get("source_location") or params.goal_location or (0, 0))
         radius = float(env.get("goal_radius") or params.goal_radius or DEFAULT_GOAL_RADIUS)
-        return grid, goal, radius, None, f"field not drawn: {str(e).splitlines()[0]}"
+        why = str(e).splitlines()[0] if not isinstance(e, EnvChanged) else \
+            "the movie file changed since the capture"
+        return grid, goal, radius, None, f"field not drawn: {why}"
     p = phys.params
     if p.plume == "puff":
         from plume_capture.sim.puff import mean_field
@@ -351,6 +359,8 @@ def summarize_run(run_dir, sample: int = DEFAULT_SAMPLE) -> RunSummary:
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise ReportError(f"{run_dir}: no such directory")
+    if is_staging(run_dir):
+        raise ReportError(f"{run_dir}: incomplete run ({STAGING_NOTE})")
     meta = _read_meta(run_dir)
     if meta is None:
         raise ReportError(f"{run_dir}: incomplete run (no run.json)")
@@ -360,7 +370,10 @@ def summarize_run(run_dir, sample: int = DEFAULT_SAMPLE) -> RunSummary:
     files = list_run_files(run_dir)
     if files.missing_parts:
         raise ReportError(f"{run_dir}: incomplete run (missing {files.missing_parts[0][1]})")
-    idx, term, tsteps, trew, ep_src = _read_episodes(run_dir, files)
+    problems = verify_files(run_dir)  # a file that is not what run.json says is not shown as fact
+    if problems:
+        raise ReportError(f"{run_dir}: {problems[0]} (plume-nav-validate gives a full report)")
+    idx, term, tsteps, trew, ep_src = _read_episodes(run_dir, files, meta)
     order = np.argsort(idx, kind="stable")
     idx, term, tsteps, trew = idx[order], term[order], tsteps[order], trew[order]
     n = len(idx)
@@ -371,7 +384,7 @@ def summarize_run(run_dir, sample: int = DEFAULT_SAMPLE) -> RunSummary:
                           "(run plume-nav-validate)")
     seeds = episode_seeds(meta, n)
     wanted = sample_episodes(seeds, sample)
-    e, s, x, y, st_src = _read_sample_steps(run_dir, files, wanted, tsteps)
+    e, s, x, y, st_src = _read_sample_steps(run_dir, files, wanted, tsteps, meta)
     o = np.lexsort((s, e))
     e, x, y = e[o], x[o], y[o]
     cuts = np.searchsorted(e, wanted, side="left"), np.searchsorted(e, wanted, side="right")

@@ -340,3 +340,20 @@ class Physics:
         if p.plume != "static":
             d.pop("sigma")
         return d
+
+    def differs_from(self, recorded) -> str | None:
+        """None when these settings are ``recorded`` (a run's ``extra.env``); else the first that
+        differs, as ``key: recorded -> now`` (a ``movie.`` key first: the movie file changed)."""
+        import json
+
+        def leaves(v, key=""):
+            if isinstance(v, dict):
+                return {k: x for name, sub in v.items() for k, x in leaves(sub, f"{key}{name}.").items()}
+            return {key[:-1]: v}
+
+        now = leaves(json.loads(json.dumps(self.effective())))
+        was = leaves(recorded) if isinstance(recorded, dict) else {}
+        for key in sorted(set(now) | set(was), key=lambda k: (not k.startswith("movie."), k)):
+            if now.get(key) != was.get(key):
+                return f"{key}: {was.get(key)!r} -> {now.get(key)!r}"
+        return None

@@ -3,6 +3,10 @@ import gzip
 import itertools
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import h5py
 import numpy as np
@@ -10,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from hostile import HOSTILE, run_cli
 from plume_capture.capture import capture
 from plume_capture.cli.export import main as export_main
 from plume_capture.config import complete_config
@@ -297,3 +302,86 @@ def test_full_validation_also_parses_the_jsonl(tmp_path, capsys):
     assert export_main([str(run_dir), "--to", "rllib", str(tmp_path / "a")]) == 0
     assert export_main([str(run_dir), "--to", "rllib", str(tmp_path / "b"), "--full-validation"]) == 2
     assert "fails validation" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 31: no silently wrong export, nothing written inside the run, no hang, nothing left behind
+
+
+def test_a_movie_changed_since_the_capture_is_refused(tmp_path, capsys):
+    """run.json records the movie that ran; observations recomputed from another would be wrong."""
+    run_dir = _run(tmp_path, episodes=2, movie=True)
+    make_movie(tmp_path / "m.npy", frames=7, height=12, width=16, seed=4)  # same shape, other frames
+    out = tmp_path / "out"
+    assert export_main([str(run_dir), "--to", "hf", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "the movie file changed since the capture" in err and "movie." in err, err
+    assert not out.exists() and sorted(os.listdir(run_dir.parent)) == [run_dir.name]
+
+
+@pytest.mark.parametrize("target,where", [("rllib", "inside"), ("hf", "through_symlink"), ("minari", "root_is_run")])
+def test_output_inside_the_run_directory_is_refused(tmp_path, capsys, target, where):
+    run_dir = _run(tmp_path, episodes=2)
+    before = sorted(os.listdir(run_dir))
+    if where == "inside":
+        out = run_dir / "inside"
+    elif where == "through_symlink":
+        os.symlink(run_dir, tmp_path / "alias")
+        out = tmp_path / "alias" / "sub" / "inside"
+    else:
+        out = run_dir  # the Minari datasets root: the dataset would go in RUN/<dataset_id>
+    assert export_main([str(run_dir), "--to", target, str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "the run directory" in err, err
+    assert sorted(os.listdir(run_dir)) == before
+
+
+@pytest.mark.parametrize("parquet", [False, True], ids=["jsonl", "parquet"])
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_a_fifo_a_device_or_a_gzip_bomb_is_refused_in_seconds(tmp_path, kind, parquet):
+    run_dir = _run(tmp_path, episodes=3, parquet=parquet)
+    name = "steps.parquet" if parquet and "bomb" not in kind else "steps.jsonl.gz"
+    HOSTILE[kind](run_dir / name)
+    out = tmp_path / "out"
+    code, err, secs = run_cli("plume_capture.cli.export", run_dir, "--to", "rllib", out, deadline=60)
+    assert code == 2 and len(err) == 1 and err[0].startswith("plume-nav-export: "), (code, err)
+    assert name in err[0], err
+    assert os.listdir(tmp_path) == ["runs"]  # no output, no staging
+    assert secs < 15, secs
+
+
+def test_sigterm_mid_export_exits_130_and_leaves_no_staging(tmp_path):
+    """A real export process killed by its PID while it writes into its staging directory."""
+    run_dir = _run(tmp_path, episodes=600)
+    root = tmp_path / "datasets"
+    p = subprocess.Popen([sys.executable, "-m", "plume_capture.cli.export", str(run_dir), "--to", "minari",
+                          str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (root.is_dir() and any(n.startswith(".") and ".partial-" in n for n in os.listdir(root))):
+        assert p.poll() is None and time.monotonic() < deadline, "the export ended before it was killed"
+        time.sleep(0.01)
+    time.sleep(0.3)  # well into the conversion
+    assert p.poll() is None, "the export finished before it was killed: make the run bigger"
+    os.kill(p.pid, signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, (p.returncode, err)
+    assert err.strip() == "plume-nav-export: interrupted"
+    assert not root.exists(), list(root.iterdir())  # the staging and the root the export made
+    assert sorted(os.listdir(run_dir.parent)) == [run_dir.name]
+
+
+def test_a_staging_directory_is_never_a_run(tmp_path, capsys):
+    """A ``.<run_id>.partial`` holding a run.json that says complete (a finalizer stopped between
+    its steps) is refused by export, report and validate alike."""
+    from plume_capture.cli.report import main as report_main
+    from plume_capture.cli.validate import main as validate_main
+
+    run_dir = _run(tmp_path, episodes=2, parquet=True)
+    staging = run_dir.with_name("." + run_dir.name + ".partial")
+    os.rename(run_dir, staging)
+    assert export_main([str(staging), "--to", "rllib", str(tmp_path / "out")]) == 2
+    assert report_main([str(staging), "-o", str(tmp_path / "r.html")]) == 2
+    assert validate_main([str(staging)]) == 1
+    err = capsys.readouterr()
+    assert err.err.count("staging directory") == 2 and "RUN_INCOMPLETE" in err.out
+    assert not (tmp_path / "out").exists() and not (tmp_path / "r.html").exists()

@@ -108,3 +108,26 @@ def test_chunked_replay_locates_damage_in_a_later_chunk(tmp_path, monkeypatch):
     assert res["divergence"]["episode"] == "ep-000004" and res["divergence"]["step"] == 9
     assert res["divergence"]["field"] == "agent_position"
     assert replay_run(run_dir, episodes=3)["ok"]
+
+
+def test_validate_replay_refuses_a_run_whose_movie_changed(tmp_path, capsys):
+    """The records are valid; replaying them on another movie would report a false divergence."""
+    from plume_capture.cli.validate import main
+    from plume_capture.readback.replay import EnvChanged
+    from plume_capture.sim.synth import make_movie
+
+    movie = make_movie(tmp_path / "m.npy", frames=6, height=12, width=16, seed=3)
+    run_dir = capture(complete_config({
+        "output": str(tmp_path), "experiment": "mv", "episodes": 3, "seed": 5,
+        "env": {"plume": "movie", "max_steps": 30}, "movie": {"path": str(movie)},
+        "policy": {"name": "temporal_derivative"}, "engine": {"kind": "local"}})).run_dir
+    assert main([str(run_dir), "--replay"]) == 0
+    capsys.readouterr()
+    make_movie(movie, frames=6, height=12, width=16, seed=4)
+    assert main([str(run_dir), "--replay"]) == 2
+    cap = capsys.readouterr()
+    assert cap.err.count("\n") == 1 and cap.err.startswith(f"plume-nav-validate: cannot replay {run_dir}: ")
+    assert "the movie file changed since the capture" in cap.err and cap.out == ""
+    assert main([str(run_dir)]) == 0  # the run itself is valid
+    with pytest.raises(EnvChanged):
+        replay_run(run_dir)

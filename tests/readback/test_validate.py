@@ -13,6 +13,7 @@ import pytest
 from plume_capture import spec as records
 from plume_capture.cli.validate import main
 from plume_capture.readback.validate import CODES, WARNING_CODES, validate_run_artifacts
+from hostile import HOSTILE, fifo, gzip_bomb, run_cli
 from runfactory import (make_run, read_lines, read_meta, refresh_manifest, write_lines,
                         write_meta, write_parquet)
 
@@ -385,6 +386,14 @@ def terminated_flag_wrong(run):
     _edit_record(run / "steps.part0001.jsonl.gz", 3, lambda r: r.update(terminated=True))
 
 
+def part_is_a_fifo(run):
+    fifo(run / "steps.part0002.jsonl.gz")
+
+
+def part_is_a_gzip_bomb(run):
+    gzip_bomb(run / "steps.part0002.jsonl.gz", total=64 << 20)
+
+
 def avg_step_time_wrong(run):
     _edit_record(run / "episodes.jsonl.gz", 1,
                  lambda r: r.update(avg_step_time_ms=r["avg_step_time_ms"] * 2))
@@ -438,6 +447,8 @@ DAMAGE = [
     (action_out_of_space, True, "ACTION_RANGE"),
     (terminated_flag_wrong, True, "FLAG_MISMATCH"),
     (avg_step_time_wrong, True, "RECORD_VALUE"),
+    (part_is_a_fifo, False, "FILE_NOT_REGULAR"),
+    (part_is_a_gzip_bomb, False, "GZIP_TOO_LARGE"),
 ]
 
 
@@ -702,3 +713,55 @@ def test_parquet_source_only_where_it_can_stand_for_the_full_check(tmp_path):
             full, fast = validate_run_artifacts(run), validate_run_artifacts(run, source="parquet")
             assert full["ok"] and fast["ok"] and full["counts"] == fast["counts"]
             assert set(fast["files_checked"]) == set(full["files_checked"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 31: readers open regular files only and read no more text than run.json's records can hold
+
+
+
+@pytest.mark.parametrize("kind,name", [(k, n) for k in sorted(HOSTILE) for n in (
+    ["steps.part0002.jsonl.gz"] if "bomb" in k else ["steps.part0002.jsonl.gz", "run.json", "steps.parquet"])])
+def test_cli_neither_hangs_nor_reads_forever(run, kind, name):
+    HOSTILE[kind](run / name)
+    code, err, secs = run_cli("plume_capture.cli.validate", run, deadline=60)
+    if "bomb" in kind:  # read (bounded): a damaged part of an invalid run
+        assert code == 1 and secs < 20, (code, err, secs)
+    else:  # nothing of the run read: refused in one line
+        assert code == 2 and len(err) == 1 and "FILE_NOT_REGULAR" in err[0] and name in err[0], err
+        assert ("a FIFO" if kind == "fifo" else "a character device") in err[0]
+
+
+@pytest.mark.parametrize("unit", [b"\0", b"\n"], ids=["zeros", "newlines"])
+def test_a_gzip_bomb_stops_at_what_run_json_lists(run, unit):
+    gzip_bomb(run / "steps.part0002.jsonl.gz", unit)
+    res = validate_run_artifacts(run, max_errors=5)
+    from plume_capture.io.rundir import jsonl_text_limit
+
+    bomb = next(e for e in res["errors"] if e.startswith("GZIP_TOO_LARGE"))
+    limit = jsonl_text_limit(read_meta(run), "steps.part0002.jsonl.gz")
+    assert bomb.startswith(f"GZIP_TOO_LARGE: steps.part0002.jsonl.gz: decompresses to more than {limit} bytes")
+    assert limit < (1 << 20)  # 45 listed records of at most ~1.2 KB, and the margin
+
+
+def test_a_stray_bomb_is_counted_no_further_than_a_bound(run):
+    gzip_bomb(run / "steps.jsonl.part9.gz", b"\n")
+    res = validate_run_artifacts(run)
+    stray = next(e for e in res["errors"] if e.startswith("STRAY_PART"))
+    assert "more than" in stray and "lines not read" in stray
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["extra"]["env"].update(sigma=3.5),
+    lambda m: m["env_config"]["plume_params"].update(sigma=3.5),
+    lambda m: m["env_config"]["plume_params"].pop("sigma"),
+    lambda m: m["extra"]["env"].update(goal_location=[0, 0]),
+    lambda m: m["extra"]["env"].update(source_location=[0, 0]),
+    lambda m: m["env_config"]["plume_params"].update(source_location=[0, 0]),
+], ids=["env.sigma", "plume_params.sigma", "plume_params.sigma missing", "env.goal_location",
+        "env.source_location", "plume_params.source_location"])
+def test_every_setting_stated_twice_is_cross_checked(run, edit):
+    _edit_meta(run, edit)
+    res = validate_run_artifacts(run)
+    assert codes(res) == {"RUN_JSON_VALUE"}, res["errors"]
+    assert "differs from" in res["errors"][0] or "one is missing" in res["errors"][0]

@@ -10,7 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
+from hostile import HOSTILE, run_cli
 from plume_capture.cli.report import main
+from runfactory import refresh_manifest
 from plume_capture.report import summarize_run
 from plume_capture.report.data import episode_seeds, sample_episodes
 from plume_capture.report.stats import wilson_interval
@@ -171,6 +173,7 @@ def test_jsonl_and_parquet_readers_agree(parquet_run, tmp_path):
     shutil.copytree(parquet_run, copy)
     for p in copy.glob("*.parquet"):
         p.unlink()
+    refresh_manifest(copy)  # a run of JSON Lines only, as run.json says
     a, b = summarize_run(parquet_run, sample=10), summarize_run(copy, sample=10)
     assert b.sources == {"episodes": "episodes.jsonl.gz", "steps": "steps.jsonl.gz"}
     for name in ("terminated", "total_steps", "total_reward"):
@@ -252,6 +255,7 @@ def _jsonl_copy(run_dir, dest, reorder=False):
         with gzip.open(dest / "steps.jsonl.gz", "wt") as f:
             for ep in sorted(by_ep, reverse=True):
                 f.writelines(by_ep[ep])
+    refresh_manifest(dest)  # run.json lists the files as they now are
     return dest
 
 
@@ -303,3 +307,67 @@ def test_names_holding_math_text_are_drawn_as_typed(tmp_path, capsys):
     out = tmp_path / "r.html"
     assert main([str(res.run_dir), "-o", str(out)]) == 0, capsys.readouterr().err
     assert out.stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 31: the report shows only a run whose files are what run.json says, and never hangs
+
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["steps.jsonl.gz", "episodes.parquet", "size", "listed_file_gone"])
+def test_a_run_whose_files_fail_their_sha256_is_refused(damage, parquet_run, tmp_path, capsys):
+    """Each damage leaves what the report reads readable: without the check it is shown as fact."""
+    target = tmp_path / "x"
+    shutil.copytree(parquet_run, target)
+    if damage == "size":  # a byte appended after the last gzip member's end is not read by the report
+        with open(target / "steps.jsonl.gz", "ab") as f:
+            f.write(gzip.compress(b""))
+    elif damage == "listed_file_gone":
+        (target / "steps.jsonl.gz").unlink()  # the report reads the Parquet
+    elif damage.endswith(".parquet"):
+        meta = json.loads((target / "run.json").read_text())
+        meta["extra"]["files"][damage]["sha256"] = "0" * 64
+        (target / "run.json").write_text(json.dumps(meta))
+    else:
+        _flip_a_byte(target / damage)
+    out = tmp_path / "r.html"
+    assert main([str(target), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "plume-nav-validate gives a full report" in err, err
+    assert any(code in err for code in ("SHA256_MISMATCH", "SIZE_MISMATCH", "FILE_MISSING")), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_a_fifo_a_device_or_a_gzip_bomb_is_refused_in_seconds(kind, parquet_run, tmp_path):
+    target = tmp_path / "x"
+    shutil.copytree(parquet_run, target)
+    for p in target.glob("*.parquet"):
+        p.unlink()
+    refresh_manifest(target)
+    HOSTILE[kind](target / "steps.jsonl.gz")
+    out = tmp_path / "r.html"
+    code, err, secs = run_cli("plume_capture.cli.report", target, "-o", out, deadline=60)
+    assert code == 2 and len(err) == 1 and "steps.jsonl.gz" in err[0], (code, err)
+    assert not out.exists() and secs < 15, secs
+
+
+def test_a_changed_movie_is_not_drawn(tmp_path):
+    from plume_capture.capture import capture
+    from plume_capture.config import complete_config
+    from plume_capture.sim.synth import make_movie
+
+    movie = make_movie(tmp_path / "m.npy", frames=5, height=12, width=16, seed=3)
+    run_dir = capture(complete_config({
+        "output": str(tmp_path / "runs"), "experiment": "mv", "episodes": 3, "seed": 1,
+        "env": {"plume": "movie", "max_steps": 20}, "movie": {"path": str(movie)},
+        "engine": {"kind": "local", "quiet": True}})).run_dir
+    assert summarize_run(run_dir).field is not None
+    make_movie(movie, frames=5, height=12, width=16, seed=4)
+    s = summarize_run(run_dir)
+    assert s.field is None and s.field_note == "field not drawn: the movie file changed since the capture"

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from plume_capture import spec as records
 from plume_capture.io.jsonl_decode import EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, episode_index, sha256_file
-from plume_capture.io.rundir import list_run_files
+from plume_capture.io.rundir import STAGING_NOTE, is_staging, list_run_files, not_regular, open_regular
 from plume_capture.kernels.jsonl_scan import count_lines
 from plume_capture.readback.validate.parquet import _ParquetSide, _ParquetStream
 from plume_capture.readback.validate.report import CODES, WARNING_CODES, _Report, _eid, _eids
@@ -46,7 +46,7 @@ from plume_capture.readback.validate.run_json import _Ctx, _EPISODES, _STEPS, _c
 from plume_capture.readback.validate.streams import (_EpisodeState, _Joiner, _StepState, _Stream, _check_episodes,
                                                     _check_steps)
 
-__all__ = ["CODES", "WARNING_CODES", "format_report", "validate_run_artifacts"]
+__all__ = ["CODES", "WARNING_CODES", "format_report", "validate_run_artifacts", "verify_files"]
 
 
 def _check_files(run_dir, files, ctx: _Ctx, rep: _Report):
@@ -66,8 +66,9 @@ def _check_files(run_dir, files, ctx: _Ctx, rep: _Report):
             continue
         what = f"{os.path.getsize(path)} bytes"
         if name.endswith(".gz") and os.path.getsize(path) <= (64 << 20):
-            n = sum(count_lines(chunk) for chunk in GzipLines(path))
-            what = f"{n} lines"
+            reader = GzipLines(path, max_bytes=_STRAY_TEXT)
+            n = sum(count_lines(chunk) for chunk in reader)
+            what = f"{'more than ' if reader.problem and reader.problem[0] == 'GZIP_TOO_LARGE' else ''}{n} lines"
         base = _STEPS if name.startswith(_STEPS + ".") else _EPISODES
         m = re.fullmatch(r"(steps|episodes)\.jsonl\.part(\d+)\.gz", name)
         hint = (f"; the reference tool's naming, the part is "
@@ -92,6 +93,9 @@ def _check_files(run_dir, files, ctx: _Ctx, rep: _Report):
                 rep.error("FILE_UNLISTED", name, "not listed in extra.files")
 
 
+_STRAY_TEXT = 256 << 20  # decompressed bytes of a stray part counted at most
+
+
 def _check_manifest_entry(run_dir, name, ctx: _Ctx, rep: _Report, rows: int | None, sha=None,
                           size=None):
     if ctx.files is None or name not in ctx.files:
@@ -114,8 +118,8 @@ def _check_manifest_entry(run_dir, name, ctx: _Ctx, rep: _Report, rows: int | No
 def _first_record(path):
     """run_id, seed and episode index of the first step record (when run.json gives none)."""
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            rec = json.loads(f.readline())
+        with open_regular(path) as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
+            rec = json.loads(f.readline(1 << 20))
         return rec.get("run_id"), rec.get("seed"), episode_index(rec.get("episode_id"))
     except (OSError, ValueError, AttributeError, EOFError):
         return None, None, -1
@@ -215,10 +219,41 @@ def parquet_source_usable(run_dir) -> bool:
         meta, err = _load_run_json(os.path.join(run_dir, "run.json"))
     except OSError:
         return False
+    if files.irregular:
+        return False
     listed = (meta.get("extra") or {}).get("files") if isinstance(meta, dict) and err is None else None
     return bool(isinstance(listed, dict) and all(files.parquet[b] for b in (_STEPS, _EPISODES))
                 and all(isinstance(listed.get(n), dict) and "sha256" in listed[n]
                         for b in (_STEPS, _EPISODES) for n in files.jsonl[b]))
+
+
+def verify_files(run_dir, *, max_errors: int = 1) -> list[str]:
+    """The problems (``CODE: where: message``, at most ``max_errors``) of the file set and of each
+    file's size and sha256 against run.json's ``extra.files``, no record read: what
+    ``source="parquet"`` checks of the JSON Lines, for every file. [] for a run that lists no files
+    (the reference tool's); a file that is not a regular file is a problem, never opened."""
+    run_dir = os.fspath(run_dir)
+    rep, ctx = _Report(max_errors), _Ctx()
+    files = list_run_files(run_dir)
+    for name, what in files.irregular:
+        rep.error("FILE_NOT_REGULAR", name, f"is {what}, not a regular file")
+    if not files.irregular:
+        meta, err = _load_run_json(os.path.join(run_dir, "run.json"))
+        if err is None and isinstance(meta, dict):
+            ctx.meta_ok, ctx.meta = True, meta
+            _check_run_json(meta, ctx, _Report(1))  # fills ctx.files; run.json's own problems are not these
+        else:
+            rep.error("RUN_JSON_INVALID", "run.json", f"not a JSON object: {err or type(meta).__name__}")
+    if ctx.meta_ok and ctx.ours and ctx.files is None:
+        rep.error("RUN_JSON_TYPE", "run.json", "extra.files (every file's size and sha256) is missing or malformed")
+    elif ctx.files is not None:
+        _check_files(run_dir, files, ctx, rep)
+        for name in ctx.files:
+            if rep.entries:
+                break
+            if os.path.isfile(os.path.join(run_dir, name)):
+                _check_manifest_entry(run_dir, name, ctx, rep, None)
+    return rep.error_strings()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -244,11 +279,15 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
     run_dir = os.fspath(run_dir)
     rep, ctx, checked = _Report(max_errors), _Ctx(), []
     counts = {"steps": 0, "episodes": 0}
+    if os.path.isdir(run_dir) and is_staging(run_dir):  # whatever its run.json says
+        rep.error("RUN_INCOMPLETE", os.path.basename(os.path.normpath(run_dir)), STAGING_NOTE)
     if not os.path.isdir(run_dir):
         rep.error("RUN_DIR_MISSING", run_dir, "not a directory")
     elif not os.path.exists(os.path.join(run_dir, "run.json")):
         rep.error("RUN_JSON_MISSING", "run.json", "no run.json: the run is incomplete or this "
                   "is not a run directory")
+    elif not_regular(os.path.join(run_dir, "run.json")):
+        pass  # reported with the other files that are not regular files
     else:
         checked.append("run.json")
         meta, err = _load_run_json(os.path.join(run_dir, "run.json"))
@@ -257,7 +296,7 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
         elif not isinstance(meta, dict):
             rep.error("RUN_JSON_INVALID", "run.json", f"not a JSON object ({type(meta).__name__})")
         else:
-            ctx.meta_ok = True
+            ctx.meta_ok, ctx.meta = True, meta
             _check_run_json(meta, ctx, rep)
     if os.path.isdir(run_dir):
         counts = _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, source, progress)
@@ -277,6 +316,10 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
 def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, source="jsonl",
                    progress=None) -> dict:
     files = list_run_files(run_dir)
+    if files.irregular:  # a FIFO would block the readers, a device feed them forever
+        for name, what in files.irregular:
+            rep.error("FILE_NOT_REGULAR", name, f"is {what}, not a regular file: nothing in the run was read")
+        return {"steps": 0, "episodes": 0}
     _check_files(run_dir, files, ctx, rep)
     _fill_from_records(run_dir, files, ctx, rep)
     if source == "parquet":

@@ -21,6 +21,7 @@ CODES = {
     # files
     "FILE_MISSING": "a required or listed file is missing",
     "FILE_UNREADABLE": "a file cannot be read (permissions, I/O error)",
+    "FILE_NOT_REGULAR": "run.json or an artifact is not a regular file (a FIFO, a device): not read",
     "PART_MISSING": "a rotated part is missing (gap in numbering or listed in extra.files)",
     "STRAY_PART": "a file named like an artifact that no reader loads (its rows are lost)",
     "FILE_UNLISTED": "an artifact file is not listed in extra.files",
@@ -29,6 +30,7 @@ CODES = {
     "ROWS_MISMATCH": "number of lines/rows differs from extra.files",
     "GZIP_TRUNCATED": "gzip stream ends inside a member (or the file is empty)",
     "GZIP_CORRUPT": "gzip data cannot be decoded (bad block, CRC/size mismatch, trailing junk)",
+    "GZIP_TOO_LARGE": "a JSON Lines file decompresses to more text than its listed records can hold",
     # records
     "RECORD_JSON": "a line is not one JSON object (invalid JSON, NaN, blank, unterminated)",
     "RECORD_KEYS": "a record has missing, unknown or duplicate keys",

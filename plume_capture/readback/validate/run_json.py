@@ -10,6 +10,7 @@ import numpy as np
 
 from plume_capture import spec as records
 from plume_capture.io.jsonl_decode import strict_loads
+from plume_capture.io.rundir import open_regular
 from plume_capture.readback.validate.report import _Report
 
 
@@ -29,7 +30,7 @@ def _load_run_json(path, fast_seeds: bool = True):
     A very long ``episode_seeds`` list (up to 10^7 entries, docs/spec.md §9.2) is parsed by numpy
     rather than becoming a Python list of ints.
     """
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         raw = f.read()
     if raw.startswith(b"\xef\xbb\xbf"):
         return None, "starts with a byte order mark (the format is plain UTF-8)"
@@ -80,6 +81,7 @@ class _Ctx:
     grid: tuple | None = None
     goal: tuple | None = None
     radius: float | None = None
+    sigma: float | None = None  # env_config.plume_params.sigma (a static plume)
     max_steps: int | None = None
     reward_type: str | None = None
     n_actions: int | None = None
@@ -88,6 +90,7 @@ class _Ctx:
     config_hash: str | None = None
     counts: dict | None = None
     files: dict | None = None
+    meta: dict | None = None  # run.json (what bounds the text of the JSON Lines)
 
     @property
     def ours(self) -> bool:
@@ -188,8 +191,19 @@ def _check_env_config(meta, ctx, rep):
     elif er and ctx.ours:
         rep.error("RUN_JSON_VALUE", "run.json", "env_config.enable_rendering is true; capture "
                   "never renders")
-    if not isinstance(env.get("plume_params"), dict):
-        _bad_type(rep, "env_config.plume_params", env.get("plume_params"), "an object")
+    pp = env.get("plume_params")
+    if not isinstance(pp, dict):
+        _bad_type(rep, "env_config.plume_params", pp, "an object")
+        return
+    if "sigma" in pp:
+        if _is_num(pp["sigma"]) and pp["sigma"] > 0:
+            ctx.sigma = float(pp["sigma"])
+        else:
+            _bad_type(rep, "env_config.plume_params.sigma", pp["sigma"], "a number > 0")
+    psrc = pp.get("source_location")
+    if psrc is not None and ctx.goal is not None and (not _is_xy(psrc) or tuple(psrc) != ctx.goal):
+        rep.error("RUN_JSON_VALUE", "run.json", f"env_config.plume_params.source_location {_short(psrc)} "
+                  f"differs from env_config.source_location ({_short(list(ctx.goal))})")
 
 
 def _check_seeds(meta, ctx, rep):
@@ -250,8 +264,9 @@ def _check_extra(extra, ctx, rep):
         rep.warn("REFERENCE_RUN", W, "written by the reference implementation (no extra.status, "
                  "extra.counts or extra.files): completeness, counts, sizes and checksums are "
                  "not checked")
-    for key, ref in (("grid_size", ctx.grid), ("max_steps", ctx.max_steps),
-                     ("goal_radius", ctx.radius)):
+    # Every setting run.json states twice (extra.env as it ran, env_config for the reference's readers).
+    for key, ref in (("grid_size", ctx.grid), ("max_steps", ctx.max_steps), ("goal_radius", ctx.radius),
+                     ("source_location", ctx.goal), ("goal_location", ctx.goal), ("sigma", ctx.sigma)):
         v = env.get(key)
         if v is not None and ref is not None and (tuple(v) if isinstance(v, list) else v) != ref:
             msg = f"extra.env.{key} {_short(v)} differs from env_config ({_short(ref)})"
@@ -259,6 +274,9 @@ def _check_extra(extra, ctx, rep):
                 rep.error("RUN_JSON_VALUE", W, msg)
             else:
                 rep.warn("UNCHECKED", W, msg + "; env_config is used")
+    if ctx.ours and env and (env.get("sigma") is None) != (ctx.sigma is None):
+        rep.error("RUN_JSON_VALUE", W, "extra.env.sigma and env_config.plume_params.sigma: one is missing "
+                  f"({_short(env.get('sigma'))} vs {_short(ctx.sigma)})")
     if env.get("reward_type") in ("sparse", "step_penalty"):
         ctx.reward_type = env["reward_type"]
     ctx.n_actions = records.N_ACTIONS.get(env.get("action_type"))

@@ -14,6 +14,7 @@ from plume_capture import spec as records
 from plume_capture.kernels.checks import (EV_AFTER_END, EV_BACK, EV_DUP, EV_EP_GAP, EV_FIRST, EV_GAP, EV_ORDER,
                                           _step_sequence)
 from plume_capture.io.jsonl_decode import BufferPool, GzipLines, Layout, parse_fast, parse_slow
+from plume_capture.io.rundir import jsonl_text_limit
 from plume_capture.readback.validate.report import _Report, _cat, _eid, _eids, _fmt, _take
 from plume_capture.readback.validate.run_json import _Ctx, _short
 
@@ -157,7 +158,8 @@ class _Stream:
             exp_values = self.ctx.expected_values()
             expected = L.expected(exp_values)
             self._line = 1
-            reader = GzipLines(os.path.join(self.run_dir, name), pool=pool, auto_release=False)
+            reader = GzipLines(os.path.join(self.run_dir, name), pool=pool, auto_release=False,
+                               max_bytes=jsonl_text_limit(self.ctx.meta, name))
             for chunk in _chunks(reader):
                 pending.append((self.pool.submit(parse_fast, L, chunk, expected, rows), chunk))
                 if len(pending) >= 2:
