@@ -29,7 +29,7 @@ class Job:
     rotate: bool = False
     gzip_level: int = 1
     chunk_rows: int = 1 << 18  # most rows per kernel call (a default shard fits in one call)
-    field_ref: object = None  # movie frames shared through Ray's object store (None: build locally)
+    movie: dict | None = None  # the movie the driver described (a worker must open the same one)
     # A multi-shard run (io.shardfiles): each shard's files are made here and, when this process
     # sees ``staging`` (its probe file holds ``token``), written here; else the bytes go back.
     staging: str | None = None
@@ -86,6 +86,23 @@ def _node_id() -> str:
     return os.uname().nodename
 
 
+def open_movie_env(job: Job):
+    """``job.env`` built here, its movie's frames opened: OperationalError (exit 3, one line) when
+    this node cannot see the movie the driver described or sees another one at its path."""
+    from plume_capture.errors import ConfigError, OperationalError
+
+    expected = job.movie
+    try:
+        physics = job.env.build()
+    except ConfigError as exc:
+        raise OperationalError(f"node {os.uname().nodename} cannot use movie {expected['path']!r}: {exc}") from None
+    if physics.movie["identity"] != expected["identity"]:
+        raise OperationalError(f"movie {expected['path']!r} on node {os.uname().nodename} is not the movie this "
+                               f"run uses (identity {physics.movie['identity'][:12]} != {expected['identity'][:12]})")
+    physics.field  # noqa: B018 - open (map, decode or check) the frames now
+    return physics
+
+
 class ShardRunner:
     """Runs shards of one job. Kernels are compiled (or loaded from Numba's cache) once."""
 
@@ -101,16 +118,13 @@ class ShardRunner:
         from plume_capture.kernels.rollout import run_episodes
 
         self.job = job
-        field = None
-        if job.field_ref is not None:
-            import ray
-
-            field = ray.get(job.field_ref)
-        if physics is not None:  # in-process: reuse the driver's (movie frames are loaded once)
+        if physics is not None:  # in-process: reuse the driver's (movie frames are mapped once)
             self.physics = physics
+        elif job.movie is not None:
+            self.physics = open_movie_env(job)
         else:
-            self.physics = job.env.build() if field is None else job.env.build_with_field(field)
-        ka = self.args = self.physics.kernel_args(job.policy)
+            self.physics = job.env.build()
+        ka = self.args = self.physics.kernel_args(job.policy)  # opens (memory-maps) a movie's frames
         example = (ka.params, ka.field, np.zeros(1, np.int64), ka.state, ka.rows(1), ka.episodes(1))
         self.kernel = specialize(run_episodes, ka.codes, example)  # example arguments: the kernel's types
         self.node = _node_id()
@@ -128,6 +142,10 @@ class ShardRunner:
 
         t0 = time.perf_counter()
         steps, episodes = self._simulate(shard)
+        if self.physics.movie is not None:  # the pages this shard touched leave this process's RSS
+            from plume_capture.sim.movie import release_pages
+
+            release_pages(self.args.field)
         block = BLOCK_BYTES if self.job.rotate else None
         if self.job.staging is not None:
             return self._pieces(shard, steps, episodes, block, t0)

@@ -105,7 +105,7 @@ def test_movie_plume_same_records_across_nodes(cluster, tmp_path):
     run = capture(_cfg(tmp_path, "mcluster", {"kind": "ray", "num_actors": 2, "shard_episodes": 3}, **data)).run_dir
     info = run_json(run)["extra"]["engine"]
     assert info["nodes"] >= 2, info
-    assert run_json(run)["extra"]["env"]["movie"]["sha256"] == run_json(local)["extra"]["env"]["movie"]["sha256"]
+    assert run_json(run)["extra"]["env"]["movie"]["identity"] == run_json(local)["extra"]["env"]["movie"]["identity"]
     assert_same_records(local, run, parquet=True)
 
 
