@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+from plume_capture.errors import ConfigError
 from plume_capture.sim.params import EnvParams, PolicyParams
 from plume_capture.io.jsonl_decode import STEP_LAYOUT, iter_jsonl_batches
 from plume_capture.io.rundir import list_run_files
@@ -110,7 +111,13 @@ def replay_run(run_dir, *, episodes: int | None = None) -> dict:
     """
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "run.json").read_text())
-    params = EnvParams.build(run_env_params(meta)).params
+    physics = EnvParams.build(run_env_params(meta))
+    params = physics.params
+    recorded = ((meta.get("extra") or {}).get("env") or {}).get("movie") or {}
+    if physics.movie is not None and recorded.get("identity") not in (None, physics.movie["identity"]):
+        raise ConfigError(f"movie {physics.movie['path']!r} changed since the run (identity "
+                          f"{physics.movie['identity'][:12]} != recorded {recorded['identity'][:12]}): "
+                          "a replay would not re-simulate what was recorded")
     base_seed = int(meta["base_seed"])
     pol = (meta.get("extra") or {}).get("policy")
     mode = "policy" if isinstance(pol, dict) and pol.get("name") else "actions"
