@@ -195,3 +195,23 @@ def test_a_node_that_does_not_see_the_output_ships_its_shards_to_the_driver(clus
     assert_same_records(local, run, parquet=True)
     assert _names_rows(run) == _names_rows(local)
     assert node in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+
+def test_a_node_that_cannot_see_the_movie_is_refused_before_any_shard_runs(cluster, unshared_node, tmp_path, capsys):
+    """The movie lies where one node of four sees an empty tmpfs: the run stops with one line
+    naming the movie and that node, exit 3, and nothing is written."""
+    import ray
+
+    from plume_capture.cli.capture import main
+    from plume_capture.sim.synth import make_movie
+
+    out, node = unshared_node
+    movie = make_movie(out / "plume.npy", frames=8, height=16, width=16, seed=1)
+    nodes = sum(1 for n in ray.nodes() if n["Alive"])
+    root = tmp_path / "runs"
+    code = main(["--quiet", "--episodes", "8", "--output", str(root), "--engine", "ray", "--num-actors", str(nodes),
+                 "env.plume=movie", f"movie.path={movie}", "env.max_steps=20"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3, err
+    assert len(err) == 1 and f"movie {str(movie)!r} is not visible on node" in err[0] and node[:8] in err[0], err
+    assert not root.exists() or not any(root.rglob("*.jsonl*")), list(root.rglob("*"))
