@@ -9,8 +9,8 @@ Each capture runs in its own child process (``python -m benchmarks.bench_movie_s
 its ``ru_maxrss`` is the driver's own. While it runs, the parent samples every process whose title
 names ``RunnerHost`` (the Ray actors) every 0.2 s from ``/proc/PID/status``: peak ``VmRSS`` and its
 parts ``RssAnon`` (private memory) and ``RssFile`` (mapped file pages: the movie, from the page
-cache, shared between the processes of a node). Spill is Ray's ``memory_summary`` "Spilled" figure
-at the end of the run (the child's own Ray instance, object store 512 MiB as the CLI starts it).
+cache, shared between the processes of a node). Spill is the largest "Spilled N MiB" the raylet logged
+during the run (the child's own Ray instance, object store 512 MiB as the CLI starts it).
 """
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ def write_movie(path: Path, frames: int, height: int, width: int) -> float:
             b = base[t % len(base)]
             frame = np.repeat(np.repeat(b, height // b.shape[0] + 1, 0)[:height], width // b.shape[1] + 1, 1)[:, :width]
             f.write(np.ascontiguousarray(np.roll(frame, t // len(base), axis=0), np.float32).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # as a movie on storage: not cached
     path.with_suffix(".json").write_text(json.dumps({"fps": 15.0}))
     return time.perf_counter() - t0
 
@@ -67,10 +70,10 @@ def child(args) -> int:
     res = capture(cfg)
     wall = time.perf_counter() - t0
     if args.engine == "ray":
-        from ray._private.internal_api import memory_summary
-
-        m = re.search(r"Spilled (\d+) MiB", memory_summary(stats_only=True))
-        spilled = int(m.group(1)) if m else 0
+        # The raylet logs "Spilled N MiB, ..." whenever it spills (the largest figure is the total).
+        logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+        spilled = max([int(m) for f in logs.glob("raylet*.out")
+                       for m in re.findall(r"Spilled (\d+) MiB", f.read_text(errors="replace"))], default=0)
         ray.shutdown()
     print(json.dumps({"engine": args.engine, "steps": res.steps, "capture_wall_s": res.wall_s, "total_wall_s": wall,
                       "steps_per_s": res.steps / res.wall_s, "driver_peak_rss_mb":
@@ -89,13 +92,31 @@ def _status(pid: int) -> dict:
     return out
 
 
-def _actors() -> list[int]:
+def _movie_rss(pid: int, path: str) -> float:
+    """MiB of the movie file mapped and resident in process ``pid`` (/proc/PID/smaps)."""
+    total, inside = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and not head[0].endswith(":"):
+                inside = len(head) >= 6 and head[5] == path
+            elif inside and head and head[0] == "Rss:":
+                total += int(head[1])
+    return total / 1024
+
+
+def _actors(root: int) -> list[int]:
+    """The Ray actors started under process ``root`` (the child's own Ray instance)."""
     import psutil
 
     pids = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
+    try:
+        kids = psutil.Process(root).children(recursive=True)
+    except psutil.Error:
+        return pids
+    for p in kids:
         try:
-            if any("RunnerHost" in c for c in (p.info["cmdline"] or [])):
+            if any("RunnerHost" in c for c in p.cmdline()):
                 pids.append(p.pid)
         except (psutil.Error, OSError):
             pass
@@ -108,12 +129,15 @@ def measure(movie: Path, engine: str, args, out: Path) -> dict:
            "--output", str(out)]
     peak: dict = {}
     stop = threading.Event()
+    root = None
 
     def sample():
+        nonlocal root
         while not stop.is_set():
-            for pid in _actors():
+            for pid in _actors(root):
                 try:
                     s = _status(pid)
+                    s["movie_rss"] = _movie_rss(pid, str(movie))
                 except OSError:
                     continue
                 cur = peak.setdefault(pid, {})
@@ -121,14 +145,17 @@ def measure(movie: Path, engine: str, args, out: Path) -> dict:
                     cur[k] = max(cur.get(k, 0.0), v)
             time.sleep(0.2)
 
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    root = proc.pid
     th = threading.Thread(target=sample, daemon=True)
     th.start()
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    stdout, stderr = proc.communicate()
     stop.set()
     th.join()
-    if r.returncode != 0:
-        raise SystemExit(f"child failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
-    row = json.loads(r.stdout.strip().splitlines()[-1])
+    if proc.returncode != 0:
+        raise SystemExit(f"child failed ({proc.returncode}): {stderr.strip()[-2000:]}")
+    row = json.loads(stdout.strip().splitlines()[-1])
     shutil.rmtree(row.pop("run_dir"), ignore_errors=True)
     row["actors_peak_mb"] = [{k: round(v, 1) for k, v in p.items()} for p in peak.values()]
     return row

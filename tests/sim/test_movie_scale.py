@@ -220,5 +220,5 @@ def test_replay_refuses_a_changed_movie(tmp_path):
     run = capture(_cfg(tmp_path, "out", path, {"kind": "local"}, episodes=3)).run_dir
     assert replay_run(run)["ok"]
     make_movie(path, frames=12, height=16, width=16, seed=2)
-    with pytest.raises(ConfigError, match="movie .* changed since the run"):
+    with pytest.raises(ConfigError, match="changed since the"):  # also the wording of run_physics (readers branch)
         replay_run(run)
