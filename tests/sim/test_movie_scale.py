@@ -222,3 +222,81 @@ def test_replay_refuses_a_changed_movie(tmp_path):
     make_movie(path, frames=12, height=16, width=16, seed=2)
     with pytest.raises(ConfigError, match="changed since the"):  # also the wording of run_physics (readers branch)
         replay_run(run)
+
+
+# --- the reference's canonical Zarr layout --------------------------------------------------------
+
+def _canonical(path):
+    meta = json.loads((path / ".zattrs").read_text())
+    arr = json.loads((path / "concentration" / ".zarray").read_text())
+    dims = json.loads((path / "concentration" / ".zattrs").read_text())["_ARRAY_DIMENSIONS"]
+    return meta, arr, dims, json.loads((path / "manifest.json").read_text())
+
+
+def test_canonical_zarr_round_trip_from_npy_hdf5_and_zarr(tmp_path):
+    pytest.importorskip("zarr")
+    h5py = pytest.importorskip("h5py")
+    import subprocess
+    import sys
+
+    from plume_capture.sim.movie_zarr import convert
+    from plume_capture.sim.synth import puff_field
+
+    frames = puff_field(20, 100, 70, seed=1)
+    src = tmp_path / "m.npy"
+    np.save(src, frames)
+    src.with_suffix(".json").write_text(json.dumps({"fps": 12.0, "source_location_px": [3, 50]}))
+    out = convert(src, tmp_path / "m.zarr", pixel_to_grid=(0.5, 0.25), origin=(1.0, 2.0))
+    meta, arr, dims, manifest = _canonical(out)
+    assert meta == {"schema_version": "1.0.0", "fps": 12.0, "source_dtype": "float32", "pixel_to_grid": [0.5, 0.25],
+                    "origin": [1.0, 2.0], "extent": [50.0, 17.5], "source_location_px": [3, 50]}
+    assert arr["zarr_format"] == 2 and arr["dtype"] == "<f4" and arr["chunks"] == [8, 64, 64]
+    assert arr["compressor"]["id"] == "blosc" and arr["compressor"]["cname"] == "zstd"
+    assert dims == ["t", "y", "x"] and manifest["cli_args"][0] == "convert" and manifest["source_dtype"] == "float32"
+    field, info = load_movie(out)
+    np.testing.assert_array_equal(field, frames)
+    assert info["fps"] == 12.0 and info["source_location_px"] == [3, 50]
+
+    with h5py.File(tmp_path / "jet.h5", "w") as f:  # another dataset path, integer frames
+        f.create_dataset("plumes/jet", data=(frames * 200).astype(np.uint8), chunks=(5, 50, 70))
+    r = subprocess.run([sys.executable, "-m", "plume_capture.sim.movie_zarr", str(tmp_path / "jet.h5"),
+                        str(tmp_path / "jet.zarr"), "--dataset", "plumes/jet", "--fps", "15"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    meta, _, _, manifest = _canonical(tmp_path / "jet.zarr")
+    assert meta["source_dtype"] == "uint8" and meta["fps"] == 15.0 and "--dataset" in manifest["cli_args"]
+    np.testing.assert_array_equal(load_movie(tmp_path / "jet.zarr")[0], (frames * 200).astype(np.uint8).astype(np.float32))
+
+    again = convert(tmp_path / "jet.zarr", tmp_path / "again.zarr")  # an existing Zarr, rechunked: same frames
+    np.testing.assert_array_equal(load_movie(again)[0], load_movie(tmp_path / "jet.zarr")[0])
+
+    r = subprocess.run([sys.executable, "-m", "plume_capture.sim.movie_zarr", str(src), str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "already exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    np.save(tmp_path / "nofps.npy", frames)
+    with pytest.raises(ConfigError, match="no fps attribute"):
+        convert(tmp_path / "nofps.npy", tmp_path / "nofps.zarr")
+    assert not (tmp_path / "nofps.zarr").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_synthetic_zarr_is_canonical(tmp_path):
+    pytest.importorskip("zarr")
+    path = make_movie(tmp_path / "s.zarr", frames=10, height=70, width=90, seed=1, fps=20.0)
+    meta, arr, dims, _ = _canonical(path)
+    assert meta["schema_version"] == "1.0.0" and meta["fps"] == 20.0 and arr["chunks"] == [8, 64, 64]
+    assert dims == ["t", "y", "x"]
+
+
+def test_movie_cli_prints_the_info_and_the_full_hash(tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+
+    arr = np.arange(60, dtype=np.float32).reshape(3, 4, 5) / 60
+    np.save(tmp_path / "m.npy", arr)
+    r = subprocess.run([sys.executable, "-m", "plume_capture.sim.movie", str(tmp_path / "m.npy"), "--full"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["sha256"] == hashlib.sha256(arr.tobytes()).hexdigest()
+    assert info["identity"] == describe_movie(tmp_path / "m.npy")["identity"]
