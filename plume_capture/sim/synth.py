@@ -115,11 +115,11 @@ def make_movie(path, *, frames: int = 200, height: int = 128, width: int = 128, 
 
 
 def _write_zarr(path: Path, field: np.ndarray, attrs: dict) -> None:
-    from plume_capture.sim.movie_zarr import write
+    from plume_capture.sim.movie import write_canonical
 
     if path.exists():
         shutil.rmtree(path)  # np.save and h5py overwrite too
-    write(path, field, fps=attrs["fps"], source_location_px=attrs["source_location_px"],
+    write_canonical(path, field, fps=attrs["fps"], source_location_px=attrs["source_location_px"],
           cli_args=["plume_capture.sim.synth", str(path)])
 
 

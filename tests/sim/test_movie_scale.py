@@ -239,7 +239,7 @@ def test_canonical_zarr_round_trip_from_npy_hdf5_and_zarr(tmp_path):
     import subprocess
     import sys
 
-    from plume_capture.sim.movie_zarr import convert
+    from plume_capture.sim.movie import convert
     from plume_capture.sim.synth import puff_field
 
     frames = puff_field(20, 100, 70, seed=1)
