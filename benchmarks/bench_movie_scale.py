@@ -105,6 +105,17 @@ def _movie_rss(pid: int, path: str) -> float:
     return total / 1024
 
 
+def _cached_mb(path: Path) -> float | None:
+    """MiB of ``path`` in the page cache (util-linux ``fincore``): after a run that started with
+    none of it cached, what the run read of the movie."""
+    try:
+        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                             capture_output=True, text=True, check=True).stdout
+        return round(int(out.split()[0]) / 2**20, 1)
+    except (OSError, subprocess.CalledProcessError, ValueError, IndexError):
+        return None
+
+
 def _actors(root: int) -> list[int]:
     """The Ray actors started under process ``root`` (the child's own Ray instance)."""
     import psutil
@@ -156,6 +167,7 @@ def measure(movie: Path, engine: str, args, out: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"child failed ({proc.returncode}): {stderr.strip()[-2000:]}")
     row = json.loads(stdout.strip().splitlines()[-1])
+    row["movie_cached_mb_after"] = _cached_mb(movie)
     shutil.rmtree(row.pop("run_dir"), ignore_errors=True)
     row["actors_peak_mb"] = [{k: round(v, 1) for k, v in p.items()} for p in peak.values()]
     return row

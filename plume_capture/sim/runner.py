@@ -16,6 +16,7 @@ from plume_capture.io.arrow import column, strings
 from plume_capture.sim.plan import Shard
 
 _OBS_TYPE = STEP_SCHEMA.field("observation_summary").type
+MOVIE_CHUNK_ROWS = 1 << 13  # most steps per kernel call on a movie (each may map a few 4 KiB pages)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,12 @@ class ShardRunner:
         example = (ka.params, ka.field, np.zeros(1, np.int64), ka.state, ka.rows(1), ka.episodes(1))
         self.kernel = specialize(run_episodes, ka.codes, example)  # example arguments: the kernel's types
         self.node = _node_id()
+        self._release, self._chunk_rows = None, job.chunk_rows
+        if self.physics.movie is not None:
+            from plume_capture.sim.movie import release_pages
+
+            # A movie's pages stay mapped until released: at most MOVIE_CHUNK_ROWS steps' worth at a time.
+            self._release, self._chunk_rows = release_pages, min(job.chunk_rows, MOVIE_CHUNK_ROWS)
         self._sees = None  # whether this process sees the staging directory (multi-shard runs)
 
     def ping(self) -> int:
@@ -142,10 +149,6 @@ class ShardRunner:
 
         t0 = time.perf_counter()
         steps, episodes = self._simulate(shard)
-        if self.physics.movie is not None:  # the pages this shard touched leave this process's RSS
-            from plume_capture.sim.movie import release_pages
-
-            release_pages(self.args.field)
         block = BLOCK_BYTES if self.job.rotate else None
         if self.job.staging is not None:
             return self._pieces(shard, steps, episodes, block, t0)
@@ -190,8 +193,10 @@ class ShardRunner:
         while st.episode[0] < n:
             e0 = int(st.episode[0])
             # Fresh output rows for each call, in Arrow's pool: the Arrow arrays then wrap them (no copies).
-            cols = ka.rows(int(min(job.chunk_rows, (n - e0) * max_steps)), _empty)
+            cols = ka.rows(int(min(self._chunk_rows, (n - e0) * max_steps)), _empty)
             r = self.kernel(ka.params, ka.field, seeds, st, cols, summary)
+            if self._release is not None:  # the movie pages this call touched leave this process's RSS
+                self._release(ka.field)
             # Short episodes leave most of the bound unused; the records must not pin it.
             cols = tuple(c[:r] if 2 * r >= len(c) else _copy(c[:r]) for c in cols)
             o_ep, o_step, o_action, o_reward, o_term, o_trunc, o_x, o_y, o_heading, o_dist, o_obs = cols
