@@ -62,8 +62,9 @@ def _rss_of_mapping(path) -> int:
     return total
 
 
-def test_a_runner_drops_the_movie_pages_it_touched_after_each_shard(tmp_path):
+def test_a_runner_drops_the_movie_pages_it_touched_after_each_kernel_call(tmp_path, monkeypatch):
     from plume_capture.config import resolve
+    from plume_capture.sim import runner as runner_mod
     from plume_capture.sim.plan import Shard
     from plume_capture.sim.runner import Job, ShardRunner
 
@@ -72,11 +73,18 @@ def test_a_runner_drops_the_movie_pages_it_touched_after_each_shard(tmp_path):
     np.save(path, frames)
     spec = resolve(_cfg(tmp_path, "x", path, {"kind": "local"}))
     physics = spec.env.build()
-    runner = ShardRunner(Job(env=physics.params, policy=spec.policy, run_id="r", base_seed=1, movie=physics.movie))
-    np.asarray(runner.args.field).sum()  # touch every page: the whole movie is resident in this mapping
+    job = Job(env=physics.params, policy=spec.policy, run_id="r", base_seed=1, movie=physics.movie)
+    small = ShardRunner(job)  # a movie this small stays mapped
+    np.asarray(small.args.field).sum()  # touch every page: the whole movie is resident in this mapping
+    small.run(Shard(0, 0, 20))
+    assert _rss_of_mapping(path) >= 15 << 20
+    monkeypatch.setattr(runner_mod, "MOVIE_MAPPED_BYTES", 8 << 20)  # as if it were large
+    runner = ShardRunner(job)
+    del small
+    np.asarray(runner.args.field).sum()
     assert _rss_of_mapping(path) >= 15 << 20
     runner.run(Shard(0, 0, 20))
-    assert _rss_of_mapping(path) < 1 << 20  # only the shard's pages were touched, and they were dropped
+    assert _rss_of_mapping(path) < 1 << 20  # only the last call's pages were touched, and they were dropped
     np.testing.assert_array_equal(runner.args.field[7], frames[7])  # and come back on the next touch
 
 
@@ -302,9 +310,9 @@ def test_movie_cli_prints_the_info_and_the_full_hash(tmp_path):
     assert info["identity"] == describe_movie(tmp_path / "m.npy")["identity"]
 
 
-def test_movie_shards_run_in_bounded_kernel_calls_with_the_same_records(tmp_path):
-    """On a movie each kernel call writes at most MOVIE_CHUNK_ROWS steps (its pages are released
-    after each call); the records are those of one call per shard."""
+def test_movie_shards_run_in_bounded_kernel_calls_with_the_same_records(tmp_path, monkeypatch):
+    """On a large movie each kernel call writes at most MOVIE_CHUNK_ROWS steps (its pages are
+    released after each call); the records are those of one call per shard."""
     import dataclasses
 
     from capture_helpers import WALL_CLOCK
@@ -313,6 +321,7 @@ def test_movie_shards_run_in_bounded_kernel_calls_with_the_same_records(tmp_path
     from plume_capture.sim.plan import Shard
     from plume_capture.sim.runner import Job, ShardRunner
 
+    monkeypatch.setattr(runner_mod, "MOVIE_MAPPED_BYTES", 0)  # this small movie counts as large
     path = make_movie(tmp_path / "m.npy", frames=30, height=40, width=40, seed=1)
     spec = resolve(_cfg(tmp_path, "x", path, {"kind": "local"}))
     physics = spec.env.build()
