@@ -233,15 +233,18 @@ def _open_movies(movies: list) -> tuple[str, str, str] | None:
 
     node = os.uname().nodename
     for info in movies:
-        try:
+        if not os.path.exists(info["path"]):
+            return ("operational", f"movie {info['path']!r} is not visible on node {node}", node)
+        try:  # the driver read this movie: a failure here is this node's
             here = describe_movie(info["path"], info["step_policy"])
-            if here["identity"] != info["identity"]:
-                return ("operational", f"movie {info['path']!r} on node {node} is not the movie this run uses "
-                        f"(identity {here['identity'][:12]} != {info['identity'][:12]})", node)
-            open_frames(info)
         except ConfigError as exc:
-            if not os.path.exists(info["path"]):
-                return ("operational", f"movie {info['path']!r} is not visible on node {node}", node)
+            return ("operational", f"node {node} cannot read movie {info['path']!r}: {exc}", node)
+        if here["identity"] != info["identity"]:
+            return ("operational", f"movie {info['path']!r} on node {node} is not the movie this run uses "
+                    f"(identity {here['identity'][:12]} != {info['identity'][:12]})", node)
+        try:
+            open_frames(info)
+        except ConfigError as exc:  # a bad value in the movie (the same on every node)
             return ("config", str(exc), node)
         except OperationalError as exc:
             return ("operational", str(exc), node)

@@ -49,6 +49,19 @@ def test_ray_opens_the_movie_in_the_actors_same_records_as_in_process(tmp_path, 
         assert len(list(movie_mod.cache_dir().glob("*.npy"))) >= 1
 
 
+def test_a_bad_value_found_by_the_nodes_is_bad_input_and_nothing_is_written(tmp_path, ray_session):
+    """On Ray the driver reads no frames: the nodes' first open finds the NaN, before any shard."""
+    from plume_capture.capture import capture
+
+    arr = np.zeros((6, 8, 8), np.float32)
+    arr[4, 2, 3] = np.nan
+    path = tmp_path / "nan.npy"
+    np.save(path, arr)
+    with pytest.raises(ConfigError, match="non-finite value .* at frame 4, y=2, x=3"):
+        capture(_cfg(tmp_path, "out", path, {"kind": "ray", "num_actors": 2}))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.json*"))
+
+
 def _rss_of_mapping(path) -> int:
     """Resident bytes of this process's mappings of ``path`` (/proc/self/smaps)."""
     total, inside = 0, False
