@@ -9,6 +9,8 @@ planned and opened where it runs.
   ``.npy`` dtype or order) is decoded once per node, chunk by chunk, into a node-local ``.npy``
   cache file (:func:`cache_dir`) that is then memory-mapped the same way.
 * ``load_movie(path, step_policy)``: both, in one process.
+* ``convert`` / ``write_canonical``: a movie written in the reference's canonical Zarr layout
+  (CLI: :mod:`plume_capture.sim.movie_zarr`).
 
 Formats: ``.npy`` (an optional sidecar ``<stem>.json`` holds ``fps`` / ``source_location_px``),
 Zarr (a directory or ``*.zarr``: array ``concentration`` with dims ``t, y, x``, root attrs) and
