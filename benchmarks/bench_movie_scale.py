@@ -75,7 +75,8 @@ def child(args) -> int:
         spilled = max([int(m) for f in logs.glob("raylet*.out")
                        for m in re.findall(r"Spilled (\d+) MiB", f.read_text(errors="replace"))], default=0)
         ray.shutdown()
-    print(json.dumps({"engine": args.engine, "steps": res.steps, "capture_wall_s": res.wall_s, "total_wall_s": wall,
+    eng = json.loads((res.run_dir / "run.json").read_text())["extra"]["engine"]
+    print(json.dumps({"engine": args.engine, "shard_retries": eng.get("shard_retries"), "steps": res.steps, "capture_wall_s": res.wall_s, "total_wall_s": wall,
                       "steps_per_s": res.steps / res.wall_s, "driver_peak_rss_mb":
                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "spilled_mib": spilled,
                       "run_dir": str(res.run_dir)}))
