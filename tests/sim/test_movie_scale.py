@@ -349,3 +349,15 @@ def test_movie_shards_run_in_bounded_kernel_calls_with_the_same_records(tmp_path
     assert steps.select(keep).equals(whole[0].select(keep))
     keep = [c for c in episodes.column_names if c not in WALL_CLOCK]
     assert episodes.select(keep).equals(whole[1].select(keep))
+
+
+def test_a_file_uri_names_the_same_movie_and_other_schemes_are_refused(tmp_path):
+    from plume_capture.capture import capture
+
+    path = make_movie(tmp_path / "m.npy", frames=6, height=8, width=8, seed=1)
+    plain = capture(_cfg(tmp_path, "plain", path, {"kind": "local"}, episodes=3)).run_dir
+    uri = capture(_cfg(tmp_path, "uri", f"file://{path}", {"kind": "local"}, episodes=3)).run_dir
+    assert_same_records(plain, uri)
+    assert run_json(uri)["extra"]["env"]["movie"]["identity"] == run_json(plain)["extra"]["env"]["movie"]["identity"]
+    with pytest.raises(ConfigError, match="storage scheme 's3' is not supported"):
+        describe_movie("s3://bucket/m.npy")
