@@ -75,12 +75,12 @@ def main(argv=None) -> int:
         movie = args.movie or str(make_movie(tmp / "puff.npy", frames=args.frames, height=args.size,
                                              width=args.size, seed=0))
         gen_s = time.perf_counter() - t0
-        from plume_capture.sim.movie import load_movie
+        from plume_capture.sim.movie import describe_movie
 
-        _, info = load_movie(movie, "wrap")
+        info = describe_movie(movie, "wrap")
         grid = (info["shape"][2], info["shape"][1])
         if not args.json:
-            print(f"movie {info['shape']} ({info['format']}, sha256 {info['sha256'][:12]}…), "
+            print(f"movie {info['shape']} ({info['format']}, identity {info['identity'][:12]}…), "
                   f"{'generated' if not args.movie else 'given'} in {gen_s:.2f} s")
         rows = run("movie", args, movie, out, grid)
         if args.static:

@@ -13,6 +13,7 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ.pop("RAY_ADDRESS", None)
 os.environ.setdefault("PLUME_CAPTURE_TEST_MARKER", _RAY_TMP)
+os.environ.setdefault("PLUME_CAPTURE_MOVIE_CACHE", os.path.join(_RAY_TMP, "movies"))  # decoded movies, per session
 # Unique to this pytest process: every process it starts (Ray included) inherits it, so the
 # session end can find and stop leftovers by PID (never by name, never `ray stop`).
 SESSION_MARK_VAR = "PLUME_CAPTURE_TEST_SESSION"

@@ -13,7 +13,7 @@ import time
 
 from plume_capture.sim.runner import Job, ShardRunner
 from plume_capture.config.resolve import OBJECT_STORE_MB_DEFAULT
-from plume_capture.errors import CaptureError, OperationalError
+from plume_capture.errors import CaptureError, ConfigError, OperationalError
 
 
 def _placement(n: int) -> list:
@@ -125,8 +125,7 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
         pool = RayPool(first.num_actors, first.headroom_cpus)
     # Each job goes to the object store once: pickling it into every shard call cost the driver
     # ~0.1 ms per shard.
-    jobs = [ray.put(p.job(ray.put(p.physics.field) if p.physics.params.plume == "movie" else None))
-            for p, _, _ in work]
+    jobs = [ray.put(p.job()) for p, _, _ in work]  # a movie's frames are opened by the actors themselves
     window = max(p.window for p, _, _ in work)
     todo = collections.deque((r, group) for r, (_, shards, _) in enumerate(work)
                              for group in _groups(shards, pool.n * window))
@@ -205,7 +204,8 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
                             pings[pool.actors[i].ping.remote()] = i
                         continue
                     except RayTaskError as exc:
-                        if isinstance(getattr(exc, "cause", None), OSError):  # e.g. the disk is full
+                        # e.g. the disk is full; a node that cannot open the run's movie
+                        if isinstance(getattr(exc, "cause", None), (OSError, OperationalError, ConfigError)):
                             raise exc.cause from None
                         cause = getattr(exc, "cause", None)
                         why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
@@ -227,6 +227,56 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
         if own_pool:
             pool.kill()
     return out
+
+
+def _open_movies(movies: list) -> tuple[str, str, str] | None:
+    """On one node: open each movie (map, decode or check it as an actor will); the first
+    failure as ``(kind, message, node)``, else None."""
+    from plume_capture.sim.movie import describe_movie, open_frames
+
+    node = os.uname().nodename
+    for info in movies:
+        if not os.path.exists(info["path"]):
+            return ("operational", f"movie {info['path']!r} is not visible on node {node}", node)
+        try:  # the driver read this movie: a failure here is this node's
+            here = describe_movie(info["path"], info["step_policy"])
+        except ConfigError as exc:
+            return ("operational", f"node {node} cannot read movie {info['path']!r}: {exc}", node)
+        if here["identity"] != info["identity"]:
+            return ("operational", f"movie {info['path']!r} on node {node} is not the movie this run uses "
+                    f"(identity {here['identity'][:12]} != {info['identity'][:12]})", node)
+        try:
+            open_frames(info)
+        except ConfigError as exc:  # a bad value in the movie (the same on every node)
+            return ("config", str(exc), node)
+        except OperationalError as exc:
+            return ("operational", str(exc), node)
+    return None
+
+
+MOVIE_CHECK_TIMEOUT_S = 3600.0  # decoding a large Zarr movie on a node's first use takes a while
+
+
+def check_movies(movies: list) -> None:
+    """Before any shard runs: every alive node of the Ray cluster opens the run's movies from its own
+    storage (a decoded copy is made once per node here). OperationalError (exit 3, one line) when a
+    node cannot see a movie or sees another one at its path; ConfigError for a bad value in it."""
+    if not movies:
+        return
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(_open_movies)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    refs = [task.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node_id=n["NodeID"], soft=False)).remote(movies) for n in nodes]
+    for node, result in zip(nodes, ray.get(refs, timeout=MOVIE_CHECK_TIMEOUT_S)):
+        if result is not None:
+            kind, message, _ = result
+            where = node.get("NodeManagerAddress", "?")
+            if kind == "config":
+                raise ConfigError(message)
+            raise OperationalError(f"{message} (Ray node {node['NodeID'][:8]} at {where})")
 
 
 PROBE_TIMEOUT_S = 10.0  # how long a cluster address may take to connect, and then to answer

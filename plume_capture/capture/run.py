@@ -106,11 +106,11 @@ class Prepared:
     def episodes(self) -> int:
         return self.spec.episodes
 
-    def job(self, field_ref=None) -> Job:
+    def job(self) -> Job:
         """What every shard runner of this run gets."""
         s = self.spec
         return Job(env=self.physics.params, policy=s.policy, run_id=self.run_id, base_seed=s.seed,
-                   parquet=s.parquet, rotate=s.rotate_size is not None, field_ref=field_ref,
+                   parquet=s.parquet, rotate=s.rotate_size is not None, movie=self.physics.movie,
                    staging=str(self.staging.resolve()) if self.sharded else None, token=self.token,
                    rotate_size=s.rotate_size, config_hash=s.config_hash)
 
@@ -125,6 +125,8 @@ def prepare(spec: RunSpec, *, run_id: str | None = None, run_dir: Path | None = 
     if kind == "auto":
         kind = "local" if (eng.address is None and eng.num_actors is None and (
             spec.episodes * physics.params.max_steps <= LOCAL_MAX_STEPS or (os.cpu_count() or 1) <= 2)) else "ray"
+    if kind == "local" and physics.movie is not None:
+        physics.field  # noqa: B018 - in-process, the driver runs the kernels: open (and check) the frames now
     if run_id is None:
         root = Path(spec.output).expanduser()  # checked writable by the config check (config.check)
         run_id = runmeta.new_run_id()
@@ -372,6 +374,9 @@ def session(prepared: list[Prepared], progress: bool = False):
             info["ray_s"] = time.perf_counter() - t0 if started else 0.0
             if in_main:  # ray.init installs its own SIGTERM handlers (exit 15)
                 signal.signal(signal.SIGTERM, _raise_interrupt)
+            from plume_capture.capture.on_ray import check_movies
+
+            check_movies([p.physics.movie for p in prepared if p.engine == "ray" and p.physics.movie])
         yield info
     finally:
         if in_main:

@@ -278,7 +278,7 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
     if movie:
         _check(path is not None, "env.plume is movie but movie.path is not set")
         if check_paths:
-            _check(os.path.exists(path), f"movie.path {path!r} does not exist")
+            _check(os.path.exists(path.removeprefix("file://")), f"movie.path {path!r} does not exist")
 
     # puff
     from plume_capture.sim import puff  # its ranges live with the model

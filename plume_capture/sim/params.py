@@ -176,27 +176,17 @@ class EnvParams:
         return {k: getattr(self, f"puff_{k}") for k in _PUFF}
 
     def build(self) -> "Physics":
-        """Validate, resolve defaults, compute (or load) the field; raises ConfigError on bad input."""
-        return self._build(None)
-
-    def build_with_field(self, field: np.ndarray) -> "Physics":
-        """As ``build`` for already-resolved params, reusing a field (e.g. movie frames shared
-        through Ray's object store instead of re-read from disk)."""
-        return self._build(field)
-
-    def _build(self, given_field) -> "Physics":
+        """Validate, resolve defaults, compute the static field or describe the movie (its frames
+        are opened on first use of ``Physics.field``); raises ConfigError on bad input."""
         plume = _choice("env.plume", self.plume, PLUMES)
         movie_info = None
-        field = given_field
+        field = None
         if plume == "movie":
-            from plume_capture.sim.movie import load_movie  # optional feature, imported on use
+            from plume_capture.sim.movie import describe_movie  # optional feature, imported on use
 
             step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICY_CODES))
-            if field is None:
-                field, movie_info = load_movie(self.movie_path, step_policy)
-            else:
-                movie_info = None
-            height, width = field.shape[1], field.shape[2]
+            movie_info = describe_movie(self.movie_path, step_policy)
+            height, width = movie_info["shape"][1], movie_info["shape"][2]
         else:
             width, height = _pair("env.grid_size", self.grid_size)
             if width < 1 or height < 1:
@@ -253,7 +243,7 @@ class EnvParams:
             movie_step_policy=step_policy, movie_source_location=goal if plume == "movie" else None,
             **{f"puff_{k}": v for k, v in puff.normalized(self.puff_group()).items()},
         )
-        if field is None and plume == "static":
+        if plume == "static":
             from plume_capture.kernels.plume import gaussian_field
 
             field = gaussian_field(width, height, goal[0], goal[1], sigma)
@@ -265,11 +255,21 @@ _NO_FIELD = np.zeros((1, 1, 1), np.float32)  # the field argument of a puff plum
 
 @dataclass(frozen=True, eq=False)
 class Physics:
-    """Resolved parameters plus the concentration field (None for the puff plume, which has none);
-    ``kernel_args`` gives what the kernels take."""
+    """Resolved parameters plus the concentration field (none for the puff plume);
+    ``kernel_args`` gives what the kernels take. A movie's frames (``frames``) are opened,
+    memory-mapped, on first use of ``field`` in the process that uses them
+    (:func:`plume_capture.sim.movie.open_frames`)."""
     params: EnvParams
-    field: np.ndarray | None
+    frames: np.ndarray | None
     movie: dict | None = None
+
+    @property
+    def field(self) -> np.ndarray | None:
+        if self.frames is None and self.movie is not None:
+            from plume_capture.sim.movie import open_frames
+
+            object.__setattr__(self, "frames", open_frames(self.movie))
+        return self.frames
 
     def kernel_args(self, policy: PolicyParams | None = None, envs: int = 1) -> KernelArgs:
         """The one factory of kernel arguments: the literal codes, the :class:`Params` record of

@@ -16,6 +16,13 @@ from plume_capture.io.arrow import column, strings
 from plume_capture.sim.plan import Shard
 
 _OBS_TYPE = STEP_SCHEMA.field("observation_summary").type
+# A movie larger than MOVIE_MAPPED_BYTES runs at most MOVIE_CHUNK_ROWS steps per kernel call, and the
+# pages a call mapped are released after it. A touched cell maps its page and up to 15 cached
+# neighbours (the kernel's 64 KiB fault-around): 8Ki-step calls peaked at ~330 MB mapped per actor
+# on an 8 GiB movie. A smaller movie stays mapped (releasing it after every call cost ~3x in page
+# faults on a 46 MB movie).
+MOVIE_MAPPED_BYTES = 256 << 20
+MOVIE_CHUNK_ROWS = 1 << 11
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,7 @@ class Job:
     rotate: bool = False
     gzip_level: int = 1
     chunk_rows: int = 1 << 18  # most rows per kernel call (a default shard fits in one call)
-    field_ref: object = None  # movie frames shared through Ray's object store (None: build locally)
+    movie: dict | None = None  # the movie the driver described (a worker must open the same one)
     # A multi-shard run (io.shardfiles): each shard's files are made here and, when this process
     # sees ``staging`` (its probe file holds ``token``), written here; else the bytes go back.
     staging: str | None = None
@@ -86,6 +93,23 @@ def _node_id() -> str:
     return os.uname().nodename
 
 
+def open_movie_env(job: Job):
+    """``job.env`` built here, its movie's frames opened: OperationalError (exit 3, one line) when
+    this node cannot see the movie the driver described or sees another one at its path."""
+    from plume_capture.errors import ConfigError, OperationalError
+
+    expected = job.movie
+    try:
+        physics = job.env.build()
+    except ConfigError as exc:
+        raise OperationalError(f"node {os.uname().nodename} cannot use movie {expected['path']!r}: {exc}") from None
+    if physics.movie["identity"] != expected["identity"]:
+        raise OperationalError(f"movie {expected['path']!r} on node {os.uname().nodename} is not the movie this "
+                               f"run uses (identity {physics.movie['identity'][:12]} != {expected['identity'][:12]})")
+    physics.field  # noqa: B018 - open (map, decode or check) the frames now
+    return physics
+
+
 class ShardRunner:
     """Runs shards of one job. Kernels are compiled (or loaded from Numba's cache) once."""
 
@@ -101,19 +125,22 @@ class ShardRunner:
         from plume_capture.kernels.rollout import run_episodes
 
         self.job = job
-        field = None
-        if job.field_ref is not None:
-            import ray
-
-            field = ray.get(job.field_ref)
-        if physics is not None:  # in-process: reuse the driver's (movie frames are loaded once)
+        if physics is not None:  # in-process: reuse the driver's (movie frames are mapped once)
             self.physics = physics
+        elif job.movie is not None:
+            self.physics = open_movie_env(job)
         else:
-            self.physics = job.env.build() if field is None else job.env.build_with_field(field)
-        ka = self.args = self.physics.kernel_args(job.policy)
+            self.physics = job.env.build()
+        ka = self.args = self.physics.kernel_args(job.policy)  # opens (memory-maps) a movie's frames
         example = (ka.params, ka.field, np.zeros(1, np.int64), ka.state, ka.rows(1), ka.episodes(1))
         self.kernel = specialize(run_episodes, ka.codes, example)  # example arguments: the kernel's types
         self.node = _node_id()
+        self._release, self._chunk_rows = None, job.chunk_rows
+        if self.physics.movie is not None and ka.field.nbytes > MOVIE_MAPPED_BYTES:
+            from plume_capture.sim.movie import release_pages
+
+            # A movie's pages stay mapped until released: at most MOVIE_CHUNK_ROWS steps' worth at a time.
+            self._release, self._chunk_rows = release_pages, min(job.chunk_rows, MOVIE_CHUNK_ROWS)
         self._sees = None  # whether this process sees the staging directory (multi-shard runs)
 
     def ping(self) -> int:
@@ -172,10 +199,12 @@ class ShardRunner:
         while st.episode[0] < n:
             e0 = int(st.episode[0])
             # Fresh output rows for each call, in Arrow's pool: the Arrow arrays then wrap them (no copies).
-            cols = ka.rows(int(min(job.chunk_rows, (n - e0) * max_steps)), _empty)
+            cols = ka.rows(int(min(self._chunk_rows, (n - e0) * max_steps)), _empty)
             t0 = time.perf_counter()
             r = self.kernel(ka.params, ka.field, seeds, st, cols, summary)
             per_step = (time.perf_counter() - t0) / r
+            if self._release is not None:  # the movie pages this call touched leave this process's RSS
+                self._release(ka.field)
             # Short episodes leave most of the bound unused; the records must not pin it.
             cols = tuple(c[:r] if 2 * r >= len(c) else _copy(c[:r]) for c in cols)
             o_ep, o_step, o_action, o_reward, o_term, o_trunc, o_x, o_y, o_heading, o_dist, o_obs = cols

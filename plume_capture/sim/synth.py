@@ -1,8 +1,9 @@
 """A synthetic movie plume for tests and demos: Gaussian puffs from a source, advected by a
 meandering wind, growing by diffusion (no downloads; deterministic from the seed).
 
-``make_movie(path, ...)`` writes it as ``.npy`` (+ sidecar ``<stem>.json``), Zarr or HDF5 in the
-layout :func:`plume_capture.sim.movie.load_movie` reads. CLI::
+``make_movie(path, ...)`` writes it as ``.npy`` (+ sidecar ``<stem>.json``), Zarr (the reference's
+canonical layout, :mod:`plume_capture.sim.movie_zarr`) or HDF5, as :mod:`plume_capture.sim.movie`
+reads them. CLI::
 
     python -m plume_capture.sim.synth OUT.npy [--frames 200] [--height 128] [--width 128] [--seed 0]
                                   [--format npy|zarr|hdf5] [--source X Y] [--fps 15]
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -113,18 +115,12 @@ def make_movie(path, *, frames: int = 200, height: int = 128, width: int = 128, 
 
 
 def _write_zarr(path: Path, field: np.ndarray, attrs: dict) -> None:
-    import zarr
+    from plume_capture.sim.movie import write_canonical
 
-    chunks = (min(field.shape[0], 16),) + field.shape[1:]
-    root = zarr.open_group(str(path), mode="w")
-    if hasattr(root, "create_array"):  # zarr 3
-        arr = root.create_array("concentration", shape=field.shape, dtype="float32", chunks=chunks,
-                                dimension_names=("t", "y", "x"))
-    else:  # zarr 2 (xarray's dimension convention)
-        arr = root.create_dataset("concentration", shape=field.shape, dtype="float32", chunks=chunks)
-        arr.attrs["_ARRAY_DIMENSIONS"] = ["t", "y", "x"]
-    arr[...] = field
-    root.attrs.update(attrs)
+    if path.exists():
+        shutil.rmtree(path)  # np.save and h5py overwrite too
+    write_canonical(path, field, fps=attrs["fps"], source_location_px=attrs["source_location_px"],
+          cli_args=["plume_capture.sim.synth", str(path)])
 
 
 def _write_hdf5(path: Path, field: np.ndarray, attrs: dict) -> None:

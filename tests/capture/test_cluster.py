@@ -95,17 +95,23 @@ def test_default_actor_count_leaves_one_cpu_of_headroom_on_a_cluster(cluster, tm
     assert eng["actors"] == cpus - 1  # one CPU left for restarted actors
 
 
-def test_movie_plume_same_records_across_nodes(cluster, tmp_path):
+@pytest.mark.parametrize("fmt", ["npy", "zarr"])
+def test_movie_plume_same_records_across_nodes(cluster, tmp_path, fmt):
+    """Each node opens the movie from the shared path itself (a Zarr is decoded once per node)."""
     from plume_capture.sim.synth import make_movie
 
-    movie = make_movie(tmp_path / "plume.npy", frames=20, height=32, width=40, seed=3)
+    movie = make_movie(tmp_path / f"plume.{fmt}", frames=20, height=32, width=40, seed=3)
     data = dict(episodes=24, seed=9, env={"plume": "movie", "max_steps": 60, "observation_type": "antennae"},
                 movie={"path": str(movie), "step_policy": "clamp"})
     local = capture(_cfg(tmp_path, "mlocal", {"kind": "local"}, **data)).run_dir
-    run = capture(_cfg(tmp_path, "mcluster", {"kind": "ray", "num_actors": 2, "shard_episodes": 3}, **data)).run_dir
+    import ray
+
+    nodes = sum(1 for n in ray.nodes() if n["Alive"])  # 3, or 2 after the node-removal test
+    run = capture(_cfg(tmp_path, "mcluster", {"kind": "ray", "num_actors": nodes, "shard_episodes": 3},
+                       **data)).run_dir
     info = run_json(run)["extra"]["engine"]
-    assert info["nodes"] >= 2, info
-    assert run_json(run)["extra"]["env"]["movie"]["sha256"] == run_json(local)["extra"]["env"]["movie"]["sha256"]
+    assert info["nodes"] == nodes, info
+    assert run_json(run)["extra"]["env"]["movie"]["identity"] == run_json(local)["extra"]["env"]["movie"]["identity"]
     assert_same_records(local, run, parquet=True)
 
 
@@ -195,3 +201,23 @@ def test_a_node_that_does_not_see_the_output_ships_its_shards_to_the_driver(clus
     assert_same_records(local, run, parquet=True)
     assert _names_rows(run) == _names_rows(local)
     assert node in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+
+def test_a_node_that_cannot_see_the_movie_is_refused_before_any_shard_runs(cluster, unshared_node, tmp_path, capsys):
+    """The movie lies where one node of four sees an empty tmpfs: the run stops with one line
+    naming the movie and that node, exit 3, and nothing is written."""
+    import ray
+
+    from plume_capture.cli.capture import main
+    from plume_capture.sim.synth import make_movie
+
+    out, node = unshared_node
+    movie = make_movie(out / "plume.npy", frames=8, height=16, width=16, seed=1)
+    nodes = sum(1 for n in ray.nodes() if n["Alive"])
+    root = tmp_path / "runs"
+    code = main(["--quiet", "--episodes", "8", "--output", str(root), "--engine", "ray", "--num-actors", str(nodes),
+                 "env.plume=movie", f"movie.path={movie}", "env.max_steps=20"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3, err
+    assert len(err) == 1 and f"movie {str(movie)!r} is not visible on node" in err[0] and node[:8] in err[0], err
+    assert not root.exists() or not any(root.rglob("*.jsonl*")), list(root.rglob("*"))

@@ -19,7 +19,7 @@ import reference_model
 from kernel_driver import kernel_episodes
 from plume_capture.sim import movie as movie_mod
 from plume_capture.errors import ConfigError
-from plume_capture.sim.movie import load_movie
+from plume_capture.sim.movie import full_sha256, load_movie
 from plume_capture.sim.synth import make_movie, puff_field
 from reference_model import COLUMNS, Config, Policy, RefEnv, episodes
 
@@ -139,12 +139,32 @@ def test_npy_float32_is_memory_mapped_and_read_only(tmp_path):
     arr[1] = 0.0
     path = save_npy(tmp_path / "m.npy", arr, fps=30, source_location_px=[4, 2])
     field, info = load_movie(path, "clamp")
-    assert type(field) is np.ndarray and isinstance(field.base, np.memmap)
+    assert type(field) is np.ndarray and mapped(field) == str(path)  # the file itself, no copy
     assert field.dtype == np.float32 and field.flags.c_contiguous and not field.flags.writeable
     np.testing.assert_array_equal(field, arr)
-    assert info == {"path": str(path.absolute()), "format": "npy", "shape": [4, 3, 5],
-                    "sha256": hashlib.sha256(arr.tobytes()).hexdigest(), "step_policy": "clamp",
-                    "fps": 30.0, "source_location_px": [4, 2]}
+    identity = info.pop("identity")
+    assert len(identity) == 64 and int(identity, 16) >= 0
+    assert info == {"path": str(path.absolute()), "format": "npy", "shape": [4, 3, 5], "dtype": "<f4",
+                    "bytes": path.stat().st_size, "step_policy": "clamp", "fps": 30.0, "source_location_px": [4, 2]}
+    assert full_sha256({**info, "identity": identity}) == hashlib.sha256(arr.tobytes()).hexdigest()
+
+
+def mapped(field):
+    """The file ``field``'s memory map belongs to (from /proc/self/maps), or None."""
+    import mmap
+
+    base = field
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    if base is None:
+        return None
+    addr = field.__array_interface__["data"][0]
+    with open("/proc/self/maps") as f:
+        for line in f:
+            lo, hi = (int(v, 16) for v in line.split()[0].split("-"))
+            if lo <= addr < hi:
+                return line.split(maxsplit=5)[5].strip() if len(line.split()) > 5 else None
+    return None
 
 
 @pytest.mark.parametrize("convert", [
@@ -162,9 +182,10 @@ def test_npy_other_layouts_convert_once(tmp_path, convert):
     field, info = load_movie(path, "wrap")
     expected = np.ascontiguousarray(src, dtype=np.float32)
     assert field.dtype == np.float32 and field.flags.c_contiguous and not field.flags.writeable
+    assert mapped(field).startswith(str(movie_mod.cache_dir()))  # the node's decoded copy, mapped
     np.testing.assert_array_equal(field, expected)  # raw values: integers are not rescaled
     assert (field[0, :2] == 0.0).all()
-    assert info["sha256"] == hashlib.sha256(expected.tobytes()).hexdigest()
+    assert full_sha256(info) == hashlib.sha256(expected.tobytes()).hexdigest()
     assert info["fps"] is None and info["source_location_px"] is None
 
 
@@ -179,8 +200,9 @@ def test_three_formats_load_identically(tmp_path):
         np.testing.assert_array_equal(field, ref_field)
         assert field.dtype == np.float32 and field.flags.c_contiguous and not field.flags.writeable
         assert info["format"] == fmt and info["path"] == str(paths[fmt])
-        for key in ("shape", "sha256", "fps", "source_location_px", "step_policy"):
+        for key in ("shape", "fps", "source_location_px", "step_policy"):
             assert info[key] == ref_info[key], (fmt, key)
+        assert full_sha256(info) == full_sha256(ref_info)
     assert ref_info["shape"] == [12, 20, 24] and ref_info["fps"] == 12.5
     assert ref_info["source_location_px"] == [3, 11]
     # the env runs the same on each
@@ -297,7 +319,7 @@ def test_non_finite_found_in_a_later_chunk(tmp_path, monkeypatch):
         load_movie(save_npy(tmp_path / "d.npy", arr.astype(np.float64)), "wrap")  # converted path
     arr[4, 1, 0] = 0.5
     field, info = load_movie(save_npy(tmp_path / "ok.npy", arr), "wrap")
-    assert info["sha256"] == hashlib.sha256(arr.tobytes()).hexdigest()
+    assert full_sha256(info) == hashlib.sha256(arr.tobytes()).hexdigest()
 
 
 def test_zarr_and_hdf5_validation(tmp_path):
@@ -420,7 +442,8 @@ def test_capture_with_movie_records_frames_and_provenance(tmp_path):
     res = capture(_capture_cfg(tmp_path, path, "local"))
     run = json.loads((res.run_dir / "run.json").read_text())
     mv = run["extra"]["env"]["movie"]
-    assert mv["sha256"] == hashlib.sha256(np.load(path).tobytes()).hexdigest()
+    assert mv["identity"] == load_movie(path, "clamp")[1]["identity"]
+    assert full_sha256(mv) == hashlib.sha256(np.load(path).tobytes()).hexdigest()
     assert mv["path"] == str(path) and mv["shape"] == [10, 16, 16] and mv["step_policy"] == "clamp"
     assert mv["format"] == "npy" and mv["fps"] == 20.0 and mv["source_location_px"] == [3, 4]
     assert run["extra"]["env"]["plume"] == "movie" and run["extra"]["env"]["grid_size"] == [16, 16]
@@ -451,7 +474,7 @@ def test_capture_with_movie_same_records_on_ray(tmp_path, ray_session):
     assert_same_records(local.run_dir, ray_run.run_dir)  # all parts (the Ray run has one per shard)
     a = json.loads((local.run_dir / "run.json").read_text())["extra"]["env"]
     b = json.loads((ray_run.run_dir / "run.json").read_text())["extra"]["env"]
-    assert a == b and a["movie"]["sha256"]
+    assert a == b and a["movie"]["identity"]
 
 
 # --- differential: the reference model (docs/spec.md written out slowly) vs the kernels --------------------
