@@ -255,7 +255,11 @@ def compose_config(
     if not name or name.startswith("/") or name.endswith("/"):
         raise ConfigError(f"invalid config name {config_name!r}")
     primary = root / (name + ".yaml")
-    if not primary.is_file():
+    try:
+        found = primary.is_file()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        raise ConfigError(f"invalid config name {config_name[:60]!r}: {getattr(exc, "strerror", None) or exc}") from None
+    if not found:
         raise ConfigError(f"config {name!r} not found in config path {shown_root!r} (no {name}.yaml)")
     # Hydra's root is the primary config's directory, so the preset group is `experiment`.
     hydra_root = primary.parent.resolve()

@@ -23,6 +23,7 @@ CODE_PERMALINK = "https://pypi.org/project/plume-capture/"
 
 def dataset_id_for(meta: dict) -> str:
     """Minari id ``plume-capture_<experiment>_<run_id>-v0`` (characters Minari rejects -> '_')."""
+    meta = meta if isinstance(meta, dict) else {}  # a damaged run.json: open_run reports it
     name = re.sub(r"[^\w.-]", "_", f"{meta.get('experiment')}_{meta.get('run_id')}")
     return f"plume-capture_{name}-v0"
 

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 
+from plume_capture.errors import OperationalError
 from plume_capture.export.reader import ExportError
 
 
@@ -33,12 +35,22 @@ def staged_dir(final: str):
     while not os.path.exists(os.path.dirname(top)):
         top = os.path.dirname(top)
     created = not os.path.exists(parent)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.partial-", dir=parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.partial-", dir=parent)
+    except OSError as exc:  # e.g. under /proc, a read-only or full file system, a file in the way
+        if created:
+            shutil.rmtree(top, ignore_errors=True)
+        raise OperationalError(f"cannot write {final}: {(exc.strerror or str(exc)).lower()}") from None
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        os.rename(tmp, final)
+        try:
+            os.rename(tmp, final)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) or os.path.lexists(final):
+                raise ExportError(f"output already exists: {final} (another export finished first)") from None
+            raise
     except BaseException:
         shutil.rmtree(top if created else tmp, ignore_errors=True)
         raise

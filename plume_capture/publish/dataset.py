@@ -120,6 +120,7 @@ def _fsync_dir(path: Path) -> None:
 def write_json_atomic(path: Path, doc) -> None:
     if path.is_dir():
         raise PublishError(f"{path}: is a directory, not a file this command can write; move it away")
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=2, allow_nan=False, ensure_ascii=False)
@@ -162,6 +163,12 @@ def open_repo(repo, dest: str = DEFAULT_DEST) -> DatasetRepo:
         raise PublishError(f"not a git repository (DVC needs git for versions): {top}")
     if Path(dest).is_absolute():
         raise PublishError(f"--dest must be relative to the repository: {dest}")
+    try:
+        dest.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PublishError(f"--dest {dest[:60]!r} is not valid UTF-8") from None
+    if "\0" in dest or any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in Path(dest).parts):
+        raise PublishError(f"--dest {dest[:60]!r}: a NUL byte, or a name longer than {MAX_NAME_BYTES} bytes")
     root = (top / dest).resolve()
     if root == top or top not in root.parents or ".dvc" in root.relative_to(top).parts \
             or ".git" in root.relative_to(top).parts:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import os
 
+from plume_capture.errors import OperationalError
 from plume_capture.report import figures
 from plume_capture.report.data import DEFAULT_SAMPLE, expand_run_dirs, summarize_run
 
@@ -134,12 +136,21 @@ def build_report(paths, out_html, png_dir=None, sample: int = DEFAULT_SAMPLE) ->
             f"<style>{_CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
     out_html = os.fspath(out_html)
     tmp = out_html + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, out_html)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.replace(tmp, out_html)
+    except OSError as exc:  # e.g. under /proc, a read-only or full file system
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OperationalError(f"cannot write {out_html}: {(exc.strerror or str(exc)).lower()}") from None
     if png_dir is not None:
-        os.makedirs(png_dir, exist_ok=True)
-        for name, png in figs:
-            with open(os.path.join(png_dir, name + ".png"), "wb") as f:
-                f.write(png)
+        try:
+            os.makedirs(png_dir, exist_ok=True)
+            for name, png in figs:
+                with open(os.path.join(png_dir, name + ".png"), "wb") as f:
+                    f.write(png)
+        except OSError as exc:
+            raise OperationalError(f"cannot write the figures into {png_dir}: "
+                                   f"{(exc.strerror or str(exc)).lower()}") from None
     return {"runs": runs, "figures": [n for n, _ in figs], "notes": notes}

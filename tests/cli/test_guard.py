@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.runfactory import make_run
 
 COMMANDS = {
     "plume-nav-capture": "plume_capture.cli.capture",
@@ -47,10 +46,14 @@ def one_line(stderr: str) -> str:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("guard") / "exp" / "run-20260101-120000-abc123"
-    d.mkdir(parents=True)
-    make_run(d, episodes=3, steps_per_episode=20, parquet=True)
-    return d
+    """A small real capture (in-process engine) with Parquet."""
+    from plume_capture.capture import capture
+    from plume_capture.config import complete_config
+
+    root = tmp_path_factory.mktemp("guard")
+    return capture(complete_config({"output": str(root), "experiment": "exp", "episodes": 3, "seed": 1,
+                                    "parquet": True, "env": {"grid_size": [16, 16], "max_steps": 20},
+                                    "engine": {"kind": "local", "quiet": True}})).run_dir
 
 
 @pytest.fixture
