@@ -113,6 +113,19 @@ class Prepared:
                    rotate_size=s.rotate_size, config_hash=s.config_hash)
 
 
+def planned_shard_episodes(spec: RunSpec, max_steps: int) -> int:
+    """Episodes per shard of a new run of ``spec`` (the shard plan; ``capture.json`` records it)."""
+    explicit = spec.engine.shard_episodes
+    shard_episodes = shard_size(max_steps, explicit)
+    if -(-spec.episodes // shard_episodes) > MAX_SHARDS:
+        if explicit:
+            raise ConfigError(f"engine.shard_episodes={explicit} cuts {spec.episodes} episodes into "
+                              f"more than {MAX_SHARDS:,} shards (one file each); use at least "
+                              f"{-(-spec.episodes // MAX_SHARDS)}")
+        shard_episodes = -(-spec.episodes // MAX_SHARDS)
+    return shard_episodes
+
+
 def prepare(spec: RunSpec, *, run_id: str | None = None, run_dir: Path | None = None,
             start_time: float | None = None, shard_episodes: int | None = None, one_file: bool = False) -> Prepared:
     """Build the physics and fix the run's identity, place and execution (nothing is written).
@@ -128,13 +141,7 @@ def prepare(spec: RunSpec, *, run_id: str | None = None, run_dir: Path | None = 
         run_id = runmeta.new_run_id()
         run_dir = root / spec.experiment / run_id
     if shard_episodes is None:
-        shard_episodes = shard_size(physics.params.max_steps, eng.shard_episodes)
-        if -(-spec.episodes // shard_episodes) > MAX_SHARDS:
-            if eng.shard_episodes:
-                raise ConfigError(f"engine.shard_episodes={eng.shard_episodes} cuts {spec.episodes} episodes into "
-                                  f"more than {MAX_SHARDS:,} shards (one file each); use at least "
-                                  f"{-(-spec.episodes // MAX_SHARDS)}")
-            shard_episodes = -(-spec.episodes // MAX_SHARDS)
+        shard_episodes = planned_shard_episodes(spec, physics.params.max_steps)
     return Prepared(spec=spec, physics=physics, run_id=run_id, run_dir=run_dir, engine=kind,
                     shard_episodes=shard_episodes, one_file=one_file,
                     window=eng.window or DEFAULT_WINDOW, threads=local_threads(eng.threads),

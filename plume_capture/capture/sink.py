@@ -79,7 +79,7 @@ class RunSink:
         for writer, jsonl, schema in ((self.parquet[0], self.steps, STEP_SCHEMA),
                                       (self.parquet[1], self.episodes, EPISODE_SCHEMA)):
             layout = Layout(schema)
-            for name, _, _ in jsonl.checkpoint():
+            for name, *_ in jsonl.checkpoint():
                 for batch, problems in iter_jsonl_batches(self.staging / name, layout):
                     if problems:
                         line, code, msg = problems[0]
@@ -265,12 +265,14 @@ class ShardedSink:
         the committed shards' Parquet files are made from their JSON Lines."""
         import shutil
 
+        import stat
+
         keep = {name for e in entries for name, *_ in e["files"]}
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir()
-        for path in sorted(self.staging.iterdir()):
+        for path in sorted(self.staging.iterdir()):  # never through a symlink (resume refuses them first)
             if path.name.startswith((STEPS_BASENAME + ".", EPISODES_BASENAME + ".")):
-                if path.is_dir():
+                if stat.S_ISDIR(path.lstat().st_mode):
                     for sub in path.iterdir():
                         if f"{path.name}/{sub.name}" not in keep or not self.parquet:
                             sub.unlink()
