@@ -258,7 +258,9 @@ def foreign_entry(staging: Path, sharded: bool) -> str | None:
             if not entry.is_dir(follow_symlinks=False):
                 return f"{name} (not a directory)"
             for sub in sorted(os.scandir(entry.path), key=lambda d: d.name):
-                if sub.is_symlink() or not sub.is_file(follow_symlinks=False) or not _PQ_PART.match(sub.name):
+                if sub.is_symlink():
+                    return f"{name}/{sub.name} (a symbolic link)"
+                if not sub.is_file(follow_symlinks=False) or not _PQ_PART.match(sub.name):
                     return f"{name}/{sub.name} (not a Parquet part of a run)"
         elif sharded and name == TMP_DIR:
             if not entry.is_dir(follow_symlinks=False):
