@@ -95,3 +95,29 @@ def test_a_sweep_on_ray_shares_the_actors_and_keeps_each_points_records(tmp_path
         assert_same_records(alone.run_dir, res.run_dir)
         info = run_json(res.run_dir)["extra"]["engine"]
         assert info["kind"] == "ray" and info["shared_with_runs"] == len(points)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_worker_that_cannot_start_ends_the_run_in_one_line(tmp_path, threads):
+    """Numba refuses ``NUMBA_NUM_THREADS=0`` when a worker thread builds its shard runner: the run
+    ends (no hang) with that error in one line, exit 1, and nothing looks complete."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_NUM_THREADS": "0"}
+    env.pop("PLUME_CAPTURE_DEBUG", None)
+    env.pop("NUMBA_DISABLE_JIT", None)
+    args = [sys.executable, "-m", "plume_capture", "--episodes", "40", "--max-steps", "500", "--grid", "32x32",
+            "--engine", "local", "--quiet", "--output", "out", f"engine.threads={threads}", "engine.shard_episodes=4"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # our own child, by its handle
+        proc.communicate()
+        pytest.fail("the run hung after its worker failed to start")
+    assert proc.returncode in (1, 3), err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "could not start" in lines[0] and "Number of threads" in lines[0], err
+    assert not [p for p in (tmp_path / "out" / "default").iterdir() if not p.name.startswith(".")]
