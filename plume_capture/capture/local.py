@@ -101,6 +101,10 @@ def run_local(work, progress, on_done=None) -> list[dict]:
         if not shards:  # nothing left to run (a resumed run whose shards were all written)
             starts[i] = time.perf_counter()
             finish(i)
+    from plume_capture.io.jsonl_encode import configure_threads, load_polars_for
+
+    configure_threads(1)  # what each runner sets (one thread each), before polars is imported
+    load_polars_for(max((p.shard_episodes * p.physics.params.max_steps for p, shards, _ in work if shards), default=0))
     todo = iter(tasks)
     pending: collections.deque = collections.deque()
     with ThreadPoolExecutor(n, thread_name_prefix="shard") as pool:

@@ -34,7 +34,8 @@ from plume_capture.io.arrow import column, to_numpy
 from plume_capture.kernels.jsonl_encode import (_BOOL, _FLOAT, _FLOAT_LIST, _INT, _TOKEN, _TOKEN_LIST, _assemble,
                                                 _periodic)
 
-__all__ = ["BLOCK_BYTES", "EMPTY_GZIP_MEMBER", "EncodedJsonl", "configure_threads", "encode_jsonl"]
+__all__ = ["BLOCK_BYTES", "EMPTY_GZIP_MEMBER", "EncodedJsonl", "configure_threads", "encode_jsonl",
+           "load_polars_for"]
 
 BLOCK_BYTES = 65536  # SPEC §9.1: uncompressed text per gzip member when rotation is on
 _GZIP_WBITS = 31  # zlib wbits for the gzip container (header mtime 0: deterministic bytes)
@@ -86,6 +87,14 @@ def _pl():
     import polars
 
     return polars
+
+
+def load_polars_for(rows: int) -> None:
+    """Import polars now, in the calling thread, if encoding a table of ``rows`` rows would use it:
+    two threads importing polars for the first time at once can fail (an internal error, now
+    and then), so a pool of encoding threads gets it imported before they start."""
+    if rows > PYTHON_FLOATS_MAX_ROWS:
+        _pl()
 
 
 def _ro(a: np.ndarray) -> np.ndarray:

@@ -121,3 +121,28 @@ def test_a_worker_that_cannot_start_ends_the_run_in_one_line(tmp_path, threads):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "could not start" in lines[0] and "Number of threads" in lines[0], err
     assert not [p for p in (tmp_path / "out" / "default").iterdir() if not p.name.startswith(".")]
+
+
+def test_polars_is_imported_before_the_worker_threads(tmp_path):
+    """Two threads importing polars for the first time at once fail now and then (an internal
+    error); the race itself is not reproducible on demand, so this checks its precondition in a
+    fresh process: polars is imported by the thread that starts the workers, never by a worker."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, threading
+seen = []
+def hook(event, args):
+    if event == "import" and args[0] == "polars":
+        seen.append(threading.current_thread().name)
+sys.addaudithook(hook)
+from plume_capture.cli.capture import main
+rc = main(["--episodes", "16", "--max-steps", "500", "--grid", "32x32", "--engine", "local", "--quiet",
+           "--output", "out", "engine.threads=2", "engine.shard_episodes=10"])
+print(rc, seen)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rc, seen = out.stdout.strip().split(" ", 1)
+    assert rc == "0" and seen == "['MainThread']", (out.stdout, out.stderr)
