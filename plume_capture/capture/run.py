@@ -2,7 +2,7 @@
 backend (:mod:`.local` threads or :mod:`.on_ray` actors) through one :class:`RunSink`, and commit it.
 
 Write lifecycle: ``.<run_id>.partial/`` (staging, with ``capture.json`` and the journal) -> shards
-appended in order -> ``run.json`` -> atomic rename to ``<run_id>/`` (the commit point).
+appended in order -> rename to ``<run_id>/`` -> ``run.json`` written there (the commit point).
 """
 from __future__ import annotations
 
@@ -198,7 +198,8 @@ def _versions() -> dict:
     return v
 
 
-def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float, code) -> None:
+def _run_doc(p: Prepared, sink: RunSink, execution: dict, wall: float, code) -> dict:
+    """Close the run's files; -> its ``run.json``."""
     files = sink.close()
     code = code.result()
     sha, dirty = code["cwd"]["git_sha"], code["cwd"]["git_dirty"]
@@ -228,15 +229,41 @@ def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float, code) ->
         effective_env=p.physics.effective(), base_seed=s.seed, episodes=s.episodes,
         package_version=__version__, config_hash=s.config_hash, git_sha=sha, system=runmeta.system_info(),
         extra=extra)
-    runmeta.write_json_atomic(p.staging / "run.json", doc)
-    # The rename is the commit point. Until then the journal and manifest stay, so a finalizer that
-    # fails leaves a resumable run; a complete-looking run.json never stays behind in the staging dir.
+    return doc
+
+
+def _commit(p: Prepared, doc: dict) -> None:
+    """Rename the staging directory to the run's name, then write ``run.json`` there: the commit
+    point. ``run.json`` is never written in a staging directory, so no ``.partial`` ever looks
+    complete; until it is written the journal and manifest stay, so a commit that fails (or a
+    process killed between the two) leaves a resumable run (``--resume`` takes either name)."""
+    publish(p.staging, p.run_dir)
     try:
-        publish(p.staging, p.run_dir)
+        runmeta.write_json_atomic(p.run_dir / "run.json", doc)
     except BaseException:
-        (p.staging / "run.json").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # back to its staging name, where the CLI says to resume it
+            (p.run_dir / "run.json.tmp").unlink(missing_ok=True)
+            os.rename(p.run_dir, p.staging)
         raise
     drop_bookkeeping(p.run_dir)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait until the block is done (a commit is never cut in half); yields the
+    list of those that came. Only in the main thread (elsewhere no signal handler runs)."""
+    held: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def open_new(p: Prepared) -> tuple[RunSink, RunLock]:
@@ -293,11 +320,15 @@ def execute_many(items, progress_enabled: bool, pool=None) -> list[CaptureResult
         execution["resumed_from_shard"] = dones[i] if sink.resumed else None
         started = execution.pop("started", None)  # a sweep's later points: from their first shard
         wall = time.perf_counter() - (t0 if i == 0 or started is None else started)
-        _finalize(p, sink, execution, wall, code)
-        lock.release()
-        results[i] = CaptureResult(run_dir=p.run_dir, run_id=p.run_id, episodes=p.episodes,
-                                   steps=sink.steps_written, wall_s=wall, config_hash=p.spec.config_hash,
-                                   engine=p.engine)
+        doc = _run_doc(p, sink, execution, wall, code)
+        with _signals_held() as held:
+            _commit(p, doc)
+            lock.release()
+            results[i] = CaptureResult(run_dir=p.run_dir, run_id=p.run_id, episodes=p.episodes,
+                                       steps=sink.steps_written, wall_s=wall, config_hash=p.spec.config_hash,
+                                       engine=p.engine)
+        if held and any(r is None for r in results):  # this run is published; the others stop here
+            raise KeyboardInterrupt(f"signal {held[0]}")
 
     try:
         if engine == "local":

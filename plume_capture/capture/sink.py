@@ -1,11 +1,11 @@
 """The driver's side of a run, in the staging directory: ``RunSink`` (a run of one shard: the
 driver appends its records to one file per artifact) and ``ShardedSink`` (several shards: the
 workers wrote each shard's files, the driver renames them into place); then the run is published
-(``run.json`` last, then an atomic rename).
+(an atomic rename, then ``run.json``).
 
-Write lifecycle: ``<output>/<experiment>/.<run_id>.partial/`` (staging; never looks complete) →
-shards committed in order, each recorded in ``journal.jsonl`` → ``run.json`` with
-``extra.status = "complete"`` → rename to ``<output>/<experiment>/<run_id>/``.
+Write lifecycle: ``<output>/<experiment>/.<run_id>.partial/`` (staging; never holds ``run.json``) →
+shards committed in order, each recorded in ``journal.jsonl`` → rename to
+``<output>/<experiment>/<run_id>/`` → ``run.json`` with ``extra.status = "complete"`` (the commit).
 """
 from __future__ import annotations
 
@@ -340,7 +340,8 @@ class ShardedSink:
 
 
 def publish(staging: Path, run_dir: Path) -> None:
-    """Atomically move the finished staging directory to its final name (never onto an existing one)."""
+    """Atomically move the finished staging directory to its final name (never onto an existing one);
+    ``run.json`` is written there next."""
     if run_dir.exists():
         raise FileExistsError(f"run directory {run_dir} already exists")
     os.rename(staging, run_dir)
