@@ -28,6 +28,7 @@ from plume_capture.config import RunSpec, resolve
 from plume_capture.errors import CaptureError, ConfigError
 from plume_capture.kernels import _jit
 from plume_capture.sim.params import Physics
+from plume_capture.spec import EPISODES_BASENAME, MAX_PARTS, STEPS_BASENAME
 
 # engine=auto runs in-process (no Ray start-up, ~6 s here) up to this many (max) steps, and on
 # machines with two or fewer CPUs whatever the size: on a 2-vCPU VM the in-process engine's two
@@ -40,9 +41,9 @@ LOCAL_MAX_STEPS = 2_000_000
 # 0.65-0.85 s interpreted vs 3x1000 compiled 0.86-1.25 s, whole process, warm cache, shared machine).
 INTERPRET_MAX_STEPS = 2_000
 DEFAULT_WINDOW = 2  # shards in flight per worker
-# A multi-shard run has a JSON Lines part per shard, named steps.partNNNN.jsonl.gz: past 10,000
+# A multi-shard run has a JSON Lines part per shard, named steps.partNNNN.jsonl.gz: past MAX_PARTS
 # the names would no longer sort in data order, so larger runs get larger shards.
-MAX_SHARDS = 10_000
+MAX_SHARDS = MAX_PARTS
 
 
 @dataclass
@@ -126,6 +127,32 @@ def planned_shard_episodes(spec: RunSpec, max_steps: int) -> int:
     return shard_episodes
 
 
+def _check_rotation(spec: RunSpec, physics: Physics, run_id: str, shard_episodes: int) -> None:
+    """ConfigError (with the smallest rotate_size that works) if ``rotate_size`` could cut the run's
+    JSON Lines into more than MAX_PARTS files of an artifact, whatever the records hold."""
+    from plume_capture.io.jsonl_encode import max_line_bytes
+    from plume_capture.io.shardfiles import max_parts
+
+    max_steps = physics.params.max_steps
+    shards = -(-spec.episodes // shard_episodes)
+    for base, rows in ((STEPS_BASENAME, shard_episodes * max_steps), (EPISODES_BASENAME, shard_episodes)):
+        line = max_line_bytes(base, obs_size=physics.obs_size, run_id=run_id, episodes=spec.episodes,
+                              max_steps=max_steps)
+
+        def fits(size: int) -> bool:
+            return shards * max_parts(rows, line, size) <= MAX_PARTS
+
+        if fits(spec.rotate_size):
+            continue
+        low, high = spec.rotate_size, 2**62
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (low, mid) if fits(mid) else (mid, high)
+        raise ConfigError(f"rotate_size={spec.rotate_size} could cut this run's {base} into more than "
+                          f"{MAX_PARTS:,} JSON Lines files ({shards:,} shard{'s' if shards > 1 else ''} of up to "
+                          f"{rows:,} records); for this run use rotate_size >= {high:,} bytes, or null")
+
+
 def prepare(spec: RunSpec, *, run_id: str | None = None, run_dir: Path | None = None,
             start_time: float | None = None, shard_episodes: int | None = None, one_file: bool = False) -> Prepared:
     """Build the physics and fix the run's identity, place and execution (nothing is written).
@@ -142,6 +169,8 @@ def prepare(spec: RunSpec, *, run_id: str | None = None, run_dir: Path | None = 
         run_dir = root / spec.experiment / run_id
     if shard_episodes is None:
         shard_episodes = planned_shard_episodes(spec, physics.params.max_steps)
+    if spec.rotate_size is not None:
+        _check_rotation(spec, physics, run_id, shard_episodes)
     return Prepared(spec=spec, physics=physics, run_id=run_id, run_dir=run_dir, engine=kind,
                     shard_episodes=shard_episodes, one_file=one_file,
                     window=eng.window or DEFAULT_WINDOW, threads=local_threads(eng.threads),

@@ -16,7 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from plume_capture.spec import EPISODE_SCHEMA, EPISODES_BASENAME, SCHEMA_VERSION, STEP_SCHEMA, STEPS_BASENAME
+from plume_capture.spec import (EPISODE_SCHEMA, EPISODES_BASENAME, MAX_PARTS, SCHEMA_VERSION, STEP_SCHEMA,
+                                STEPS_BASENAME)
 
 JOURNAL = "journal.jsonl"
 MANIFEST = "capture.json"
@@ -207,11 +208,11 @@ class ShardedSink:
                 self._dirs.add(str(d))
             return parquet_part_name(base, shard)
         k = self.parts[kind]
-        if k >= 10_000:
+        if k >= MAX_PARTS:  # prevented by the check of rotate_size when the run is prepared
             from plume_capture.errors import CaptureError
 
-            raise CaptureError(f"{kind}: more than 10,000 JSON Lines parts (their names would no longer sort "
-                               "in data order); use a larger rotate_size")
+            raise CaptureError(f"{kind}: more than {MAX_PARTS:,} JSON Lines parts (their names would no longer "
+                               "sort in data order); use a larger rotate_size")
         self.parts[kind] = k + 1
         return part_name(kind, k)
 

@@ -83,6 +83,30 @@ def _rebuild_encoded(members, raw_sizes, rows) -> EncodedJsonl:
     return EncodedJsonl([m if isinstance(m, bytes) else memoryview(m).cast("B") for m in members], raw_sizes, rows)
 
 
+_FLOAT_TEXT_MAX = 25  # a float64's text: "-0.0000" and 17 digits at most, or "-d.dddddddddddddddde-308"
+_INT_TEXT_MAX = 20  # an int64's
+
+
+def max_line_bytes(base: str, *, obs_size: int, run_id: str, episodes: int, max_steps: int) -> int:
+    """An upper bound on one JSON Lines record of ``base`` (``steps``/``episodes``), newline included."""
+    from plume_capture.spec import SCHEMA_VERSION, SEED_MAX, episode_id
+
+    pos = {"x": 0, "y": 0}
+    common = {"episode_id": episode_id(episodes - 1), "run_id": run_id, "schema_version": SCHEMA_VERSION,
+              "terminated": False, "truncated": False}
+    if base == "steps":
+        rec = {**common, "action": 0, "agent_position": pos, "distance_to_goal": 0.0,
+               "observation_summary": [0.0] * obs_size, "reward": 0.0, "seed": SEED_MAX, "step": max_steps,
+               "ts": 0.0}
+        ints, floats = 3, 3 + obs_size
+    else:
+        rec = {**common, "avg_step_time_ms": 0.0, "duration_ms": 0.0, "final_distance_to_goal": 0.0,
+               "final_position": pos, "total_reward": 0.0, "total_steps": max_steps}
+        ints, floats = 2, 4
+    text = json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode()
+    return len(text) + 1 + ints * (_INT_TEXT_MAX - 1) + floats * (_FLOAT_TEXT_MAX - 3)
+
+
 def _pl():
     import polars
 

@@ -504,3 +504,26 @@ def test_an_unknown_name_in_the_staging_directory_is_refused_not_deleted(tmp_pat
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "notes.txt" in res.stderr or "steps.old" in res.stderr, res.stderr
     assert (staging / "notes.txt").read_text() == "mine" and (staging / "steps.old").is_dir()
+
+
+def test_a_rotate_size_that_would_need_more_than_10000_files_is_refused_up_front(tmp_path):
+    """rotate_size=1 on a 3M-step run used to fail at run time, leaving a .partial that no resume
+    could finish (rotate_size cannot change on resume). Now: exit 2 before anything is written,
+    naming the smallest rotate_size that works, which the check then accepts."""
+    import re
+
+    from plume_capture.capture.run import prepare
+    from plume_capture.config import resolve
+
+    args = ["--episodes", "3000", "--max-steps", "1000", "--grid", "64x64", "--engine", "local", "--quiet",
+            "--output", "out"]
+    res = _run([*args, "rotate_size=1"], tmp_path, timeout=120)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    m = re.search(r"use rotate_size >= ([\d,]+) bytes", res.stderr)
+    assert m and "more than 10,000 JSON Lines files" in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
+    least = int(m.group(1).replace(",", ""))
+    cfg = config(output=str(tmp_path / "out"), episodes=3000, env={"grid_size": [64, 64], "max_steps": 1000})
+    prepare(resolve({**cfg, "rotate_size": least}))  # accepted
+    with pytest.raises(Exception, match="rotate_size"):
+        prepare(resolve({**cfg, "rotate_size": least - 1}))
