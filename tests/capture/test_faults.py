@@ -299,3 +299,33 @@ def test_a_signal_during_the_commit_never_lies(tmp_path, where):
         assert not (final / JOURNAL).exists() and not (final / MANIFEST).exists()
     assert validate_run_artifacts(final)["ok"]
     assert_same_records(clean, final, parquet=True)
+
+
+def test_one_file_layout_resume_goes_back_before_a_flipped_bit(tmp_path, monkeypatch):
+    """In the one-file layout every journal entry holds the sha256 of each file's first bytes: a
+    bit flipped inside shard 3's bytes of steps.jsonl.gz sends resume back to shard 3's start."""
+    import json
+
+    from plume_capture.capture import run as engine
+    from plume_capture.readback.validate import validate_run_artifacts
+
+    clean = capture(config(output=str(tmp_path / "clean"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
+    cfg = config(output=str(tmp_path / "out"), parquet=True, engine={"kind": "local", "shard_episodes": 4}, **SMALL)
+    real_prepare = engine.prepare
+    with monkeypatch.context() as m:
+        m.setattr(engine, "prepare", lambda spec, **kw: real_prepare(spec, **{**kw, "one_file": True}))
+        _crash_publish(m)
+        with pytest.raises(Boom) as info:
+            capture(cfg)
+    staging = info.value.staging
+    entries = [json.loads(ln) for ln in (staging / JOURNAL).read_text().splitlines()]
+    (name, start, _, _), = entries[2]["steps_files"]
+    (_, end, _, _), = entries[3]["steps_files"]
+    data = bytearray((staging / name).read_bytes())
+    data[(start + end) // 2] ^= 0x10
+    (staging / name).write_bytes(bytes(data))
+    result = capture(cfg, resume=str(staging))
+    meta = run_json(result.run_dir)
+    assert meta["extra"]["engine"]["layout"] == "one_file" and meta["extra"]["engine"]["resumed_from_shard"] == 3
+    assert validate_run_artifacts(result.run_dir)["ok"]
+    assert_same_records(clean, result.run_dir, parquet=True)
