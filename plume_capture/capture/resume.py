@@ -23,7 +23,7 @@ from pathlib import Path
 
 from plume_capture.capture.lock import LOCK, RunLock
 from plume_capture.capture.sink import JOURNAL, MANIFEST, staging_path
-from plume_capture.errors import ConfigError
+from plume_capture.errors import ConfigError, OperationalError
 from plume_capture.spec import EPISODES_BASENAME, STEPS_BASENAME, part_name
 
 #: keys a resume may change: how the rest of the run executes, and whether it also gets Parquet
@@ -168,20 +168,20 @@ def kept_entries(staging: Path, entries: list[dict], shards: list, max_steps: in
         for name, size, *_ in files:
             wanted.setdefault(name, set()).add(size)
         steps_before = e["steps"]
-    digests = {}
+    on_disk = {}  # name -> (its size, {prefix size: sha256}); (-1, {}) if missing
     for name, sizes in wanted.items():
         try:
             st = os.lstat(staging / name)
-            digests[name] = _digests(staging / name, sizes) if stat.S_ISREG(st.st_mode) else {}
-            digests[name]["size"] = st.st_size
         except FileNotFoundError:
-            digests[name] = {"size": -1}
+            on_disk[name] = (-1, {})
+            continue
+        on_disk[name] = (st.st_size, _digests(staging / name, sizes) if stat.S_ISREG(st.st_mode) else {})
     out = []
     for e, files in planned:
+        exact = "files" in e  # a committed shard's file never grows; a one-file part does
         for name, size, _, *sha in files:
-            d = digests[name]
-            exact = "files" in e  # a committed shard's file never grows
-            if (d["size"] != size if exact else d["size"] < size) or (sha and d.get(size) != sha[0]):
+            have, digest = on_disk[name]
+            if (have != size if exact else have < size) or (sha and digest.get(size) != sha[0]):
                 return out
         out.append(e)
     return out
@@ -192,8 +192,8 @@ def _digests(path: Path, sizes) -> dict:
 
     try:
         return prefix_digests(path, sizes)
-    except OSError as exc:
-        raise ConfigError(f"cannot resume: cannot read {path}: {exc.strerror or exc}") from None
+    except OSError as exc:  # the machine refused (exit 3): the run stays as it was, resumable later
+        raise OperationalError(f"cannot resume: cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _planned_files(e: dict, i: int, shards: list, max_steps: int, steps_before: int, parts: dict):
