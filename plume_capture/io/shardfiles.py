@@ -82,10 +82,12 @@ def max_parts(rows: int, line_bytes: int, rotate_size: int | None) -> int:
     members = rows if line_bytes >= BLOCK_BYTES else text // (BLOCK_BYTES - line_bytes) + 1
     size = text + members * _GZIP_OVERHEAD  # the shard's compressed bytes, at most
     biggest = max(BLOCK_BYTES, line_bytes) + _GZIP_OVERHEAD
-    # every part but the last is > rotate_size - the next member; two in a row are > rotate_size
-    bound = min(members, 2 * size // rotate_size + 2)
+    # Two parts in a row hold more than rotate_size (a part is only cut when the next member
+    # would not fit), so n parts hold more than (n // 2) * rotate_size; and every part but the
+    # last holds more than rotate_size - biggest.
+    bound = min(members, 2 * -(-size // rotate_size) - 1)
     if rotate_size > biggest:
-        bound = min(bound, size // (rotate_size - biggest) + 2)
+        bound = min(bound, -(-size // (rotate_size - biggest)))
     return bound
 
 
