@@ -339,12 +339,15 @@ def test_an_interrupted_sweep_names_every_incomplete_point_and_each_resumes(tmp_
 
 # ----------------------------------------------------------------------------- what resume keeps (issue 31)
 
-def _killed_mid_run(tmp_path, shards: int = 4) -> Path:
-    """The long run (in-process), SIGKILLed by PID after ``shards`` journaled shards: its staging dir."""
+@pytest.fixture(scope="module")
+def killed_late(tmp_path_factory) -> Path:
+    """The long run (in-process), SIGKILLed by PID after 200 of its 300 shards: its staging dir
+    (each test works on its own copy, see ``_copy``)."""
+    cwd = tmp_path_factory.mktemp("killed")
     mark = uuid.uuid4().hex
-    proc = _cli([*LONG_ARGS, "--engine", "local"], tmp_path, mark)
+    proc = _cli([*LONG_ARGS, "--engine", "local"], cwd, mark)
     try:
-        staging = _wait_for_shards(proc, tmp_path / "out" / "default", shards)
+        staging = _wait_for_shards(proc, cwd / "out" / "default", 200)
         os.kill(proc.pid, signal.SIGKILL)  # our own child, by PID
         proc.wait(timeout=60)
     finally:
@@ -353,6 +356,15 @@ def _killed_mid_run(tmp_path, shards: int = 4) -> Path:
             proc.wait()
     _assert_no_leftovers(mark)
     return staging
+
+
+def _copy(staging: Path, cwd: Path) -> Path:
+    """A copy of the interrupted run at the same relative place under ``cwd``."""
+    import shutil
+
+    copy = cwd / "out" / "default" / staging.name
+    shutil.copytree(staging, copy, symlinks=True)
+    return copy
 
 
 def _journal(staging: Path) -> list[dict]:
@@ -373,9 +385,9 @@ def _edit_entry(staging: Path, index: int, edit) -> None:
     (staging / "journal.jsonl").write_bytes(b"\n".join(lines))
 
 
-def _first(e, kind):  # an entry's first file of a kind ("steps", "steps.parquet", ...)
-    return next(f for f in e["files"] if f[0].split(".part")[0].split("/")[0] == kind
-                or (kind.endswith(".parquet") and f[0].startswith(kind + "/")))
+def _first(e, kind):  # an entry's first file of a kind: "steps" (JSON Lines), "steps.parquet", ...
+    return next(f for f in e["files"]
+                if f[0].startswith(kind + "/") or f[0].startswith(kind + ".") and f[0].endswith(".jsonl.gz"))
 
 
 def _damage_jsonl_bit(staging, e):
@@ -390,10 +402,10 @@ def _damage_parquet_bit(staging, e):
 
 def _damage_zero_block(staging, e):  # what a file system can leave after a crash
     name, size, *_ = _first(e, "steps")
-    assert size > 8192, size
+    start = 4096 if size >= 8192 else 0  # a 4 KiB block (or all of a smaller file)
     with open(staging / name, "r+b") as f:
-        f.seek(4096)
-        f.write(b"\0" * 4096)
+        f.seek(start)
+        f.write(b"\0" * min(4096, size - start))
 
 
 def _damage_sha(staging, e):
@@ -412,32 +424,32 @@ def _damage_steps(staging, e):
                                     _damage_rows, _damage_steps],
                          ids=["jsonl-bit-flip", "parquet-bit-flip", "zeroed-4k-block", "journal-sha256",
                               "journal-rows", "journal-steps"])
-def test_damage_while_interrupted_goes_back_to_the_last_good_shard(tmp_path, clean_long, damage):
+def test_damage_while_interrupted_goes_back_to_the_last_good_shard(tmp_path, clean_long, killed_late, damage):
     """Damage to a committed shard (or to its journal line) while the run sits interrupted: resume
     keeps only the shards before it, runs the rest again, and publishes the clean run's records."""
     from plume_capture.readback.validate import validate_run_artifacts
 
-    staging = _killed_mid_run(tmp_path)
+    staging = _copy(killed_late, tmp_path)
     entries = _journal(staging)
-    assert len(entries) >= 4
-    damage(staging, entries[1])
+    assert len(entries) >= 200
+    k = len(entries) - 3
+    damage(staging, entries[k])
     ok = _run(["--resume", str(staging.relative_to(tmp_path)), "--quiet"], tmp_path)
     assert ok.returncode == 0, ok.stderr
     (final,) = complete_runs(tmp_path / "out")
-    assert run_json(final)["extra"]["engine"]["resumed_from_shard"] == 1
+    assert run_json(final)["extra"]["engine"]["resumed_from_shard"] == k
     assert validate_run_artifacts(final)["ok"]
     assert_same_records(clean_long, final, parquet=True)
 
 
-def test_a_bit_flipped_in_any_digit_of_the_last_journal_line_is_never_published_damaged(tmp_path, clean_long):
+def test_a_bit_flipped_in_any_digit_of_the_last_journal_line_is_never_published_damaged(tmp_path, clean_long,
+                                                                                       killed_late):
     """A single-bit flip in a digit of the last journal line (a digit stays a digit): its shard
     index, steps, a size or a sha256, each on its own copy of one interrupted run. Resume either
     refuses in one line, touching nothing, or publishes the clean run's records."""
-    import shutil
-
     from plume_capture.readback.validate import validate_run_artifacts
 
-    staging = _killed_mid_run(tmp_path)
+    staging = killed_late
     lines = (staging / "journal.jsonl").read_bytes().split(b"\n")
     last = len(lines) - 2  # the last whole line
     offset = len(b"\n".join(lines[:last])) + 1
@@ -452,8 +464,7 @@ def test_a_bit_flipped_in_any_digit_of_the_last_journal_line_is_never_published_
     for k, (what, i) in enumerate(picks.items()):
         assert 0x30 <= line[i] <= 0x39, (what, line[i:i + 5])
         cwd = tmp_path / f"flip{k}"
-        copy = cwd / staging.relative_to(tmp_path)
-        shutil.copytree(staging, copy, symlinks=True)
+        copy = _copy(staging, cwd)
         _flip_bit(copy / "journal.jsonl", offset + i, 0)
         snapshot = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file() and p.name != "lock"}
         res = _run(["--resume", str(copy.relative_to(cwd)), "--quiet"], cwd)
@@ -470,8 +481,8 @@ def test_a_bit_flipped_in_any_digit_of_the_last_journal_line_is_never_published_
     assert outcomes == {"shard": 2, "steps": 0, "a size": 0, "a sha256": 0}, outcomes
 
 
-def test_capture_json_shard_size_halved_is_refused(tmp_path):
-    staging = _killed_mid_run(tmp_path)
+def test_capture_json_shard_size_halved_is_refused(tmp_path, killed_late):
+    staging = _copy(killed_late, tmp_path)
     manifest = json.loads((staging / "capture.json").read_text())
     manifest["shard_episodes"] //= 2
     (staging / "capture.json").write_text(json.dumps(manifest))
@@ -484,10 +495,10 @@ def test_capture_json_shard_size_halved_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["steps.backup", "steps.parquet/part-09999.parquet", "lock"])
-def test_resume_never_deletes_through_a_symlink(tmp_path, where):
+def test_resume_never_deletes_through_a_symlink(tmp_path, killed_late, where):
     """A symlink in the staging directory (to a directory, a file, or in place of the lock) is
     refused in one line; nothing it points to is touched, and the run stays as it was."""
-    staging = _killed_mid_run(tmp_path, shards=3)
+    staging = _copy(killed_late, tmp_path)
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "a.txt").write_text("keep me")
@@ -503,8 +514,8 @@ def test_resume_never_deletes_through_a_symlink(tmp_path, where):
     assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*")) == before
 
 
-def test_an_unknown_name_in_the_staging_directory_is_refused_not_deleted(tmp_path):
-    staging = _killed_mid_run(tmp_path, shards=3)
+def test_an_unknown_name_in_the_staging_directory_is_refused_not_deleted(tmp_path, killed_late):
+    staging = _copy(killed_late, tmp_path)
     (staging / "notes.txt").write_text("mine")
     (staging / "steps.old").mkdir()
     res = _run(["--resume", str(staging.relative_to(tmp_path)), "--quiet"], tmp_path)
