@@ -293,7 +293,7 @@ def main(argv=None) -> int:
                                                              "rows": rows, "checks": checks}, indent=1) + "\n")
     if not a.no_plot:
         p = plot(rows, a.out / f"policies-{date}.png")
-        print(f"plot: {p}" if p else "plot skipped: matplotlib is not installed (pip install 'plume-capture[plot]')")
+        print(f"plot: {p}" if p else "plot skipped: matplotlib is not installed (pip install -e '.[plot]' in the checkout)")
     print(f"done in {time.perf_counter() - t:.0f} s")
     return 0 if all(c["ok"] for c in checks) else 1
 

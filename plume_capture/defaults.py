@@ -1,4 +1,4 @@
-"""The shipped config tree and its base config: the one home of every default (SPEC §10.1).
+"""The shipped config tree and its base config: the one home of every default (docs/spec.md §10.1).
 
 ``conf/data_capture/config.yaml`` (``plume_capture/conf`` in a wheel) is read once per process with
 PyYAML; the config check, the engine's parameter records and the gymnasium env all take their

@@ -1,8 +1,13 @@
-"""Exceptions with a defined meaning for the CLI (SPEC §10.5)."""
+"""Exceptions with a defined meaning for the CLI, and the exit codes of every command (docs/spec.md §10.5)."""
 
 
-class ConfigError(ValueError):
-    """Bad user input (config, flag, override, path). The CLI prints it as one line and exits 2."""
+class BadInput(ValueError):
+    """Bad user input (a config, flag, override, path or damaged file given to a command). Every
+    ``plume-nav-*`` command prints it as one line and exits 2, leaving nothing behind."""
+
+
+class ConfigError(BadInput):
+    """Bad user input to a capture (config, flag, override, path)."""
 
 
 class CaptureError(RuntimeError):

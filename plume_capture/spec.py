@@ -1,4 +1,4 @@
-"""Record schemas of the schema-0.1 run format (SPEC §9.3, §9.4).
+"""Record schemas of the schema-0.1 run format (docs/spec.md §9.3, §9.4).
 
 The Arrow schemas below are the column layout of every step/episode record batch the engine
 produces and of the Parquet files; they match the reference tool's Parquet files exactly.
@@ -62,7 +62,7 @@ def __getattr__(name):
 
 
 # Fields whose values are wall-clock or run-specific; everything else is covered by the
-# determinism contract (SPEC §8).
+# determinism contract (docs/spec.md §8).
 STEP_WALLCLOCK_FIELDS = ("ts", "run_id")
 EPISODE_WALLCLOCK_FIELDS = ("duration_ms", "avg_step_time_ms", "run_id")
 
@@ -81,12 +81,15 @@ RUN_JSON_KEYS = (
     "schema_version",
 )
 
+#: the provenance manifest plume-nav-publish writes beside a published run's run.json
+MANIFEST_NAME = "manifest.json"
+
 STEPS_BASENAME = "steps"
 EPISODES_BASENAME = "episodes"
 
 
 def episode_id(index: int) -> str:
-    """Episode id of 0-based episode `index` (SPEC §8)."""
+    """Episode id of 0-based episode `index` (docs/spec.md §8)."""
     return f"ep-{index + 1:06d}"
 
 
@@ -98,23 +101,23 @@ def part_name(base: str, part: int) -> str:
     """File name of rotated part `part` (0 = the base file) of `base` ('steps' or 'episodes')."""
     return f"{base}.jsonl.gz" if part == 0 else f"{base}.part{part:04d}.jsonl.gz"
 
-# SPEC §3.2: episode seeds are integers in [0, SEED_MAX].
+# docs/spec.md §3.2: episode seeds are integers in [0, SEED_MAX].
 SEED_MAX = 2**32 - 1
 
-# Vocabularies of the static choices (SPEC §3.1, §4-§6); kernels/codes.py maps them to kernel codes.
+# Vocabularies of the static choices (docs/spec.md §3.1, §4-§6); kernels/codes.py maps them to kernel codes.
 ACTION_TYPES = ("discrete", "oriented", "run_tumble")
 OBSERVATION_TYPES = ("concentration", "antennae", "wind_vector")
 REWARD_TYPES = ("step_penalty", "sparse")
-PLUMES = ("static", "movie")
-STEP_POLICIES = ("wrap", "clamp")  # movie frame index past the last frame (SPEC §3.3)
-#: actions per action type (SPEC §4)
+PLUMES = ("static", "movie", "puff")
+STEP_POLICIES = ("wrap", "clamp")  # movie frame index past the last frame (docs/spec.md §2.2)
+#: actions per action type (docs/spec.md §4)
 N_ACTIONS = {"discrete": 4, "oriented": 3, "run_tumble": 2}
-#: policy name -> action types it can drive (SPEC §6)
+#: policy name -> action types it can drive (docs/spec.md §7.2)
 POLICY_ACTIONS = {
     "random": ACTION_TYPES,
     "surge_cast": ("oriented",),
     "temporal_derivative": ("oriented",),
     "run_tumble_chemotaxis": ("run_tumble",),
 }
-STEP_PENALTY = -0.01  # reward of a step that does not reach the goal (step_penalty rewards, SPEC §5)
+STEP_PENALTY = -0.01  # reward of a step that does not reach the goal (step_penalty rewards, docs/spec.md §6)
 GOAL_REWARD = 1.0  # reward of the step that reaches the goal

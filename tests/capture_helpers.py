@@ -1,4 +1,4 @@
-"""Reading run directories back for determinism and fault tests (SPEC §8).
+"""Reading run directories back for determinism and fault tests (docs/spec.md §8).
 
 ``jsonl_text`` gives the decompressed JSON Lines of a run, every part in order, with the
 wall-clock fields cut out of the text itself, so the remaining bytes are compared exactly.

@@ -1,8 +1,9 @@
-"""Shared fixtures. Ray settings are fixed here, before anything imports Ray (RAY_NOTES.md)."""
+"""Shared fixtures. Ray settings are fixed here, before anything imports Ray."""
 import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -70,6 +71,20 @@ def marked_processes():
         except (psutil.Error, OSError):
             pass
     return found
+
+
+#: The quick first check (``-m quick``, under 2 minutes of CPU): one file per layer, slow tests left out.
+QUICK_FILES = ("test_architecture.py", "test_docs.py", "config/test_config.py", "kernels/test_kernel_rng.py",
+               "envs/test_env_golden.py", "io/test_shardfiles.py", "sim/test_runner.py",
+               "readback/test_docs_readers.py", "cli/test_cli.py", "report/test_report.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).resolve().parent
+    for item in items:
+        rel = Path(str(item.fspath)).resolve().relative_to(here).as_posix()
+        if rel in QUICK_FILES and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.quick)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -1,6 +1,6 @@
-"""A slow, obvious model of SPEC §1–§7 for the differential tests.
+"""A slow, obvious model of docs/spec.md §1–§7 for the differential tests.
 
-Written from the SPEC, the random stream documented in ``plume_capture/kernels/rng.py`` and the
+Written from docs/spec.md, the random stream documented in ``plume_capture/kernels/rng.py`` and the
 policies documented in ``plume_capture/kernels/policies.py`` — not from the kernel code. Plain
 Python ints and floats (``round``, ``math``), NumPy only for the float32 field and the start draw.
 """
@@ -14,7 +14,7 @@ import numpy as np
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 N_ACTIONS = {"discrete": 4, "oriented": 3, "run_tumble": 2}
 
-# --- the counter-based random stream (SPEC §7.1) ----------------------------------------------
+# --- the counter-based random stream (docs/spec.md §7.1) ----------------------------------------------
 
 MASK64 = 2**64 - 1
 GAMMA = 0x9E3779B97F4A7C15
@@ -51,7 +51,7 @@ def normal_pair(seed: int, step: int) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Config:
-    """The settings of SPEC §3.1/§5 (names as ``gymnasium.make`` takes them)."""
+    """The settings of docs/spec.md §3.1/§5 (names as ``gymnasium.make`` takes them)."""
     grid_size: tuple = (64, 64)
     goal_location: tuple | None = None
     goal_radius: float = 5.0

@@ -1,7 +1,7 @@
 """Writes small, internally consistent run directories of our format with plain Python (gzip,
 json, pyarrow), for tests that must not depend on the engine.
 
-The episodes follow the env semantics the validator checks (SPEC §3, §6): a random walk with
+The episodes follow the env semantics the validator checks (docs/spec.md §3, §6): a random walk with
 discrete actions on a static Gaussian plume, positions clamped to the grid, ``distance_to_goal``
 from the goal, ``terminated`` when within ``goal_radius``, ``truncated`` at ``max_steps``,
 step-penalty rewards, and episode records that agree with their steps.

@@ -12,6 +12,7 @@ import os
 import time
 
 from plume_capture.sim.runner import Job, ShardRunner
+from plume_capture.config.resolve import OBJECT_STORE_MB_DEFAULT
 from plume_capture.errors import CaptureError, OperationalError
 
 
@@ -206,7 +207,9 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
                     except RayTaskError as exc:
                         if isinstance(getattr(exc, "cause", None), OSError):  # e.g. the disk is full
                             raise exc.cause from None
-                        raise CaptureError(f"shards {group[0].index}-{group[-1].index} failed: {exc}") from exc
+                        cause = getattr(exc, "cause", None)
+                        why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+                        raise CaptureError(f"shards {group[0].index}-{group[-1].index} failed: {why}") from exc
                     for res in results:
                         nodes[r].add(res.node)
                         actor_s[r] += res.seconds
@@ -226,29 +229,47 @@ def run_ray(work, progress, pool: RayPool | None = None, on_done=None) -> list[d
     return out
 
 
-PROBE_TIMEOUT_S = 10.0  # how long a cluster address may take to accept a TCP connection
+PROBE_TIMEOUT_S = 10.0  # how long a cluster address may take to connect, and then to answer
+
+# Ray's GCS and its client server speak gRPC: HTTP/2, whose server answers a client's connection
+# preface with a SETTINGS frame (RFC 9113 §3.4). Something that accepts TCP but is not Ray
+# (or hangs) does not.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_H2_SETTINGS = 4
 
 
 def probe(address: str, source: str | None) -> None:
-    """Raise OperationalError unless ``host:port`` accepts a TCP connection within the bound (Ray
-    itself retries an unreachable address for minutes, printing a log line per try)."""
+    """Raise OperationalError unless ``host:port`` accepts a TCP connection and answers as a
+    gRPC (HTTP/2) server does, each within the bound (Ray itself retries an unreachable or silent
+    address for minutes, printing a log line per try)."""
     import socket
 
     if address == "auto":
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
+    where = f" (from {source})" if source else ""
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S) as conn:
+            conn.sendall(_H2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                got = conn.recv(9 - len(head))
+                if not got:
+                    break
+                head += got
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         if isinstance(exc, TimeoutError) or isinstance(exc, socket.timeout):
             reason = f"no answer within {PROBE_TIMEOUT_S:g} s"
-        where = f" (from {source})" if source else ""
         raise OperationalError(f"cannot reach Ray at {address}{where}: {reason}") from None
+    if len(head) < 9 or head[3] != _H2_SETTINGS:
+        raise OperationalError(f"{address}{where} accepts connections but does not answer as a Ray "
+                               "cluster (its GCS or client server) does") from None
 
 
-def ray_init(address: str | None, source: str | None = None):
-    """Connect to ``address`` or start a fresh local instance. Returns True if we started it."""
+def ray_init(address: str | None, source: str | None = None, object_store_mb: int | None = None):
+    """Connect to ``address`` or start a fresh local instance (with an object store of
+    ``object_store_mb`` MiB, default :data:`OBJECT_STORE_MB_DEFAULT`). Returns True if we started it."""
     import ray
 
     if ray.is_initialized():
@@ -266,7 +287,7 @@ def ray_init(address: str | None, source: str | None = None):
     else:
         # A bounded object store: in-flight shard results need ~100 MB; a larger store only lets
         # every process map (and count in its RSS) more shared pages.
-        mb = int(os.environ.get("PLUME_CAPTURE_OBJECT_STORE_MB", "512"))
+        mb = OBJECT_STORE_MB_DEFAULT if object_store_mb is None else object_store_mb
         ray.init(address="local", object_store_memory=mb << 20, **kwargs)
     return True
 

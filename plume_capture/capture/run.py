@@ -7,6 +7,7 @@ appended in order -> rename to ``<run_id>/`` -> ``run.json`` written there (the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import signal
@@ -56,6 +57,7 @@ class CaptureResult:
     status: str = "complete"
     config_hash: str = ""
     engine: str = ""
+    startup_s: float = 0.0  # starting (or connecting to) Ray before the run; not part of wall_s
 
     @property
     def steps_per_s(self) -> float:
@@ -361,7 +363,9 @@ def execute_many(items, progress_enabled: bool, pool=None) -> list[CaptureResult
 
     try:
         if engine == "local":
-            tiny = all(p.episodes * p.physics.params.max_steps <= INTERPRET_MAX_STEPS for p, _, _ in items)
+            # (A puff plume costs its live puffs per step: interpreted, even small runs are slow.)
+            tiny = all(p.episodes * p.physics.params.max_steps <= INTERPRET_MAX_STEPS and not p.physics.is_puff
+                       for p, _, _ in items)
             with _jit.interpreting() if tiny else contextlib.nullcontext():
                 run_local(work, progress, on_done=commit)
         else:
@@ -410,23 +414,32 @@ def _raise_interrupt(signum, frame):
 
 
 @contextlib.contextmanager
-def session(prepared: list[Prepared]):
+def session(prepared: list[Prepared], progress: bool = False):
     """SIGTERM stops a run like SIGINT (exit 130, the run stays resumable), and Ray is started (or
-    connected to) when a run needs it and shut down afterwards if we started it."""
+    connected to) when a run needs it and shut down afterwards if we started it. Yields
+    ``{"ray_s": seconds spent starting or connecting to Ray}``; with ``progress`` a line on stderr
+    says it is under way."""
     in_main = threading.current_thread() is threading.main_thread()
     old = signal.getsignal(signal.SIGTERM)
     if in_main:
         signal.signal(signal.SIGTERM, _raise_interrupt)
     started = False
+    info = {"ray_s": 0.0}
     try:
         if any(p.engine == "ray" for p in prepared):
             from plume_capture.capture.on_ray import ray_init
 
             eng = next((p.spec.engine for p in prepared if p.spec.engine.address), None)
-            started = ray_init(eng.address if eng else None, eng.address_from if eng else None)
+            if progress:
+                where = f"connecting to Ray at {eng.address}" if eng else "starting a local Ray instance"
+                print(f"plume-capture: {where} ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            started = ray_init(eng.address if eng else None, eng.address_from if eng else None,
+                               eng.object_store_mb if eng else None)
+            info["ray_s"] = time.perf_counter() - t0 if started else 0.0
             if in_main:  # ray.init installs its own SIGTERM handlers (exit 15)
                 signal.signal(signal.SIGTERM, _raise_interrupt)
-        yield
+        yield info
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, old)
@@ -442,12 +455,12 @@ def capture_many(cfgs, *, overrides_list=None, progress: bool = False) -> list[C
     each point its own sink and run directory, committed as soon as it is complete."""
     overrides_list = overrides_list or [()] * len(cfgs)
     prepared = [prepare(resolve(c, o)) for c, o in zip(cfgs, overrides_list)]
-    with session(prepared):
+    with session(prepared, progress) as info:
         results: list = [None] * len(prepared)
         for engine in ("local", "ray"):
             idx = [i for i, p in enumerate(prepared) if p.engine == engine]
             if idx:
                 done = execute_many([(prepared[i], *open_new(prepared[i])) for i in idx], progress)
                 for i, r in zip(idx, done):
-                    results[i] = r
+                    results[i] = dataclasses.replace(r, startup_s=info["ray_s"]) if engine == "ray" else r
         return results

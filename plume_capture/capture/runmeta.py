@@ -1,4 +1,4 @@
-"""Run identity and ``run.json`` (SPEC §9, §9.2)."""
+"""Run identity and ``run.json`` (docs/spec.md §9, §9.2)."""
 from __future__ import annotations
 
 import getpass

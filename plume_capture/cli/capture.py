@@ -1,4 +1,4 @@
-"""``plume-nav-capture``: the operator's command line (SPEC §10).
+"""``plume-nav-capture``: the operator's command line (docs/spec.md §10).
 
 Everything is validated before the engine is imported, so bad input fails fast (exit 2) and
 leaves nothing on disk. Exit codes: 0 ok, 1 internal failure, 2 bad input, 130 interrupted.
@@ -6,18 +6,15 @@ leaves nothing on disk. Exit codes: 0 ok, 1 internal failure, 2 bad input, 130 i
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import re
 import sys
-import traceback
 from typing import Any, Sequence
 
-from plume_capture.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OPERATIONAL, CaptureError, ConfigError,
-                                  OperationalError)
+from plume_capture.cli.guard import run_command
+from plume_capture.errors import ConfigError
 
 PROG = "plume-nav-capture"
-DEBUG_ENV = "PLUME_CAPTURE_DEBUG"
 
 #: flag dest -> config key it sets (applied after overrides: an explicit flag always wins)
 FLAG_KEYS: dict[str, str] = {
@@ -100,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-actors", type=_int_type, metavar="N", help="engine.num_actors")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: $RAY_ADDRESS)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run in RUN_DIR")
-    p.add_argument("--quiet", action="store_true", default=None, help="no progress bar or summary")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bar, summary or sweep table")
     p.add_argument("-m", "--multirun", action="store_true", help="expand sweeps (k=a,b) into several runs")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return p
@@ -110,11 +107,6 @@ def _version() -> str:
     from plume_capture._version import __version__
 
     return __version__
-
-
-def _one_line(text: Any) -> str:
-    lines = [ln.strip() for ln in str(text).strip().splitlines()]
-    return "; ".join(ln for ln in lines if ln) or "(no message)"
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -153,6 +145,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
     if args.resume is not None:
         if args.multirun:
             raise ConfigError("--resume resumes one run; it cannot be combined with -m/--multirun")
+        if not os.path.basename(os.path.normpath(os.path.abspath(args.resume))):
+            raise ConfigError(f"--resume: {args.resume!r} is not a run directory")
         if not os.path.isdir(args.resume):
             staged = os.path.basename(os.path.normpath(args.resume))
             final = os.path.join(os.path.dirname(os.path.normpath(args.resume)), staged[1:-len(".partial")])
@@ -178,11 +172,17 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
     return args, cfgs, runs
 
 
-def _summary_line(result) -> str:
+#: said after a run's steps/s when the run compiled the kernels (empty cache before, filled after)
+COMPILED_NOTE = "includes compiling the kernels once; later runs load them from the cache"
+
+
+def _summary_line(result, compiled: bool = False) -> str:
     eps = f"{result.episodes} episode{'' if result.episodes == 1 else 's'}"
     return (
         f"{PROG}: {result.run_dir}: {eps}, {result.steps} steps "
-        f"in {result.wall_s:.2f} s ({result.steps_per_s:,.0f} steps/s)"
+        f"in {result.wall_s:.2f} s ({result.steps_per_s:,.0f} steps/s"
+        + (f"; {COMPILED_NOTE})" if compiled else ")")
+        + (f", after {result.startup_s:.1f} s starting Ray" if result.startup_s >= 0.05 else "")
     )
 
 
@@ -202,6 +202,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     args, cfgs, runs = prepare(argv)
     quiet = cfgs[0]["engine"]["quiet"]
     progress = not quiet and sys.stderr.isatty()
+    from plume_capture.kernels._jit import kernel_cache_filled
+
+    cold = not kernel_cache_filled()
 
     if not args.multirun:
         from plume_capture.capture import capture  # heavy imports only after validation
@@ -211,31 +214,24 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: {result.run_dir}: run ended with status {result.status!r}", file=sys.stderr)
             return 1
         if not quiet:
-            print(_summary_line(result), file=sys.stderr)
+            print(_summary_line(result, compiled=cold and kernel_cache_filled()), file=sys.stderr)
         return 0
 
     from plume_capture.capture import capture_many
 
     results = capture_many(cfgs, overrides_list=runs, progress=progress)
-    print(_table(results, runs))
+    if not quiet:
+        print(_table(results, runs))
+        if cold and kernel_cache_filled():
+            print(f"{PROG}: note: the first point's steps/s {COMPILED_NOTE}", file=sys.stderr)
+        ray_s = max((r.startup_s for r in results), default=0.0)
+        if ray_s >= 0.05:
+            print(f"{PROG}: note: {ray_s:.1f} s starting Ray before the first point (not in its time)",
+                  file=sys.stderr)
+    for res in results:
+        if res.status != "complete":
+            print(f"{PROG}: {res.run_dir}: run ended with status {res.status!r}", file=sys.stderr)
     return 0 if all(r.status == "complete" for r in results) else 1
-
-
-#: errno values that mean the machine refused, not that the input or the program is wrong
-OPERATIONAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
-                      errno.EMFILE, errno.ENFILE, errno.ENOMEM}
-
-
-def operational(exc: OSError) -> str | None:
-    """One line naming the path and the cause of an operational failure, else None."""
-    code = exc.errno
-    if code is None and "No space left on device" in str(exc):  # e.g. pyarrow's IOError
-        code = errno.ENOSPC
-    if code not in OPERATIONAL_ERRNOS:
-        return None
-    path = exc.filename or exc.filename2
-    where = f"cannot write {path}" if path else "a file operation failed"
-    return f"{where}: {os.strerror(code).lower()}"
 
 
 def _resumable(exc: BaseException) -> str:
@@ -248,38 +244,5 @@ def _resumable(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: returns the exit code (0 ok, 1 internal, 2 bad input, 3 the machine or
-    cluster refused (disk full, permissions, an address that does not answer), 130 Ctrl-C)."""
-    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    try:
-        return run(argv)
-    except ConfigError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"{PROG}: interrupted{_resumable(exc)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except OperationalError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"{PROG}: {_one_line(exc)}{_resumable(exc)}", file=sys.stderr)
-        return EXIT_OPERATIONAL
-    except OSError as exc:
-        if debug:
-            traceback.print_exc()
-        what = operational(exc)
-        if what is None:
-            print(f"{PROG}: internal error: {type(exc).__name__}: {_one_line(exc)} "
-                  f"(rerun with {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)
-            return EXIT_INTERNAL
-        print(f"{PROG}: {what}{_resumable(exc)}", file=sys.stderr)
-        return EXIT_OPERATIONAL
-    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into exit 1
-        if debug:
-            traceback.print_exc()
-        kind = "capture failed" if isinstance(exc, CaptureError) else f"internal error: {type(exc).__name__}"
-        print(f"{PROG}: {kind}: {_one_line(exc)} (rerun with {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)
-        return 1
+    cluster refused (disk full, permissions, an address that does not answer), 130 Ctrl-C/SIGTERM)."""
+    return run_command(PROG, lambda: run(argv), suffix=_resumable)

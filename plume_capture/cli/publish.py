@@ -1,9 +1,13 @@
 """``plume-nav-publish``: publish a run directory into a DVC-tracked dataset tree, or write a
-dvc.yaml capture stage (``--init-stage CONFIG``). Exit 0 ok, 2 bad input, 1 internal error."""
+dvc.yaml capture stage (``--init-stage CONFIG``). Exit 0 ok, 1 internal error, 2 bad input,
+3 the machine refused, 130 interrupted (SIGINT or SIGTERM)."""
 from __future__ import annotations
 
 import argparse
 import sys
+
+from plume_capture.cli.guard import run_command
+from plume_capture.errors import EXIT_BAD_INPUT
 
 PROG = "plume-nav-publish"
 
@@ -23,8 +27,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", metavar="NAME", help="DVC remote for --push (default: the default)")
     p.add_argument("--no-commit", action="store_true",
                    help="stage the .dvc file and index in git but do not commit")
-    p.add_argument("--revalidate", action="store_true", help="validate even a run whose own "
-                   "manifest.json vouches for it (same sha256s)")
     p.add_argument("--rebuild-index", action="store_true",
                    help="recompute DATASET_INDEX.json from the published manifests")
     p.add_argument("--init-stage", metavar="CONFIG", help="write (or extend) dvc.yaml in --repo "
@@ -37,45 +39,48 @@ def main(argv=None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
+    if sum((bool(args.run_dirs), args.init_stage is not None, args.rebuild_index)) != 1:
+        return _fail("give exactly one of RUN_DIR..., --init-stage CONFIG, --rebuild-index")
+    if args.remote is not None and not args.push:
+        return _fail("--remote needs --push")
+    return run_command(PROG, lambda: _publish(args), suffix=lambda exc: _interrupted(exc, args))
+
+
+def _interrupted(exc: BaseException, args: argparse.Namespace) -> str:
+    """What an interrupt left: the core's own account, else (before any change) nothing."""
+    if not isinstance(exc, KeyboardInterrupt):
+        return ""
+    said = str(exc)
+    if said.startswith("interrupted"):
+        return said[len("interrupted"):]
+    return f": {said}" if said else ("; nothing was published" if args.run_dirs else "")
+
+
+def _fail(msg: str) -> int:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _publish(args: argparse.Namespace) -> int:
     from plume_capture.publish import dataset, stage
 
-    def fail(msg: str) -> int:
-        print(f"{PROG}: {msg}", file=sys.stderr)
-        return 2
-
-    modes = sum((bool(args.run_dirs), args.init_stage is not None, args.rebuild_index))
-    if modes != 1:
-        return fail("give exactly one of RUN_DIR..., --init-stage CONFIG, --rebuild-index")
-    if args.remote is not None and not args.push:
-        return fail("--remote needs --push")
-    try:
-        if args.init_stage is not None:
-            path = stage.write_stage(args.init_stage, args.repo)
-            print(f"wrote {path}")
-        elif args.rebuild_index:
-            repo = dataset.open_repo(args.repo, args.dest)
-            with dataset.repo_lock(repo):
-                idx = dataset.rebuild_index(repo)
-                dataset.write_json_atomic(repo.index_path, idx)
-            print(f"{repo.index_path}: {len(idx['runs'])} runs")
-        else:
-            results = dataset.publish_runs(args.run_dirs, args.repo, dest=args.dest,
-                                           push=args.push, remote=args.remote,
-                                           commit=not args.no_commit,
-                                           revalidate=args.revalidate, log=print)
-            for res in results:
-                if res.pushed:
-                    print(f"pushed: {res.path.name}")
-    except (dataset.PublishError, stage.StageError) as e:
-        return fail(str(e))
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 1
-    except Exception as e:  # noqa: BLE001 - git/DVC/OS failures: one line, exit 1
-        print(f"{PROG}: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    if args.init_stage is not None:
+        path = stage.write_stage(args.init_stage, args.repo)
+        print(f"wrote {path}")
+    elif args.rebuild_index:
+        repo = dataset.open_repo(args.repo, args.dest)
+        with dataset.repo_lock(repo):
+            idx = dataset.rebuild_index(repo)
+            dataset.write_json_atomic(repo.index_path, idx)
+        print(f"{repo.index_path}: {len(idx['runs'])} runs")
+    else:
+        results = dataset.publish_runs(args.run_dirs, args.repo, dest=args.dest,
+                                       push=args.push, remote=args.remote,
+                                       commit=not args.no_commit, log=print)
+        for res in results:
+            if res.pushed:
+                print(f"pushed: {res.path.name}")
     return 0
-
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

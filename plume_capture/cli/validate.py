@@ -1,7 +1,7 @@
 """``plume-nav-validate RUN_DIR [--json] [--no-parquet] [--max-errors N] [--replay [K]]``.
 
 Exit 0 ok, 1 not ok, 2 bad usage. ``--replay`` re-simulates the recorded episodes (the first K; all
-without K; ``--replay RUN_DIR`` works too). Output into a closed pipe (``| head -1``) ends quietly.
+without K; ``--replay RUN_DIR`` works too). Output into a closed pipe (``| head -1``) ends quietly; 3 the machine refused, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import argparse
 import json
 import os
 import sys
+
+from plume_capture.cli.guard import run_command
 
 PROG = "plume-nav-validate"
 
@@ -24,6 +26,34 @@ def _parser() -> argparse.ArgumentParser:
                     help="also re-simulate the recorded episodes (the first K; all without K) and "
                          "report the first divergence")
     return ap
+
+
+class _Bar:
+    """A progress bar of steps on stderr when it is a terminal (tqdm), else nothing."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+        self.on = sys.stderr.isatty()
+
+    def __enter__(self):
+        return self
+
+    def update(self, n: int, total: int | None = None) -> None:
+        if not self.on:
+            return
+        if self.bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                self.on = False
+                return
+            self.bar = tqdm(total=total, desc=self.desc, unit="step", unit_scale=True, file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+        self.bar.update(n)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _usage(msg: str) -> int:
@@ -49,33 +79,36 @@ def main(argv=None) -> int:
         return _usage(f"not a directory: {args.run_dir}")
     if replay not in (None, "all") and int(replay) < 1:
         return _usage("--replay K needs K >= 1")
+    return run_command(PROG, lambda: _validate(args, replay))
+
+
+def _validate(args: argparse.Namespace, replay: str | None) -> int:
     from plume_capture.readback.validate import format_report, validate_run_artifacts
 
-    res = validate_run_artifacts(args.run_dir, check_parquet=not args.no_parquet, max_errors=args.max_errors)
+    with _Bar("validating") as bar:
+        res = validate_run_artifacts(args.run_dir, check_parquet=not args.no_parquet, max_errors=args.max_errors,
+                                     progress=bar.update)
     if replay is not None and res["ok"]:
         from plume_capture.readback.replay import replay_run
 
-        rep = replay_run(args.run_dir, episodes=None if replay == "all" else int(replay))
+        total = res["counts"]["steps"] if replay == "all" else None
+        with _Bar("replaying") as bar:
+            rep = replay_run(args.run_dir, episodes=None if replay == "all" else int(replay),
+                             progress=lambda n: bar.update(n, total))
         res["replay"] = rep
         if not rep["ok"]:
             d = rep["divergence"]
             res["ok"] = False
             res["errors"].append(f"REPLAY_DIVERGENCE: {d['episode']} step {d['step']}: {d['field']} "
                                  f"re-simulated {d['expected']!r}, recorded {d['actual']!r}")
-    try:
-        if args.json:
-            print(json.dumps(res, indent=2))
-        else:
-            print(format_report(res))
-            if res.get("replay", {}).get("ok"):
-                r = res["replay"]
-                print(f"replay ({r['mode']}): {r['episodes_checked']} episodes, {r['steps_checked']} steps agree")
-        sys.stdout.flush()
-    except BrokenPipeError:  # the reader went away (`| head -1`): not an error of ours
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(format_report(res))
+        if res.get("replay", {}).get("ok"):
+            r = res["replay"]
+            print(f"replay ({r['mode']}): {r['episodes_checked']} episodes, {r['steps_checked']} steps agree")
     return 0 if res["ok"] else 1
-
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""The one config check: every key's type and range, before anything runs (SPEC §10).
+"""The one config check: every key's type and range, before anything runs (docs/spec.md §10).
 
 Raises :class:`ConfigError` naming the first problem. Imports no engine module (no Numba, pyarrow,
 polars or Ray), so bad input fails fast.
@@ -18,7 +18,7 @@ from plume_capture.spec import (ACTION_TYPES, OBSERVATION_TYPES, PLUMES, POLICY_
                                  STEP_POLICIES)
 
 #: groups whose keys the engine consumes; an unknown key inside one is always an error
-CLOSED_GROUPS = ("env", "wind", "movie", "policy", "engine")
+CLOSED_GROUPS = ("env", "wind", "movie", "puff", "policy", "engine")
 ENGINE_KINDS = ("auto", "local", "ray")
 
 I32 = 2**31 - 1
@@ -190,6 +190,20 @@ def _check_output(output: Any, experiment: str) -> None:
         raise ConfigError(f"output {output!r} is not writable{where}: {exc.strerror or exc}") from None
 
 
+def nearest_key(key: str) -> str | None:
+    """The shipped config's dotted key closest to a mistyped ``key`` (difflib), or None."""
+    import difflib
+
+    def dotted(tree, prefix=""):
+        for k, v in tree.items():
+            yield prefix + k
+            if isinstance(v, Mapping):
+                yield from dotted(v, prefix + k + ".")
+
+    near = difflib.get_close_matches(key, list(dotted(defaults.tree())), n=1, cutoff=0.75)
+    return near[0] if near else None
+
+
 def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None:
     """Raise :class:`ConfigError` naming the first problem in ``cfg``; missing keys take defaults.
 
@@ -206,7 +220,9 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
     known = defaults.tree()
     for group in CLOSED_GROUPS:
         for key in sorted(set(cfg[group]) - set(known[group])):
-            raise ConfigError(f"unknown config key '{group}.{key}' (known: {', '.join(sorted(known[group]))})")
+            near = nearest_key(f"{group}.{key}")
+            raise ConfigError(f"unknown config key '{group}.{key}'" + (f"; did you mean '{near}'?" if near else
+                              f" (known: {', '.join(sorted(known[group]))})"))
 
     # top level
     _check_name("experiment", cfg["experiment"])
@@ -243,7 +259,7 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
     # A movie defines its own grid; the engine checks locations against it.
     _check_xy("env.goal_location", env["goal_location"], None if movie else (w, h))
     _check_xy("env.start_location", env["start_location"], None if movie else (w, h))
-    if not movie:
+    if env["plume"] == "static":  # (a puff plume has no field)
         from plume_capture.sim.params import field_problem  # the one rule, where the field is made
 
         problem = field_problem(w, h)
@@ -263,6 +279,12 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
         _check(path is not None, "env.plume is movie but movie.path is not set")
         if check_paths:
             _check(os.path.exists(path), f"movie.path {path!r} does not exist")
+
+    # puff
+    from plume_capture.sim import puff  # its ranges live with the model
+
+    problem = puff.problem(cfg["puff"])
+    _check(problem is None, problem or "")
 
     # policy
     pol = cfg["policy"]

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from plume_capture import defaults
-from plume_capture.config.check import complete as complete_config, validate_config
+from plume_capture.config.check import complete as complete_config, nearest_key, validate_config
+from plume_capture.config.yamlcheck import check_yaml_file
 from plume_capture.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = defaults.CONFIG_NAME
@@ -49,8 +50,12 @@ def _parse_overrides(overrides: Sequence[str]) -> list:
     for text in overrides:
         if not isinstance(text, str):
             raise ConfigError(f"override must be a string, got {text!r}")
+        if _nesting(text) > MAX_OVERRIDE_DEPTH:
+            raise ConfigError(f"override {_short(text)!r} nests deeper than {MAX_OVERRIDE_DEPTH} levels")
         try:
             (ov,) = parser.parse_overrides([text])
+        except RecursionError:
+            raise ConfigError(f"override {_short(text)!r} nests too deeply") from None
         except OverrideParseException as exc:
             detail = _one_line(str(exc)).split("; See https://")[0]
             raise ConfigError(f"malformed override {text!r}: {detail}") from None
@@ -58,6 +63,31 @@ def _parse_overrides(overrides: Sequence[str]) -> list:
             raise ConfigError(f"malformed override {text!r}: missing key (expected key=value)")
         parsed.append(ov)
     return parsed
+
+
+MAX_OVERRIDE_DEPTH = 32  # brackets within one override ([..], {..}, (..))
+MAX_SWEEP_POINTS = 10_000  # runs one -m command may expand to
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _nesting(text: str) -> int:
+    """The deepest bracket nesting of ``text`` outside quotes."""
+    depth = deepest = 0
+    quote = None
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]})":
+            depth -= 1
+    return deepest
 
 
 def expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
@@ -79,13 +109,34 @@ def expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
             raise ConfigError(f"cannot sweep a deletion: {text!r}")
         key = ov.get_key_element()
         try:
-            values = list(ov.sweep_string_iterator())
+            values = list(itertools.islice(ov.sweep_string_iterator(), MAX_SWEEP_POINTS + 1))
         except Exception as exc:  # glob sweeps over config groups, etc.
             raise ConfigError(f"cannot expand sweep {text!r}: {_one_line(str(exc))}") from None
         if not values:
             raise ConfigError(f"sweep {text!r} has no values")
         axes.append([f"{key}={v}" for v in values])
+        points = 1
+        for axis in axes:
+            points *= len(axis)
+        if points > MAX_SWEEP_POINTS:
+            raise ConfigError(f"the sweep expands to more than {MAX_SWEEP_POINTS:,} runs; split it into "
+                              "several commands (or fewer values per key)")
     return [list(combo) for combo in itertools.product(*axes)]
+
+
+def _check_yaml_tree(root: Path) -> None:
+    """Every YAML file Hydra may read under ``root`` passes :func:`check_yaml_file` (once per state)."""
+    for f in sorted(root.rglob("*.yaml")):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        _checked_yaml(f, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_yaml(path: Path, mtime_ns: int, size: int) -> None:
+    check_yaml_file(path)
 
 
 def _primary_defaults(path: Path) -> list:
@@ -209,6 +260,7 @@ def compose_config(
     # Hydra's root is the primary config's directory, so the preset group is `experiment`.
     hydra_root = primary.parent.resolve()
     hydra_name = primary.stem
+    _check_yaml_tree(hydra_root)
 
     tokens = list(overrides) + ([f"{PRESET_KEY}={preset}"] if preset is not None else [])
     if not tokens:
@@ -325,6 +377,9 @@ def _hydra_message(exc: BaseException) -> str:
         cause = exc.__cause__
         cause_msg = _one_line(str(cause)).split("; full_key")[0] if cause is not None else ""
         if cause is not None and re.search(r"not in struct|Missing key|Key '.*' not in", cause_msg):
+            near = nearest_key(key)
+            if near:
+                return f"unknown config key {key!r}; did you mean {near!r}?"
             return f"unknown config key {key!r} (use +{key}=... to add a new key)"
         if cause_msg:
             return f"cannot override {key!r}: {cause_msg}"

@@ -3,7 +3,7 @@ run, resume and replay.
 
 ``effective_config`` states every value as it runs (nulls resolved by the rules of
 :mod:`plume_capture.sim.params`, numbers normalised); ``config_hash`` is the SHA-256 of exactly that
-minus :data:`EXECUTION_ONLY_KEYS` (SPEC §10.4); ``RunSpec.env`` and ``RunSpec.policy`` are built
+minus :data:`EXECUTION_ONLY_KEYS` (docs/spec.md §10.4); ``RunSpec.env`` and ``RunSpec.policy`` are built
 from the same effective values, so what is hashed is what runs.
 """
 from __future__ import annotations
@@ -11,16 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from plume_capture import defaults
 from plume_capture.config.check import address_problem, complete, validate_config
 from plume_capture.errors import ConfigError
+from plume_capture.sim import puff
 from plume_capture.sim.params import (DEFAULT_GOAL_RADIUS, DEFAULT_MAX_STEPS, FLOAT32_EPS, EnvParams, PolicyParams,
                                       default_goal)
 
-#: Top-level keys left out of config_hash: they never change a record (SPEC §8, §10.4).
+#: Top-level keys left out of config_hash: they never change a record (docs/spec.md §8, §10.4).
 EXECUTION_ONLY_KEYS: dict[str, str] = {
     "output": "where run directories are written, not what they contain",
     "experiment": "names the run's directory; no record contains it",
@@ -42,13 +44,17 @@ def _effective(cfg: dict) -> dict:
     for key in ("goal_location", "start_location"):
         if env[key] is not None:
             env[key] = [int(c) for c in env[key]]
-    if env["goal_location"] is None and env["plume"] == "static":
+    if env["goal_location"] is None and env["plume"] != "movie":
         env["goal_location"] = list(default_goal(w, h))
     env["sigma"] = float(env["sigma"])
     env["sensor_distance"] = float(env["sensor_distance"])
     out["wind"] = {k: float(v) for k, v in out["wind"].items()}
     if out["movie"]["source_location"] is not None:
         out["movie"]["source_location"] = [int(c) for c in out["movie"]["source_location"]]
+    if env["plume"] == "puff":
+        out["puff"] = puff.normalized(out["puff"])
+    else:  # settings that do not run: the hash of a static or movie config stays what it was
+        del out["puff"]
     out["policy"]["threshold"] = float(out["policy"]["threshold"])
     out["policy"]["eps"] = float(out["policy"]["eps"])
     return out
@@ -68,7 +74,8 @@ def effective_config(cfg: Mapping[str, Any]) -> dict:
 
     ``max_steps`` null -> 1000; ``goal_radius`` null -> 5.0, 0 -> float32 eps; static-plume
     ``goal_location`` null -> ``[min(64, W-1), min(64, H-1)]``; float settings as floats; pairs
-    as lists. Settings that depend on a movie file (its grid and source) are left as given.
+    as lists; the ``puff`` group only when ``env.plume`` is puff. Settings that depend on a movie
+    file (its grid and source) are left as given.
     """
     validate_config(cfg, check_paths=False)
     return _effective(dict(cfg))
@@ -76,7 +83,7 @@ def effective_config(cfg: Mapping[str, Any]) -> dict:
 
 def config_hash(cfg: Mapping[str, Any]) -> str:
     """SHA-256 hex of the effective config minus :data:`EXECUTION_ONLY_KEYS` and free annotations
-    (top-level keys the shipped config does not have, e.g. ``+notes=...``) (SPEC §10.4).
+    (top-level keys the shipped config does not have, e.g. ``+notes=...``) (docs/spec.md §10.4).
 
     Serialised as ``json.dumps(..., sort_keys=True, separators=(",", ":"))``. Equal for the same
     data whatever the spelling (``--grid 8x8`` or ``env.grid_size=[8,8]``, ``max_steps: null``
@@ -99,9 +106,11 @@ class EngineSpec:
     shard_episodes: int | None
     window: int | None
     quiet: bool
+    object_store_mb: int  # a local Ray instance's object store ($PLUME_CAPTURE_OBJECT_STORE_MB)
 
     @classmethod
     def from_config(cls, eng: Mapping[str, Any]) -> "EngineSpec":
+        check_numba_threads()
         address, source = eng["address"], "engine.address"
         if address is None and eng["kind"] != "local" and os.environ.get("RAY_ADDRESS"):
             address, source = os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
@@ -110,7 +119,30 @@ class EngineSpec:
                 raise ConfigError(f"RAY_ADDRESS={address[:80]!r}: {problem}")
         return cls(kind=eng["kind"], address=address, address_from=source if address else None,
                    num_actors=eng["num_actors"], threads=eng["threads"], headroom_cpus=eng["headroom_cpus"],
-                   shard_episodes=eng["shard_episodes"], window=eng["window"], quiet=eng["quiet"])
+                   shard_episodes=eng["shard_episodes"], window=eng["window"], quiet=eng["quiet"],
+                   object_store_mb=object_store_mb())
+
+
+def check_numba_threads() -> None:
+    """``$NUMBA_NUM_THREADS``, when set, is a positive integer (Numba itself fails at import)."""
+    text = os.environ.get("NUMBA_NUM_THREADS")
+    if text is not None and text.strip() and (not re.fullmatch(r"\s*\d+\s*", text) or int(text) < 1):
+        raise ConfigError(f"NUMBA_NUM_THREADS={text[:40]!r}: must be a positive integer (or unset)")
+
+
+OBJECT_STORE_MB_ENV = "PLUME_CAPTURE_OBJECT_STORE_MB"
+OBJECT_STORE_MB_DEFAULT, OBJECT_STORE_MB_RANGE = 512, (80, 1 << 20)  # Ray refuses less than ~75 MiB
+
+
+def object_store_mb() -> int:
+    """``$PLUME_CAPTURE_OBJECT_STORE_MB`` checked like a config key (default 512)."""
+    text = os.environ.get(OBJECT_STORE_MB_ENV)
+    if text is None or not text.strip():
+        return OBJECT_STORE_MB_DEFAULT
+    lo, hi = OBJECT_STORE_MB_RANGE
+    if not re.fullmatch(r"\s*\d+\s*", text) or not lo <= int(text) <= hi:
+        raise ConfigError(f"{OBJECT_STORE_MB_ENV}={text[:40]!r}: must be an integer number of MiB in [{lo}, {hi}]")
+    return int(text)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
-"""``PlumeNav-v0``: one plume-navigation environment (SPEC §12) on the capture kernels."""
+"""``PlumeNav-v0``: one plume-navigation environment (docs/spec.md §12) on the capture kernels."""
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from plume_capture.kernels import specialize
+from plume_capture.kernels import puff, specialize
 from plume_capture.kernels.rollout import reset_one, step_one
 from plume_capture.sim.params import EnvParams
 from plume_capture.spec import SEED_MAX
@@ -27,18 +29,49 @@ def make_spaces(params: EnvParams, n_actions: int, obs_size: int):
     return spaces.Discrete(n_actions), obs
 
 
+def render_stride(params) -> int:
+    """Every how many cells a picture samples the grid (at most 512 pixels a side)."""
+    w, h = params.grid_size
+    return max(1, -(-max(w, h) // 512))
+
+
+def render_rgb(field: np.ndarray, params, step: int, goal, agent, *, sampled: bool = False) -> np.ndarray:
+    """The image ``PlumeNavEnv.render`` returns (see there); ``sampled``: ``field`` is already
+    on every :func:`render_stride`-th cell."""
+    if field.ndim == 3:  # a movie: the frame the observation after ``step`` reads
+        t = field.shape[0]
+        field = field[step % t if params.movie_step_policy == "wrap" else min(step, t - 1)]
+    sub = render_stride(params)
+    c = np.clip(np.asarray(field if sampled else field[::sub, ::sub], np.float32), 0.0, 1.0)
+    img = np.stack([230 * c, 200 * np.sqrt(c), 60 + 100 * c], axis=-1).astype(np.uint8)
+    scale = max(1, 256 // max(img.shape[:2]))
+    for (x, y), colour in ((goal, (40, 220, 60)), (agent, (255, 30, 30))):
+        img[y // sub, x // sub] = colour
+    img = img.repeat(scale, axis=0).repeat(scale, axis=1)
+    return np.ascontiguousarray(img[::-1])
+
+
 class PlumeNavEnv(gym.Env):
     """An agent on a ``W x H`` grid seeks the odor source from concentration readings.
 
     Keyword arguments are the fields of :class:`plume_capture.sim.params.EnvParams` (defaults: the
-    shipped config, SPEC §3.1).
+    shipped config, docs/spec.md §3.1; all listed in docs/env.md), and ``render_mode`` (None or
+    ``"rgb_array"``).
     ``step`` before ``reset`` or after the episode ended, and actions outside the action space,
     raise instead of being coerced.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, **kwargs):
+    def __init__(self, render_mode=None, **kwargs):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.render_mode = render_mode
+        unknown = sorted(set(kwargs) - set(EnvParams.__dataclass_fields__))
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], EnvParams.__dataclass_fields__, n=1)
+            raise TypeError(f"PlumeNav-v0 has no argument {unknown[0]!r}"
+                            + (f"; did you mean {near[0]!r}?" if near else " (docs/env.md lists them)"))
         pairs = ("grid_size", "goal_location", "start_location", "movie_source_location")
         params = EnvParams(**{k: (None if v is None else tuple(v)) if k in pairs else v for k, v in kwargs.items()})
         self.physics = params.build()
@@ -47,9 +80,9 @@ class PlumeNavEnv(gym.Env):
             self.params, self.physics.n_actions, self.physics.obs_size)
         ka = self.physics.kernel_args()
         self._obs = ka.rows(1).obs
-        self._reset = specialize(reset_one, ka.codes, (ka.params, ka.field, 0, self._obs))
-        self._step = specialize(step_one, ka.codes, (ka.params, ka.field, 0, 0, 0, 0, 0.0, 0, self._obs))
-        self._phys_args = (ka.params, ka.field)
+        self._phys_args = (ka.params, ka.field, ka.state.puff[0])
+        self._reset = specialize(reset_one, ka.codes, (*self._phys_args, 0, self._obs))
+        self._step = specialize(step_one, ka.codes, (*self._phys_args, 0, 0, 0, 0, 0.0, 0, self._obs))
         self._x = self._y = self._k = 0
         self._heading = 0.0
         self._ep_seed = None
@@ -60,6 +93,29 @@ class PlumeNavEnv(gym.Env):
         self._reached = False
         self._episodes = 0
         self._dist = 0.0
+
+    @property
+    def spec(self):
+        return self._spec
+
+    @spec.setter
+    def spec(self, value):
+        # gymnasium.make sets a spec without a step limit; ours is max_steps (the env truncates itself).
+        self._spec = None if value is None else dataclasses.replace(value, max_episode_steps=self.params.max_steps)
+
+    def render(self):
+        """With ``render_mode="rgb_array"``: the plume (dark to bright with concentration), the goal
+        (green) and the agent (red) as a ``uint8 (rows, cols, 3)`` image, +y upwards, at most 512
+        pixels a side (large grids are subsampled)."""
+        if self.render_mode != "rgb_array":
+            return None
+        if self.physics.field is None:  # a puff plume: its table now, on the picture's cells
+            sub = render_stride(self.params)
+            w, h = self.params.grid_size
+            now = np.zeros((-(-h // sub), -(-w // sub)), np.float64)
+            puff.snapshot(self._phys_args[0], self._phys_args[2], sub, now)
+            return render_rgb(now, self.params, self._k, self.goal_location, (self._x, self._y), sampled=True)
+        return render_rgb(self.physics.field, self.params, self._k, self.goal_location, (self._x, self._y))
 
     @property
     def goal_location(self):

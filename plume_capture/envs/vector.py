@@ -21,8 +21,12 @@ class PlumeNavVectorEnv(VectorEnv):
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int = 1, **kwargs):
+    def __init__(self, num_envs: int = 1, render_mode=None, **kwargs):
         from plume_capture.envs.plume_nav import PlumeNavEnv
+
+        if render_mode is not None:
+            raise ValueError(f"the vector env does not render (render_mode={render_mode!r}); "
+                             "render a single PlumeNav-v0 with render_mode='rgb_array'")
 
         self.num_envs = int(num_envs)
         probe = PlumeNavEnv.__new__(PlumeNavEnv)

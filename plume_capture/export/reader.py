@@ -19,9 +19,10 @@ from plume_capture import spec
 from plume_capture.io.jsonl_decode import STEP_LAYOUT, iter_jsonl_batches, strict_loads
 from plume_capture.io.rundir import list_run_files
 from plume_capture.readback.validate import parquet_source_usable, validate_run_artifacts
+from plume_capture.errors import BadInput
 
 
-class ExportError(ValueError):
+class ExportError(BadInput):
     """The run cannot be exported (bad input: the CLI reports it in one line, exit 2)."""
 
 

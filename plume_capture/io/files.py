@@ -1,5 +1,5 @@
 """Durable artifact files: a hashing, counting, append-only file (O_DIRECT where allowed) and the
-rotating JSON Lines part writer (SPEC §9.1) with its checkpoints (what resume truncates back to)."""
+rotating JSON Lines part writer (docs/spec.md §9.1) with its checkpoints (what resume truncates back to)."""
 from __future__ import annotations
 
 import errno
@@ -176,7 +176,7 @@ def write_new(path: Path, buffers) -> tuple[int, str]:
 class JsonlPartWriter:
     """Appends gzip members to `<base>.jsonl.gz`, rotating into `<base>.partNNNN.jsonl.gz`.
 
-    Rotation (SPEC §9.1): before a member is appended, a new part is started if the current part
+    Rotation (docs/spec.md §9.1): before a member is appended, a new part is started if the current part
     is non-empty and would exceed `rotate_size` bytes, so a part is larger than `rotate_size` only
     when it holds a single member. With no rows at all the base file still exists and holds one
     empty gzip member (20 bytes; it decompresses to empty text, which every gzip reader accepts,

@@ -1,4 +1,4 @@
-"""Decoding the run format (SPEC §9.1): record layouts, streaming gzip, JSON Lines batches.
+"""Decoding the run format (docs/spec.md §9.1): record layouts, streaming gzip, JSON Lines batches.
 
 JSON Lines are parsed by the Numba scanner of :mod:`plume_capture.kernels.jsonl_scan`, specialised
 for the record layouts of ``spec``. Whatever the scanner does not accept (unusual but valid JSON

@@ -1,4 +1,4 @@
-"""Artifact writers (SPEC §9.1): JSON Lines as gzip members, rotated parts, streaming Parquet.
+"""Artifact writers (docs/spec.md §9.1): JSON Lines as gzip members, rotated parts, streaming Parquet.
 
 Shard actors call :func:`encode_jsonl` on their Arrow tables (CPU heavy, one core each); the driver
 only appends the resulting gzip members with :class:`JsonlPartWriter` (rotation, sha256) and streams
@@ -8,7 +8,7 @@ JSON text. One object per line, keys in column order, compact separators (``{"a"
 strings as ``json.dumps(s, ensure_ascii=False)`` writes them. Floats use polars' float-to-string
 cast (Rust, shortest round-trip): ``json.loads`` gives back the exact float64 and integral values
 keep a ``.0`` or exponent (``1.0``, ``1e+16``), so they parse as floats. float32 columns are widened
-to float64 first (SPEC §9.1). NaN/Infinity and nulls raise ``ValueError``. The lines are assembled
+to float64 first (docs/spec.md §9.1). NaN/Infinity and nulls raise ``ValueError``. The lines are assembled
 by a Numba kernel in row chunks of ~2 MiB that are compressed right away (isal, gzip container), so
 memory stays bounded and hot; only floats are formatted by polars, and a run of equal values in a
 column (timestamps of one kernel call) is formatted once. The text is byte-identical to polars
@@ -37,7 +37,7 @@ from plume_capture.kernels.jsonl_encode import (_BOOL, _FLOAT, _FLOAT_LIST, _INT
 __all__ = ["BLOCK_BYTES", "EMPTY_GZIP_MEMBER", "EncodedJsonl", "configure_threads", "encode_jsonl",
            "load_polars_for"]
 
-BLOCK_BYTES = 65536  # SPEC §9.1: uncompressed text per gzip member when rotation is on
+BLOCK_BYTES = 65536  # docs/spec.md §9.1: uncompressed text per gzip member when rotation is on
 _GZIP_WBITS = 31  # zlib wbits for the gzip container (header mtime 0: deterministic bytes)
 EMPTY_GZIP_MEMBER = isal_zlib.compress(b"", 1, wbits=_GZIP_WBITS)
 _CHUNK_TEXT_BYTES = 2 << 20  # text assembled per kernel call

@@ -1,4 +1,4 @@
-"""Streaming Parquet artifacts (SPEC §9.1): row groups of a reader-friendly size, zstd, sha256 while
+"""Streaming Parquet artifacts (docs/spec.md §9.1): row groups of a reader-friendly size, zstd, sha256 while
 writing."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The files of a run directory as readers see them (SPEC §9): JSON Lines parts in order, Parquet
+"""The files of a run directory as readers see them (docs/spec.md §9): JSON Lines parts in order, Parquet
 (one file, or a directory of parts), gaps and strays.
 
 Layout (docs/format.md, "Layout of a multi-shard run"): a run of one shard has one file per artifact (``steps.jsonl.gz``,

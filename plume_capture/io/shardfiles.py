@@ -6,7 +6,7 @@ when it sees that directory) or hands the bytes back; the driver commits them in
 their final names (``capture.sink.ShardedSink``). What a shard's files hold depends only on its
 records and ``rotate_size``, never on who wrote them.
 
-JSON Lines parts (SPEC §9.1): a shard starts a new part; within a shard a new part starts before a
+JSON Lines parts (docs/spec.md §9.1): a shard starts a new part; within a shard a new part starts before a
 member when the part is non-empty and would exceed ``rotate_size`` (so a part is larger than
 ``rotate_size`` only when it holds a single member).
 """
@@ -53,7 +53,7 @@ def _rebuild_piece(kind, rows, data) -> Piece:
 
 
 def split_parts(sizes: list[int], rotate_size: int | None) -> list[list[int]]:
-    """Member indices of each part (SPEC §9.1 rotation, starting with an empty part)."""
+    """Member indices of each part (docs/spec.md §9.1 rotation, starting with an empty part)."""
     parts: list[list[int]] = []
     fill = 0
     for i, n in enumerate(sizes):

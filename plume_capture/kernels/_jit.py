@@ -127,6 +127,15 @@ def cache_dir(numba_version: str) -> str:
     return os.path.join(base, leaf)
 
 
+def kernel_cache_filled() -> bool:
+    """Whether the kernel cache this process would use holds compiled kernels (cheap: Numba is not
+    imported). A run that finds it empty and leaves it filled compiled the kernels."""
+    from importlib import metadata
+
+    path = os.environ.get("NUMBA_CACHE_DIR") or cache_dir(metadata.version("numba"))
+    return any(Path(path).rglob("*.nbi"))
+
+
 def load_numba():
     """Import Numba, point its cache at :func:`cache_dir`, and turn every kernel into a dispatcher.
 

@@ -26,5 +26,9 @@ POLICY_CODES = {
 WRAP, CLAMP = 0, 1
 STEP_POLICY_CODES = {"wrap": WRAP, "clamp": CLAMP}
 
-# Purposes of the counter-based random stream (SPEC §7.1).
+# Plumes: a concentration field of frames (static, movie) or the puff model (kernels.puff).
+FIELD, PUFF = 0, 1
+PLUME_CODES = {"static": FIELD, "movie": FIELD, "puff": PUFF}
+
+# Purposes of the counter-based random stream (docs/spec.md §7.1).
 P_POLICY, P_TUMBLE, P_WIND_A, P_WIND_B, P_EPS = 0, 1, 2, 3, 4

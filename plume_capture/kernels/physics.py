@@ -1,4 +1,4 @@
-"""One environment step, split in the pieces every kernel shares (SPEC §3.3–§6).
+"""One environment step, split in the pieces every kernel shares (docs/spec.md §3.3–§6).
 
 The functions take the static choice codes as arguments; callers pass Numba literals so the
 untaken branches are pruned at compile time.
@@ -7,6 +7,7 @@ import numpy as np
 
 from plume_capture.kernels import codes as C
 from plume_capture.kernels._jit import njit
+from plume_capture.kernels import puff
 from plume_capture.kernels.plume import sample
 from plume_capture.kernels.rng import normal_pair, uniform
 from plume_capture.spec import GOAL_REWARD, STEP_PENALTY
@@ -35,7 +36,7 @@ def _along(x, y, heading, s):
 
 @njit
 def move(act_type, action, x, y, heading, step, key, s, width, height):
-    """Apply ``action``; returns the clamped new position and heading (SPEC §4)."""
+    """Apply ``action``; returns the clamped new position and heading (docs/spec.md §4)."""
     if act_type == C.DISCRETE:
         nx = x + s * _DX[action]
         ny = y + s * _DY[action]
@@ -68,23 +69,31 @@ def reward(rew_type, reached):
 
 
 @njit
-def observe(obs_type, out, row, field, frame, x, y, heading, step, key, width, height, n_sensors,
-            sensor_distance, wind_speed, wind_direction, wind_noise):
-    """Write the observation of the state after ``step`` into ``out[row]`` (float32, SPEC §5)."""
+def concentration(PLM, p, field, frame, pt, x, y):
+    """Concentration at cell (x, y): of ``frame`` of the field, or of the puff table ``pt``
+    (``PLM == PUFF``)."""
+    if PLM == C.PUFF:
+        return puff.sample(p, pt, x, y)
+    return sample(field, frame, x, y, p.width, p.height)
+
+
+@njit
+def observe(obs_type, PLM, p, out, row, field, frame, pt, x, y, heading, step, key):
+    """Write the observation of the state after ``step`` into ``out[row]`` (float32, docs/spec.md §5)."""
     if obs_type == C.CONCENTRATION:
-        out[row, 0] = sample(field, frame, x, y, width, height)
+        out[row, 0] = concentration(PLM, p, field, frame, pt, x, y)
     elif obs_type == C.ANTENNAE:
-        for i in range(n_sensors):
-            sx, sy = _along(x, y, heading + i * 360.0 / n_sensors, sensor_distance)
-            out[row, i] = sample(field, frame, sx, sy, width, height)
+        for i in range(p.n_sensors):
+            sx, sy = _along(x, y, heading + i * 360.0 / p.n_sensors, p.sensor_distance)
+            out[row, i] = concentration(PLM, p, field, frame, pt, sx, sy)
     else:  # WIND_VECTOR
-        t = wind_direction * _DEG
-        wx = wind_speed * np.cos(t)
-        wy = wind_speed * np.sin(t)
-        if wind_noise > 0.0:
+        t = p.wind_direction * _DEG
+        wx = p.wind_speed * np.cos(t)
+        wy = p.wind_speed * np.sin(t)
+        if p.wind_noise > 0.0:
             n1, n2 = normal_pair(key, step)
-            wx += wind_noise * n1
-            wy += wind_noise * n2
+            wx += p.wind_noise * n1
+            wy += p.wind_noise * n2
         out[row, 0] = wx
         out[row, 1] = wy
 

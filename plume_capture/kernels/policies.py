@@ -1,4 +1,4 @@
-"""Built-in policies (SPEC §7.2). A policy sees the concentration at the agent's cell (its own
+"""Built-in policies (docs/spec.md §7.2). A policy sees the concentration at the agent's cell (its own
 sensor, whatever the observation type) and keeps two integers of memory per env.
 
 ``dc`` is the change of that concentration over the last step (0 before the first step).

@@ -29,16 +29,27 @@ class Params(NamedTuple):
     step_size: int
     n_sensors: int
     clamp: bool  # movie frames: clamp at the last frame (else wrap)
-    start_x: int  # -1: random start (SPEC §3.2)
+    start_x: int  # -1: random start (docs/spec.md §3.2)
     start_y: int
     goal_radius: float
     sensor_distance: float
     wind_speed: float
     wind_direction: float
     wind_noise: float
-    threshold: float  # policy parameters (SPEC §7.2)
+    threshold: float  # policy parameters (docs/spec.md §7.2)
     persistence: int
     eps: float
+    # puff plume coefficients per plume step (kernels.puff; zeros for the other plumes)
+    puff_lam: float
+    puff_r0sq: float
+    puff_grow: float
+    puff_ux: float
+    puff_uy: float
+    puff_dt: float
+    puff_decay: float
+    puff_kick: float
+    puff_jitter: float
+    puff_warmup: int
 
 
 class EnvState(NamedTuple):
@@ -54,6 +65,7 @@ class EnvState(NamedTuple):
     total: np.ndarray  # float64: reward so far in the episode
     episode: np.ndarray  # int64: capture: index of the current episode in the shard's seeds
     live: np.ndarray  # bool: capture: inside an episode (False: start the next one first)
+    puff: np.ndarray  # float64 (slots, 1 + max_puffs, 3): the puff plume's tables (kernels.puff; max_puffs 0 otherwise)
 
 
 class StepRows(NamedTuple):
@@ -81,7 +93,7 @@ class EpisodeRows(NamedTuple):
 
 
 _STATE_TYPES = EnvState(np.int64, np.int64, np.int64, np.float64, np.int64, np.int64, np.int64, np.float64,
-                        np.float64, np.float64, np.int64, np.bool_)
+                        np.float64, np.float64, np.int64, np.bool_, np.float64)
 STEP_TYPES = StepRows(np.int64, np.int64, np.int64, np.float64, np.bool_, np.bool_, np.int64, np.int64,
                       np.float64, np.float64, np.float32)
 _EPISODE_TYPES = EpisodeRows(np.int64, np.float64, np.bool_, np.bool_, np.int64, np.int64, np.float64)
@@ -89,9 +101,11 @@ _EPISODE_TYPES = EpisodeRows(np.int64, np.float64, np.bool_, np.bool_, np.int64,
 
 @dataclass(frozen=True, eq=False)
 class KernelArgs:
-    """What every kernel call takes: ``codes`` (action, observation, reward, policy; Numba literals),
-    ``params``, ``field`` and ``state`` (``envs`` slots, zeroed); ``rows``/``episodes`` allocate
-    output buffers (``empty(n, dtype)`` allocates one column, e.g. in Arrow's pool)."""
+    """What every kernel call takes: ``codes`` (action, observation, reward, policy, plume; Numba
+    literals), ``params``, ``field`` (float32 frames ``(T, H, W)``, read-only, may be shared; a
+    one-cell zero for the puff plume, whose state is ``state.puff``) and ``state`` (``envs`` slots,
+    zeroed); ``rows``/``episodes`` allocate output buffers (``empty(n, dtype)`` allocates one
+    column, e.g. in Arrow's pool)."""
     codes: tuple
     params: Params
     field: np.ndarray
@@ -107,5 +121,6 @@ class KernelArgs:
         return EpisodeRows(*(empty(n, t) for t in _EPISODE_TYPES))
 
     @staticmethod
-    def new_state(envs: int) -> EnvState:
-        return EnvState(*(np.zeros(envs, t) for t in _STATE_TYPES))
+    def new_state(envs: int, max_puffs: int = 0) -> EnvState:
+        *cols, puff = _STATE_TYPES
+        return EnvState(*(np.zeros(envs, t) for t in cols), np.zeros((envs, 1 + max_puffs, 3), puff))

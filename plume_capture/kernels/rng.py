@@ -1,4 +1,4 @@
-"""The counter-based random stream of SPEC §7.1.
+"""The counter-based random stream of docs/spec.md §7.1.
 
 Every draw is a pure function of ``(episode seed, step, purpose)``::
 
@@ -20,6 +20,19 @@ Every draw is a pure function of ``(episode seed, step, purpose)``::
 ``purpose`` is one of ``codes.P_*`` (0 policy action, 1 tumble heading, 2/3 wind noise, 4 policy
 epsilon). Integers in [0, n) are ``int(uniform * n)``. Wind noise adds ``noise_std *`` the first
 normal to the x component and the second to the y component.
+
+The puff plume (``kernels.puff``) draws from a stream of its own, so its puffs are the same
+whatever the agent does::
+
+    def plume_key(seed):
+        return mix64(mix64((seed + 0x9E3779B97F4A7C15) & M) ^ 0xA5A5A5A5DEADBEEF)
+    def plume_uniform(pkey, n, lane):               # float64 in [0, 1)
+        u = mix64((pkey + (n * 2**24 + lane) * 0x9E3779B97F4A7C15) & M)
+        return (u >> 11) * 2.0**-53
+
+``n`` is the 1-based plume step (warm-up steps first, then one per environment step) and ``lane``
+(< 2**24) the draw within it: 0 the births, 1 and 2 the meander normals (Box–Muller as above),
+``3 + 2j`` and ``4 + 2j`` the jitter of the puff in slot ``j``.
 """
 import numpy as np
 
@@ -76,6 +89,32 @@ def normal_pair(key, step):
     """Two independent standard normals for ``step`` (Box–Muller)."""
     u1 = uniform(key, step, 2)
     u2 = uniform(key, step, 3)
+    r = np.sqrt(-2.0 * np.log(1.0 - u1))
+    t = 2.0 * np.pi * u2
+    return r * np.cos(t), r * np.sin(t)
+
+
+_PLUME_SALT = np.uint64(0xA5A5A5A5DEADBEEF)
+_LANES = np.uint64(2**24)
+
+
+@njit
+def plume_key(key):
+    """The puff plume's key from the episode key (``episode_key(seed)``)."""
+    return mix64(np.uint64(key) ^ _PLUME_SALT)
+
+
+@njit
+def plume_uniform(pkey, n, lane):
+    u = mix64(np.uint64(pkey) + (np.uint64(n) * _LANES + np.uint64(lane)) * _GAMMA)
+    return float(u >> _S11) * _TWO_M53
+
+
+@njit
+def plume_normal_pair(pkey, n):
+    """Two standard normals for plume step ``n`` (lanes 1 and 2, Box–Muller)."""
+    u1 = plume_uniform(pkey, n, 1)
+    u2 = plume_uniform(pkey, n, 2)
     r = np.sqrt(-2.0 * np.log(1.0 - u1))
     t = 2.0 * np.pi * u2
     return r * np.cos(t), r * np.sin(t)

@@ -1,4 +1,4 @@
-"""Episode start position (SPEC §3.2), bit-exact with numpy, callable from njit code.
+"""Episode start position (docs/spec.md §3.2), bit-exact with numpy, callable from njit code.
 
 ``start_position(s, W, H)`` equals::
 

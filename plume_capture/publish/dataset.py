@@ -2,9 +2,12 @@
 ``manifest.json``), one ``<run_id>.dvc`` per run, and ``<dest>/DATASET_INDEX.json``.
 
 Invariants: a run directory appears in the tree only by a rename of a fully written, fsynced and
-hash-checked copy; the index lists exactly the runs whose manifest is in the tree (all changes to
-tree, index, DVC and git happen under one flock per repository); a name once published is never
-overwritten.
+hash-checked copy, after a journal naming it (``.dvc/tmp/plume-publish-pending-*.json``) is on
+disk; a run counts as published only once git knows its ``.dvc`` file; a publish stopped between
+its rename and its commit is finished (or, when its files no longer match its manifest, rolled
+back) by the next publish into that tree; the index lists exactly the runs whose manifest is in the
+tree (all changes to tree, index, DVC and git happen under one flock per repository); a name once
+published is never overwritten.
 """
 from __future__ import annotations
 
@@ -12,19 +15,27 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import socket
+import stat
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from plume_capture.capture.lock import LOCK
 from plume_capture.capture.runmeta import provenance
+from plume_capture.capture.sink import JOURNAL
+from plume_capture.capture.sink import MANIFEST as CAPTURE_MANIFEST
 from plume_capture.publish.manifest import (MANIFEST_NAME, build_manifest,
                                             validation_summary)
 from plume_capture.readback.validate import validate_run_artifacts
+from plume_capture.errors import BadInput, OperationalError
 
 INDEX_NAME = "DATASET_INDEX.json"
 INDEX_VERSION = 1
@@ -34,7 +45,7 @@ _INDEX_KEYS = ("experiment", "run_id", "config_hash", "episodes", "steps", "byte
                "published", "git_sha", "git_dirty", "path", "manifest_sha256")
 
 
-class PublishError(Exception):
+class PublishError(BadInput):
     """Bad input: the run, the repository or the options; nothing was published."""
 
 
@@ -47,12 +58,19 @@ class PublishResult:
     pushed: bool = False
 
 
+class ToolError(OperationalError):
+    """git or DVC failed (a hook, a remote, the disk): exit 3, naming the tool and its last line."""
+
+
 def run_cmd(args, cwd, what: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Run git/dvc; a failure raises RuntimeError with the tool's last stderr line."""
-    p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, input=stdin)
+    """Run git/dvc (an argument list, no shell) in a session of its own, so a Ctrl-C at the
+    terminal reaches only us and we decide what the tool may finish; a failure raises
+    :class:`ToolError` with the tool's last stderr line."""
+    p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, input=stdin,
+                       start_new_session=True)
     if p.returncode != 0:
         msg = (p.stderr.strip() or p.stdout.strip()).splitlines()
-        raise RuntimeError(f"{what} failed: {msg[-1] if msg else f'exit {p.returncode}'}")
+        raise ToolError(f"{what} failed: {msg[-1] if msg else f'exit {p.returncode}'}")
     return p
 
 
@@ -70,11 +88,19 @@ def sha256_file(path) -> str:
 
 
 def copy_hashing(src: Path, dst: Path) -> tuple[int, str]:
-    """Copy ``src`` to a new ``dst`` in one read pass, hashing the bytes written; fsynced."""
+    """Copy the regular file ``src`` (never through a symlink) to a new ``dst`` in one read pass,
+    hashing the bytes written; fsynced."""
     h, n = hashlib.sha256(), 0
     buf = bytearray(_BLOCK)
     view = memoryview(buf)
-    with open(src, "rb", buffering=0) as fi, open(dst, "xb", buffering=0) as fo:
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise PublishError(f"cannot read {src.name} as a regular file: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PublishError(f"{src.name} is not a regular file")
+    with open(fd, "rb", buffering=0) as fi, open(dst, "xb", buffering=0) as fo:
         while k := fi.readinto(buf):
             h.update(view[:k])
             fo.write(view[:k])
@@ -92,6 +118,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_json_atomic(path: Path, doc) -> None:
+    if path.is_dir():
+        raise PublishError(f"{path}: is a directory, not a file this command can write; move it away")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=2, allow_nan=False, ensure_ascii=False)
@@ -174,10 +202,33 @@ def repo_lock(repo: DatasetRepo):
 
 
 def read_index(repo: DatasetRepo) -> dict:
-    if not repo.index_path.exists():
+    """The index, checked: a JSON object whose ``runs`` are objects naming their experiment and
+    run_id. Anything else is :class:`PublishError` saying how to rebuild it (it is derived data)."""
+    path = repo.index_path
+    if not os.path.lexists(path):
         return {"index_version": INDEX_VERSION, "runs": []}
-    with open(repo.index_path, encoding="utf-8") as f:
-        return json.load(f)
+
+    def damaged(what: str) -> PublishError:
+        return PublishError(f"{path}: {what}; rebuild it with plume-nav-publish --rebuild-index "
+                            f"--repo {repo.top}")
+
+    if os.path.islink(path) or not path.is_file():
+        raise damaged("not a regular file")
+    try:
+        doc = json.loads(path.read_bytes(), parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise damaged(f"not valid JSON ({' '.join(str(exc).split())[:80]})") from None
+    runs = doc.get("runs") if isinstance(doc, dict) else None
+    if not isinstance(runs, list):
+        raise damaged("not an object with a list of runs")
+    for i, e in enumerate(runs):
+        if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in ("experiment", "run_id")):
+            raise damaged(f"entry {i} does not name its experiment and run_id")
+    return doc
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def index_entry(repo: DatasetRepo, run_path: Path, manifest: dict, manifest_sha: str) -> dict:
@@ -200,10 +251,16 @@ def _sorted_index(entries) -> dict:
 def rebuild_index(repo: DatasetRepo) -> dict:
     """The index recomputed from the manifests in the tree (the index is derived data)."""
     entries = []
-    for m in sorted(repo.root.glob(f"*/*/{MANIFEST_NAME}")):
+    for run in tree_runs(repo):
+        m = run / MANIFEST_NAME
         with open(m, encoding="utf-8") as f:
-            entries.append(index_entry(repo, m.parent, json.load(f), sha256_file(m)))
+            entries.append(index_entry(repo, run, json.load(f), sha256_file(m)))
     return _sorted_index(entries)
+
+
+def tree_runs(repo: DatasetRepo) -> list[Path]:
+    """The run directories in the tree holding a manifest (not a publish's hidden staging copy)."""
+    return [m.parent for m in sorted(repo.root.glob(f"[!.]*/[!.]*/{MANIFEST_NAME}"))]
 
 
 def _add_to_index(repo: DatasetRepo, entries: list) -> None:
@@ -216,10 +273,52 @@ def _add_to_index(repo: DatasetRepo, entries: list) -> None:
 # Publishing
 
 
-def _read_run_json(run_dir: Path) -> dict:
+#: what the capture keeps only while a run is being written; never part of a published run
+BOOKKEEPING = (JOURNAL, CAPTURE_MANIFEST, LOCK)
+#: the extra keys every run of ours carries (docs/spec.md §9.2); without them the validator could check
+#: only what it checks for the reference tool's runs
+_OUR_EXTRA = {"status": str, "env": dict, "counts": dict, "files": dict, "engine": dict}
+_OUR_RUN_ID = re.compile(r"run-\d{8}-\d{6}-.")  # ours have a unique suffix, the reference's none
+_STOP_ENV = "PLUME_NAV_PUBLISH_TEST_STOP"
+
+
+def _test_stop(point: str) -> None:
+    """Test hook: with ``PLUME_NAV_PUBLISH_TEST_STOP=<point>`` this process stops itself (SIGSTOP)
+    at that point of the commit, so a test can signal it there. Unset in normal use."""
+    if os.environ.get(_STOP_ENV) == point:
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+class _Signals:
+    """While the tree, DVC and git are being changed: SIGINT/SIGTERM are noted, not acted on (a
+    git killed mid-commit leaves a commit without its files, or a stale index.lock); ``check``
+    raises KeyboardInterrupt for a noted one at a step where the change can still be undone.
+    Off the main thread (signals cannot be caught there) nothing is deferred."""
+
+    def __enter__(self):
+        self.got, self._old = None, {}
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._note)
+        return self
+
+    def _note(self, signum, frame):
+        self.got = signum
+
+    def check(self, what: str) -> None:
+        if self.got is not None:
+            raise KeyboardInterrupt(what)
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _read_run_json(run_dir: Path) -> tuple[dict, str]:
+    """run.json parsed, and the sha256 of the bytes parsed (the copy must publish those bytes)."""
     try:
-        with open(run_dir / "run.json", encoding="utf-8") as f:
-            meta = json.load(f)
+        raw = (run_dir / "run.json").read_bytes()
+        meta = json.loads(raw)
     except FileNotFoundError:
         raise PublishError(f"incomplete run (no run.json): {run_dir}") from None
     except (OSError, ValueError) as e:
@@ -229,27 +328,53 @@ def _read_run_json(run_dir: Path) -> dict:
     for key in ("run_id", "experiment"):
         v = meta.get(key)
         if not isinstance(v, str) or not v or v in (".", "..") or "/" in v or "\\" in v \
-                or "\0" in v or v.startswith("."):
-            raise PublishError(f"run.json {key} {v!r} is not a usable directory name")
-    return meta
+                or "\0" in v or v.startswith(".") or v == INDEX_NAME:
+            raise PublishError(f"run.json {key} {v[:60] if isinstance(v, str) else v!r} is not a usable "
+                               "directory name")
+        if len(v.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise PublishError(f"run.json {key} is {len(v.encode('utf-8', 'surrogatepass'))} bytes long; "
+                               f"a published name may be at most {MAX_NAME_BYTES} (its staging copy and "
+                               ".dvc file add to it)")
+    return meta, hashlib.sha256(raw).hexdigest()
 
 
-def _run_files(run_dir: Path) -> list[str]:
-    """The run's files (paths relative to it): regular files, and those of a Parquet directory."""
-    names = []
+def _check_bookkeeping(src: Path, meta: dict) -> None:
+    """A run whose run_id is one of ours must carry our bookkeeping in ``extra``: without it the
+    validator would treat it as the reference tool's and check far less."""
+    if not _OUR_RUN_ID.match(meta["run_id"]):
+        return
+    extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
+    for key, kind in _OUR_EXTRA.items():
+        if not isinstance(extra.get(key), kind) or not extra[key]:
+            raise PublishError(f"run {src.name} was made by plume-capture (its run_id) but "
+                               f"run.json has no extra.{key}; refusing to publish a run whose "
+                               "bookkeeping is gone")
+
+
+def _run_files(run_dir: Path) -> tuple[list[str], list[str]]:
+    """-> (the run's files, paths relative to it: regular files and those of a Parquet directory;
+    the capture's bookkeeping files found at the top, which are not part of the run). A symlink or
+    anything else is refused."""
+    names, skipped = [], []
     for e in sorted(os.scandir(run_dir), key=lambda e: e.name):
+        if e.is_symlink():
+            raise PublishError(f"symlink in the run directory: {e.name} (publish copies regular "
+                               "files only)")
         if e.name.endswith(".parquet") and e.is_dir(follow_symlinks=False):
             for f in sorted(os.scandir(e.path), key=lambda f: f.name):
-                if f.is_symlink() or not f.is_file():
+                if f.is_symlink():
+                    raise PublishError(f"symlink in the run directory: {e.name}/{f.name} "
+                                       "(publish copies regular files only)")
+                if not f.is_file(follow_symlinks=False):
                     raise PublishError(f"unexpected entry in the run directory: {e.name}/{f.name}")
                 names.append(f"{e.name}/{f.name}")
             continue
-        if e.is_dir(follow_symlinks=False) or not e.is_file():
+        if not e.is_file(follow_symlinks=False):
             raise PublishError(f"unexpected entry in the run directory: {e.name}")
         if e.name == MANIFEST_NAME:
             continue  # a manifest from an earlier publish is rewritten, not copied
-        names.append(e.name)
-    return names
+        (skipped if e.name in BOOKKEEPING else names).append(e.name)
+    return names, skipped
 
 
 def _same_run(src: Path, names: list[str], manifest: dict) -> bool:
@@ -260,44 +385,69 @@ def _same_run(src: Path, names: list[str], manifest: dict) -> bool:
                == files[n]["sha256"] for n in names)
 
 
-def _prior_validation(src: Path, names: list[str]) -> dict | None:
-    """The validation report of a manifest already in ``src`` (a run pulled from a dataset) when
-    it says ok and every file still has the sha256 it lists; None otherwise."""
+def _read_manifest(run: Path) -> dict | None:
     try:
-        with open(src / MANIFEST_NAME, encoding="utf-8") as f:
-            manifest = json.load(f)
-        report = manifest["validation"]
-        if report["ok"] is True and _same_run(src, names, manifest):
-            return {**report, "reused_from": "manifest.json of the source run (same sha256s)"}
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+        with open(run / MANIFEST_NAME, encoding="utf-8") as f:
+            m = json.load(f)
+        return m if isinstance(m, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _intact(run: Path) -> dict | None:
+    """The manifest of a run directory of the tree whose files all match it; None otherwise."""
+    m = _read_manifest(run)
+    try:
+        return m if m is not None and _same_run(run, _run_files(run)[0], m) else None
+    except (PublishError, OSError, KeyError, TypeError):
+        return None
+
+
+def _dvc_file(target: Path) -> Path:
+    return target.with_name(target.name + ".dvc")
+
+
+def _tracked(ds: DatasetRepo) -> set[str]:
+    """Paths under the dataset tree that git's index holds (committed, or staged by --no-commit)."""
+    if not ds.root.is_dir():
+        return set()
+    out = run_cmd(["git", "ls-files", "-z", "--", ds.rel(ds.root)], ds.top, "git ls-files").stdout
+    return set(out.split("\0")) - {""}
+
+
+def _existing(repo: DatasetRepo, target: Path, src: Path, names: list[str],
+              tracked: set[str], recovered: bool = False) -> dict | None:
+    """The published manifest when ``target`` holds this very run and git knows its ``.dvc``;
+    PublishError when it holds another; None when the name is free or (before ``recovered``, the
+    recovery under the lock) when its publish never reached git."""
+    if not target.exists():
+        return None
+    manifest = _read_manifest(target)
+    if manifest is None:
+        raise PublishError(f"{repo.rel(target)} exists and is not a published run")
+    if not _same_run(src, names, manifest):
+        raise PublishError(f"a different run is already published as {repo.rel(target)}")
+    if repo.rel(_dvc_file(target)) in tracked:
+        return manifest
+    if recovered:  # the recovery left it alone: its files do not match its manifest
+        raise PublishError(f"{repo.rel(target)} is in the dataset tree, unknown to git, and its "
+                           "files do not match its manifest; remove it and publish again")
     return None
 
 
-def _existing(repo: DatasetRepo, target: Path, src: Path, names: list[str]) -> dict | None:
-    """The published manifest when ``target`` holds this very run; PublishError when it holds
-    another; None when the name is free."""
-    if not target.exists():
-        return None
-    try:
-        with open(target / MANIFEST_NAME, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
-        raise PublishError(f"{repo.rel(target)} exists and is not a published run") from None
-    if not _same_run(src, names, manifest):
-        raise PublishError(f"a different run is already published as {repo.rel(target)}")
-    return manifest
-
-
-def _stage_copy(src: Path, stage: Path, names: list[str], inventory: dict) -> dict:
+def _stage_copy(src: Path, stage: Path, names: list[str], inventory: dict,
+                run_json_sha: str) -> dict:
     """Copy the run into ``stage``; -> name -> {bytes, rows, sha256} of the copied bytes, which
-    must match the inventory run.json declares (and the validator checked)."""
+    must match the inventory run.json declares (and the validator checked), and run.json the
+    bytes that were read."""
     stage.mkdir()
     files = {}
     for n in names:
         (stage / n).parent.mkdir(exist_ok=True)
         size, sha = copy_hashing(src / n, stage / n)
         want = inventory.get(n)
+        if n == "run.json":
+            want = {"sha256": run_json_sha, "bytes": size, "rows": None}
         if want is not None and (want.get("sha256") != sha or want.get("bytes") != size):
             raise PublishError(f"{n} changed while publishing (sha256 differs from run.json)")
         files[n] = {"bytes": size, "rows": want.get("rows") if want else None, "sha256": sha}
@@ -316,6 +466,8 @@ def _check_not_tracked_whole(ds: DatasetRepo, target: Path) -> None:
 
 
 _STAGE_TAG = ".publishing-"
+#: the longest experiment or run_id published: room for ``.<name>.publishing-<host>-<pid>``
+MAX_NAME_BYTES = 160
 _HOST = socket.gethostname().replace("-", "_")
 
 
@@ -346,10 +498,123 @@ def _source(run_dir, ds: DatasetRepo) -> Path:
     return src
 
 
+# ------------------------------------------------------------------------------------------------
+# The pending journal: what a publish is about to put into the tree, until git has it
+
+
+def _pending_path(ds: DatasetRepo) -> Path:
+    tag = hashlib.sha256(ds.rel(ds.root).encode()).hexdigest()[:12]
+    return ds.lock_path.with_name(f"plume-publish-pending-{tag}.json")
+
+
+def _write_pending(ds: DatasetRepo, targets: list[Path], commit: bool) -> None:
+    write_json_atomic(_pending_path(ds), {"dest": ds.rel(ds.root), "commit": commit,
+                                          "runs": [ds.rel(t) for t in targets]})
+    _fsync_dir(_pending_path(ds).parent)
+
+
+def _read_pending(ds: DatasetRepo) -> dict | None:
+    try:
+        with open(_pending_path(ds), encoding="utf-8") as f:
+            doc = json.load(f)
+        return {"commit": bool(doc["commit"]), "runs": [ds.top / r for r in doc["runs"]]}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"commit": True, "runs": []}  # torn: the tree scan below still finds the runs
+
+
+def _commit_message(targets: list[Path]) -> str:
+    names = [f"{t.parent.name}/{t.name}" for t in targets]
+    return f"publish {names[0]}" if len(names) == 1 else \
+        f"publish {len(names)} runs\n\n" + "\n".join(names)
+
+
+def _record(ds: DatasetRepo, runs: list[tuple[Path, dict]], commit: bool, sig: _Signals,
+            lap=lambda key: None) -> bool:
+    """``dvc add`` the run directories ``runs`` ((target, manifest)), index them, stage them in
+    git and (``commit``) commit them; a noted signal is acted on before the commit only.
+    -> whether git had anything new to record."""
+    targets = [t for t, _ in runs]
+    dvc_files = [_dvc_file(t) for t in targets]
+    paths = [ds.rel(f) for f in [*dvc_files, *sorted({t.parent / ".gitignore" for t in targets}),
+                                 ds.index_path]]
+    run_cmd(dvc_cmd("add", "--quiet", *[ds.rel(t) for t in targets]), ds.top, "dvc add")
+    missing = [ds.rel(f) for f in dvc_files if not f.exists()]
+    if missing:
+        raise RuntimeError(f"dvc add wrote no {missing[0]}")
+    lap("dvc_add_s")
+    sig.check("interrupted; nothing was published")
+    _add_to_index(ds, [index_entry(ds, t, m, sha256_file(t / MANIFEST_NAME)) for t, m in runs])
+    run_cmd(["git", "add", "--", *paths], ds.top, "git add")
+    _test_stop("staged")
+    sig.check("interrupted; nothing was published")
+    staged = subprocess.run(["git", "diff", "--cached", "--quiet", "--", *paths], cwd=ds.top,
+                            capture_output=True, start_new_session=True).returncode != 0
+    if commit and staged:  # nothing staged: a recovery finding its commit already made
+        run_cmd(["git", "commit", "--quiet", "-F", "-", "--", *paths], ds.top, "git commit",
+                stdin=_commit_message(targets))
+    lap("index_git_s")
+    return staged
+
+
+def _recover(ds: DatasetRepo, commit: bool, sig: _Signals, say) -> set[Path]:
+    """Under the lock: finish the runs a stopped publish left in the tree without a commit — those
+    its journal names and any run directory whose ``.dvc`` git does not know. A run whose files
+    match its manifest is recorded and committed (as its journal says, else as ``commit``); a
+    journal's run that does not match is removed; a run the journal does not name and that does
+    not match is left alone (not known to be ours). -> the run directories finished."""
+    pending = _read_pending(ds)
+    listed = set(pending["runs"]) if pending else set()
+    if pending:
+        commit = pending["commit"]
+    tracked = _tracked(ds)
+    strays = {t for t in tree_runs(ds) if ds.rel(_dvc_file(t)) not in tracked}
+    finish, drop = [], []
+    for t in sorted(listed | strays):
+        m = _intact(t) if t.is_dir() else None
+        if m is not None:
+            finish.append((t, m))
+        elif t in listed:
+            drop.append(t)
+    if drop:
+        for t in drop:
+            shutil.rmtree(t, ignore_errors=True)
+            _dvc_file(t).unlink(missing_ok=True)
+            say(f"rolled back an interrupted publish: {ds.rel(t)} (its files no longer match its "
+                "manifest)")
+        subprocess.run(["git", "rm", "--cached", "--quiet", "--ignore-unmatch", "--",
+                        *[ds.rel(_dvc_file(t)) for t in drop]], cwd=ds.top, capture_output=True,
+                       start_new_session=True)
+        gone = {(t.parent.name, t.name) for t in drop}
+        write_json_atomic(ds.index_path, _sorted_index(
+            e for e in read_index(ds)["runs"] if (e["experiment"], e["run_id"]) not in gone))
+    done = set()
+    if finish:
+        _write_pending(ds, [t for t, _ in finish], commit)
+        try:
+            changed = _record(ds, finish, commit, sig)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt("interrupted while finishing an interrupted publish; "
+                                    "publish again to finish it") from None
+        if changed:  # else its commit had been made; only the journal was left
+            done = {t for t, _ in finish}
+            for t in sorted(done):
+                say(f"finished an interrupted publish: {ds.rel(t)}"
+                    + ("" if commit else " (staged, not committed)"))
+    _pending_path(ds).unlink(missing_ok=True)
+    return done
+
+
+# ------------------------------------------------------------------------------------------------
+# Publishing
+
+
 @dataclass(eq=False)
 class _Plan:
     src: Path
     meta: dict
+    run_json_sha: str
     names: list
     target: Path
     found: dict | None
@@ -363,15 +628,15 @@ def publish_run(run_dir, repo, **kw) -> PublishResult:
 
 
 def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False,
-                 remote: str | None = None, commit: bool = True, revalidate: bool = False,
-                 log=None, timings: dict | None = None) -> list[PublishResult]:
+                 remote: str | None = None, commit: bool = True, log=None,
+                 timings: dict | None = None) -> list[PublishResult]:
     """Validate the runs and publish them into the dataset tree of ``repo`` (see the module doc)
     with one ``dvc add``, one index update and one git commit for all of them.
 
-    All or nothing: PublishError for bad input (nothing published), RuntimeError when git/DVC fail
-    (the tree is rolled back). ``commit``: commit the .dvc files, .gitignore and index to git.
-    A run carrying a manifest whose sha256s all still match (pulled from a dataset) is not
-    validated again unless ``revalidate``. ``timings``, when given, receives seconds per phase.
+    All or nothing: PublishError for bad input (nothing published), ToolError (exit 3) when git/DVC fail
+    (the tree is rolled back), KeyboardInterrupt (SIGINT; SIGTERM too when the caller maps it so)
+    with a message saying what was left. ``commit``: commit the .dvc files, .gitignore and index
+    to git. ``timings``, when given, receives seconds per phase.
     """
     say = log or (lambda msg: None)
     tm = timings if timings is not None else {}
@@ -384,6 +649,7 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
         clock = now
 
     ds = open_repo(repo, dest)
+    read_index(ds)  # a damaged index is refused before anything is copied (and again under the lock)
     push_remote = check_remote(ds, remote) if push else None
     if commit:
         ident = subprocess.run(["git", "var", "GIT_COMMITTER_IDENT"], cwd=ds.top,
@@ -392,16 +658,21 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
             raise PublishError("git has no committer identity here (set user.name/user.email "
                                "or use --no-commit)")
     plans, seen = [], set()
+    tracked = _tracked(ds)
     for rd in run_dirs:
         src = _source(rd, ds)
-        meta = _read_run_json(src)
-        names = _run_files(src)
+        names, skipped = _run_files(src)
+        meta, run_json_sha = _read_run_json(src)
+        _check_bookkeeping(src, meta)
         target = ds.root / meta["experiment"] / meta["run_id"]
         _check_not_tracked_whole(ds, target)
         if target in seen:
             raise PublishError(f"{ds.rel(target)} given twice")
         seen.add(target)
-        plans.append(_Plan(src, meta, names, target, _existing(ds, target, src, names)))
+        for n in skipped:
+            say(f"not published: {src.name}/{n} (capture bookkeeping, not part of the run)")
+        plans.append(_Plan(src, meta, run_json_sha, names, target,
+                           _existing(ds, target, src, names, tracked)))
     lap("check_s")
     todo = [p for p in plans if p.found is None]
     reports = {}
@@ -409,11 +680,6 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
         extra = p.meta.get("extra") if isinstance(p.meta.get("extra"), dict) else {}
         if extra.get("status", "complete") != "complete":
             raise PublishError(f"run {p.src.name} status is {extra.get('status')!r}, not complete")
-        prior = None if revalidate else _prior_validation(p.src, p.names)
-        if prior is not None:
-            say(f"validation: {p.src.name} unchanged since validated at {prior['validated_at']}")
-            reports[p.target] = prior
-            continue
         res = validate_run_artifacts(p.src)
         if not res["ok"]:
             first = res["errors"][0] if res["errors"] else "invalid"
@@ -421,17 +687,15 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
                                f"first: {first}")
         reports[p.target] = res
     lap("validate_s")
-    fresh = []
+    fresh, recovered, late = [], set(), None
     try:
         for p in todo:
             extra = p.meta.get("extra") if isinstance(p.meta.get("extra"), dict) else {}
             inventory = extra.get("files") if isinstance(extra.get("files"), dict) else {}
             p.target.parent.mkdir(parents=True, exist_ok=True)
             p.stage = p.target.parent / f".{p.meta['run_id']}{_STAGE_TAG}{_HOST}-{os.getpid()}"
-            files = _stage_copy(p.src, p.stage, p.names, inventory)
-            rep = reports[p.target]
-            p.manifest = build_manifest(p.meta, files,
-                                        rep if "reused_from" in rep else validation_summary(rep),
+            files = _stage_copy(p.src, p.stage, p.names, inventory, p.run_json_sha)
+            p.manifest = build_manifest(p.meta, files, validation_summary(reports[p.target]),
                                         publisher={"at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                        time.gmtime()),
                                                    "source": str(p.src), "code": provenance()})
@@ -440,70 +704,105 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
         lap("copy_s")
         with repo_lock(ds):
             lap("lock_wait_s")
-            _sweep_stale_stages(ds)
-            for p in todo:  # a concurrent publish of the same run may have landed meanwhile
-                p.found = _existing(ds, p.target, p.stage, p.names)
-                if p.found is None:
-                    fresh.append(p)
-            if fresh:
-                _commit_to_tree(ds, fresh, commit, lap)
+            read_index(ds)
+            with _Signals() as sig:
+                _sweep_stale_stages(ds)
+                recovered = _recover(ds, commit, sig, say)
+                tracked = _tracked(ds)
+                for p in plans:  # a concurrent publish of the same run may have landed meanwhile
+                    p.found = _existing(ds, p.target, p.stage or p.src, p.names, tracked,
+                                        recovered=True)
+                    if p.found is None:
+                        if p.stage is None:
+                            raise RuntimeError(f"{ds.rel(p.target)} was withdrawn while "
+                                               "publishing; publish again")
+                        fresh.append(p)
+                if fresh:
+                    _commit_to_tree(ds, fresh, commit, lap, sig)
+                late = sig.got
     finally:
         for p in todo:
             if p.stage is not None and p.stage.exists():
                 shutil.rmtree(p.stage)
     out = []
     for p in plans:
-        if p.found is None:  # published now (else already there, maybe concurrently)
-            c = p.manifest["counts"]
+        if p.found is None or p.target in recovered:  # published by this call
+            m = p.found if p.target in recovered else p.manifest
+            c = m["counts"]
             say(f"published: {ds.rel(p.target)} ({c.get('episodes')} episodes, "
                 f"{c.get('steps')} steps)")
-            out.append(PublishResult("published", p.target, p.manifest, bool(push_remote)))
+            out.append(PublishResult("published", p.target, m, bool(push_remote)))
         else:
             say(f"unchanged: {ds.rel(p.target)} already holds this run (same sha256s); "
                 "nothing to do")
             out.append(PublishResult("unchanged", p.target, p.found, bool(push_remote)))
+    if late is not None:
+        if push_remote:
+            raise KeyboardInterrupt("interrupted after the commit: published, not pushed "
+                                    "(run the same command again to push)")
+        say("an interrupt came while the repository was being updated; the update was "
+            "completed first")
     if push_remote:
-        run_cmd(dvc_cmd("push", "--quiet", "-r", push_remote,
-                        *[ds.rel(p.target) + ".dvc" for p in plans]), ds.top, "dvc push")
+        try:
+            run_cmd(dvc_cmd("push", "--quiet", "-r", push_remote,
+                            *[ds.rel(p.target) + ".dvc" for p in plans]), ds.top, "dvc push")
+        except ToolError as exc:
+            raise ToolError(f"{exc}; the run is published and committed, not pushed (fix the remote "
+                            "and run the same command again to push)") from None
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt("interrupted during dvc push: published, push incomplete "
+                                    "(run the same command again to push)") from None
         lap("push_s")
     return out
 
 
-def _commit_to_tree(ds: DatasetRepo, plans: list, commit: bool, lap):
-    """Under the lock: rename into place, ``dvc add``, index, git; rolled back on failure."""
-    dvc_files = [p.target.with_name(p.target.name + ".dvc") for p in plans]
+def _head(ds: DatasetRepo) -> str | None:
+    p = subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=ds.top,
+                       capture_output=True, text=True)
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def _landed(ds: DatasetRepo, before: str | None, dvc_files: list[Path]) -> bool:
+    """Did our commit land after all (HEAD moved and holds every one of our ``.dvc`` files)?"""
+    if _head(ds) in (None, before):
+        return False
+    return all(subprocess.run(["git", "cat-file", "-e", f"HEAD:{ds.rel(f)}"], cwd=ds.top,
+                              capture_output=True).returncode == 0 for f in dvc_files)
+
+
+def _commit_to_tree(ds: DatasetRepo, plans: list, commit: bool, lap, sig: _Signals):
+    """Under the lock: journal, rename into place, ``dvc add``, index, git; rolled back on failure
+    or interrupt unless the commit landed."""
+    dvc_files = [_dvc_file(p.target) for p in plans]
     ignores = sorted({p.target.parent / ".gitignore" for p in plans})
     saved = {f: (f.read_bytes() if f.exists() else None) for f in [*ignores, ds.index_path]}
-    for p in plans:
-        os.rename(p.stage, p.target)
-    for d in sorted({p.target.parent for p in plans}):
-        _fsync_dir(d)
     paths = [ds.rel(f) for f in [*dvc_files, *ignores, ds.index_path]]
+    head = _head(ds)
+    _write_pending(ds, [p.target for p in plans], commit)
+    renamed = []
     try:
-        run_cmd(dvc_cmd("add", "--quiet", *[ds.rel(p.target) for p in plans]), ds.top, "dvc add")
-        missing = [ds.rel(f) for f in dvc_files if not f.exists()]
-        if missing:
-            raise RuntimeError(f"dvc add wrote no {missing[0]}")
-        lap("dvc_add_s")
-        entries = [index_entry(ds, p.target, p.manifest, sha256_file(p.target / MANIFEST_NAME))
-                   for p in plans]
-        _add_to_index(ds, entries)
-        run_cmd(["git", "add", "--", *paths], ds.top, "git add")
-        if commit:
-            names = [f"{p.manifest['experiment']}/{p.manifest['run_id']}" for p in plans]
-            msg = f"publish {names[0]}" if len(names) == 1 else \
-                f"publish {len(names)} runs\n\n" + "\n".join(names)
-            run_cmd(["git", "commit", "--quiet", "-F", "-", "--", *paths], ds.top, "git commit",
-                    stdin=msg)
-        lap("index_git_s")
-    except BaseException:
-        subprocess.run(["git", "reset", "--quiet", "--", *paths], cwd=ds.top, capture_output=True)
-        for p, f in zip(plans, dvc_files):
-            shutil.rmtree(p.target, ignore_errors=True)
-            f.unlink(missing_ok=True)
-        for path, old in saved.items():
-            if old is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.write_bytes(old)
-        raise
+        for p in plans:
+            os.rename(p.stage, p.target)
+            renamed.append(p)
+        for d in sorted({p.target.parent for p in plans}):
+            _fsync_dir(d)
+        _test_stop("renamed")
+        sig.check("interrupted; nothing was published")
+        _record(ds, [(p.target, p.manifest) for p in plans], commit, sig, lap)
+    except BaseException as exc:
+        if not (commit and _landed(ds, head, dvc_files)):
+            subprocess.run(["git", "reset", "--quiet", "--", *paths], cwd=ds.top,
+                           capture_output=True, start_new_session=True)
+            for p in renamed:
+                shutil.rmtree(p.target, ignore_errors=True)
+                _dvc_file(p.target).unlink(missing_ok=True)
+            for path, old in saved.items():
+                if old is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    path.write_bytes(old)
+            _pending_path(ds).unlink(missing_ok=True)
+            if isinstance(exc, ToolError):
+                raise ToolError(f"{exc}; nothing was published, the repository is as it was") from None
+            raise
+    _pending_path(ds).unlink(missing_ok=True)

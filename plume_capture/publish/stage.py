@@ -4,23 +4,29 @@ capture config file (so ``dvc repro`` reruns the capture exactly when they chang
 resumed), and a stage writing the validation summary per run as DVC ``metrics``.
 
 ``python -m plume_capture.publish.stage metrics RUNS_DIR OUT.json`` is that second stage's command.
+
+DVC runs a stage's ``cmd`` through a shell; every command here is built as an argument list and
+written with each argument quoted (``shlex.join``), so no name or path is ever read as shell code.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
 
 import yaml
 
-from plume_capture.errors import ConfigError
+from plume_capture.errors import BadInput, ConfigError
 
 # Keys of a capture config that never change a record (execution only) or are not values.
 _NOT_PARAMS = ("defaults", "engine")
 
 
-class StageError(Exception):
+class StageError(BadInput):
     """Bad input for the stage generator (one line)."""
 
 
@@ -31,6 +37,13 @@ def _rel(path: Path, top: Path, what: str) -> str:
         raise StageError(f"{what} must lie inside the repository {top}: {path}") from None
 
 
+def _stage_name(exp: str) -> str:
+    """``exp`` as a DVC stage name (letters, digits, ``_``, ``-``); a name that had to change gets
+    a hash of the original, so two experiments never share a stage."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", exp)
+    return safe if safe == exp else f"{safe}-{hashlib.sha256(exp.encode()).hexdigest()[:8]}"
+
+
 def capture_stages(config_file, repo=".") -> dict:
     """``{stage name: stage}`` for the capture config ``config_file`` in the DVC repo ``repo``."""
     from plume_capture.config import load_config
@@ -38,8 +51,13 @@ def capture_stages(config_file, repo=".") -> dict:
     top, cfg_path = Path(repo).resolve(), Path(config_file)
     if not cfg_path.is_absolute():
         cfg_path = Path.cwd() / cfg_path
-    if cfg_path.suffix not in (".yaml", ".yml") or not cfg_path.is_file():
-        raise StageError(f"not a YAML config file: {config_file}")
+    if cfg_path.suffix not in (".yaml", ".yml"):
+        raise StageError(f"not a YAML config file (.yaml or .yml): {config_file}")
+    if not cfg_path.exists():
+        raise StageError(f"no such file: {config_file} (write the capture config first; docs/publishing.md "
+                         "shows one)")
+    if not cfg_path.is_file():
+        raise StageError(f"not a file: {config_file}")
     if not (top / ".dvc").is_dir():
         raise StageError(f"not a DVC repository (no .dvc/): {top}")
     rel_cfg = _rel(cfg_path, top, "the config file")
@@ -60,17 +78,23 @@ def capture_stages(config_file, repo=".") -> dict:
     exp = cfg["experiment"]
     out_dir = _rel(top / cfg["output"] / exp, top, "the capture output")
     metrics = f"metrics/{exp}.json"
+    for text in (exp, out_dir, rel_cfg):
+        if "${" in text:
+            raise StageError(f"{text!r} holds '${{', which dvc.yaml reads as a variable")
     params = sorted(k for k in raw if k not in _NOT_PARAMS)
+    capture = ["plume-nav-capture", "--config-path", Path(rel_cfg).parent.as_posix(),
+               "--config-name", cfg_path.stem, "--quiet"]
+    validate = ["python", "-m", "plume_capture.publish.stage", "metrics", out_dir, metrics]
+    name = _stage_name(exp)
     return {
-        f"capture_{exp}": {
-            "cmd": f"plume-nav-capture --config-path {Path(rel_cfg).parent.as_posix()} "
-                   f"--config-name {cfg_path.stem} --quiet",
+        f"capture_{name}": {
+            "cmd": shlex.join(capture),
             "deps": [rel_cfg],
             "params": [{rel_cfg: params}],
             "outs": [{out_dir: {"persist": True}}],
         },
-        f"validate_{exp}": {
-            "cmd": f"python -m plume_capture.publish.stage metrics {out_dir} {metrics}",
+        f"validate_{name}": {
+            "cmd": shlex.join(validate),
             "deps": [out_dir],
             "metrics": [{metrics: {"cache": False}}],
         },

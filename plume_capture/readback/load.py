@@ -1,4 +1,4 @@
-"""Reading run directories (SPEC §9, §11): ``load_run``, through the decoder of
+"""Reading run directories (docs/spec.md §9, §11): ``load_run``, through the decoder of
 :mod:`plume_capture.io.jsonl_decode` (or Parquet).
 """
 from __future__ import annotations

@@ -23,13 +23,14 @@ from plume_capture.kernels.jsonl_scan import count_lines
 from plume_capture.report.stats import wilson_interval
 from plume_capture.readback.replay import run_env_params
 from plume_capture.sim.params import DEFAULT_GOAL_RADIUS, EnvParams
+from plume_capture.errors import BadInput
 
 DEFAULT_SAMPLE = 300
 STEP_CHUNK_BYTES = 4 << 20  # decompressed bytes per chunk of the JSON Lines pass
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-class ReportError(Exception):
+class ReportError(BadInput):
     """Bad input for a report (the CLI prints it as one line and exits 2)."""
 
 
@@ -327,6 +328,14 @@ def _field(meta: dict):
         radius = float(env.get("goal_radius") or params.goal_radius or DEFAULT_GOAL_RADIUS)
         return grid, goal, radius, None, f"field not drawn: {str(e).splitlines()[0]}"
     p = phys.params
+    if p.plume == "puff":
+        from plume_capture.sim.puff import mean_field
+
+        seed = int(meta.get("base_seed") or 0)
+        f, stride, every = mean_field(phys, seed)
+        note = (f"puff plume: mean of episode 1's plume (seed {seed}) over 20 frames, one every {every} steps"
+                + (f", every {stride}th cell" if stride > 1 else ""))
+        return tuple(p.grid_size), tuple(p.goal_location), float(p.goal_radius), f, note
     f = np.asarray(phys.field)
     note = ""
     if f.ndim == 3:  # (frames, H, W); a static field is one frame

@@ -11,8 +11,9 @@ from plume_capture.report.data import DEFAULT_SAMPLE, expand_run_dirs, summarize
 _CSS = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;
 font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px;text-align:left}th{background:#eee}
 .row{display:flex;flex-wrap:wrap;gap:12px}.run{border:1px solid #ddd;padding:8px;width:560px}
+.run.single{width:auto}.run.single .figs{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 img{max-width:100%}
-.note{color:#a33}.prov{font-size:12px;color:#555}"""
+.note{color:#333;background:#eef2f7;border-left:3px solid #7a8fa6;padding:4px 8px}.prov{font-size:12px;color:#555}"""
 
 
 def _fmt(v) -> str:
@@ -35,13 +36,52 @@ def differing_settings(runs) -> list[str]:
     return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
 
 
+def swept_keys(runs) -> list[str]:
+    """The settings that differ between the runs, in the order the runs' overrides name them (a
+    sweep's first axis first), then the rest alphabetically."""
+    keys = differing_settings(runs)
+    order = []
+    for r in runs:
+        for ov in (r.meta.get("extra") or {}).get("overrides") or []:
+            k = str(ov).lstrip("+~").split("=", 1)[0]
+            if k in keys and k not in order:
+                order.append(k)
+    return order + [k for k in keys if k not in order]
+
+
+def _value_order(v):
+    """Sort key of a setting's value: null, then numbers by value, then lists, then text."""
+    if v is None:
+        return (0, 0)
+    if isinstance(v, (bool, int, float)):
+        return (1, float(v))
+    if isinstance(v, (list, tuple)):
+        return (2, tuple(_value_order(x) for x in v))
+    return (3, str(v))
+
+
+def order_runs(runs) -> tuple[list, list[str]]:
+    """The runs in the order of the sweep's grid — by the swept values, the first swept key varying
+    slowest, as a sweep enumerates them — and the swept keys."""
+    keys = swept_keys(runs)
+    ordered = sorted(runs, key=lambda r: (tuple(_value_order(r.settings().get(k)) for k in keys), r.label))
+    return ordered, keys
+
+
+def swept_label(run, keys, short: bool = False) -> str:
+    """``key=value, ...`` of the swept keys (last name component only with ``short``), else the run's label."""
+    if not keys:
+        return run.label
+    return ", ".join(f"{k.rsplit('.', 1)[-1] if short else k}={_fmt(run.settings().get(k))}" for k in keys)
+
+
 def build_report(paths, out_html, png_dir=None, sample: int = DEFAULT_SAMPLE) -> dict:
     """Write the report of the runs named by ``paths`` (run or sweep directories).
 
     Returns ``{"runs": [RunSummary], "figures": [names], "notes": [str]}``; raises ReportError.
     """
     dirs = expand_run_dirs(paths)
-    runs = [summarize_run(d, sample) for d in dirs]
+    runs, keys = order_runs([summarize_run(d, sample) for d in dirs])
     figs = []  # (name, png)
     notes = []
     grids = sorted({r.grid for r in runs})
@@ -51,12 +91,13 @@ def build_report(paths, out_html, png_dir=None, sample: int = DEFAULT_SAMPLE) ->
     for r in runs:
         if r.field_note:
             notes.append(f"{r.label}: {r.field_note}")
-    for i, r in enumerate(runs, 1):
-        figs.append((f"run{i}_trajectories", figures.trajectories(r)))
-        figs.append((f"run{i}_histograms", figures.histograms(r)))
-    if len(runs) > 1:
-        figs.append(("success_comparison", figures.success_comparison(runs)))
-    keys = differing_settings(runs)
+    with figures.plain_text():
+        for i, r in enumerate(runs, 1):
+            figs.append((f"run{i}_trajectories", figures.trajectories(r, swept_label(r, keys))))
+            figs.append((f"run{i}_histograms", figures.histograms(r, swept_label(r, keys))))
+        if len(runs) > 1:
+            figs.append(("success_comparison",
+                         figures.success_comparison(runs, [swept_label(r, keys, short=True) for r in runs])))
 
     rows = []
     for i, r in enumerate(runs, 1):
@@ -73,13 +114,14 @@ def build_report(paths, out_html, png_dir=None, sample: int = DEFAULT_SAMPLE) ->
         "capture steps/s"]
     fig_map = dict(figs)
     sections = []
+    single = " single" if len(runs) == 1 else ""
     for i, r in enumerate(runs, 1):
         prov = " · ".join(f"{k}: {html.escape(_fmt(v))}" for k, v in r.provenance().items())
         sections.append(
-            f'<div class="run"><h3>run {i}: {html.escape(r.label)}</h3>'
-            f'<p class="prov">{prov}</p>'
-            + _img(fig_map[f"run{i}_trajectories"], f"run{i}_trajectories") + "<br>"
-            + _img(fig_map[f"run{i}_histograms"], f"run{i}_histograms") + "</div>")
+            f'<div class="run{single}"><h3>run {i}: {html.escape(swept_label(r, keys))}</h3>'
+            f'<p class="prov">{prov}</p><div class="figs">'
+            + _img(fig_map[f"run{i}_trajectories"], f"run{i}_trajectories") + ("" if single else "<br>")
+            + _img(fig_map[f"run{i}_histograms"], f"run{i}_histograms") + "</div></div>")
     body = [f"<h1>plume-capture report: {len(runs)} run{'s' if len(runs) > 1 else ''}</h1>"]
     body += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
     body.append('<table id="runs"><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr>"

@@ -1,4 +1,4 @@
-"""Movie plumes: load a recorded concentration dataset ``(T, H, W)`` once (SPEC §2.2).
+"""Movie plumes: load a recorded concentration dataset ``(T, H, W)`` once (docs/spec.md §2.2).
 
 ``load_movie(path, step_policy) -> (field, info)``. Formats: NumPy ``.npy`` (memory-mapped when
 already float32 C-order; an optional sidecar ``<stem>.json`` holds ``fps`` /
@@ -116,7 +116,7 @@ def _load_zarr(p: Path):
         import zarr
     except ImportError:
         raise ConfigError(f"movie {str(p)!r} is a Zarr store but the 'zarr' package is not installed "
-                          f"(install the 'movie' extra: pip install 'plume-capture[movie]')") from None
+                          f"(install the 'movie' extra: pip install -e '.[movie]' in the checkout)") from None
     try:
         node = zarr.open(str(p), mode="r")
     except Exception as exc:  # zarr raises several unrelated types for "not a store"
@@ -143,7 +143,7 @@ def _load_hdf5(p: Path):
         import h5py
     except ImportError:
         raise ConfigError(f"movie {str(p)!r} is an HDF5 file but the 'h5py' package is not installed "
-                          f"(install the 'movie' extra: pip install 'plume-capture[movie]')") from None
+                          f"(install the 'movie' extra: pip install -e '.[movie]' in the checkout)") from None
     try:
         f = h5py.File(p, "r")
     except OSError as exc:

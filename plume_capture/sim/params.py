@@ -16,10 +16,11 @@ import numpy as np
 from plume_capture import defaults
 from plume_capture.errors import ConfigError
 from plume_capture.kernels import codes as C
-from plume_capture.spec import N_ACTIONS, POLICY_ACTIONS
+from plume_capture.sim import puff
+from plume_capture.spec import N_ACTIONS, PLUMES, POLICY_ACTIONS
 from plume_capture.kernels.records import KernelArgs, Params
 
-# What a null means (SPEC §3.1): the one statement of each rule.
+# What a null means (docs/spec.md §3.1): the one statement of each rule.
 DEFAULT_MAX_STEPS = 1000  # max_steps null
 DEFAULT_GOAL_RADIUS = 5.0  # goal_radius null
 FLOAT32_EPS = float(np.finfo(np.float32).eps)  # goal_radius 0 (reached only on the goal cell)
@@ -49,7 +50,7 @@ def field_problem(width: int, height: int) -> str | None:
     return None
 
 
-_ENV, _WIND, _MOVIE, _POLICY = (defaults.group(g) for g in ("env", "wind", "movie", "policy"))
+_ENV, _WIND, _MOVIE, _PUFF, _POLICY = (defaults.group(g) for g in ("env", "wind", "movie", "puff", "policy"))
 
 
 def _default_pair(v):
@@ -121,7 +122,7 @@ class PolicyParams:
 #: EnvParams field -> config key, where they differ
 _KEY = {"wind_direction_deg": "wind.direction_deg", "wind_speed": "wind.speed", "wind_noise_std": "wind.noise_std",
         "movie_path": "movie.path", "movie_step_policy": "movie.step_policy",
-        "movie_source_location": "movie.source_location"}
+        "movie_source_location": "movie.source_location", **{f"puff_{k}": f"puff.{k}" for k in _PUFF}}
 
 
 @dataclass(frozen=True)
@@ -145,19 +146,34 @@ class EnvParams:
     movie_path: str | None = _MOVIE["path"]
     movie_step_policy: str = _MOVIE["step_policy"]
     movie_source_location: tuple[int, int] | None = _default_pair(_MOVIE["source_location"])
+    puff_birth_rate: float = _PUFF["birth_rate"]
+    puff_init_radius: float = _PUFF["init_radius"]
+    puff_spread_rate: float = _PUFF["spread_rate"]
+    puff_meander_std: float = _PUFF["meander_std"]
+    puff_meander_time: float = _PUFF["meander_time"]
+    puff_noise_std: float = _PUFF["noise_std"]
+    puff_dt: float = _PUFF["dt"]
+    puff_max_puffs: int = _PUFF["max_puffs"]
+    puff_warmup_steps: int = _PUFF["warmup_steps"]
 
     @classmethod
     def from_config(cls, cfg: dict) -> "EnvParams":
-        """From a config tree (``env``, ``wind``, ``movie`` groups; missing keys take the defaults)."""
+        """From a config tree (``env``, ``wind``, ``movie``, ``puff`` groups; missing keys take the defaults)."""
         env = dict(cfg.get("env") or {})
         wind = dict(cfg.get("wind") or {})
         movie = dict(cfg.get("movie") or {})
+        puffs = dict(cfg.get("puff") or {})
         pairs = ("grid_size", "goal_location", "start_location", "movie_source_location")
         given = {**{k: v for k, v in env.items() if k in cls.__dataclass_fields__},
                  **{f"wind_{k}": v for k, v in wind.items()},
-                 **{f"movie_{k}": v for k, v in movie.items()}}
+                 **{f"movie_{k}": v for k, v in movie.items()},
+                 **{f"puff_{k}": v for k, v in puffs.items()}}
         return cls(**{k: (_pair(_KEY.get(k, f"env.{k}"), v) if k in pairs else v)
                       for k, v in given.items() if k in cls.__dataclass_fields__})
+
+    def puff_group(self) -> dict:
+        """The ``puff`` config group of these parameters."""
+        return {k: getattr(self, f"puff_{k}") for k in _PUFF}
 
     def build(self) -> "Physics":
         """Validate, resolve defaults, compute (or load) the field; raises ConfigError on bad input."""
@@ -169,7 +185,7 @@ class EnvParams:
         return self._build(field)
 
     def _build(self, given_field) -> "Physics":
-        plume = _choice("env.plume", self.plume, ("static", "movie"))
+        plume = _choice("env.plume", self.plume, PLUMES)
         movie_info = None
         field = given_field
         if plume == "movie":
@@ -185,7 +201,7 @@ class EnvParams:
             width, height = _pair("env.grid_size", self.grid_size)
             if width < 1 or height < 1:
                 raise ConfigError(f"env.grid_size must be >= 1x1, got {width}x{height}")
-            problem = field_problem(width, height)
+            problem = field_problem(width, height) if plume == "static" else None
             if problem:
                 raise ConfigError(problem)
         if plume == "movie":
@@ -224,6 +240,9 @@ class EnvParams:
         if wind_noise < 0:
             raise ConfigError(f"wind.noise_std must be >= 0, got {self.wind_noise_std!r}")
         step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICY_CODES))
+        bad = puff.problem(self.puff_group())
+        if bad:
+            raise ConfigError(bad)
         resolved = EnvParams(
             grid_size=(width, height), goal_location=goal, goal_radius=radius, sigma=sigma,
             max_steps=max_steps, action_type=action_type, observation_type=obs_type,
@@ -232,25 +251,30 @@ class EnvParams:
             wind_speed=wind_speed, wind_noise_std=wind_noise, plume=plume,
             movie_path=self.movie_path if plume == "movie" else None,
             movie_step_policy=step_policy, movie_source_location=goal if plume == "movie" else None,
+            **{f"puff_{k}": v for k, v in puff.normalized(self.puff_group()).items()},
         )
-        if field is None:
+        if field is None and plume == "static":
             from plume_capture.kernels.plume import gaussian_field
 
             field = gaussian_field(width, height, goal[0], goal[1], sigma)
         return Physics(resolved, field, movie_info)
 
 
+_NO_FIELD = np.zeros((1, 1, 1), np.float32)  # the field argument of a puff plume's kernels (never read)
+
+
 @dataclass(frozen=True, eq=False)
 class Physics:
-    """Resolved parameters plus the concentration field; ``kernel_args`` gives what the kernels take."""
+    """Resolved parameters plus the concentration field (None for the puff plume, which has none);
+    ``kernel_args`` gives what the kernels take."""
     params: EnvParams
-    field: np.ndarray
+    field: np.ndarray | None
     movie: dict | None = None
 
     def kernel_args(self, policy: PolicyParams | None = None, envs: int = 1) -> KernelArgs:
         """The one factory of kernel arguments: the literal codes, the :class:`Params` record of
-        these parameters and ``policy`` (None: actions from outside, the envs), the field and
-        ``envs`` zeroed state slots."""
+        these parameters and ``policy`` (None: actions from outside, the envs), the field (a puff
+        plume: none) and ``envs`` zeroed state slots (a puff plume's tables among them)."""
         p = self.params
         pol = PolicyParams(threshold=0.0, persistence=0) if policy is None else policy
         start = p.start_location if p.start_location else (-1, -1)
@@ -262,9 +286,19 @@ class Physics:
             start_x=i(start[0]), start_y=i(start[1]), goal_radius=f(p.goal_radius),
             sensor_distance=f(p.sensor_distance), wind_speed=f(p.wind_speed),
             wind_direction=f(p.wind_direction_deg), wind_noise=f(p.wind_noise_std),
-            threshold=f(pol.threshold), persistence=i(pol.persistence), eps=f(pol.eps))
-        codes = (self.act, self.obs, self.rew, C.EXTERNAL if policy is None else C.POLICY_CODES[policy.name])
-        return KernelArgs(codes, params, self.field, KernelArgs.new_state(envs), self.obs_size)
+            threshold=f(pol.threshold), persistence=i(pol.persistence), eps=f(pol.eps),
+            **(puff.coefficients(p.puff_group(), p.wind_speed, p.wind_direction_deg) if self.is_puff else puff.ZERO))
+        codes = (self.act, self.obs, self.rew, C.EXTERNAL if policy is None else C.POLICY_CODES[policy.name],
+                 C.PLUME_CODES[p.plume])
+        if self.is_puff:
+            field, state = _NO_FIELD, KernelArgs.new_state(envs, p.puff_max_puffs)
+        else:
+            field, state = self.field, KernelArgs.new_state(envs)
+        return KernelArgs(codes, params, field, state, self.obs_size)
+
+    @property
+    def is_puff(self) -> bool:
+        return self.params.plume == "puff"
 
     @property
     def act(self) -> int:
@@ -299,6 +333,10 @@ class Physics:
                      "noise_std": d.pop("wind_noise_std")}
         d.pop("movie_path"), d.pop("movie_step_policy"), d.pop("movie_source_location")
         d["movie"] = self.movie
-        if p.plume == "movie":
+        for k in p.puff_group():
+            d.pop(f"puff_{k}")
+        if p.plume == "puff":  # (absent for the other plumes: their extra.env is as before)
+            d["puff"] = p.puff_group()
+        if p.plume != "static":
             d.pop("sigma")
         return d

@@ -164,7 +164,7 @@ class ShardRunner:
         ids = strings([episode_id(i) for i in range(shard.start, shard.stop)])
         ka, st = self.args, self.args.state
         summary = ka.episodes(n)
-        first_ts, last_ts = np.zeros(n, np.float64), np.zeros(n, np.float64)
+        busy_s = np.zeros(n, np.float64)  # each kernel call's wall time, split evenly over its steps
         for buf in st:
             buf[:] = 0
         batches = []
@@ -173,16 +173,16 @@ class ShardRunner:
             e0 = int(st.episode[0])
             # Fresh output rows for each call, in Arrow's pool: the Arrow arrays then wrap them (no copies).
             cols = ka.rows(int(min(job.chunk_rows, (n - e0) * max_steps)), _empty)
+            t0 = time.perf_counter()
             r = self.kernel(ka.params, ka.field, seeds, st, cols, summary)
+            per_step = (time.perf_counter() - t0) / r
             # Short episodes leave most of the bound unused; the records must not pin it.
             cols = tuple(c[:r] if 2 * r >= len(c) else _copy(c[:r]) for c in cols)
             o_ep, o_step, o_action, o_reward, o_term, o_trunc, o_x, o_y, o_heading, o_dist, o_obs = cols
             ts = time.time()
             e1 = int(o_ep[r - 1])
-            if first_ts[e0] == 0.0:
-                first_ts[e0] = ts
-            first_ts[e0 + 1:e1 + 1] = ts
-            last_ts[e0:e1 + 1] = ts
+            # Rows are ordered by episode: one count per episode of this call.
+            busy_s[e0:e1 + 1] += np.bincount(o_ep, minlength=e1 + 1)[e0:] * per_step
             # Every column that outlives this call lives in Arrow's pool (see _empty).
             obs = _copy(o_obs.reshape(-1), np.float64)
             offsets = _empty(r + 1, np.int32)
@@ -207,7 +207,7 @@ class ShardRunner:
                 column(ts_col),
             ], schema=STEP_SCHEMA))
         steps = pa.Table.from_batches(batches, schema=STEP_SCHEMA)
-        duration_ms = (last_ts - first_ts) * 1000.0
+        duration_ms = busy_s * 1000.0
         e_steps, e_reward, e_term, e_trunc, e_x, e_y, e_dist = summary
         episodes = pa.Table.from_arrays([
             column(duration_ms / e_steps),

@@ -2,7 +2,7 @@
 node gives the in-process records; removing a node that holds an actor mid-run loses nothing.
 
 Node IP 127.0.0.2 avoids Ray's loopback hang; RAY_AUTH_MODE=disabled (set in conftest) is inherited
-by every node; fast health checks on the head detect the dead node in ~1-3 s (RAY_NOTES.md)."""
+by every node; fast health checks on the head detect the dead node in ~1-3 s."""
 from __future__ import annotations
 
 import time

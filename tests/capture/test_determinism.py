@@ -1,4 +1,4 @@
-"""Determinism (SPEC §8, issue 3): the same config gives the same records — JSON Lines text and
+"""Determinism (docs/spec.md §8, issue 3): the same config gives the same records — JSON Lines text and
 Parquet values minus wall-clock fields — in-process on 1-3 threads, on Ray with 1 or 2 actors, with any shard size,
 window or rotation; JSON Lines and Parquet agree; standard tools read the outputs."""
 from __future__ import annotations

@@ -58,7 +58,7 @@ def _children(mark: str):
     return found
 
 
-def _assert_no_leftovers(mark: str, wait: float = 15.0) -> None:
+def _assert_no_leftovers(mark: str, wait: float = 60.0) -> None:
     """Every process the CLI started (Ray's included) is gone; stragglers are stopped by PID."""
     deadline = time.monotonic() + wait
     left = _children(mark)

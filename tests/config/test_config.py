@@ -58,12 +58,14 @@ def test_base_config_has_spec_keys_and_defaults():
     }
     assert cfg["wind"] == {"direction_deg": 0.0, "speed": 1.0, "noise_std": 0.0}
     assert cfg["movie"] == {"path": None, "step_policy": "wrap", "source_location": None}
+    assert cfg["puff"] == {"birth_rate": 1.0, "init_radius": 1.0, "spread_rate": 1.0, "meander_std": 0.5,
+                           "meander_time": 10.0, "noise_std": 0.2, "dt": 1.0, "max_puffs": 256, "warmup_steps": 100}
     assert cfg["policy"] == {"name": "random", "threshold": 1e-6, "persistence": 1, "eps": 0.0}
     assert cfg["engine"] == {"kind": "auto", "num_actors": None, "address": None,
                              "shard_episodes": None, "window": None, "quiet": False,
                              "headroom_cpus": None, "threads": None}
     assert set(cfg) == {"output", "experiment", "episodes", "seed", "rotate_size", "parquet",
-                        "env", "wind", "movie", "policy", "engine"}
+                        "env", "wind", "movie", "puff", "policy", "engine"}
     assert cfg == default_config()
 
 
@@ -123,7 +125,7 @@ def test_defaults_list_and_self_mean_what_they_mean_in_hydra(tmp_path):
 
 
 def test_reference_style_tree_without_groups(tmp_path):
-    """A tree with only the SPEC §10.1 keys: missing groups take our defaults; presets append."""
+    """A tree with only the docs/spec.md §10.1 keys: missing groups take our defaults; presets append."""
     root = _tree(
         tmp_path,
         "output: results\nexperiment: default\nepisodes: 3\nseed: 123\nrotate_size: null\nparquet: false\n"
@@ -179,6 +181,16 @@ def test_add_force_add_delete():
         cfg_of("env.sigmaa=3")
     with pytest.raises(ConfigError, match="unknown config key 'env.foo'"):
         cfg_of("+env.foo=1")  # engine groups are closed: a new key there can only be a typo
+
+
+@pytest.mark.parametrize("override, near", [("env.grid_sz=[8,8]", "env.grid_size"), ("episdoes=3", "episodes"),
+                                             ("polcy.name=random", "policy.name"), ("+env.sigmaa=2", "env.sigma"),
+                                             ("engine.thread=2", "engine.threads")])
+def test_a_typo_names_the_key_meant(override, near):
+    with pytest.raises(ConfigError) as exc:
+        cfg_of(override)
+    msg = str(exc.value)
+    assert msg.endswith(f"did you mean '{near}'?") and "+" not in msg.split(";")[1], msg
 
 
 def test_values_lists_null_quotes_interpolation():

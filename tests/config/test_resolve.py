@@ -16,13 +16,16 @@ OTHER = {
     "env.n_sensors": 3, "env.sensor_distance": 1.0,
     "wind.direction_deg": 90.0, "wind.speed": 2.0, "wind.noise_std": 0.5,
     "movie.path": "plume.npy", "movie.step_policy": "clamp", "movie.source_location": [2, 2],
+    "puff.birth_rate": 0.4, "puff.init_radius": 2.0, "puff.spread_rate": 0.5, "puff.meander_std": 0.0,
+    "puff.meander_time": 3.0, "puff.noise_std": 0.0, "puff.dt": 0.5, "puff.max_puffs": 64, "puff.warmup_steps": 0,
     "policy.name": "surge_cast", "policy.threshold": 1e-3, "policy.persistence": 2, "policy.eps": 0.5,
     "engine.kind": "local", "engine.num_actors": 2, "engine.threads": 2, "engine.headroom_cpus": 1,
     "engine.address": "127.0.0.1:6379", "engine.shard_episodes": 5, "engine.window": 3, "engine.quiet": True,
 }
 #: keys another key needs to be valid
 NEEDS = {"env.plume": {"movie.path": "plume.npy"}, "engine.num_actors": {"engine.kind": "ray"},
-         "engine.address": {"engine.kind": "ray"}}
+         "engine.address": {"engine.kind": "ray"},
+         **{f"puff.{k}": {"env.plume": "puff"} for k in defaults.group("puff")}}
 
 
 def _leaves(tree: dict, prefix: str = ""):
@@ -64,6 +67,14 @@ def test_hash_changes_with_each_key_unless_execution_only(key):
     else:
         assert changed.config_hash != base.config_hash
         assert _runs(changed) != _runs(base)
+
+
+def test_puff_settings_neither_hash_nor_run_for_other_plumes():
+    for key, value in OTHER.items():
+        if key.startswith("puff."):
+            base = resolve(_with({}, {}), check_paths=False)
+            changed = resolve(_with({}, {key: value}), check_paths=False)
+            assert changed.config_hash == base.config_hash and _runs(changed) == _runs(base), key
 
 
 def test_the_spec_is_frozen_and_built_from_what_is_hashed():

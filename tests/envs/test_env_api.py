@@ -1,4 +1,4 @@
-"""The single env's gymnasium contract (SPEC §12): env checker, spaces, info keys, state errors,
+"""The single env's gymnasium contract (docs/spec.md §12): env checker, spaces, info keys, state errors,
 invalid actions and seeds, and configuration errors."""
 import math
 import warnings
@@ -37,7 +37,7 @@ def test_env_checker_passes(kw):
         warnings.simplefilter("always")
         check_env(env.unwrapped, skip_render_check=True)
     msgs = [str(w.message) for w in caught]
-    # Box(-inf, inf) is what SPEC §5 specifies for wind_vector; nothing else may warn.
+    # Box(-inf, inf) is what docs/spec.md §5 specifies for wind_vector; nothing else may warn.
     assert all("infinity" in m for m in msgs), msgs
     if kw.get("observation_type") != "wind_vector":
         assert not msgs

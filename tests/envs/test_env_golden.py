@@ -1,4 +1,4 @@
-"""Every golden value of SPEC §2.1, §3.2 and §4, through the public env API (``gymnasium.make``)."""
+"""Every golden value of docs/spec.md §2.1, §3.2 and §4, through the public env API (``gymnasium.make``)."""
 import gymnasium
 import numpy as np
 import pytest

@@ -96,7 +96,7 @@ def test_seeds():
     np.testing.assert_array_equal(infos["seed"], [5, 6, 7, 8])
     # env i starts where a single env seeded with seed + i starts
     _, infos = venv.reset(seed=0)
-    np.testing.assert_array_equal(infos["agent_position"], [(6, 5), (3, 4), (6, 2), (6, 0)])  # SPEC §3.2, 8x8
+    np.testing.assert_array_equal(infos["agent_position"], [(6, 5), (3, 4), (6, 2), (6, 0)])  # docs/spec.md §3.2, 8x8
     # unseeded resets continue reproducibly from the last seeded one
     a, b = PlumeNavVectorEnv(num_envs=4, grid_size=(8, 8)), PlumeNavVectorEnv(num_envs=4, grid_size=(8, 8))
     a.reset(seed=[1, 2, 3, 4])

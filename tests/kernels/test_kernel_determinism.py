@@ -1,4 +1,4 @@
-"""Determinism as a triple (SPEC §8): the same seed gives identical trajectories however the work is
+"""Determinism as a triple (docs/spec.md §8): the same seed gives identical trajectories however the work is
 cut (one call or many, one episode or many per call; across thread and env counts:
 tests/envs/test_vector_env.py); a different seed gives a different trajectory; and every value
 stays in bounds."""

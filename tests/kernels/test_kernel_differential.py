@@ -1,4 +1,4 @@
-"""Differential test: the slow reference (tests/reference_model.py, written from the SPEC) and the
+"""Differential test: the slow reference (tests/reference_model.py, written from docs/spec.md) and the
 kernels agree exactly — positions, headings, actions, rewards, flags, distances and observation bits —
 through the single env and the capture kernel ``run_episodes``."""
 import itertools

@@ -1,4 +1,4 @@
-"""The built-in policies (SPEC §7.2) on scripted concentration changes, through the kernel ``act``."""
+"""The built-in policies (docs/spec.md §7.2) on scripted concentration changes, through the kernel ``act``."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""The counter-based random stream (SPEC §7.1): the kernels compute exactly the function documented
+"""The counter-based random stream (docs/spec.md §7.1): the kernels compute exactly the function documented
 in ``rng.py`` (executed here from the docstring itself) and the reference model's Python-int version."""
 import math
 import re

@@ -10,7 +10,7 @@ import pytest
 
 from plume_capture.kernels.start import _seed_sequence_u64x4, start_position
 
-GOLDEN = {  # SPEC §3.2
+GOLDEN = {  # docs/spec.md §3.2
     (64, 64): [(54, 40), (30, 32), (53, 16), (51, 5), (46, 60)],
     (128, 128): [(108, 81), (60, 65), (107, 33), (103, 10), (92, 120)],
     (8, 8): [(6, 5), (3, 4), (6, 2), (6, 0), (5, 7)],

@@ -1,10 +1,13 @@
 """Bad input: one line on stderr, exit 2, nothing published or half-published."""
 import gzip
+import hashlib
 import json
+import shutil
 
 import pytest
 
 from plume_capture.cli.publish import main
+from plume_capture.readback.validate import validate_run_artifacts
 
 from .conftest import copy_run, dvc, make_repo, sh
 
@@ -14,6 +17,10 @@ def _snapshot(repo):
                    if ".git" not in p.relative_to(repo).parts
                    and p.relative_to(repo).parts[:2] != (".dvc", "tmp"))
     return files, sh(["git", "rev-parse", "HEAD"], repo).stdout
+
+
+def _sha(p):
+    return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
 def _fails(capsys, argv, repo, match):
@@ -94,3 +101,123 @@ def test_experiment_dir_tracked_as_one_output(repo, two_runs, capsys):
     sh(["git", "add", "data/captures"], repo)
     sh(["git", "commit", "-qm", "exp as one output"], repo)
     _fails(capsys, [str(two_runs[0]), "--repo", str(repo)], repo, "tracked by DVC as a whole")
+
+
+def _edit_jsonl(path, i, **changes):
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    rec = json.loads(lines[i])
+    rec.update(changes)
+    lines[i] = json.dumps(rec)
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    return rec
+
+
+def test_our_run_without_its_bookkeeping(repo, two_runs, tmp_path, capsys):
+    """extra emptied + a record edited: the validator can only take it for a reference run (and
+    passes it); publish refuses, since its run_id says plume-capture made it."""
+    run = copy_run(two_runs[0], tmp_path)
+    for d in run.glob("*.parquet"):
+        shutil.rmtree(d)
+    meta = json.loads((run / "run.json").read_text())
+    meta["extra"] = {}
+    (run / "run.json").write_text(json.dumps(meta))
+    step = json.loads(gzip.decompress((run / "steps.jsonl.gz").read_bytes()).splitlines()[0])
+    _edit_jsonl(run / "steps.jsonl.gz", 0, action=(step["action"] + 1) % 4)
+    res = validate_run_artifacts(run)
+    assert res["ok"] and res["kind"] == "reference"  # what publish used to vouch for
+    _fails(capsys, [str(run), "--repo", str(repo)], repo, "has no extra.status")
+    meta["extra"] = {k: v for k, v in json.loads((two_runs[0] / "run.json").read_text())["extra"]
+                     .items() if k != "engine"}
+    (run / "run.json").write_text(json.dumps(meta))
+    _fails(capsys, [str(run), "--repo", str(repo)], repo, "has no extra.engine")
+
+
+def test_carried_manifest_does_not_skip_validation(repo, two_runs, tmp_path, capsys):
+    """An edited record, run.json's inventory and a manifest.json saying ok made to match it:
+    publish validates the run itself and refuses it."""
+    run = copy_run(two_runs[0], tmp_path)
+    ep = run / "episodes.jsonl.gz"
+    rec = json.loads(gzip.decompress(ep.read_bytes()).splitlines()[0])
+    _edit_jsonl(ep, 0, total_reward=rec["total_reward"] + 1.0)
+    meta = json.loads((run / "run.json").read_text())
+    meta["extra"]["files"][ep.name].update(bytes=ep.stat().st_size, sha256=_sha(ep))
+    (run / "run.json").write_text(json.dumps(meta, indent=2))
+    names = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
+    files = {n: {"bytes": (run / n).stat().st_size, "rows": None, "sha256": _sha(run / n)}
+             for n in names}
+    (run / "manifest.json").write_text(json.dumps(
+        {"files": files, "validation": {"ok": True, "validated_at": "2026-01-01T00:00:00Z"}}))
+    _fails(capsys, [str(run), "--repo", str(repo)], repo, "invalid run")
+
+
+@pytest.mark.parametrize("where", ["extra_file", "replaces_a_part", "parquet_dir"])
+def test_symlink_in_run_is_refused(repo, two_runs, tmp_path, capsys, where):
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$secret-hash:19000:0:99999:7:::\n")
+    run = copy_run(two_runs[0], tmp_path)
+    if where == "extra_file":
+        (run / "notes.txt").symlink_to(secret)
+        name = "notes.txt"
+    elif where == "replaces_a_part":
+        part = run / "steps.part0001.jsonl.gz"
+        kept = tmp_path / "kept.gz"
+        part.rename(kept)
+        part.symlink_to(kept)
+        name = part.name
+    else:
+        shutil.move(run / "episodes.parquet", tmp_path / "elsewhere.parquet")
+        (run / "episodes.parquet").symlink_to(tmp_path / "elsewhere.parquet")
+        name = "episodes.parquet"
+    _fails(capsys, [str(run), "--repo", str(repo)], repo, f"symlink in the run directory: {name}")
+    assert not any(p.read_bytes() == secret.read_bytes() for p in repo.rglob("*") if p.is_file())
+
+
+def test_capture_bookkeeping_is_not_published(repo, two_runs, tmp_path, capsys):
+    """journal.jsonl, capture.json and lock (left when a finalizer was stopped after its rename)
+    never reach the dataset."""
+    run = copy_run(two_runs[0], tmp_path)
+    for name in ("journal.jsonl", "capture.json", "lock"):
+        (run / name).write_text("bookkeeping\n")
+    assert main([str(run), "--repo", str(repo)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("capture bookkeeping, not part of the run") == 3
+    pub = repo / "data/captures/exp" / run.name
+    m = json.loads((pub / "manifest.json").read_text())
+    for name in ("journal.jsonl", "capture.json", "lock"):
+        assert not (pub / name).exists() and name not in m["files"]
+    assert sorted(p.name for p in pub.iterdir()) == sorted(
+        [p.name for p in two_runs[0].iterdir()] + ["manifest.json"])
+
+
+@pytest.mark.parametrize("damage", ["not-json", "array", "entry-without-run-id", "nan", "directory"])
+def test_damaged_index_is_one_line_and_rebuildable(repo, two_runs, capsys, damage):
+    assert main([str(two_runs[0]), "--repo", str(repo)]) == 0
+    capsys.readouterr()
+    index = repo / "data" / "captures" / "DATASET_INDEX.json"
+    doc = json.loads(index.read_text())
+    if damage == "directory":
+        index.unlink()
+        index.mkdir()
+    else:
+        index.write_text({"not-json": "{oops", "array": "[]", "nan": '{"runs": [], "x": NaN}',
+                          "entry-without-run-id": json.dumps({"runs": [{"experiment": "exp"}]})}[damage])
+    match = "not a regular file" if damage == "directory" else "rebuild it with plume-nav-publish --rebuild-index"
+    _fails(capsys, [str(two_runs[1]), "--repo", str(repo)], repo, match)
+    if damage == "directory":
+        _fails(capsys, ["--rebuild-index", "--repo", str(repo)], repo, "is a directory")
+        index.rmdir()
+    assert main(["--rebuild-index", "--repo", str(repo)]) == 0
+    assert json.loads(index.read_text())["runs"] == doc["runs"]
+    assert main([str(two_runs[1]), "--repo", str(repo)]) == 0
+
+
+@pytest.mark.parametrize("experiment, match", [
+    ("DATASET_INDEX.json", "not a usable directory name"),
+    ("e" * 255, "a published name may be at most 160"),
+])
+def test_experiment_names_that_cannot_be_published(repo, two_runs, tmp_path, capsys, experiment, match):
+    run = copy_run(two_runs[0], tmp_path)
+    meta = json.loads((run / "run.json").read_text())
+    meta["experiment"] = experiment
+    (run / "run.json").write_text(json.dumps(meta))
+    _fails(capsys, [str(run), "--repo", str(repo)], repo, match)

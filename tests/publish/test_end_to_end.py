@@ -144,9 +144,10 @@ def test_git_failure_rolls_back(repo, two_runs, capsys):
     hook.write_text("#!/bin/sh\necho refused by hook >&2\nexit 1\n")
     hook.chmod(0o755)
     head = sh(["git", "rev-parse", "HEAD"], repo).stdout
-    assert main([str(two_runs[0]), "--repo", str(repo)]) == 1
+    assert main([str(two_runs[0]), "--repo", str(repo)]) == 3
     err = capsys.readouterr().err
-    assert err == "plume-nav-publish: RuntimeError: git commit failed: refused by hook\n"
+    assert err == ("plume-nav-publish: git commit failed: refused by hook; nothing was published, "
+                   "the repository is as it was\n")
     assert sh(["git", "rev-parse", "HEAD"], repo).stdout == head
     assert sh(["git", "status", "--porcelain", "--untracked-files=all"], repo).stdout == ""
     assert not (repo / "data").exists() or not any((repo / "data").rglob("*.*"))
@@ -154,18 +155,15 @@ def test_git_failure_rolls_back(repo, two_runs, capsys):
     assert main([str(two_runs[0]), "--repo", str(repo)]) == 0  # nothing stale left in the way
 
 
-def test_pulled_run_is_not_validated_again(repo, two_runs, tmp_path, capsys):
+def test_pulled_run_is_validated_again(repo, two_runs, tmp_path, capsys):
+    """A run carrying a manifest (copied out of a colleague's clone) is validated like any other;
+    its manifest is not copied but rewritten."""
     assert main([str(two_runs[0]), "--repo", str(repo)]) == 0
-    pulled = tmp_path / "pulled" / two_runs[0].name  # e.g. copied out of a colleague's clone
+    pulled = tmp_path / "pulled" / two_runs[0].name
     shutil.copytree(repo / "data/captures/exp" / two_runs[0].name, pulled)
     other = make_repo(tmp_path / "other")
     capsys.readouterr()
     assert main([str(pulled), "--repo", str(other)]) == 0
-    assert "unchanged since validated" in capsys.readouterr().out
     m = json.loads((other / "data/captures/exp" / pulled.name / "manifest.json").read_text())
-    assert m["validation"]["reused_from"] and m["validation"]["ok"]
-    # A changed file voids the old report: validated again (and refused: the file is bad).
-    third = make_repo(tmp_path / "third")
-    (pulled / "episodes.jsonl.gz").write_bytes(b"\x1f\x8b broken")
-    assert main([str(pulled), "--repo", str(third)]) == 2
-    assert "invalid run" in capsys.readouterr().err
+    assert "reused_from" not in m["validation"] and m["validation"]["ok"]
+    assert m["published"]["source"] == str(pulled)

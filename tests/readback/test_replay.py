@@ -1,4 +1,4 @@
-"""Replay (SPEC §11): re-simulating recorded episodes agrees with the records; damage is located."""
+"""Replay (docs/spec.md §11): re-simulating recorded episodes agrees with the records; damage is located."""
 import gzip
 import itertools
 import json
@@ -82,3 +82,29 @@ def test_validate_cli_replay(tmp_path):
 
     res = replay_run(run_dir)
     assert not res["ok"] and res["divergence"]["field"] == "action" and res["divergence"]["step"] == 4
+
+
+def test_chunked_replay_locates_damage_in_a_later_chunk(tmp_path, monkeypatch):
+    """Chunks of whole episodes are compared at once; a differing chunk is walked step by step, so
+    the divergence and the counts are those of the step-by-step walk; progress sees every step."""
+    from plume_capture.readback import replay
+
+    run_dir = _run(tmp_path, policy="random", grid_size=[64, 64])
+    monkeypatch.setattr(replay, "CHUNK_ROWS", 70)  # a chunk ends at the last whole episode of a batch
+    seen = []
+    res = replay_run(run_dir, progress=seen.append)
+    path = run_dir / "steps.jsonl.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    assert res["ok"] and res["episodes_checked"] == 4 and sum(seen) == res["steps_checked"] == len(lines)
+    assert len(seen) >= 2  # ep-000004 in a chunk of its own
+    target = next(i for i, line in enumerate(lines)
+                  if json.loads(line)["episode_id"] == "ep-000004" and json.loads(line)["step"] == 9)
+    rec = json.loads(lines[target])
+    rec["agent_position"]["x"] = (rec["agent_position"]["x"] + 1) % 64
+    lines[target] = json.dumps(rec)
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    res = replay_run(run_dir)
+    assert not res["ok"] and res["episodes_checked"] == 4 and res["steps_checked"] == target
+    assert res["divergence"]["episode"] == "ep-000004" and res["divergence"]["step"] == 9
+    assert res["divergence"]["field"] == "agent_position"
+    assert replay_run(run_dir, episodes=3)["ok"]

@@ -455,6 +455,29 @@ def test_damage_is_detected(run, damage, refresh, code):
         assert not codes(res) & {"SHA256_MISMATCH", "SIZE_MISMATCH", "ROWS_MISMATCH"}
 
 
+def test_a_published_runs_manifest_is_not_an_unknown_file(run):
+    (run / "manifest.json").write_text("{}")
+    (run / "notes.txt").write_text("hello")
+    res = validate_run_artifacts(run)
+    assert res["ok"] and res["warnings"] == ["UNKNOWN_FILE: notes.txt: not part of the run format"]
+
+
+def test_human_report_summarises_the_files_checked(tmp_path):
+    from plume_capture.capture import capture
+    from plume_capture.config import complete_config
+    from plume_capture.readback.validate import format_report
+
+    cfg = complete_config(dict(output=str(tmp_path), episodes=12, seed=2, parquet=True,
+                               env={"grid_size": [16, 16], "max_steps": 30},
+                               engine={"kind": "local", "shard_episodes": 3}))
+    res = validate_run_artifacts(capture(cfg).run_dir)
+    assert res["ok"] and len(res["files_checked"]) == 1 + 4 * 4
+    lines = format_report(res).splitlines()
+    assert lines[2] == ("files checked: run.json; steps.jsonl.gz + 3 parts; episodes.jsonl.gz + 3 parts; "
+                        "steps.parquet/ (4 files); episodes.parquet/ (4 files)")
+    assert max(map(len, lines)) < 200
+
+
 def test_damage_table_covers_many_codes():
     covered = {code for _, _, code in DAMAGE}
     assert len(covered) >= 40

@@ -60,18 +60,20 @@ def test_sweep_table_matches_episode_records(sweep_dir, tmp_path, capsys):
     assert main([str(sweep_dir), "-o", str(out), "--png", str(tmp_path / "png")]) == 0
     text = out.read_text()
     head = header(text)
-    assert head[2:4] == ["env.goal_radius", "policy.name"]  # only the keys that differ
+    assert head[2:4] == ["policy.name", "env.goal_radius"]  # only the keys that differ, as swept
     rows = table_rows(text)
-    run_dirs = sorted(p for p in sweep_dir.iterdir() if (p / "run.json").exists())
-    assert len(rows) == len(run_dirs) == 4
-    for row, rd in zip(rows, run_dirs):
+    by_id = {json.loads((p / "run.json").read_text())["run_id"]: p for p in sweep_dir.iterdir()
+             if (p / "run.json").exists()}
+    assert len(rows) == len(by_id) == 4
+    for row in rows:
+        rd = by_id[row[1].rsplit("/", 1)[1]]
         meta = json.loads((rd / "run.json").read_text())
         eps = episode_records(rd)
         n = len(eps)
         k = sum(e["terminated"] for e in eps)
         cfg = meta["extra"]["config"]
         assert row[1].endswith(meta["run_id"])
-        assert row[2] == str(cfg["env"]["goal_radius"]) and row[3] == cfg["policy"]["name"]
+        assert row[3] == str(cfg["env"]["goal_radius"]) and row[2] == cfg["policy"]["name"]
         assert int(row[4]) == n and int(row[5]) == k
         assert float(row[6]) == pytest.approx(k / n, abs=5e-5)
         lo, hi = map(float, row[7].strip("[]").split(","))
@@ -86,6 +88,62 @@ def test_sweep_table_matches_episode_records(sweep_dir, tmp_path, capsys):
                            for k in ("trajectories", "histograms")] + ["success_comparison.png"])
     assert len(re.findall(r'<img data-figure="', text)) == 9
     assert "http://" not in text and "https://" not in text  # self-contained
+
+
+def test_sweep_reads_in_the_order_of_its_grid(sweep_dir, tmp_path):
+    """Rows, cards and bars follow the swept values (policy slowest, as the sweep ran), not the run
+    ids' random suffixes; cards and bars are labelled with the swept values."""
+    from plume_capture.report import figures
+
+    labels = []
+    real = figures.success_comparison
+
+    def spy(runs, labels_=None):
+        labels.extend(labels_)
+        return real(runs, labels_)
+
+    # the directory names sort against the grid (as random run-id suffixes may)
+    metas = {p: json.loads((p / "run.json").read_text()) for p in sweep_dir.iterdir() if (p / "run.json").exists()}
+    rank = {("random", 3.0): 3, ("random", 8.0): 2, ("surge_cast", 3.0): 1, ("surge_cast", 8.0): 0}
+    for p, m in metas.items():
+        cfg = m["extra"]["config"]
+        shutil.copytree(p, tmp_path / "exp" / f"run-{rank[(cfg['policy']['name'], cfg['env']['goal_radius'])]}")
+    figures.success_comparison = spy
+    try:
+        assert main([str(tmp_path / "exp"), "-o", str(tmp_path / "r.html")]) == 0
+    finally:
+        figures.success_comparison = real
+    text = (tmp_path / "r.html").read_text()
+    grid = [("random", "3.0"), ("random", "8.0"), ("surge_cast", "3.0"), ("surge_cast", "8.0")]
+    assert [(r[2], r[3]) for r in table_rows(text)] == grid
+    cards = re.findall(r"<h3>run (\d): (.*?)</h3>", text)
+    assert cards == [(str(i), f"policy.name={p}, env.goal_radius={g}") for i, (p, g) in enumerate(grid, 1)]
+    assert labels == [f"name={p}, goal_radius={g}" for p, g in grid]
+
+
+def test_long_walks_are_drawn_thinner_and_fewer():
+    from types import SimpleNamespace
+
+    from plume_capture.report.figures import POINT_BUDGET, drawn
+
+    short = [SimpleNamespace(x=np.zeros(20)) for _ in range(300)]
+    long = [SimpleNamespace(x=np.zeros(1000)) for _ in range(300)]
+    s_shown, s_alpha = drawn(short)
+    l_shown, l_alpha = drawn(long)
+    assert len(s_shown) == 300 and len(l_shown) == POINT_BUDGET // 1000 < 300
+    assert l_alpha < s_alpha / 2
+    assert len(drawn(long, budget=10)[0]) == 10  # always a few
+
+
+def test_one_run_fills_the_page_and_notes_are_not_red(parquet_run, tmp_path):
+    assert main([str(parquet_run), "-o", str(tmp_path / "r.html")]) == 0
+    text = (tmp_path / "r.html").read_text()
+    assert '<div class="run single">' in text and ".run.single{width:auto}" in text
+    colour = re.search(r"\.note\{[^}]*?(?<![-\w])color:#([0-9a-f]{6}|[0-9a-f]{3})\b", text).group(1)
+    if len(colour) == 3:
+        colour = "".join(c * 2 for c in colour)
+    r, g, b = (int(colour[i:i + 2], 16) for i in (0, 2, 4))
+    assert not (r > g + 40 and r > b + 40)  # an informational note is not red
 
 
 def test_sample_and_trajectories_follow_the_step_records(parquet_run):
@@ -214,3 +272,34 @@ def test_jsonl_pass_skips_chunks_yet_finds_every_step(parquet_run, tmp_path, mon
     assert (len(parsed) < chunks / 2) if not reorder else (len(parsed) > chunks)
     assert [(t.episode, t.x.tolist(), t.y.tolist()) for t in got.trajectories] == \
         [(t.episode, t.x.tolist(), t.y.tolist()) for t in want.trajectories]
+
+
+def test_docs_sweep_example_works_as_written(tmp_path, monkeypatch):
+    """docs/report.md's first two commands, run as written in a fresh directory."""
+    import shlex
+    from pathlib import Path
+
+    from plume_capture.cli import capture as capture_cli
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "report.md").read_text()
+    lines = [ln.split("  #")[0] for ln in re.search(r"```bash\n(.*?)```", doc, re.S).group(1).splitlines()]
+    clis = {"plume-nav-capture": capture_cli.main, "plume-nav-report": main}
+    monkeypatch.chdir(tmp_path)
+    for ln in lines[:2]:
+        prog, *args = shlex.split(ln)
+        assert clis[prog](args) == 0, ln
+    assert len(list((tmp_path / "results" / "sweep").glob("run-*/run.json"))) == 4
+    assert len(list((tmp_path / "sweep-png").glob("*.png"))) == 9 and (tmp_path / "sweep.html").is_file()
+
+
+def test_names_holding_math_text_are_drawn_as_typed(tmp_path, capsys):
+    """An experiment name with a ``$…$`` pair (and a lone, unbalanced ``$``) is plain text."""
+    from plume_capture.capture import capture_many
+
+    from .conftest import small_cfg
+
+    name = "x$alpha^{2$y$_1 $"
+    res = capture_many([small_cfg(tmp_path, name, episodes=3)])[0]
+    out = tmp_path / "r.html"
+    assert main([str(res.run_dir), "-o", str(out)]) == 0, capsys.readouterr().err
+    assert out.stat().st_size > 0

@@ -40,3 +40,27 @@ def test_short_episodes_do_not_pin_the_kernel_bound(tmp_path):
     assert steps.num_rows == 500 and episodes.column("total_steps").to_pylist() == [1] * 500
     # the records hold ~100 kB; the bound would be 262144 rows (~23 MB)
     assert pa.total_allocated_bytes() - before < 2 << 20
+
+
+@pytest.mark.parametrize("chunk_rows", [1 << 18, 50])
+def test_episode_durations_are_the_kernel_time_of_their_steps(tmp_path, chunk_rows):
+    """docs/spec.md §9.4: each kernel call's measured time is split over its steps; an episode's
+    duration_ms is the sum over its steps — never 0.0 for an episode computed within one call."""
+    import time
+
+    import numpy as np
+
+    p = prepare(resolve(config(output=str(tmp_path), episodes=40, seed=3,
+                               env={"grid_size": [64, 64], "max_steps": 200})))
+    runner = ShardRunner(dataclasses.replace(p.job(), chunk_rows=chunk_rows), physics=p.physics)
+    runner._simulate(Shard(0, 0, 40))  # compiled before the timing
+    t0 = time.perf_counter()
+    steps, episodes = runner._simulate(Shard(0, 0, 40))
+    wall_ms = (time.perf_counter() - t0) * 1000.0
+    dur = np.array(episodes.column("duration_ms").to_pylist())
+    n = np.array(episodes.column("total_steps").to_pylist())
+    avg = np.array(episodes.column("avg_step_time_ms").to_pylist())
+    assert (dur > 0).all() and dur.sum() <= wall_ms
+    np.testing.assert_allclose(avg, dur / n, rtol=1e-12)
+    ts = np.array(steps.column("ts").to_pylist())
+    assert (np.diff(ts) >= 0).all() and abs(ts[-1] - time.time()) < 60

@@ -1,4 +1,4 @@
-"""Validation of run directories (SPEC §11): ``validate_run_artifacts`` and the
+"""Validation of run directories (docs/spec.md §11): ``validate_run_artifacts`` and the
 command-line entry point in ``plume_capture.cli.validate``. The package: ``report`` (codes, the
 report), ``run_json`` (run.json and what the records are checked against), ``streams`` (JSON Lines
 chunk by chunk, record and per-episode checks), ``parquet`` (Parquet against the JSON Lines), and
@@ -76,7 +76,7 @@ def _check_files(run_dir, files, ctx: _Ctx, rep: _Report):
                   f"looks like part of {base} but is not named {base}.jsonl.gz or "
                   f"{base}.partNNNN.jsonl.gz, so no reader loads it ({what} not read){hint}")
     for name in files.other:
-        if ctx.files and name in ctx.files:
+        if (ctx.files and name in ctx.files) or name == records.MANIFEST_NAME:
             continue
         rep.warn("UNKNOWN_FILE", name, "not part of the run format")
     if ctx.files is not None:
@@ -135,8 +135,10 @@ def _fill_from_records(run_dir, files, ctx: _Ctx, rep: _Report):
                  "first record's")
 
 
-def _check_records(steps: _Stream, episodes: _Stream, ctx: _Ctx, rep: _Report):
-    """Stream the steps, pulling episode records along as far as the steps have got."""
+def _check_records(steps: _Stream, episodes: _Stream, ctx: _Ctx, rep: _Report, progress=None):
+    """Stream the steps, pulling episode records along as far as the steps have got;
+    ``progress(steps, total or None)`` after each batch of steps."""
+    total = ctx.counts.get("steps") if isinstance(ctx.counts, dict) else None
     ep_iter = episodes.batches()
     ep_done = False
     sstate, estate = _StepState(), _EpisodeState()
@@ -158,6 +160,8 @@ def _check_records(steps: _Stream, episodes: _Stream, ctx: _Ctx, rep: _Report):
         joiner.S.append(sstate.run(sb, rep, fname))
         pull_episodes(False)
         joiner.match(final=False)
+        if progress is not None:
+            progress(sb.nlines, total)
     joiner.S.append(sstate.close())
     pull_episodes(True)
     joiner.match(final=True)
@@ -222,7 +226,7 @@ def parquet_source_usable(run_dir) -> bool:
 
 
 def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: int = 100,
-                           chunk_bytes: int = 4 << 20, source: str = "jsonl") -> dict:
+                           chunk_bytes: int = 4 << 20, source: str = "jsonl", progress=None) -> dict:
     """Validate a run directory (ours or the reference tool's); see the module docstring.
 
     Returns ``{"run_dir", "ok", "kind", "errors", "warnings", "errors_suppressed", "counts":
@@ -233,6 +237,7 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
     ``source="parquet"`` (where :func:`parquet_source_usable`) runs the record checks on the
     Parquet records and checks the JSON Lines by size and sha256 against run.json instead of
     parsing them (what ``plume-nav-export`` does: it converts from the Parquet).
+    ``progress(steps, total)`` is called as step records are checked (JSON Lines source).
     """
     if source not in ("jsonl", "parquet"):
         raise ValueError(f"source must be 'jsonl' or 'parquet', not {source!r}")
@@ -255,7 +260,7 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
             ctx.meta_ok = True
             _check_run_json(meta, ctx, rep)
     if os.path.isdir(run_dir):
-        counts = _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, source)
+        counts = _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, source, progress)
     unchecked = []
     if source == "parquet":
         unchecked.append("JSON Lines records (checked by size and sha256 against run.json, not parsed)")
@@ -269,7 +274,8 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
             "unchecked": unchecked}
 
 
-def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, source="jsonl") -> dict:
+def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, source="jsonl",
+                   progress=None) -> dict:
     files = list_run_files(run_dir)
     _check_files(run_dir, files, ctx, rep)
     _fill_from_records(run_dir, files, ctx, rep)
@@ -287,7 +293,7 @@ def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, sourc
         streams = {base: _Stream(run_dir, files.jsonl[base], layout, ctx, rep, sides.get(base),
                                  pool, chunk_bytes)
                    for base, layout in ((_STEPS, STEP_LAYOUT), (_EPISODES, EPISODE_LAYOUT))}
-        _check_records(streams[_STEPS], streams[_EPISODES], ctx, rep)
+        _check_records(streams[_STEPS], streams[_EPISODES], ctx, rep, progress)
         for stream in streams.values():
             for name, (nlines, size, sha) in zip(stream.files, stream.file_info):
                 checked.append(name)
@@ -315,12 +321,30 @@ def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, sourc
         pool.shutdown(wait=True)
 
 
+def _files_summary(names: list[str]) -> str:
+    """``run.json; steps.jsonl.gz + 9 parts; steps.parquet/ (10 files); ...``: one entry per artifact."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        m = re.fullmatch(r"(\w+)\.part\d+\.jsonl\.gz", name)
+        key = name.split("/")[0] + "/" if "/" in name else (f"{m.group(1)}.jsonl.gz" if m else name)
+        groups.setdefault(key, []).append(name)
+    out = []
+    for key, members in groups.items():
+        if key.endswith("/"):
+            out.append(f"{key} ({len(members)} file{'s' if len(members) != 1 else ''})")
+        elif len(members) > 1:
+            out.append(f"{key} + {len(members) - 1} part{'s' if len(members) != 2 else ''}")
+        else:
+            out.append(key)
+    return "; ".join(out) or "-"
+
+
 def format_report(res: dict) -> str:
     """A readable multi-line report of ``validate_run_artifacts``' result."""
     lines = [f"run: {res['run_dir']}",
              f"kind: {res['kind']}   steps: {res['counts']['steps']}   "
              f"episodes: {res['counts']['episodes']}",
-             f"files checked: {', '.join(res['files_checked']) or '-'}"]
+             f"files checked: {_files_summary(res['files_checked'])}"]
     n = len(res["errors"]) - (1 if res["errors_suppressed"] else 0) + res["errors_suppressed"]
     nw = len(res["warnings"])
     if res["ok"]:

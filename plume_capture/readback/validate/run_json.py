@@ -1,4 +1,4 @@
-"""run.json (SPEC §9.2): keys, types, seeds, ``extra``; fills the context the records are checked against."""
+"""run.json (docs/spec.md §9.2): keys, types, seeds, ``extra``; fills the context the records are checked against."""
 from __future__ import annotations
 
 import json
@@ -26,7 +26,7 @@ _SEEDS_RE = re.compile(rb'"episode_seeds"\s*:\s*\[([\s\d,-]*)\]')
 def _load_run_json(path, fast_seeds: bool = True):
     """-> (object, error message or None); ``episode_seeds`` becomes an int64 array.
 
-    A very long ``episode_seeds`` list (up to 10^7 entries, SPEC §9.2) is parsed by numpy
+    A very long ``episode_seeds`` list (up to 10^7 entries, docs/spec.md §9.2) is parsed by numpy
     rather than becoming a Python list of ints.
     """
     with open(path, "rb") as f:
@@ -98,7 +98,7 @@ class _Ctx:
 
 
 def _check_run_json(meta: dict, ctx: _Ctx, rep: _Report):
-    """Check run.json (SPEC §9.2) and fill ``ctx`` with what the records are checked against."""
+    """Check run.json (docs/spec.md §9.2) and fill ``ctx`` with what the records are checked against."""
     keys = list(meta)
     if keys != list(records.RUN_JSON_KEYS):
         missing = [k for k in records.RUN_JSON_KEYS if k not in meta]
@@ -137,7 +137,7 @@ def _check_top_level(meta, ctx, rep):
     if "run_id" in meta and not m:
         _bad_type(rep, "run_id", rid, "run-YYYYMMDD-HHMMSS-<suffix>")
     elif m and ctx.ours and m.group(1) is None:
-        rep.error("RUN_JSON_VALUE", "run.json", f"run_id {rid!r} has no unique suffix (SPEC §9)")
+        rep.error("RUN_JSON_VALUE", "run.json", f"run_id {rid!r} has no unique suffix (docs/spec.md §9)")
     checks = {"experiment": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
               "start_time": (lambda v: isinstance(v, str) and _START_RE.match(v),
                              "YYYY-MM-DDTHH:MM:SSZ"),
