@@ -93,6 +93,10 @@ def episode_id(index: int) -> str:
     return f"ep-{index + 1:06d}"
 
 
+#: JSON Lines parts of one artifact at most: their four-digit numbers sort in data order
+MAX_PARTS = 10_000
+
+
 def part_name(base: str, part: int) -> str:
     """File name of rotated part `part` (0 = the base file) of `base` ('steps' or 'episodes')."""
     return f"{base}.jsonl.gz" if part == 0 else f"{base}.part{part:04d}.jsonl.gz"

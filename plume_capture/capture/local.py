@@ -55,8 +55,19 @@ def run_local(work, progress, on_done=None) -> list[dict]:
             if free[i].empty() and made[i] < n:
                 made[i] += 1
                 p = work[i][0]
-                return ShardRunner(p.job(), threads=1, physics=p.physics)
-        return free[i].get()
+                try:
+                    return ShardRunner(p.job(), threads=1, physics=p.physics)
+                except BaseException as exc:
+                    made[i] -= 1  # no runner will come back to free[i] from this one
+                    if isinstance(exc, Exception) and not isinstance(exc, (OSError, MemoryError)):
+                        raise CaptureError(f"a worker could not start: {type(exc).__name__}: {exc}") from exc
+                    raise
+        while True:  # a runner comes back when another shard is done, unless the run stopped
+            try:
+                return free[i].get(timeout=0.1)
+            except queue.Empty:
+                if stop.is_set():
+                    raise CaptureError("cancelled") from None
 
     def run(i, shard):
         while not slots.acquire(timeout=0.1):
@@ -90,6 +101,10 @@ def run_local(work, progress, on_done=None) -> list[dict]:
         if not shards:  # nothing left to run (a resumed run whose shards were all written)
             starts[i] = time.perf_counter()
             finish(i)
+    from plume_capture.io.jsonl_encode import configure_threads, load_polars_for
+
+    configure_threads(1)  # what each runner sets (one thread each), before polars is imported
+    load_polars_for(max((p.shard_episodes * p.physics.params.max_steps for p, shards, _ in work if shards), default=0))
     todo = iter(tasks)
     pending: collections.deque = collections.deque()
     with ThreadPoolExecutor(n, thread_name_prefix="shard") as pool:

@@ -3,6 +3,7 @@ or the resume for its whole life. A second process gets one line naming the hold
 nothing; the kernel releases the lock when the holder dies, however it dies."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -15,7 +16,12 @@ LOCK = "lock"
 class RunLock:
     def __init__(self, staging: Path):
         self.path = Path(staging) / LOCK
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:  # never through a symlink: the lock file is truncated
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise ConfigError(f"cannot lock {self.path}: it is a symbolic link") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,23 +1,30 @@
 """Resuming an interrupted run (``--resume RUN_DIR``): a layer on the sink's public API.
 
 An interrupted run leaves its staging directory (``.<run_id>.partial``) with ``capture.json``
-(config, config hash, run id) and ``journal.jsonl`` (one line per shard committed). Resuming takes
-the run's lock, reads both through one strict parser (damage is one clear error; the directory is
-left as it was), builds the run from its own stored config (only execution settings may change) and
-goes back to the last journaled shard whose files are on disk as recorded — a run of one shard by
-truncating its files, a multi-shard run by deleting every file no journal line lists (a shard that
-was being written when the run stopped is discarded, never merged); Parquet turned on at resume is
-made from the JSON Lines already written. Then only the missing shards run and the run is
-published as usual.
+(config, config hash, run id, shard size) and ``journal.jsonl`` (one line per shard committed).
+Resuming takes the run's lock, reads both through one strict parser (damage is one clear error; the
+directory is left as it was), builds the run from its own stored config (only execution settings
+may change) and checks what it would keep: ``capture.json``'s shard size against the shard plan of
+that config, every journal entry against the plan (episodes, steps, rows, file names) and every
+file it keeps against the sha256 the journal holds (one read of each). The longest run of entries
+that passes is kept, the journal is cut there and the rest is run again — a run of one shard by
+truncating its files, a multi-shard run by deleting every file no kept entry lists (a shard that
+was being written when the run stopped is discarded, never merged). Anything in the directory that
+is not a file of a run (a symlink, an unknown name) is refused before anything is deleted. Parquet
+turned on at resume is made from the JSON Lines already written. Then only the missing shards run
+and the run is published as usual.
 """
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
-from plume_capture.capture.lock import RunLock
+from plume_capture.capture.lock import LOCK, RunLock
 from plume_capture.capture.sink import JOURNAL, MANIFEST, staging_path
-from plume_capture.errors import ConfigError
+from plume_capture.errors import ConfigError, OperationalError
+from plume_capture.spec import EPISODES_BASENAME, STEPS_BASENAME, part_name
 
 #: keys a resume may change: how the rest of the run executes, and whether it also gets Parquet
 #: (rebuilt from the JSON Lines already written)
@@ -40,6 +47,10 @@ def locate(run_dir) -> Path:
         staging, final = staging_path(p), p
     if (final / "run.json").exists():
         raise ConfigError(f"cannot resume {str(run_dir)!r}: the run is already complete ({final})")
+    if staging.is_symlink():
+        raise ConfigError(f"cannot resume {str(run_dir)!r}: {staging} is a symbolic link, not a run's directory")
+    if not staging.exists() and (final / MANIFEST).is_file() and not final.is_symlink():
+        return final  # the commit stopped between its rename and run.json: resumed from the final place
     if not (staging / MANIFEST).is_file():
         raise ConfigError(f"cannot resume {str(run_dir)!r}: no interrupted run there (no {MANIFEST})")
     return staging
@@ -97,10 +108,11 @@ def _entry_ok(e, index: int) -> bool:
     def count(v):
         return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
-    def files(v):
+    def files(v):  # [name, bytes, rows, sha256 of the first bytes] (without the sha256: an earlier version)
         return isinstance(v, list) and all(
-            isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and "/" not in f[0]
-            and count(f[1]) and count(f[2]) for f in v)
+            isinstance(f, list) and len(f) in (3, 4) and isinstance(f[0], str) and "/" not in f[0]
+            and count(f[1]) and count(f[2]) and (len(f) == 3 or isinstance(f[3], str) and _HEX64.match(f[3]))
+            for f in v)
 
     def shard_files(v):  # a multi-shard run's entry: the files of this shard, committed
         return isinstance(v, list) and all(
@@ -138,35 +150,124 @@ def read_journal(staging: Path) -> list[dict]:
     return entries
 
 
-def last_checkpoint(staging: Path) -> dict | None:
-    """The last journal entry whose files hold at least what it records. (After a power loss,
-    lines written since the last fsync may survive while the data they describe did not.)"""
-    def on_disk(entry) -> bool:
-        for name, size, _ in entry["steps_files"] + entry["episodes_files"]:
-            try:
-                if (staging / name).stat().st_size < size:
-                    return False
-            except FileNotFoundError:
-                return False
-        return True
-
-    return next((e for e in reversed(read_journal(staging)) if on_disk(e)), None)
-
-
-def committed_shards(staging: Path) -> list[dict]:
-    """A multi-shard run's journal entries up to the first whose files are not all on disk as
-    recorded. (After a power loss, lines written since the last fsync may survive while the
-    renames they describe did not.)"""
+def kept_entries(staging: Path, entries: list[dict], shards: list, max_steps: int, parquet: bool) -> list[dict]:
+    """The longest prefix of ``entries`` that agrees with the shard plan ``shards`` (episodes,
+    steps within ``max_steps`` per episode, rows, file names) and whose files on disk hold what
+    it records: each file's first ``bytes`` bytes hash to its sha256 (one read per file; a
+    multi-shard run's files are exactly that long). Parquet files count only with ``parquet``
+    (else they are not kept)."""
+    planned, wanted = [], {}
+    parts = {STEPS_BASENAME: 0, EPISODES_BASENAME: 0}
+    steps_before = 0
+    for i, e in enumerate(entries):
+        files = _planned_files(e, i, shards, max_steps, steps_before, parts)
+        if files is None:
+            break
+        files = [f for f in files if parquet or not f[0].endswith(".parquet")]
+        planned.append((e, files))
+        for name, size, *_ in files:
+            wanted.setdefault(name, set()).add(size)
+        steps_before = e["steps"]
+    on_disk = {}  # name -> (its size, {prefix size: sha256}); (-1, {}) if missing
+    for name, sizes in wanted.items():
+        try:
+            st = os.lstat(staging / name)
+        except FileNotFoundError:
+            on_disk[name] = (-1, {})
+            continue
+        on_disk[name] = (st.st_size, _digests(staging / name, sizes) if stat.S_ISREG(st.st_mode) else {})
     out = []
-    for e in read_journal(staging):
-        for name, size, *_ in e["files"]:
-            try:
-                if (staging / name).stat().st_size != size:
-                    return out
-            except FileNotFoundError:
+    for e, files in planned:
+        exact = "files" in e  # a committed shard's file never grows; a one-file part does
+        for name, size, _, *sha in files:
+            have, digest = on_disk[name]
+            if (have != size if exact else have < size) or (sha and digest.get(size) != sha[0]):
                 return out
         out.append(e)
     return out
+
+
+def _digests(path: Path, sizes) -> dict:
+    from plume_capture.io.files import prefix_digests
+
+    try:
+        return prefix_digests(path, sizes)
+    except OSError as exc:  # the machine refused (exit 3): the run stays as it was, resumable later
+        raise OperationalError(f"cannot resume: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _planned_files(e: dict, i: int, shards: list, max_steps: int, steps_before: int, parts: dict):
+    """Entry ``e`` of shard ``i`` checked against the plan: -> its files ``[[name, bytes, rows,
+    (sha256)], ...]``, or None if it disagrees. ``parts`` counts the JSON Lines parts so far."""
+    from plume_capture.io.rundir import parquet_part_name
+
+    if i >= len(shards) or e["episodes"] != shards[i].stop:
+        return None
+    n, steps = shards[i].episodes, e["steps"] - steps_before
+    if not 0 <= steps <= n * max_steps:
+        return None
+    want_rows = {STEPS_BASENAME: e["steps"], EPISODES_BASENAME: e["episodes"]}
+    if "files" not in e:  # one file per artifact: every part so far, the last one growing
+        for base in (STEPS_BASENAME, EPISODES_BASENAME):
+            listed = e[f"{base}_files"]
+            if [f[0] for f in listed] != [part_name(base, k) for k in range(len(listed))] \
+                    or sum(f[2] for f in listed) != want_rows[base]:
+                return None
+        return e["steps_files"] + e["episodes_files"]
+    want_rows = {STEPS_BASENAME: steps, EPISODES_BASENAME: n}
+    rows = {STEPS_BASENAME: 0, EPISODES_BASENAME: 0}
+    pq_rows = {}
+    for name, _, r, _ in e["files"]:
+        base = name.split(".")[0]
+        if name.endswith(".parquet"):
+            if name != parquet_part_name(base, i) or base in pq_rows:
+                return None
+            pq_rows[base] = r
+        else:
+            if name != part_name(base, parts[base]):
+                return None
+            parts[base] += 1
+            rows[base] += r
+    if rows != want_rows or (pq_rows and pq_rows != want_rows):
+        return None
+    return e["files"]
+
+
+_JSONL_NAME = re.compile(r"(steps|episodes)(\.jsonl\.gz|\.part\d{4}\.jsonl\.gz)\Z")
+_PQ_PART = re.compile(r"part-\d{5}\.parquet\Z")
+
+
+def foreign_entry(staging: Path, sharded: bool) -> str | None:
+    """What in ``staging`` is not a file of a run in its layout (a symlink anywhere, a name the
+    layout does not have, a file where a directory belongs), as ``"NAME (why)"``; None if nothing."""
+    from plume_capture.io.shardfiles import PROBE, TMP_DIR
+
+    files = {MANIFEST, JOURNAL, LOCK, "run.json", "run.json.tmp"} | ({PROBE, PROBE + ".tmp"} if sharded else set())
+    for entry in sorted(os.scandir(staging), key=lambda d: d.name):
+        name = entry.name
+        if entry.is_symlink():
+            return f"{name} (a symbolic link)"
+        if name in files or _JSONL_NAME.match(name):
+            if not entry.is_file(follow_symlinks=False):
+                return f"{name} (not a regular file)"
+        elif name in (f"{STEPS_BASENAME}.parquet", f"{EPISODES_BASENAME}.parquet"):
+            if not sharded:
+                if not entry.is_file(follow_symlinks=False):
+                    return f"{name} (not a regular file)"
+                continue
+            if not entry.is_dir(follow_symlinks=False):
+                return f"{name} (not a directory)"
+            for sub in sorted(os.scandir(entry.path), key=lambda d: d.name):
+                if sub.is_symlink():
+                    return f"{name}/{sub.name} (a symbolic link)"
+                if not sub.is_file(follow_symlinks=False) or not _PQ_PART.match(sub.name):
+                    return f"{name}/{sub.name} (not a Parquet part of a run)"
+        elif sharded and name == TMP_DIR:
+            if not entry.is_dir(follow_symlinks=False):
+                return f"{name} (not a directory)"
+        else:
+            return f"{name} (not a file of a run)"
+    return None
 
 
 def _leaves(d, prefix=""):
@@ -200,41 +301,80 @@ def _check_changes(run_dir, stored: dict, cfg: dict) -> None:
 def resume_run(run_dir, cfg: dict | None, *, progress: bool = False):
     """Finish the interrupted run ``run_dir`` from its own stored config. ``cfg`` (the stored config
     with the operator's changes, or None) may differ from it only in :data:`RESUMABLE_CHANGES`."""
-    from plume_capture.capture.run import execute, new_sink, prepare, session
+    from plume_capture.capture.run import execute, new_sink, planned_shard_episodes, prepare, session
     from plume_capture.config import resolve
+    from plume_capture.sim.plan import plan
 
     staging = locate(run_dir)
     lock = RunLock(staging)
     try:
-        manifest = read_manifest(run_dir)
+        if not staging.name.endswith(".partial"):  # stopped inside the commit: back to its staging name
+            final, staging = staging, staging_path(staging)
+            os.rename(final, staging)
+        manifest = read_manifest(staging)
         stored = manifest["config"]
-        if cfg is not None:
-            _check_changes(run_dir, stored, cfg)
-            stored = {**stored, **{k: cfg[k] for k in RESUMABLE_CHANGES if k in cfg}}
-        spec = resolve(stored, manifest.get("overrides", ()))
+        overrides = manifest.get("overrides", ())
+        spec = resolve(stored, overrides)
         if spec.config_hash != manifest["config_hash"]:
             raise ConfigError(f"cannot resume {str(run_dir)!r}: its stored config no longer hashes to its "
                               f"config_hash (config_hash {spec.config_hash[:12]} != {manifest['config_hash'][:12]})")
+        if cfg is not None:
+            _check_changes(run_dir, stored, cfg)
+            stored = {**stored, **{k: cfg[k] for k in RESUMABLE_CHANGES if k in cfg}}
+            spec_now = resolve(stored, overrides)
+        else:
+            spec_now = spec
+        entries = read_journal(staging)
         # A run begun by an earlier version (journal lines without "files") keeps its one-file layout.
-        one_file = any("files" not in e for e in read_journal(staging))
-        p = prepare(spec, run_id=manifest["run_id"], run_dir=staging.with_name(staging.name[1:-len(".partial")]),
+        one_file = any("files" not in e for e in entries)
+        p = prepare(spec_now, run_id=manifest["run_id"], run_dir=staging.with_name(staging.name[1:-len(".partial")]),
                     start_time=manifest["start_time"], shard_episodes=manifest.get("shard_episodes"),
                     one_file=one_file)
+        max_steps = p.physics.params.max_steps
+        planned = planned_shard_episodes(spec, max_steps)
+        if manifest.get("shard_episodes", planned) != planned:
+            raise ConfigError(f"cannot resume {str(run_dir)!r}: {staging / MANIFEST} is damaged: shard_episodes "
+                              f"{manifest['shard_episodes']} is not the run's shard plan ({planned})")
         if "env" in manifest and p.physics.effective() != manifest["env"]:
             raise ConfigError(f"cannot resume {str(run_dir)!r}: the environment that would run differs from the "
                               "interrupted run's (e.g. the movie file changed)")
-        checkpoint = committed_shards(staging) if p.sharded else last_checkpoint(staging)
+        foreign = foreign_entry(staging, p.sharded)
+        if foreign is not None:
+            raise ConfigError(f"cannot resume {str(run_dir)!r}: {staging} holds {foreign}, which is not part of "
+                              "the run; move it away (nothing was changed)")
+        shards = plan(p.episodes, p.shard_episodes)
+        kept = kept_entries(staging, entries, shards, max_steps, parquet=p.sharded and p.spec.parquet)
     except BaseException:
         lock.release()
         raise
     with session([p]):
+        _cut_journal(staging, len(kept))
         for name in ("run.json", "run.json.tmp") + (() if p.sharded else ("steps.parquet", "episodes.parquet")):
             (staging / name).unlink(missing_ok=True)
         sink = new_sink(p)
         try:
-            sink.restore(checkpoint)
+            sink.restore(kept if p.sharded else (kept[-1] if kept else None))
         except (ValueError, OSError) as exc:
             sink.abort()
             lock.release()
             raise ConfigError(f"cannot resume {str(run_dir)!r}: {exc}") from None
         return execute(p, sink, lock, progress)
+
+
+def _cut_journal(staging: Path, keep: int) -> None:
+    """Cut the journal after its first ``keep`` lines (what follows is run again), on disk."""
+    path = staging / JOURNAL
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return
+    end = 0
+    for _ in range(keep):
+        end = raw.index(b"\n", end) + 1
+    if end != len(raw):
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            os.ftruncate(fd, end)
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -2,7 +2,7 @@
 backend (:mod:`.local` threads or :mod:`.on_ray` actors) through one :class:`RunSink`, and commit it.
 
 Write lifecycle: ``.<run_id>.partial/`` (staging, with ``capture.json`` and the journal) -> shards
-appended in order -> ``run.json`` -> atomic rename to ``<run_id>/`` (the commit point).
+appended in order -> rename to ``<run_id>/`` -> ``run.json`` written there (the commit point).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from plume_capture.config import RunSpec, resolve
 from plume_capture.errors import CaptureError, ConfigError
 from plume_capture.kernels import _jit
 from plume_capture.sim.params import Physics
+from plume_capture.spec import EPISODES_BASENAME, MAX_PARTS, STEPS_BASENAME
 
 # engine=auto runs in-process (no Ray start-up, ~6 s here) up to this many (max) steps, and on
 # machines with two or fewer CPUs whatever the size: on a 2-vCPU VM the in-process engine's two
@@ -41,9 +42,9 @@ LOCAL_MAX_STEPS = 2_000_000
 # 0.65-0.85 s interpreted vs 3x1000 compiled 0.86-1.25 s, whole process, warm cache, shared machine).
 INTERPRET_MAX_STEPS = 2_000
 DEFAULT_WINDOW = 2  # shards in flight per worker
-# A multi-shard run has a JSON Lines part per shard, named steps.partNNNN.jsonl.gz: past 10,000
+# A multi-shard run has a JSON Lines part per shard, named steps.partNNNN.jsonl.gz: past MAX_PARTS
 # the names would no longer sort in data order, so larger runs get larger shards.
-MAX_SHARDS = 10_000
+MAX_SHARDS = MAX_PARTS
 
 
 @dataclass
@@ -115,6 +116,45 @@ class Prepared:
                    rotate_size=s.rotate_size, config_hash=s.config_hash)
 
 
+def planned_shard_episodes(spec: RunSpec, max_steps: int) -> int:
+    """Episodes per shard of a new run of ``spec`` (the shard plan; ``capture.json`` records it)."""
+    explicit = spec.engine.shard_episodes
+    shard_episodes = shard_size(max_steps, explicit)
+    if -(-spec.episodes // shard_episodes) > MAX_SHARDS:
+        if explicit:
+            raise ConfigError(f"engine.shard_episodes={explicit} cuts {spec.episodes} episodes into "
+                              f"more than {MAX_SHARDS:,} shards (one file each); use at least "
+                              f"{-(-spec.episodes // MAX_SHARDS)}")
+        shard_episodes = -(-spec.episodes // MAX_SHARDS)
+    return shard_episodes
+
+
+def _check_rotation(spec: RunSpec, physics: Physics, run_id: str, shard_episodes: int) -> None:
+    """ConfigError (with the smallest rotate_size that works) if ``rotate_size`` could cut the run's
+    JSON Lines into more than MAX_PARTS files of an artifact, whatever the records hold."""
+    from plume_capture.io.jsonl_encode import max_line_bytes
+    from plume_capture.io.shardfiles import max_parts
+
+    max_steps = physics.params.max_steps
+    shards = -(-spec.episodes // shard_episodes)
+    for base, rows in ((STEPS_BASENAME, shard_episodes * max_steps), (EPISODES_BASENAME, shard_episodes)):
+        line = max_line_bytes(base, obs_size=physics.obs_size, run_id=run_id, episodes=spec.episodes,
+                              max_steps=max_steps)
+
+        def fits(size: int) -> bool:
+            return shards * max_parts(rows, line, size) <= MAX_PARTS
+
+        if fits(spec.rotate_size):
+            continue
+        low, high = spec.rotate_size, 2**62
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (low, mid) if fits(mid) else (mid, high)
+        raise ConfigError(f"rotate_size={spec.rotate_size} could cut this run's {base} into more than "
+                          f"{MAX_PARTS:,} JSON Lines files ({shards:,} shard{'s' if shards > 1 else ''} of up to "
+                          f"{rows:,} records); for this run use rotate_size >= {high:,} bytes, or null")
+
+
 def prepare(spec: RunSpec, *, run_id: str | None = None, run_dir: Path | None = None,
             start_time: float | None = None, shard_episodes: int | None = None, one_file: bool = False) -> Prepared:
     """Build the physics and fix the run's identity, place and execution (nothing is written).
@@ -132,13 +172,9 @@ def prepare(spec: RunSpec, *, run_id: str | None = None, run_dir: Path | None = 
         run_id = runmeta.new_run_id()
         run_dir = root / spec.experiment / run_id
     if shard_episodes is None:
-        shard_episodes = shard_size(physics.params.max_steps, eng.shard_episodes)
-        if -(-spec.episodes // shard_episodes) > MAX_SHARDS:
-            if eng.shard_episodes:
-                raise ConfigError(f"engine.shard_episodes={eng.shard_episodes} cuts {spec.episodes} episodes into "
-                                  f"more than {MAX_SHARDS:,} shards (one file each); use at least "
-                                  f"{-(-spec.episodes // MAX_SHARDS)}")
-            shard_episodes = -(-spec.episodes // MAX_SHARDS)
+        shard_episodes = planned_shard_episodes(spec, physics.params.max_steps)
+    if spec.rotate_size is not None:
+        _check_rotation(spec, physics, run_id, shard_episodes)
     return Prepared(spec=spec, physics=physics, run_id=run_id, run_dir=run_dir, engine=kind,
                     shard_episodes=shard_episodes, one_file=one_file,
                     window=eng.window or DEFAULT_WINDOW, threads=local_threads(eng.threads),
@@ -195,7 +231,8 @@ def _versions() -> dict:
     return v
 
 
-def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float, code) -> None:
+def _run_doc(p: Prepared, sink: RunSink, execution: dict, wall: float, code) -> dict:
+    """Close the run's files; -> its ``run.json``."""
     files = sink.close()
     code = code.result()
     sha, dirty = code["cwd"]["git_sha"], code["cwd"]["git_dirty"]
@@ -225,15 +262,41 @@ def _finalize(p: Prepared, sink: RunSink, execution: dict, wall: float, code) ->
         effective_env=p.physics.effective(), base_seed=s.seed, episodes=s.episodes,
         package_version=__version__, config_hash=s.config_hash, git_sha=sha, system=runmeta.system_info(),
         extra=extra)
-    runmeta.write_json_atomic(p.staging / "run.json", doc)
-    # The rename is the commit point. Until then the journal and manifest stay, so a finalizer that
-    # fails leaves a resumable run; a complete-looking run.json never stays behind in the staging dir.
+    return doc
+
+
+def _commit(p: Prepared, doc: dict) -> None:
+    """Rename the staging directory to the run's name, then write ``run.json`` there: the commit
+    point. ``run.json`` is never written in a staging directory, so no ``.partial`` ever looks
+    complete; until it is written the journal and manifest stay, so a commit that fails (or a
+    process killed between the two) leaves a resumable run (``--resume`` takes either name)."""
+    publish(p.staging, p.run_dir)
     try:
-        publish(p.staging, p.run_dir)
+        runmeta.write_json_atomic(p.run_dir / "run.json", doc)
     except BaseException:
-        (p.staging / "run.json").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # back to its staging name, where the CLI says to resume it
+            (p.run_dir / "run.json.tmp").unlink(missing_ok=True)
+            os.rename(p.run_dir, p.staging)
         raise
     drop_bookkeeping(p.run_dir)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait until the block is done (a commit is never cut in half); yields the
+    list of those that came. Only in the main thread (elsewhere no signal handler runs)."""
+    held: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def open_new(p: Prepared) -> tuple[RunSink, RunLock]:
@@ -290,11 +353,15 @@ def execute_many(items, progress_enabled: bool, pool=None) -> list[CaptureResult
         execution["resumed_from_shard"] = dones[i] if sink.resumed else None
         started = execution.pop("started", None)  # a sweep's later points: from their first shard
         wall = time.perf_counter() - (t0 if i == 0 or started is None else started)
-        _finalize(p, sink, execution, wall, code)
-        lock.release()
-        results[i] = CaptureResult(run_dir=p.run_dir, run_id=p.run_id, episodes=p.episodes,
-                                   steps=sink.steps_written, wall_s=wall, config_hash=p.spec.config_hash,
-                                   engine=p.engine)
+        doc = _run_doc(p, sink, execution, wall, code)
+        with _signals_held() as held:
+            _commit(p, doc)
+            lock.release()
+            results[i] = CaptureResult(run_dir=p.run_dir, run_id=p.run_id, episodes=p.episodes,
+                                       steps=sink.steps_written, wall_s=wall, config_hash=p.spec.config_hash,
+                                       engine=p.engine)
+        if held and any(r is None for r in results):  # this run is published; the others stop here
+            raise KeyboardInterrupt(f"signal {held[0]}")
 
     try:
         if engine == "local":

@@ -1,11 +1,11 @@
 """The driver's side of a run, in the staging directory: ``RunSink`` (a run of one shard: the
 driver appends its records to one file per artifact) and ``ShardedSink`` (several shards: the
 workers wrote each shard's files, the driver renames them into place); then the run is published
-(``run.json`` last, then an atomic rename).
+(an atomic rename, then ``run.json``).
 
-Write lifecycle: ``<output>/<experiment>/.<run_id>.partial/`` (staging; never looks complete) →
-shards committed in order, each recorded in ``journal.jsonl`` → ``run.json`` with
-``extra.status = "complete"`` → rename to ``<output>/<experiment>/<run_id>/``.
+Write lifecycle: ``<output>/<experiment>/.<run_id>.partial/`` (staging; never holds ``run.json``) →
+shards committed in order, each recorded in ``journal.jsonl`` → rename to
+``<output>/<experiment>/<run_id>/`` → ``run.json`` with ``extra.status = "complete"`` (the commit).
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from plume_capture.spec import EPISODE_SCHEMA, EPISODES_BASENAME, SCHEMA_VERSION, STEP_SCHEMA, STEPS_BASENAME
+from plume_capture.spec import (EPISODE_SCHEMA, EPISODES_BASENAME, MAX_PARTS, SCHEMA_VERSION, STEP_SCHEMA,
+                                STEPS_BASENAME)
 
 JOURNAL = "journal.jsonl"
 MANIFEST = "capture.json"
@@ -79,7 +80,7 @@ class RunSink:
         for writer, jsonl, schema in ((self.parquet[0], self.steps, STEP_SCHEMA),
                                       (self.parquet[1], self.episodes, EPISODE_SCHEMA)):
             layout = Layout(schema)
-            for name, _, _ in jsonl.checkpoint():
+            for name, *_ in jsonl.checkpoint():
                 for batch, problems in iter_jsonl_batches(self.staging / name, layout):
                     if problems:
                         line, code, msg = problems[0]
@@ -207,11 +208,11 @@ class ShardedSink:
                 self._dirs.add(str(d))
             return parquet_part_name(base, shard)
         k = self.parts[kind]
-        if k >= 10_000:
+        if k >= MAX_PARTS:  # prevented by the check of rotate_size when the run is prepared
             from plume_capture.errors import CaptureError
 
-            raise CaptureError(f"{kind}: more than 10,000 JSON Lines parts (their names would no longer sort "
-                               "in data order); use a larger rotate_size")
+            raise CaptureError(f"{kind}: more than {MAX_PARTS:,} JSON Lines parts (their names would no longer "
+                               "sort in data order); use a larger rotate_size")
         self.parts[kind] = k + 1
         return part_name(kind, k)
 
@@ -265,12 +266,14 @@ class ShardedSink:
         the committed shards' Parquet files are made from their JSON Lines."""
         import shutil
 
+        import stat
+
         keep = {name for e in entries for name, *_ in e["files"]}
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir()
-        for path in sorted(self.staging.iterdir()):
+        for path in sorted(self.staging.iterdir()):  # never through a symlink (resume refuses them first)
             if path.name.startswith((STEPS_BASENAME + ".", EPISODES_BASENAME + ".")):
-                if path.is_dir():
+                if stat.S_ISDIR(path.lstat().st_mode):
                     for sub in path.iterdir():
                         if f"{path.name}/{sub.name}" not in keep or not self.parquet:
                             sub.unlink()
@@ -338,7 +341,8 @@ class ShardedSink:
 
 
 def publish(staging: Path, run_dir: Path) -> None:
-    """Atomically move the finished staging directory to its final name (never onto an existing one)."""
+    """Atomically move the finished staging directory to its final name (never onto an existing one);
+    ``run.json`` is written there next."""
     if run_dir.exists():
         raise FileExistsError(f"run directory {run_dir} already exists")
     os.rename(staging, run_dir)

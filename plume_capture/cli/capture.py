@@ -151,9 +151,11 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
             staged = os.path.basename(os.path.normpath(args.resume))
             final = os.path.join(os.path.dirname(os.path.normpath(args.resume)), staged[1:-len(".partial")])
             published = os.path.exists(os.path.join(final, "run.json"))
-            if staged.startswith(".") and staged.endswith(".partial") and published:
+            staged = staged.startswith(".") and staged.endswith(".partial")
+            if staged and published:
                 raise ConfigError(f"--resume: the run is already complete ({final})")  # published meanwhile
-            raise ConfigError(f"--resume: {args.resume!r} is not a run directory")
+            if not (staged and os.path.isfile(os.path.join(final, "capture.json"))):  # else: renamed, not committed
+                raise ConfigError(f"--resume: {args.resume!r} is not a run directory")
         return args, [_resume_config(args)], [list(args.overrides)]
     runs = expand_sweeps(args.overrides) if args.multirun else [list(args.overrides)]
     settings = _settings(args)

@@ -258,7 +258,7 @@ def compose_config(
     try:
         found = primary.is_file()
     except (OSError, ValueError) as exc:  # a name too long, a NUL byte
-        raise ConfigError(f"invalid config name {config_name[:60]!r}: {getattr(exc, "strerror", None) or exc}") from None
+        raise ConfigError(f"invalid config name {config_name[:60]!r}: {getattr(exc, 'strerror', None) or exc}") from None
     if not found:
         raise ConfigError(f"config {name!r} not found in config path {shown_root!r} (no {name}.yaml)")
     # Hydra's root is the primary config's directory, so the preset group is `experiment`.

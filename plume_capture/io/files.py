@@ -238,12 +238,13 @@ class JsonlPartWriter:
         self._closed = True
 
     def checkpoint(self, sync: bool = False) -> list:
-        """Flush (with ``sync``, to the disk) and return ``[[name, bytes, rows], ...]`` of every
-        part so far: what :meth:`restore` takes back. (Finished parts were fsynced when closed.)"""
-        parts = [[f.name, f.bytes, f.rows] for f in self._files]
+        """Flush (with ``sync``, to the disk) and return ``[[name, bytes, rows, sha256], ...]`` of
+        every part so far (the sha256 of its first ``bytes`` bytes): what :meth:`restore` takes
+        back. (Finished parts were fsynced when closed.)"""
+        parts = [[f.name, f.bytes, f.rows, f.sha256] for f in self._files]
         if self._f is not None:
             self._f.sync() if sync else self._f.flush()
-            parts.append([self._f.path.name, self._f.size, self._rows])
+            parts.append([self._f.path.name, self._f.size, self._rows, self._f.hexdigest()])
         return parts
 
     def restore(self, parts: list) -> None:
@@ -251,11 +252,11 @@ class JsonlPartWriter:
         truncate each part to its recorded size, delete later parts, rehash what is kept."""
         if self._files or self._f is not None:
             raise ValueError("restore needs a fresh writer")
-        keep = {name for name, _, _ in parts}
+        keep = {name for name, *_ in parts}
         for path in self.directory.glob(f"{self.base}.*jsonl.gz"):
             if path.name not in keep:
                 path.unlink()
-        for i, (name, size, rows) in enumerate(parts):
+        for i, (name, size, rows, *_) in enumerate(parts):
             path = self.directory / name
             os.truncate(path, size)
             sha = _sha256_prefix(path, size)
@@ -263,6 +264,28 @@ class JsonlPartWriter:
                 self._files.append(FileInfo(name, size, rows, sha.hexdigest()))
             else:
                 self._f, self._rows = _HashingFile.reopen(path, size, sha), rows
+
+
+def prefix_digests(path: Path, sizes) -> dict:
+    """``{size: sha256 hex of the file's first size bytes}`` for each of ``sizes``, in one read of
+    the regular file ``path`` (a symlink is not followed: OSError). Sizes past its end are left out."""
+    import stat
+
+    want = sorted(set(sizes))
+    out, h, pos = {}, hashlib.sha256(), 0
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        for size in want:
+            while pos < size:
+                b = f.read(min(size - pos, 4 << 20))
+                if not b:
+                    return out
+                h.update(b)
+                pos += len(b)
+            out[size] = h.hexdigest()
+    return out
 
 
 def _sha256_prefix(path: Path, size: int):

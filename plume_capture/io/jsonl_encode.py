@@ -34,7 +34,8 @@ from plume_capture.io.arrow import column, to_numpy
 from plume_capture.kernels.jsonl_encode import (_BOOL, _FLOAT, _FLOAT_LIST, _INT, _TOKEN, _TOKEN_LIST, _assemble,
                                                 _periodic)
 
-__all__ = ["BLOCK_BYTES", "EMPTY_GZIP_MEMBER", "EncodedJsonl", "configure_threads", "encode_jsonl"]
+__all__ = ["BLOCK_BYTES", "EMPTY_GZIP_MEMBER", "EncodedJsonl", "configure_threads", "encode_jsonl",
+           "load_polars_for"]
 
 BLOCK_BYTES = 65536  # docs/spec.md §9.1: uncompressed text per gzip member when rotation is on
 _GZIP_WBITS = 31  # zlib wbits for the gzip container (header mtime 0: deterministic bytes)
@@ -82,10 +83,42 @@ def _rebuild_encoded(members, raw_sizes, rows) -> EncodedJsonl:
     return EncodedJsonl([m if isinstance(m, bytes) else memoryview(m).cast("B") for m in members], raw_sizes, rows)
 
 
+_FLOAT_TEXT_MAX = 25  # a float64's text: "-0.0000" and 17 digits at most, or "-d.dddddddddddddddde-308"
+_INT_TEXT_MAX = 20  # an int64's
+
+
+def max_line_bytes(base: str, *, obs_size: int, run_id: str, episodes: int, max_steps: int) -> int:
+    """An upper bound on one JSON Lines record of ``base`` (``steps``/``episodes``), newline included."""
+    from plume_capture.spec import SCHEMA_VERSION, SEED_MAX, episode_id
+
+    pos = {"x": 0, "y": 0}
+    common = {"episode_id": episode_id(episodes - 1), "run_id": run_id, "schema_version": SCHEMA_VERSION,
+              "terminated": False, "truncated": False}
+    if base == "steps":
+        rec = {**common, "action": 0, "agent_position": pos, "distance_to_goal": 0.0,
+               "observation_summary": [0.0] * obs_size, "reward": 0.0, "seed": SEED_MAX, "step": max_steps,
+               "ts": 0.0}
+        ints, floats = 3, 3 + obs_size
+    else:
+        rec = {**common, "avg_step_time_ms": 0.0, "duration_ms": 0.0, "final_distance_to_goal": 0.0,
+               "final_position": pos, "total_reward": 0.0, "total_steps": max_steps}
+        ints, floats = 2, 4
+    text = json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode()
+    return len(text) + 1 + ints * (_INT_TEXT_MAX - 1) + floats * (_FLOAT_TEXT_MAX - 3)
+
+
 def _pl():
     import polars
 
     return polars
+
+
+def load_polars_for(rows: int) -> None:
+    """Import polars now, in the calling thread, if encoding a table of ``rows`` rows would use it:
+    two threads importing polars for the first time at once can fail (an internal error, now
+    and then), so a pool of encoding threads gets it imported before they start."""
+    if rows > PYTHON_FLOATS_MAX_ROWS:
+        _pl()
 
 
 def _ro(a: np.ndarray) -> np.ndarray:

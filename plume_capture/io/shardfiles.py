@@ -65,6 +65,32 @@ def split_parts(sizes: list[int], rotate_size: int | None) -> list[list[int]]:
     return parts
 
 
+_GZIP_OVERHEAD = 64  # a gzip member's bytes beyond its compressed text, at most (header, trailer, block headers)
+
+
+def max_parts(rows: int, line_bytes: int, rotate_size: int | None) -> int:
+    """An upper bound on the JSON Lines parts of a shard of ``rows`` records of at most
+    ``line_bytes`` bytes each, cut at ``rotate_size`` (whatever the data: no credit for compression)."""
+    from plume_capture.io.jsonl_encode import BLOCK_BYTES
+
+    if rows == 0:
+        return 0
+    text = rows * line_bytes
+    if rotate_size is None:
+        return 1
+    # a gzip member holds more than BLOCK_BYTES - line_bytes of text, but the last of a shard
+    members = rows if line_bytes >= BLOCK_BYTES else text // (BLOCK_BYTES - line_bytes) + 1
+    size = text + members * _GZIP_OVERHEAD  # the shard's compressed bytes, at most
+    biggest = max(BLOCK_BYTES, line_bytes) + _GZIP_OVERHEAD
+    # Two parts in a row hold more than rotate_size (a part is only cut when the next member
+    # would not fit), so n parts hold more than (n // 2) * rotate_size; and every part but the
+    # last holds more than rotate_size - biggest.
+    bound = min(members, 2 * -(-size // rotate_size) - 1)
+    if rotate_size > biggest:
+        bound = min(bound, -(-size // (rotate_size - biggest)))
+    return bound
+
+
 def encode_parquet(table: pa.Table, metadata: dict) -> pa.Buffer:
     """``table`` as one Parquet file (zstd, dictionary-encoded non-float columns, row groups of
     ``PARQUET_ROW_GROUP_ROWS``), its key-value metadata holding ``metadata``."""

@@ -183,3 +183,30 @@ def test_strip_wall_clock_keeps_everything_else():
                       separators=(",", ":"))
     assert strip_wall_clock(line) == '{"episode_id":"ep-000001","x":[1.0,2.0]}'
     assert shutil.which("zcat")
+
+
+@pytest.mark.parametrize("rotate_size", [1, 3000, 20000])
+def test_the_bound_on_json_lines_parts_holds(tmp_path, rotate_size):
+    """The rotation check's bounds (io.jsonl_encode.max_line_bytes, io.shardfiles.max_parts) are
+    never below what a run writes: its longest record, and each shard's number of parts."""
+    import collections
+
+    from isal import igzip
+
+    from plume_capture.io.jsonl_encode import max_line_bytes
+    from plume_capture.io.shardfiles import max_parts
+
+    run = capture(config(output=str(tmp_path), episodes=24, seed=9, rotate_size=rotate_size,
+                         env={"grid_size": [48, 48], "max_steps": 400, "observation_type": "antennae",
+                              "n_sensors": 3},
+                         engine={"kind": "local", "shard_episodes": 4})).run_dir
+    meta = json.loads((run / "run.json").read_text())
+    for base, rows in (("steps", 4 * 400), ("episodes", 4)):
+        line = max_line_bytes(base, obs_size=3, run_id=meta["run_id"], episodes=24, max_steps=400)
+        per_shard = collections.Counter()
+        for name in meta["extra"]["files"]:
+            if name.startswith(base + ".") and name.endswith(".jsonl.gz"):
+                lines = igzip.decompress((run / name).read_bytes()).split(b"\n")[:-1]
+                assert max(len(ln) + 1 for ln in lines) <= line
+                per_shard[(int(json.loads(lines[0])["episode_id"][3:]) - 1) // 4] += 1
+        assert len(per_shard) == 6 and max(per_shard.values()) <= max_parts(rows, line, rotate_size), per_shard

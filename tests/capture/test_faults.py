@@ -87,11 +87,11 @@ def _crash_closing(monkeypatch):
 
 
 def _crash_publish(monkeypatch):
-    """run.json is written in the staging directory, then the rename fails."""
+    """Every file is closed, then the rename fails (run.json is never in the staging directory)."""
     from plume_capture.capture import run as engine
 
     def publish(staging, run_dir):
-        assert (staging / "run.json").is_file()
+        assert not (staging / "run.json").exists()
         raise Boom("crash at the rename")
 
     monkeypatch.setattr(engine, "publish", publish)
@@ -227,4 +227,105 @@ def test_a_run_begun_in_the_one_file_layout_resumes_in_it(tmp_path, monkeypatch)
     result = capture(cfg, resume=str(staging))
     meta = run_json(result.run_dir)
     assert meta["extra"]["engine"]["layout"] == "one_file" and (result.run_dir / "steps.parquet").is_file()
+    assert_same_records(clean, result.run_dir, parquet=True)
+
+
+# ----------------------------------------------------------------------------- signals around the commit
+
+_SIGNAL_AT = {
+    # after run.json is written (old code: in the staging directory)
+    "after-run-json": ("runmeta.write_json_atomic", "after", "SIGTERM"),
+    # before the bookkeeping is dropped (after the rename)
+    "before-dropping-bookkeeping": ("drop_bookkeeping", "before", "SIGINT"),
+    # the process killed right after the rename
+    "sigkill-after-rename": ("publish", "after", "SIGKILL"),
+}
+
+
+def _capture_signalled_at(tmp_path, where: str):
+    """A run in a child process that sends itself a signal (by its own PID) at ``where`` in the commit."""
+    import subprocess
+    import sys
+
+    target, when, sig = _SIGNAL_AT[where]
+    code = f"""
+import os, signal, sys
+from plume_capture.capture import run as engine
+obj, name = (engine.runmeta, "write_json_atomic") if {target!r} == "runmeta.write_json_atomic" else (engine, {target!r})
+real = getattr(obj, name)
+def hit(*a):
+    if {target!r} != "runmeta.write_json_atomic" or a[0].name == "run.json":
+        os.kill(os.getpid(), signal.{sig})
+def patched(*a, **k):
+    if {when!r} == "before":
+        hit(*a)
+    out = real(*a, **k)
+    if {when!r} == "after":
+        hit(*a)
+    return out
+setattr(obj, name, patched)
+from plume_capture.cli.capture import main
+sys.exit(main(["--episodes", "30", "--seed", "4", "--grid", "32x32", "--max-steps", "100", "--parquet",
+               "--engine", "local", "--quiet", "--output", "out", "engine.shard_episodes=4"]))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PLUME_CAPTURE_DEBUG"}
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("where", list(_SIGNAL_AT))
+def test_a_signal_during_the_commit_never_lies(tmp_path, where):
+    """Exit 130 only for a run that is not published; a published run holds no bookkeeping; no
+    ``.partial`` ever holds a run.json; a run stopped inside the commit resumes to the clean run."""
+    from plume_capture.readback.validate import validate_run_artifacts
+
+    clean = capture(config(output=str(tmp_path / "clean"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
+    res = _capture_signalled_at(tmp_path, where)
+    exp = tmp_path / "out" / "default"
+    assert not [p for p in exp.glob(".*.partial") if (p / "run.json").exists()], list(exp.rglob("*"))
+    runs = complete_runs(tmp_path / "out")
+    if res.returncode == 0:
+        (final,) = runs
+        names = {p.name for p in final.iterdir()}
+        assert not names & {JOURNAL, MANIFEST, "lock", ".probe", ".shards", "run.json.tmp"}, names
+    else:
+        assert res.returncode in (130, -9), res.stderr
+        assert runs == [], "exit 130 (or killed) but a run was published"
+        (left,) = list(exp.iterdir())
+        from plume_capture.cli.capture import main
+
+        assert main(["--resume", str(left), "--quiet"]) == 0
+        (final,) = complete_runs(tmp_path / "out")
+        assert not (final / JOURNAL).exists() and not (final / MANIFEST).exists()
+    assert validate_run_artifacts(final)["ok"]
+    assert_same_records(clean, final, parquet=True)
+
+
+def test_one_file_layout_resume_goes_back_before_a_flipped_bit(tmp_path, monkeypatch):
+    """In the one-file layout every journal entry holds the sha256 of each file's first bytes: a
+    bit flipped inside shard 3's bytes of steps.jsonl.gz sends resume back to shard 3's start."""
+    import json
+
+    from plume_capture.capture import run as engine
+    from plume_capture.readback.validate import validate_run_artifacts
+
+    clean = capture(config(output=str(tmp_path / "clean"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
+    cfg = config(output=str(tmp_path / "out"), parquet=True, engine={"kind": "local", "shard_episodes": 4}, **SMALL)
+    real_prepare = engine.prepare
+    with monkeypatch.context() as m:
+        m.setattr(engine, "prepare", lambda spec, **kw: real_prepare(spec, **{**kw, "one_file": True}))
+        _crash_publish(m)
+        with pytest.raises(Boom) as info:
+            capture(cfg)
+    staging = info.value.staging
+    entries = [json.loads(ln) for ln in (staging / JOURNAL).read_text().splitlines()]
+    (name, start, _, _), = entries[2]["steps_files"]
+    (_, end, _, _), = entries[3]["steps_files"]
+    data = bytearray((staging / name).read_bytes())
+    data[(start + end) // 2] ^= 0x10
+    (staging / name).write_bytes(bytes(data))
+    result = capture(cfg, resume=str(staging))
+    meta = run_json(result.run_dir)
+    assert meta["extra"]["engine"]["layout"] == "one_file" and meta["extra"]["engine"]["resumed_from_shard"] == 3
+    assert validate_run_artifacts(result.run_dir)["ok"]
     assert_same_records(clean, result.run_dir, parquet=True)

@@ -335,3 +335,213 @@ def test_an_interrupted_sweep_names_every_incomplete_point_and_each_resumes(tmp_
     runs = complete_runs(tmp_path / "out")
     assert len(runs) == 3 and all(validate_run_artifacts(r)["ok"] for r in runs)
     assert sorted(run_json(r)["base_seed"] for r in runs) == [77, 78, 79]
+
+
+# ----------------------------------------------------------------------------- what resume keeps (issue 31)
+
+@pytest.fixture(scope="module")
+def killed_late(tmp_path_factory) -> Path:
+    """The long run (in-process), SIGKILLed by PID after 200 of its 300 shards: its staging dir
+    (each test works on its own copy, see ``_copy``)."""
+    cwd = tmp_path_factory.mktemp("killed")
+    mark = uuid.uuid4().hex
+    proc = _cli([*LONG_ARGS, "--engine", "local"], cwd, mark)
+    try:
+        staging = _wait_for_shards(proc, cwd / "out" / "default", 200)
+        os.kill(proc.pid, signal.SIGKILL)  # our own child, by PID
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _assert_no_leftovers(mark)
+    return staging
+
+
+def _copy(staging: Path, cwd: Path) -> Path:
+    """A copy of the interrupted run at the same relative place under ``cwd``."""
+    import shutil
+
+    copy = cwd / "out" / "default" / staging.name
+    shutil.copytree(staging, copy, symlinks=True)
+    return copy
+
+
+def _journal(staging: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (staging / "journal.jsonl").read_bytes().split(b"\n")[:-1]]
+
+
+def _flip_bit(path: Path, offset: int, bit: int = 0) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1 << bit
+    path.write_bytes(bytes(data))
+
+
+def _edit_entry(staging: Path, index: int, edit) -> None:
+    lines = (staging / "journal.jsonl").read_bytes().split(b"\n")
+    e = json.loads(lines[index])
+    edit(e)
+    lines[index] = json.dumps(e).encode()
+    (staging / "journal.jsonl").write_bytes(b"\n".join(lines))
+
+
+def _first(e, kind):  # an entry's first file of a kind: "steps" (JSON Lines), "steps.parquet", ...
+    return next(f for f in e["files"]
+                if f[0].startswith(kind + "/") or f[0].startswith(kind + ".") and f[0].endswith(".jsonl.gz"))
+
+
+def _damage_jsonl_bit(staging, e):
+    name, size, *_ = _first(e, "steps")
+    _flip_bit(staging / name, size // 2, 3)
+
+
+def _damage_parquet_bit(staging, e):
+    name, size, *_ = _first(e, "steps.parquet")
+    _flip_bit(staging / name, size // 2, 5)
+
+
+def _damage_zero_block(staging, e):  # what a file system can leave after a crash
+    name, size, *_ = _first(e, "steps")
+    start = 4096 if size >= 8192 else 0  # a 4 KiB block (or all of a smaller file)
+    with open(staging / name, "r+b") as f:
+        f.seek(start)
+        f.write(b"\0" * min(4096, size - start))
+
+
+def _damage_sha(staging, e):
+    _edit_entry(staging, e["shard"], lambda x: x["files"][0].__setitem__(3, "0" * 64))
+
+
+def _damage_rows(staging, e):
+    _edit_entry(staging, e["shard"], lambda x: x["files"][0].__setitem__(2, x["files"][0][2] + 1))
+
+
+def _damage_steps(staging, e):
+    _edit_entry(staging, e["shard"], lambda x: x.__setitem__("steps", x["steps"] + 1))
+
+
+@pytest.mark.parametrize("damage", [_damage_jsonl_bit, _damage_parquet_bit, _damage_zero_block, _damage_sha,
+                                    _damage_rows, _damage_steps],
+                         ids=["jsonl-bit-flip", "parquet-bit-flip", "zeroed-4k-block", "journal-sha256",
+                              "journal-rows", "journal-steps"])
+def test_damage_while_interrupted_goes_back_to_the_last_good_shard(tmp_path, clean_long, killed_late, damage):
+    """Damage to a committed shard (or to its journal line) while the run sits interrupted: resume
+    keeps only the shards before it, runs the rest again, and publishes the clean run's records."""
+    from plume_capture.readback.validate import validate_run_artifacts
+
+    staging = _copy(killed_late, tmp_path)
+    entries = _journal(staging)
+    assert len(entries) >= 200
+    k = len(entries) - 3
+    damage(staging, entries[k])
+    ok = _run(["--resume", str(staging.relative_to(tmp_path)), "--quiet"], tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    (final,) = complete_runs(tmp_path / "out")
+    assert run_json(final)["extra"]["engine"]["resumed_from_shard"] == k
+    assert validate_run_artifacts(final)["ok"]
+    assert_same_records(clean_long, final, parquet=True)
+
+
+def test_a_bit_flipped_in_any_digit_of_the_last_journal_line_is_never_published_damaged(tmp_path, clean_long,
+                                                                                       killed_late):
+    """A single-bit flip in a digit of the last journal line (a digit stays a digit): its shard
+    index, steps, a size or a sha256, each on its own copy of one interrupted run. Resume either
+    refuses in one line, touching nothing, or publishes the clean run's records."""
+    from plume_capture.readback.validate import validate_run_artifacts
+
+    staging = killed_late
+    lines = (staging / "journal.jsonl").read_bytes().split(b"\n")
+    last = len(lines) - 2  # the last whole line
+    offset = len(b"\n".join(lines[:last])) + 1
+    line = lines[last]
+    digits = [i for i, c in enumerate(line) if 0x30 <= c <= 0x39]
+    size_at = line.index(b'.jsonl.gz", ') + 12
+    steps_at = line.index(b'"steps": ') + 9
+    picks = {"shard": line.index(b'"shard": ') + 9,  # a wrong index, or a leading 0 (not JSON)
+             "steps": line.index(b",", steps_at) - 1,  # last digits: a leading 0 would not be JSON
+             "a size": line.index(b",", size_at) - 1, "a sha256": digits[-1]}
+    outcomes = {}
+    for k, (what, i) in enumerate(picks.items()):
+        assert 0x30 <= line[i] <= 0x39, (what, line[i:i + 5])
+        cwd = tmp_path / f"flip{k}"
+        copy = _copy(staging, cwd)
+        _flip_bit(copy / "journal.jsonl", offset + i, 0)
+        snapshot = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file() and p.name != "lock"}
+        res = _run(["--resume", str(copy.relative_to(cwd)), "--quiet"], cwd)
+        outcomes[what] = res.returncode
+        if res.returncode == 0:
+            (final,) = complete_runs(cwd / "out")
+            assert validate_run_artifacts(final)["ok"], what
+            assert_same_records(clean_long, final, parquet=True)
+            continue
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, (what, res.stderr)
+        assert complete_runs(cwd / "out") == []
+        assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file() and p.name != "lock"} == snapshot
+    # the index of a shard is the journal's structure (refused); a count or a hash goes back a shard
+    assert outcomes == {"shard": 2, "steps": 0, "a size": 0, "a sha256": 0}, outcomes
+
+
+def test_capture_json_shard_size_halved_is_refused(tmp_path, killed_late):
+    staging = _copy(killed_late, tmp_path)
+    manifest = json.loads((staging / "capture.json").read_text())
+    manifest["shard_episodes"] //= 2
+    (staging / "capture.json").write_text(json.dumps(manifest))
+    before = {p.name: p.read_bytes() for p in staging.iterdir() if p.is_file() and p.name != "lock"}
+    res = _run(["--resume", str(staging.relative_to(tmp_path)), "--quiet"], tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "shard_episodes 2 is not the run's shard plan (4)" in res.stderr, res.stderr
+    assert {p.name: p.read_bytes() for p in staging.iterdir() if p.is_file() and p.name != "lock"} == before
+    assert complete_runs(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("where", ["steps.backup", "steps.parquet/part-09999.parquet", "lock"])
+def test_resume_never_deletes_through_a_symlink(tmp_path, killed_late, where):
+    """A symlink in the staging directory (to a directory, a file, or in place of the lock) is
+    refused in one line; nothing it points to is touched, and the run stays as it was."""
+    staging = _copy(killed_late, tmp_path)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "a.txt").write_text("keep me")
+    (precious / "steps.part0042.jsonl.gz").write_bytes(b"also mine")
+    target = precious if where == "steps.backup" else precious / "a.txt"
+    (staging / where).unlink(missing_ok=True)
+    (staging / where).symlink_to(target)
+    before = sorted(str(p.relative_to(staging)) for p in staging.rglob("*"))
+    res = _run(["--resume", str(staging.relative_to(tmp_path)), "--quiet"], tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "symbolic link" in res.stderr and where.split("/")[0] in res.stderr, res.stderr
+    assert (precious / "a.txt").read_text() == "keep me" and (precious / "steps.part0042.jsonl.gz").exists()
+    assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*")) == before
+
+
+def test_an_unknown_name_in_the_staging_directory_is_refused_not_deleted(tmp_path, killed_late):
+    staging = _copy(killed_late, tmp_path)
+    (staging / "notes.txt").write_text("mine")
+    (staging / "steps.old").mkdir()
+    res = _run(["--resume", str(staging.relative_to(tmp_path)), "--quiet"], tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "notes.txt" in res.stderr or "steps.old" in res.stderr, res.stderr
+    assert (staging / "notes.txt").read_text() == "mine" and (staging / "steps.old").is_dir()
+
+
+def test_a_rotate_size_that_would_need_more_than_10000_files_is_refused_up_front(tmp_path):
+    """rotate_size=1 on a 3M-step run used to fail at run time, leaving a .partial that no resume
+    could finish (rotate_size cannot change on resume). Now: exit 2 before anything is written,
+    naming the smallest rotate_size that works, which the check then accepts."""
+    import re
+
+    from plume_capture.capture.run import prepare
+    from plume_capture.config import resolve
+
+    args = ["--episodes", "3000", "--max-steps", "1000", "--grid", "64x64", "--engine", "local", "--quiet",
+            "--output", "out"]
+    res = _run([*args, "rotate_size=1"], tmp_path, timeout=120)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    m = re.search(r"use rotate_size >= ([\d,]+) bytes", res.stderr)
+    assert m and "more than 10,000 JSON Lines files" in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
+    least = int(m.group(1).replace(",", ""))
+    cfg = config(output=str(tmp_path / "out"), episodes=3000, env={"grid_size": [64, 64], "max_steps": 1000})
+    prepare(resolve({**cfg, "rotate_size": least}))  # accepted
+    with pytest.raises(Exception, match="rotate_size"):
+        prepare(resolve({**cfg, "rotate_size": least - 1}))
