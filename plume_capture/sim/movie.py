@@ -30,6 +30,7 @@ import json
 import math
 import mmap
 import os
+import stat
 import shutil
 import sys
 import time
@@ -72,6 +73,9 @@ def describe_movie(path, step_policy: str = "wrap") -> dict:
     p = _local_path(path)
     if not p.exists():
         raise ConfigError(f"movie.path {str(p)!r} does not exist")
+    mode = p.stat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a FIFO or a device would block or never end
+        raise ConfigError(f"movie.path {str(p)!r} is not a regular file or a directory")
     fmt = movie_format(p)
     meta = {"npy": _meta_npy, "zarr": _meta_zarr, "hdf5": _meta_hdf5}[fmt](p)
     t, h, w = meta["shape"]

@@ -2,6 +2,7 @@
 one line, exit 2 (bad input) or 3 (the cluster refused), within a bound, with nothing written."""
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -99,3 +100,13 @@ def test_an_address_that_accepts_tcp_but_is_not_ray_is_exit_3(answer, needle, tm
         srv.close()
         for c in held:
             c.close()
+
+
+def test_a_movie_path_naming_a_fifo_is_refused_not_opened(tmp_path):
+    fifo = tmp_path / "movie.npy"
+    os.mkfifo(fifo)
+    work = tmp_path / "work"
+    work.mkdir()
+    r = run_cli(["episodes=1", "env.plume=movie", f"movie.path={fifo}", "--engine", "local"], work, timeout=60)
+    assert "is not a regular file or a directory" in one_error_line(r, 2)
+    assert tree(work) == set()
