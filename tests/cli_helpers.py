@@ -50,3 +50,13 @@ def read_jsonl(run_dir: Path, base: str) -> list[dict]:
         with gzip.open(f, "rt", encoding="utf-8") as fh:
             out.extend(json.loads(line) for line in fh)
     return out
+
+
+def small_real_run(root: Path, *, seed: int = 1, episodes: int = 3, max_steps: int = 20) -> Path:
+    """A small real capture with Parquet (in-process engine), for tests of the commands that read runs."""
+    from plume_capture.capture import capture
+    from plume_capture.config import complete_config
+
+    return capture(complete_config({"output": str(root), "experiment": "exp", "episodes": episodes, "seed": seed,
+                                    "parquet": True, "env": {"grid_size": [16, 16], "max_steps": max_steps},
+                                    "engine": {"kind": "local", "quiet": True}})).run_dir

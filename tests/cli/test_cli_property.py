@@ -14,6 +14,8 @@ import subprocess
 
 import pytest
 
+from tests.cli_helpers import small_real_run
+
 from plume_capture.cli import capture, export, publish, report, validate
 
 MAINS = {"capture": capture.main, "validate": validate.main, "publish": publish.main,
@@ -82,13 +84,7 @@ def _args(rng: random.Random, cmd: str, run, tmp, repo):
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
     """A small real capture (in-process engine) with Parquet."""
-    from plume_capture.capture import capture
-    from plume_capture.config import complete_config
-
-    root = tmp_path_factory.mktemp("prop")
-    return capture(complete_config({"output": str(root), "experiment": "exp", "episodes": 3, "seed": 2,
-                                    "parquet": True, "env": {"grid_size": [16, 16], "max_steps": 15},
-                                    "engine": {"kind": "local", "quiet": True}})).run_dir
+    return small_real_run(tmp_path_factory.mktemp("runs"), seed=2, max_steps=15)
 
 
 def test_property_no_command_ends_in_a_traceback(base_run, tmp_path, capsys, monkeypatch):

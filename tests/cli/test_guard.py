@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import small_real_run
+
 
 COMMANDS = {
     "plume-nav-capture": "plume_capture.cli.capture",
@@ -47,13 +49,7 @@ def one_line(stderr: str) -> str:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A small real capture (in-process engine) with Parquet."""
-    from plume_capture.capture import capture
-    from plume_capture.config import complete_config
-
-    root = tmp_path_factory.mktemp("guard")
-    return capture(complete_config({"output": str(root), "experiment": "exp", "episodes": 3, "seed": 1,
-                                    "parquet": True, "env": {"grid_size": [16, 16], "max_steps": 20},
-                                    "engine": {"kind": "local", "quiet": True}})).run_dir
+    return small_real_run(tmp_path_factory.mktemp("runs"), seed=1, max_steps=20)
 
 
 @pytest.fixture
