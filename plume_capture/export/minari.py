@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 
+from plume_capture.errors import OperationalError
 from plume_capture.export.reader import ExportError, iter_chunks, open_run, validated
 from plume_capture.export.staging import check_free, provenance, staged_dir
 
@@ -26,6 +27,21 @@ def dataset_id_for(meta: dict) -> str:
     meta = meta if isinstance(meta, dict) else {}  # a damaged run.json: open_run reports it
     name = re.sub(r"[^\w.-]", "_", f"{meta.get('experiment')}_{meta.get('run_id')}")
     return f"plume-capture_{name}-v0"
+
+
+def _check_room(where: str, final: str, src, env) -> None:
+    """OperationalError unless the file system holds the HDF5 file this export writes (with a 1.5x
+    margin). HDF5 that meets a full disk mid-write can crash the process (seen: SIGSEGV) instead of
+    raising, so this is checked before it writes."""
+    counts = (src.meta.get("extra") or {}).get("counts") or {}
+    steps, episodes = int(counts.get("steps") or 0), int(counts.get("episodes") or 0)
+    obs = int(np.prod(env.observation_space.shape or (1,)))
+    need = int(1.5 * (steps * (4 * obs + 8 + 8 + 2) + episodes * (4 * obs + 256))) + (1 << 20)
+    st = os.statvfs(where)
+    have = st.f_bavail * st.f_frsize
+    if have < need:
+        raise OperationalError(f"cannot write {final}: no space left on device (the Minari dataset needs "
+                               f"about {need:,} bytes, {have:,} are free)")
 
 
 def export_minari(run_dir, out=None, *, dataset_id: str | None = None, full_validation: bool = False) -> str:
@@ -55,6 +71,7 @@ def export_minari(run_dir, out=None, *, dataset_id: str | None = None, full_vali
     env = gymnasium.make(env_spec, disable_env_checker=True)
     prov = provenance(src)
     with staged_dir(final) as tmp, validated(src):
+        _check_room(tmp, final, src, env)
         storage = MinariStorage.new(os.path.join(tmp, "data"), env.observation_space,
                                     env.action_space, env_spec, data_format="hdf5")
         storage.update_metadata({

@@ -116,6 +116,16 @@ def test_export_full_disk_is_exit_3_and_leaves_nothing(run_dir, mount, tmp_path)
     assert [p.name for p in tiny.iterdir()] == ["filler"]
 
 
+def test_minari_export_to_a_nearly_full_disk_is_exit_3_not_a_crash(run_dir, mount, tmp_path):
+    """HDF5 meeting a full disk mid-write crashed the process (exit 139): the room is checked first."""
+    tiny = mount("size=64k")
+    (tiny / "filler").write_bytes(b"x" * 40960)
+    r = run_main(COMMANDS["plume-nav-export"], [str(run_dir), "--to", "minari", str(tiny / "ds")], tmp_path)
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert "no space left" in one_line(r.stderr)
+    assert [p.name for p in tiny.iterdir()] == ["filler"]
+
+
 def test_export_read_only_output_is_exit_3(run_dir, mount, tmp_path):
     ro = mount("ro,size=1m")
     r = run_main(COMMANDS["plume-nav-export"], [str(run_dir), "--to", "hf", str(ro / "out")], tmp_path)
