@@ -207,3 +207,16 @@ def test_lone_surrogate_in_a_message_is_printed_escaped(tmp_path):
     r = run_main(COMMANDS["plume-nav-capture"], ["experiment=a\udcffb", "episodes=1"], tmp_path)
     assert r.returncode == 2, r.stderr
     assert one_line(r.stderr).startswith("plume-nav-capture: error:")
+
+
+def test_concurrent_exports_to_one_output_one_wins_the_others_say_so(run_dir, tmp_path):
+    out = tmp_path / "out"
+    code = f"import sys\nfrom plume_capture.cli.export import main\nsys.exit(main({[str(run_dir), '--to', 'rllib', str(out)]!r}))\n"
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [(p.wait(timeout=240), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 2, 2], results
+    for rc, err in results:
+        if rc == 2:
+            assert "output already exists" in one_line(err)
+    assert out.is_dir() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
