@@ -639,7 +639,7 @@ def write_canonical(out, arr, *, fps: float, source_location_px=None, pixel_to_g
         import numcodecs
         import zarr
     except ImportError:
-        raise ConfigError("writing Zarr needs the 'zarr' package (pip install 'plume-capture[movie]')") from None
+        raise ConfigError("writing Zarr needs the 'zarr' package (pip install -e '.[movie]' in the checkout)") from None
     t, h, w = (int(n) for n in arr.shape)
     source_dtype = str(np.dtype(arr.dtype))
     out.parent.mkdir(parents=True, exist_ok=True)
