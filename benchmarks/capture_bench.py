@@ -162,6 +162,11 @@ def _steady_child(spec: dict) -> dict:
                                 "env": {"grid_size": [128, 128], "max_steps": MAX_STEPS}, "engine": eng})
 
     try:
+        # Not timed: the first capture of this process loads the Numba cache, imports polars and
+        # pyarrow.parquet; in a timed n0 run that would have inflated the first variant's marginal rate.
+        warm = {(v.get("engine", "ray"), bool(v.get("parquet"))): v for v in spec["variants"]}
+        for v in warm.values():
+            shutil.rmtree(capture(cfg(v, 5 * MAX_STEPS)).run_dir, ignore_errors=True)
         out = {"variants": {v["name"]: [] for v in spec["variants"]}, "ceilings": []}
         for _ in range(spec["repeats"]):  # repeats outermost: every figure samples the same stretches of load
             for v in spec["variants"]:
