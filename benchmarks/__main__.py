@@ -380,6 +380,10 @@ def _stages(sizes: Sizes, fig, rows, notes, log):
                                f"{fmt_stat(s['fraction'][name])} of the bound"
                                + _mark(_ge(s["fraction"][name]["median"], TARGETS["stages_fraction"])),
                      "target": f"≥ {TARGETS['stages_fraction']}", "load": ld})
+        rows.append({"figure": f"stages: the same, load-free: sum of the stages' CPU ns / the pipeline's CPU ns per "
+                               f"step ({label}, in-process, all threads)",
+                     "result": f"{fmt_stat(s['cpu_fraction'][name])} (pipeline "
+                               f"{fmt_stat(s['pipeline_cpu_ns_per_step'][name], digits=0)} CPU ns per step)", "load": ld})
     notes.append("Stages: one pass in a child process with one thread per library, over the shards of the run "
                  "whose steady state follows (same config and seed: the same records). CPU = time.process_time of "
                  "that process. JSON text = encode_jsonl − gzip, gzip = isal compressing that same text alone. The "
