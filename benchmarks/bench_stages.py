@@ -3,6 +3,7 @@ records, and the in-process steady state as a fraction of the bound those stages
 
     python -m benchmarks --stages          # in the suite (results file and table)
     python -m benchmarks.bench_stages child '<json spec>'   # one pass (the suite's child)
+    python -m benchmarks.bench_stages --old CHECKOUT [--steps N] [--pairs K]   # old vs new, alternating
 
 One pass, in a child process with one thread for each library (what an in-process shard worker
 has): the run's shards (128x128, max_steps 1000, random policy, seed 0; the very records of the
@@ -157,12 +158,14 @@ def _child(spec: dict) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def stage_pass(steps: int) -> dict:
-    """One pass in a child process (one thread per library, like an in-process shard worker)."""
+def stage_pass(steps: int, root: Path | None = None) -> dict:
+    """One pass in a child process (one thread per library, like an in-process shard worker);
+    ``root``: the checkout whose package (and this module) the child imports."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    env = {"POLARS_MAX_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    root = root or Path(__file__).resolve().parent.parent
+    env = {"POLARS_MAX_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     r = run_child([sys.executable, "-m", "benchmarks.bench_stages", "child", json.dumps({"steps": steps})],
-                  cwd=Path(__file__).resolve().parent.parent, env=env, memory=False).check()
+                  cwd=root, env=env, memory=False).check()
     return json_from_stdout(r.stdout)
 
 
@@ -219,12 +222,53 @@ def measure(steps: int, n0: int, repeats: int, cores: int = 2, log=print) -> dic
             "load": [passes[0]["load"][0], loadavg()]}
 
 
+def paired(old: Path, steps: int, pairs: int, log=print) -> dict:
+    """Stage passes of an old checkout (it must have this module) and this one, alternating; CPU
+    ns per step of each stage, and new / old per pair."""
+    import subprocess
+
+    new = Path(__file__).resolve().parent.parent
+    runs = {"old": [], "new": []}
+    load0 = loadavg()
+    for i in range(pairs):
+        for side in ("old", "new") if i % 2 == 0 else ("new", "old"):
+            ps = stage_pass(steps, old if side == "old" else new)
+            runs[side].append({k: v / ps["steps"] * 1e9 for k, v in ps["cpu_s"].items()})
+            log(f"    {side}: " + ", ".join(f"{k} {runs[side][-1][k]:.0f}" for k in STAGES) + " CPU ns/step")
+
+    def rev(root):
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+    keys = list(runs["old"][0])
+    return {"steps": steps, "pairs": pairs, "old": str(old), "old_commit": rev(old), "new_commit": rev(new),
+            "load": [load0, loadavg()], "runs": runs,
+            "cpu_ns_per_step": {k: {"old": summary(r[k] for r in runs["old"]), "new": summary(r[k] for r in runs["new"]),
+                                    "new_over_old": summary(b[k] / a[k] if a[k] else None
+                                                            for a, b in zip(runs["old"], runs["new"]))} for k in keys}}
+
+
 def main(argv=None):
+    import argparse
+
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["child"]:
         print(json.dumps(_child(json.loads(argv[1]))))
         return 0
-    raise SystemExit("usage: python -m benchmarks --stages (or: python -m benchmarks.bench_stages child SPEC)")
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_stages", description="stage passes, old vs new")
+    ap.add_argument("--old", type=Path, required=True, help="checkout of the old code (with this module)")
+    ap.add_argument("--steps", type=int, default=5_000_000)
+    ap.add_argument("--pairs", type=int, default=3)
+    a = ap.parse_args(argv)
+    res = paired(a.old.resolve(), a.steps, a.pairs)
+    from .suite import RESULTS
+
+    path = RESULTS / f"stages-paired-{time.strftime('%Y-%m-%d-%H%M')}.json"
+    path.write_text(json.dumps({"command": "python -m benchmarks.bench_stages " + " ".join(argv), **res}, indent=1) + "\n")
+    for k, v in res["cpu_ns_per_step"].items():
+        print(f"{k:12s} old {v['old']['median']:6.0f}  new {v['new']['median']:6.0f}  new/old "
+              f"{v['new_over_old']['median']:.3f} ({v['new_over_old']['min']:.3f}-{v['new_over_old']['max']:.3f}) CPU ns/step")
+    print(f"load {res['load']}; written: {path}")
+    return 0
 
 
 if __name__ == "__main__":
