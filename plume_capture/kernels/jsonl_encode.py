@@ -23,8 +23,8 @@ _INT64_MIN_DIGITS = np.frombuffer(b"9223372036854775808", np.uint8)
 # promote to float64, hence the explicit np.uint64 everywhere.
 @njit(inline="always")
 def _copy(out, pos, src, a, b):
-    # Eight bytes a step, all loaded before any is stored: LLVM merges them into one 8-byte load
-    # and store (out and src may alias for all it knows, so a plain byte loop stays byte by byte).
+    # Eight bytes a step, all loaded before any is stored, so the compiler may combine them (a byte
+    # loop may not be: out and src could alias). 17% less CPU for the JSON text (docs/benchmarks.md).
     while a + _EIGHT <= b:
         c0 = src[a]
         c1 = src[a + _ONE]
