@@ -1,6 +1,6 @@
 """The performance suite: one command, a JSON record and a Markdown table.
 
-    python -m benchmarks [--quick | --issue3] [--skip-reference] [--out DIR]
+    python -m benchmarks [--quick | --issue3 | --startup | --stages] [--skip-reference] [--out DIR]
 
 Default (9 min on this 2-core machine when it is otherwise idle; 4.5 of them are one run of the
 reference tool): kernel env-steps/s by envs and threads; the runbook's 8x8 demo latency (whole
@@ -10,9 +10,12 @@ of the default engine and of Ray, 1 -> 2 actor scaling and the serialization cei
 side; peak memory summed over all processes at 10M and 40M steps; validation rate of a 10M run;
 the reference tool side by side, small and at ~5.8M steps. ``--issue3`` measures issue 3's
 acceptance sizes instead (>= 50M-step throughput, memory at 10M and 100M; ~6 min idle; no
-kernel/demo/validation/reference). ``--quick`` is a ~2-4 min sanity run.
+kernel/demo/validation/reference). ``--quick`` is a ~2-4 min sanity run. ``--stages`` (also in the
+default) is the stage-by-stage account (issue 30): ns per step of the kernels, the records, JSON text,
+gzip, Parquet, file writes and the driver on one run's records, and the in-process steady state as a
+fraction of the bound they give on 2 cores (``benchmarks/bench_stages.py``).
 
-Results: ``benchmarks/results/<date>-<host>[-quick|-issue3].json`` and ``.md`` (printed).
+Results: ``benchmarks/results/<date>-<host>[-quick|-issue3|-startup|-stages].json`` and ``.md`` (printed).
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from . import capture_bench as cb
 from . import suite
 from .suite import fmt_stat, load_str, loadavg, summary
 
-ALL = ("kernel", "demo", "throughput", "memory", "steady", "ceiling", "validate", "reference", "startup")
+ALL = ("kernel", "demo", "throughput", "memory", "steady", "ceiling", "validate", "reference", "startup", "stages")
 
 
 @dataclass(frozen=True)
@@ -52,16 +55,20 @@ class Sizes:
     ray: bool = True  # steady-state Ray variants and 1 -> 2 actor scaling
     startup_repeats: int = 10  # issue 17: demo ours/reference alternating, import, --help
     startup_sweep_repeats: int = 3
+    stages_steps: int = 10_000_000  # issue 30: stage by stage on one run's records, against its steady state
+    stages_n0: int = 2_000_000
+    stages_repeats: int = 3
 
 
 MODES = {
     "default": (Sizes(), ALL),
     "startup": (Sizes(startup_repeats=12), ("startup",)),
+    "stages": (Sizes(), ("stages",)),
     "quick": (Sizes(kernel_steps=1_000_000, kernel_repeats=2, demo_repeats=3, throughput_steps=2_000_000,
                     throughput_repeats=2, memory_steps=(2_000_000, 6_000_000), steady_n0=500_000,
                     steady_n=2_000_000, steady_repeats=2, ceiling_steps=1_000_000, validate_repeats=1,
                     ref_episodes=12, ref_repeats=2, ref_large_episodes=100, startup_repeats=3,
-                    startup_sweep_repeats=1), ALL),
+                    startup_sweep_repeats=1, stages_steps=2_000_000, stages_n0=500_000, stages_repeats=2), ALL),
     # ~3% of random-policy episodes on 128x128 end early: 52M/104M nominal give >= 50M/100M steps
     "issue3": (Sizes(throughput_steps=52_000_000, throughput_repeats=3, memory_steps=(10_000_000, 104_000_000),
                      steady_n=30_000_000), ("throughput", "memory", "steady", "ceiling")),
@@ -70,6 +77,7 @@ MODES = {
 TARGETS = {
     "demo_s": 1.5, "jsonl_rate": 1.8e6, "both_rate": 1.35e6, "ceiling_fraction": 0.9, "scaling": 1.8,
     "rss_mb": 1500, "rss_growth": 0.10, "validate_rate": 1.0e6, "validate_rss_mb": 500, "reference_ratio": 100,
+    "stages_fraction": 0.9,
 }
 
 
@@ -207,6 +215,8 @@ def run_suite(sizes: Sizes, sections=ALL, *, skip_reference: bool = False, out_d
                 _reference(sizes, fig, rows, notes, log)
         if "startup" in sections:
             _startup(sizes, fig, rows, skip_reference, log)
+        if "stages" in sections:
+            _stages(sizes, fig, rows, notes, log)
     finally:
         if kept_run:
             shutil.rmtree(Path(kept_run).parent.parent, ignore_errors=True)
@@ -345,6 +355,42 @@ def _throughput_and_memory(sizes: Sizes, sections, fig, rows, notes, log):
                      "(Ray's object store, libraries) once per process, PSS splits them.")
 
 
+def _stages(sizes: Sizes, fig, rows, notes, log):
+    from . import bench_stages as bs
+
+    log(f"stages, {sizes.stages_steps / 1e6:g}M steps, each pass then the steady state of the same run ...")
+    s = fig["stages"] = bs.measure(sizes.stages_steps, sizes.stages_n0, sizes.stages_repeats, log=log)
+    ld = load_str(*s["load"])
+    b = s["bytes_per_step"]
+    for k in bs.STAGES:
+        x = s["ns_per_step"][k]
+        extra = {"json_text": f"; {b['text']:.0f} B of text per step",
+                 "gzip": f"; {b['gzip']:.1f} B per step",
+                 "parquet": f"; {b['parquet']:.1f} B per step",
+                 "file_writes": f"; of which the Parquet files {fmt_stat(s['ns_per_step']['parquet_writes']['cpu'], digits=0)}"}
+        rows.append({"figure": f"stage: {bs.LABELS[k]}, ns per step, one thread, on the run's "
+                               f"{s['steps'] / 1e6:.3g}M steps", "result": f"CPU {fmt_stat(x['cpu'], digits=0)}; "
+                               f"wall {fmt_stat(x['wall'], digits=0)}" + extra.get(k, ""), "load": ld})
+    for name, label in (("jsonl", "JSON Lines"), ("both", "JSON Lines + Parquet")):
+        rows.append({"figure": f"stages: bound on {s['cores']} cores, {label} = {s['cores']} / sum of the stages' "
+                               f"CPU ns per step", "result": f"{fmt_stat(s['bound'][name], 1e6)} M steps/s "
+                               f"(from wall ns: {fmt_stat(s['bound_wall'][name], 1e6)})", "load": ld})
+        rows.append({"figure": f"stages: steady state, {label}, in-process (2 threads), / that bound (per repeat)",
+                     "result": f"{fmt_stat(s['steady_rate'][name], 1e6)} M steps/s = "
+                               f"{fmt_stat(s['fraction'][name])} of the bound"
+                               + _mark(_ge(s["fraction"][name]["median"], TARGETS["stages_fraction"])),
+                     "target": f"≥ {TARGETS['stages_fraction']}", "load": ld})
+        rows.append({"figure": f"stages: the same, load-free: sum of the stages' CPU ns / the pipeline's CPU ns per "
+                               f"step ({label}, in-process, all threads)",
+                     "result": f"{fmt_stat(s['cpu_fraction'][name])} (pipeline "
+                               f"{fmt_stat(s['pipeline_cpu_ns_per_step'][name], digits=0)} CPU ns per step)", "load": ld})
+    notes.append("Stages: one pass in a child process with one thread per library, over the shards of the run "
+                 "whose steady state follows (same config and seed: the same records). CPU = time.process_time of "
+                 "that process. JSON text = encode_jsonl − gzip, gzip = isal compressing that same text alone. The "
+                 "bound assumes the stages overlap perfectly on the cores (the engine runs shards on 2 worker "
+                 "threads and commits on the driver thread); see benchmarks/bench_stages.py.")
+
+
 def _peaks(r: dict) -> str:
     """Peak RSS and PSS of a whole-process figure, each against the memory target."""
     return ", ".join(f"{key[5:8].upper()} {fmt_stat(r[key], digits=0)} MB"
@@ -450,10 +496,12 @@ def main(argv=None) -> int:
     g.add_argument("--quick", action="store_true", help="small sizes (~3 min), a sanity run")
     g.add_argument("--issue3", action="store_true", help="issue 3's sizes: 50M-step throughput, memory at 10M/100M")
     g.add_argument("--startup", action="store_true", help="only the start-up group (issue 17), ~1 min")
+    g.add_argument("--stages", action="store_true", help="only the stage-by-stage account (issue 30), ~3 min")
     ap.add_argument("--skip-reference", action="store_true", help="do not install or run the reference tool")
     ap.add_argument("--out", type=Path, default=suite.RESULTS, help="where the .json/.md go")
     a = ap.parse_args(argv)
-    mode = "quick" if a.quick else "issue3" if a.issue3 else "startup" if a.startup else "default"
+    mode = ("quick" if a.quick else "issue3" if a.issue3 else "startup" if a.startup else "stages" if a.stages
+            else "default")
     sizes, sections = MODES[mode]
     command = "python -m benchmarks" + "".join(f" {x}" for x in (sys.argv[1:] if argv is None else argv))
     run_suite(sizes, sections, skip_reference=a.skip_reference, out_dir=a.out,

@@ -5,7 +5,8 @@ are reported per pair.
     python -m benchmarks.paired --old /path/to/old/checkout [--repeats 5] [--episodes 10000]
 
 Figures: the runbook demo (whole process); end-to-end capture in-process on 128x128, max 500 steps,
-JSON Lines and JSON Lines + Parquet (steps/s from the run's own run.json, whole process wall too);
+JSON Lines and JSON Lines + Parquet (steps/s from the run's own run.json, whole process wall too,
+and the process's CPU time per step: user + system of all its threads);
 validation of the same run (steps/s). Results: ``benchmarks/results/paired-<date>.{json,md}``.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from pathlib import Path
 from .suite import RESULTS, loadavg, machine, summary
 
 NEW = Path(__file__).resolve().parents[1]
+_last_cpu = 0.0  # CPU seconds of the last _capture's process
 
 
 def _env(root: Path) -> dict:
@@ -32,11 +35,18 @@ def _env(root: Path) -> dict:
     return env
 
 
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _capture(root: Path, out: Path, args: list) -> tuple[float, Path]:
-    t0 = time.perf_counter()
+    global _last_cpu
+    t0, c0 = time.perf_counter(), _children_cpu()
     subprocess.run([sys.executable, "-m", "plume_capture", "--output", str(out), "--quiet", *args],
                    check=True, capture_output=True, timeout=3600, env=_env(root), cwd=out.parent)
     wall = time.perf_counter() - t0
+    _last_cpu = _children_cpu() - c0  # the capture process's CPU time, all its threads
     (run,) = [p for d in out.iterdir() for p in d.iterdir() if not p.name.startswith(".")]
     return wall, run
 
@@ -82,6 +92,8 @@ def measure(old: Path, repeats: int, episodes: int) -> dict:
                     add(f"capture {label}, in-process (M steps/s, engine timing)", side,
                         meta["extra"]["timing"]["steps_per_s"] / 1e6)
                     add(f"capture {label}, whole process (M steps/s)", side, steps / wall / 1e6)
+                    # steadier than wall time on a machine shared with other work
+                    add(f"capture {label}, whole process CPU per step (ns, all threads)", side, _last_cpu / steps * 1e9)
                     if not extra:
                         add("validation of that run (M steps/s)", side, steps / _validate(root, run) / 1e6)
                 shutil.rmtree(d)

@@ -129,3 +129,33 @@ def test_bench_puff_writes_its_results(tmp_path):
     assert set(rows) == {(g, p) for g in (128, 1024) for p in ("static", "puff")}
     assert all(r["steps_per_s_median"] > 0 for r in rows.values())
     assert 20 < rows[128, "puff"]["live_puffs_mean"] <= 256 and rows[1024, "puff"]["max_puffs"] == 256
+
+
+def test_stages_report_every_stage_and_a_fraction(tmp_path):
+    """Issue 30: the stage-by-stage account, tiny sizes (a real pass and a real in-process steady state)."""
+    from benchmarks import bench_stages
+
+    sizes = Sizes(stages_steps=400_000, stages_n0=100_000, stages_repeats=1)
+    res = run_suite(sizes, ("stages",), out_dir=tmp_path, tag="smoke", log=lambda *a: None)
+    s = res["figures"]["stages"]
+    assert set(bench_stages.STAGES) <= set(s["ns_per_step"])
+    for k in bench_stages.STAGES:
+        assert s["ns_per_step"][k]["cpu"]["median"] > 0 and s["ns_per_step"][k]["wall"]["median"] > 0, k
+    assert s["steps"] > 300_000 and 250 < s["bytes_per_step"]["text"] < 400
+    for name in ("jsonl", "both"):
+        assert 0 < s["fraction"][name]["median"] <= 1.5, (name, s["fraction"], s["bound"])
+    assert s["bound"]["jsonl"]["median"] > s["bound"]["both"]["median"]
+    md = next(tmp_path.glob("*-smoke.md")).read_text()
+    for k in bench_stages.STAGES:
+        assert f"stage: {bench_stages.LABELS[k]}, ns per step" in md
+    assert "of the bound" in md and "load average before" in md
+
+
+def test_stage_bound_splits_the_stages_over_the_cores():
+    from benchmarks.bench_stages import bound
+
+    ns = {"kernels": 100.0, "records": 50.0, "json_text": 250.0, "gzip": 100.0, "parquet": 200.0,
+          "file_writes": 60.0, "parquet_writes": 10.0, "driver": 40.0}
+    assert math.isclose(bound(ns, parquet=True), 2 / 800e-9)
+    assert math.isclose(bound(ns, parquet=False), 2 / 590e-9)
+    assert math.isclose(bound(ns, parquet=False, cores=1), 1 / 590e-9)

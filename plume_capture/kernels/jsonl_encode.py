@@ -11,6 +11,7 @@ from plume_capture.kernels._jit import njit
 _INT, _BOOL, _TOKEN, _TOKEN_LIST, _FLOAT, _FLOAT_LIST = range(6)
 _ONE = np.uint64(1)
 _TWO = np.uint64(2)
+_THREE, _FOUR, _FIVE, _SIX, _SEVEN, _EIGHT = (np.uint64(k) for k in range(3, 9))
 _DIGIT_PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), np.uint8)
 _TRUE = np.frombuffer(b"true", np.uint8)
 _FALSE = np.frombuffer(b"false", np.uint8)
@@ -22,6 +23,27 @@ _INT64_MIN_DIGITS = np.frombuffer(b"9223372036854775808", np.uint8)
 # promote to float64, hence the explicit np.uint64 everywhere.
 @njit(inline="always")
 def _copy(out, pos, src, a, b):
+    # Eight bytes a step, all loaded before any is stored, so the compiler may combine them (a byte
+    # loop may not be: out and src could alias). 17% less CPU for the JSON text (docs/benchmarks.md).
+    while a + _EIGHT <= b:
+        c0 = src[a]
+        c1 = src[a + _ONE]
+        c2 = src[a + _TWO]
+        c3 = src[a + _THREE]
+        c4 = src[a + _FOUR]
+        c5 = src[a + _FIVE]
+        c6 = src[a + _SIX]
+        c7 = src[a + _SEVEN]
+        out[pos] = c0
+        out[pos + _ONE] = c1
+        out[pos + _TWO] = c2
+        out[pos + _THREE] = c3
+        out[pos + _FOUR] = c4
+        out[pos + _FIVE] = c5
+        out[pos + _SIX] = c6
+        out[pos + _SEVEN] = c7
+        pos += _EIGHT
+        a += _EIGHT
     while a < b:
         out[pos] = src[a]
         pos += _ONE

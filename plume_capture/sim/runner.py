@@ -150,6 +150,10 @@ class ShardRunner:
         """The shard's step records as an Arrow table (no encoding)."""
         return self._simulate(shard)[0]
 
+    def run_tables(self, shard: Shard) -> tuple[pa.Table, pa.Table]:
+        """The shard's step and episode records as Arrow tables (no encoding)."""
+        return self._simulate(shard)
+
     def run(self, shard: Shard) -> ShardResult:
         from plume_capture.io.jsonl_encode import BLOCK_BYTES, encode_jsonl
 
