@@ -204,8 +204,9 @@ def nearest_key(key: str) -> str | None:
     return near[0] if near else None
 
 
-def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None:
+def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> dict:
     """Raise :class:`ConfigError` naming the first problem in ``cfg``; missing keys take defaults.
+    Returns the complete config it checked (``complete(cfg)``, a copy).
 
     ``check_paths`` also checks the file system: the output root (and ``<output>/<experiment>``
     if it exists) must be a writable directory or creatable below one, and ``movie.path`` must
@@ -320,3 +321,4 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
     _check(isinstance(out, str) and out.strip() != "", f"output must be a non-empty path, got {out!r}")
     if check_paths:
         _check_output(out, cfg["experiment"])
+    return cfg

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from plume_capture import defaults
-from plume_capture.config.check import complete as complete_config, nearest_key, validate_config
+from plume_capture.config.check import nearest_key, validate_config
 from plume_capture.config.yamlcheck import check_yaml_file
 from plume_capture.errors import ConfigError
 
@@ -402,17 +402,46 @@ def load_config(
     settings: Mapping[str, Any] | None = None,
     check_paths: bool = True,
 ) -> dict:
-    """Compose, fill defaults, apply ``settings`` (dotted key -> value, e.g. flags), validate.
+    """Compose, apply ``settings`` (dotted key -> value, e.g. flags), fill defaults, validate.
 
     Returns the complete config as a plain dict; nulls are kept (see :func:`effective_config`).
+    To run it, :func:`load_spec` does the same and resolves it (the check runs once).
     """
-    cfg = complete_config(
-        compose_config(overrides, config_name=config_name, config_path=config_path, preset=preset)
-    )
+    return validate_config(_composed(overrides, config_name, config_path, preset, settings), check_paths=check_paths)
+
+
+def _composed(overrides, config_name, config_path, preset, settings) -> dict:
+    cfg = compose_config(overrides, config_name=config_name, config_path=config_path, preset=preset)
     for key, value in (settings or {}).items():
         _set_dotted(cfg, key, value)
-    validate_config(cfg, check_paths=check_paths)
     return cfg
+
+
+def load_spec(
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+    *,
+    config_name: str = DEFAULT_CONFIG_NAME,
+    config_path: str | os.PathLike | None = None,
+    preset: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+    check_paths: bool = True,
+):
+    """The :class:`~plume_capture.config.RunSpec` of a run: compose the config tree with
+    ``overrides`` (as :func:`load_config`), then check and resolve it, once.
+
+    Given a mapping instead of overrides, that config is the run's (missing keys take the
+    defaults; ``settings`` still apply): the same as ``RunSpec.from_dict(cfg)``.
+    """
+    from plume_capture.config.resolve import resolve
+
+    if isinstance(overrides, Mapping):
+        cfg = copy.deepcopy(dict(overrides))
+        for key, value in (settings or {}).items():
+            _set_dotted(cfg, key, value)
+        return resolve(cfg, (), check_paths=check_paths)
+    overrides = list(overrides)
+    return resolve(_composed(overrides, config_name, config_path, preset, settings), overrides,
+                   check_paths=check_paths)
 
 
 def _set_dotted(cfg: dict, key: str, value: Any) -> None:

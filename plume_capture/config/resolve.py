@@ -8,6 +8,7 @@ from the same effective values, so what is hashed is what runs.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from plume_capture import defaults
-from plume_capture.config.check import address_problem, complete, validate_config
+from plume_capture.config.check import address_problem, validate_config
 from plume_capture.errors import ConfigError
 from plume_capture.sim import puff
 from plume_capture.sim.params import (DEFAULT_GOAL_RADIUS, DEFAULT_MAX_STEPS, FLOAT32_EPS, EnvParams, PolicyParams,
@@ -32,8 +33,9 @@ EXECUTION_ONLY_KEYS: dict[str, str] = {
 }
 
 
-def _effective(cfg: dict) -> dict:
-    out = complete(cfg)
+def _effective(full: dict) -> dict:
+    """The effective values of the checked complete config ``full`` (a copy)."""
+    out = copy.deepcopy(full)
     env = out["env"]
     w, h = (int(v) for v in env["grid_size"])
     env["grid_size"] = [w, h]
@@ -77,8 +79,7 @@ def effective_config(cfg: Mapping[str, Any]) -> dict:
     as lists; the ``puff`` group only when ``env.plume`` is puff. Settings that depend on a movie
     file (its grid and source) are left as given.
     """
-    validate_config(cfg, check_paths=False)
-    return _effective(dict(cfg))
+    return _effective(validate_config(cfg, check_paths=False))
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:
@@ -167,11 +168,16 @@ class RunSpec:
     engine: EngineSpec
     config_hash: str
 
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any], overrides=(), *, check_paths: bool = True) -> "RunSpec":
+        """The spec of a config given as a dict (missing keys take the defaults): checked and
+        resolved once, as :func:`resolve`. ``overrides`` are only recorded (``run.json``)."""
+        return resolve(cfg, overrides, check_paths=check_paths)
+
 
 def resolve(cfg: Mapping[str, Any], overrides=(), *, check_paths: bool = True) -> RunSpec:
     """Check ``cfg`` (once) and resolve it; raises ConfigError naming the first problem."""
-    validate_config(cfg, check_paths=check_paths)
-    full = complete(cfg)
+    full = validate_config(cfg, check_paths=check_paths)
     eff = _effective(full)
     env = EnvParams.from_config(eff)
     return RunSpec(config=full, overrides=tuple(overrides), env=env,

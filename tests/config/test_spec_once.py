@@ -1,0 +1,62 @@
+"""The config is composed, checked and resolved once per run (issue 28): a plain CLI run and a
+resume each call the check (``validate_config``) once and ``complete`` once. Counted with a wrapper
+that delegates to the real function, bound wherever the package imported it."""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import pytest
+
+from capture_helpers import complete_runs  # noqa: E402
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counter of calls of ``validate_config`` and ``complete`` (every binding in the package)."""
+    import plume_capture.capture.resume  # noqa: F401 - loaded, so its bindings are wrapped too
+    import plume_capture.capture.run  # noqa: F401
+    import plume_capture.cli.capture  # noqa: F401
+    from plume_capture.config import check
+
+    seen: Counter = Counter()
+    for name in ("validate_config", "complete"):
+        real = getattr(check, name)
+
+        def counting(*a, _real=real, _name=name, **kw):
+            seen[_name] += 1
+            return _real(*a, **kw)
+
+        for mod in [m for n, m in sys.modules.items() if n.startswith("plume_capture") and m is not None]:
+            for attr, value in list(vars(mod).items()):
+                if value is real:
+                    monkeypatch.setattr(mod, attr, counting)
+    return seen
+
+
+ARGS = ["--engine", "local", "--quiet", "--episodes", "3", "--max-steps", "20", "--grid", "16x16"]
+
+
+def test_a_cli_run_checks_once_and_completes_once(tmp_path, monkeypatch, calls):
+    from plume_capture.cli.capture import run
+
+    monkeypatch.chdir(tmp_path)
+    assert run([*ARGS, "--output", "out", "env.sigma=3"]) == 0
+    assert len(complete_runs(tmp_path / "out")) == 1
+    assert calls == {"validate_config": 1, "complete": 1}
+
+
+def test_a_resume_checks_once_and_completes_once(tmp_path, monkeypatch, calls):
+    from plume_capture.capture.run import open_new, prepare
+    from plume_capture.cli.capture import run
+    from plume_capture.config import load_config, resolve
+
+    monkeypatch.chdir(tmp_path)
+    p = prepare(resolve(load_config(["output=out", "episodes=3", "env.max_steps=20",
+                                     "env.grid_size=[16,16]", "engine.kind=local"])))
+    _, lock = open_new(p)  # a run stopped before its first shard: its staging directory, manifest and lock
+    lock.release()
+    calls.clear()
+    assert run(["--resume", str(p.staging), "--quiet", "--engine", "local"]) == 0
+    assert [r.name for r in complete_runs(tmp_path / "out")] == [p.run_id]
+    assert calls == {"validate_config": 1, "complete": 1}
