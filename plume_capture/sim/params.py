@@ -32,6 +32,23 @@ def default_goal(width: int, height: int) -> tuple[int, int]:
     return (min(64, width - 1), min(64, height - 1))
 
 
+def resolve_nulls(plume: str, grid_size, max_steps, goal_radius, goal_location
+                  ) -> tuple[int, float, tuple[int, int] | None]:
+    """``(max_steps, goal_radius, goal_location)`` as they run, from checked values that may be
+    null (docs/spec.md §3.1): the one statement of what a null means, for both what is hashed
+    (:mod:`plume_capture.config.resolve`) and what runs (:meth:`EnvParams.build`). Pure.
+
+    ``max_steps`` null -> 1000; ``goal_radius`` null -> 5.0, 0 -> float32 eps; ``goal_location``
+    null -> :func:`default_goal` of the grid, except on a movie plume (the movie decides: None)."""
+    steps = DEFAULT_MAX_STEPS if max_steps is None else int(max_steps)
+    radius = DEFAULT_GOAL_RADIUS if goal_radius is None else float(goal_radius)
+    if goal_location is not None:
+        goal = (int(goal_location[0]), int(goal_location[1]))
+    else:
+        goal = None if plume == "movie" else default_goal(int(grid_size[0]), int(grid_size[1]))
+    return steps, FLOAT32_EPS if radius == 0 else radius, goal
+
+
 def field_problem(width: int, height: int) -> str | None:
     """Why a ``width x height`` static field cannot be allocated here, or None. The one rule: at
     most ``MAX_FIELD_BYTES`` and less than this machine's memory."""
@@ -194,30 +211,26 @@ class EnvParams:
             problem = field_problem(width, height) if plume == "static" else None
             if problem:
                 raise ConfigError(problem)
+        given_steps = None if self.max_steps is None else _int("env.max_steps", self.max_steps, 1)
+        given_radius = None if self.goal_radius is None else _float("env.goal_radius", self.goal_radius)
+        if given_radius is not None and given_radius < 0:
+            raise ConfigError(f"env.goal_radius must be >= 0, got {self.goal_radius!r}")
+        max_steps, radius, goal = resolve_nulls(plume, (width, height), given_steps, given_radius,
+                                                _pair("env.goal_location", self.goal_location))
         if plume == "movie":
             attr = (movie_info or {}).get("source_location_px")
             goal = (_pair("movie.source_location", self.movie_source_location)
-                    or _pair("env.goal_location", self.goal_location)
+                    or goal
                     or (tuple(attr) if attr is not None else None)
                     or (width // 2, height // 2))
-        else:
-            goal = _pair("env.goal_location", self.goal_location)
-            if goal is None:
-                goal = default_goal(width, height)
         if not (0 <= goal[0] < width and 0 <= goal[1] < height):
             raise ConfigError(f"goal location {list(goal)} is outside the {width}x{height} grid")
         start = _pair("env.start_location", self.start_location)
         if start is not None and not (0 <= start[0] < width and 0 <= start[1] < height):
             raise ConfigError(f"start location {list(start)} is outside the {width}x{height} grid")
-        radius = DEFAULT_GOAL_RADIUS if self.goal_radius is None else _float("env.goal_radius", self.goal_radius)
-        if radius < 0:
-            raise ConfigError(f"env.goal_radius must be >= 0, got {self.goal_radius!r}")
-        if radius == 0:
-            radius = FLOAT32_EPS
         sigma = _float("env.sigma", self.sigma)
         if sigma <= 0:
             raise ConfigError(f"env.sigma must be > 0, got {self.sigma!r}")
-        max_steps = DEFAULT_MAX_STEPS if self.max_steps is None else _int("env.max_steps", self.max_steps, 1)
         action_type = _choice("env.action_type", self.action_type, tuple(C.ACTION_CODES))
         obs_type = _choice("env.observation_type", self.observation_type, tuple(C.OBSERVATION_CODES))
         reward_type = _choice("env.reward_type", self.reward_type, tuple(C.REWARD_CODES))

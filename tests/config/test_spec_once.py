@@ -60,3 +60,34 @@ def test_a_resume_checks_once_and_completes_once(tmp_path, monkeypatch, calls):
     assert run(["--resume", str(p.staging), "--quiet", "--engine", "local"]) == 0
     assert [r.name for r in complete_runs(tmp_path / "out")] == [p.run_id]
     assert calls == {"validate_config": 1, "complete": 1}
+
+
+@pytest.mark.parametrize("env", [
+    {},  # max_steps, goal_radius and goal_location null
+    {"goal_radius": 0, "max_steps": 7, "grid_size": [20, 10]},
+    {"goal_radius": 2.5, "goal_location": [3, 4], "plume": "puff"},
+])
+def test_one_null_resolver_feeds_the_hash_and_the_physics(monkeypatch, env):
+    """``sim.params.resolve_nulls`` is called by the hashed side (config.resolve) and by the physics
+    (EnvParams.build), and both hold what it returned."""
+    import importlib
+
+    from plume_capture.sim import params
+
+    resolve_mod = importlib.import_module("plume_capture.config.resolve")
+
+    seen = []
+
+    def counting(*a, _real=params.resolve_nulls):
+        seen.append(_real(*a))
+        return seen[-1]
+
+    monkeypatch.setattr(params, "resolve_nulls", counting)
+    monkeypatch.setattr(resolve_mod, "resolve_nulls", counting)
+    spec = resolve_mod.resolve({"env": env}, check_paths=False)
+    hashed = resolve_mod.effective_config({"env": env})["env"]
+    runs = spec.env.build().params
+    assert len(seen) == 3 and seen[0] == seen[1] == seen[2]  # resolve, effective_config, build
+    steps, radius, goal = seen[0]
+    assert (hashed["max_steps"], hashed["goal_radius"], hashed["goal_location"]) == (steps, radius, list(goal))
+    assert (runs.max_steps, runs.goal_radius, runs.goal_location) == (steps, radius, goal)
