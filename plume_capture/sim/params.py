@@ -7,7 +7,6 @@ stated once), validates, computes the concentration field once and returns a ``P
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ from plume_capture import defaults
 from plume_capture.errors import ConfigError
 from plume_capture.kernels import codes as C
 from plume_capture.sim import puff
-from plume_capture.spec import N_ACTIONS, PLUMES, POLICY_ACTIONS
+from plume_capture.spec import GRID_MAX, INT_RANGES, N_ACTIONS, PLUMES, POLICY_ACTIONS, range_problem
 from plume_capture.kernels.records import KernelArgs, Params
 
 # What a null means (docs/spec.md §3.1): the one statement of each rule.
@@ -87,21 +86,15 @@ def _pair(name: str, value: Any) -> tuple[int, int] | None:
     return (out[0], out[1])
 
 
-def _int(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer >= {lo}, got {value!r}")
-    if value < lo:
-        raise ConfigError(f"{name} must be >= {lo}, got {value}")
-    return int(value)
-
-
-def _float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    return v
+def _ranged(key: str, value: Any, nullable: bool = False):
+    """``value`` of config key ``key`` checked against the one range table (plume_capture.spec,
+    as the config check does), as a Python int or float; NumPy scalars are taken."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    problem = range_problem(key, value, nullable=nullable)
+    if problem:
+        raise ConfigError(problem)
+    return int(value) if key in INT_RANGES else float(value)
 
 
 def _choice(name: str, value: Any, options) -> str:
@@ -129,11 +122,8 @@ class PolicyParams:
         if action_type not in fits:
             raise ConfigError(
                 f"policy {name!r} needs action_type {' or '.join(fits)}, got {action_type!r}")
-        eps = _float("policy.eps", self.eps)
-        if not 0.0 <= eps <= 1.0:
-            raise ConfigError(f"policy.eps must be in [0, 1], got {self.eps!r}")
-        return PolicyParams(name, _float("policy.threshold", self.threshold),
-                            _int("policy.persistence", self.persistence, 0), eps)
+        return PolicyParams(name, _ranged("policy.threshold", self.threshold),
+                            _ranged("policy.persistence", self.persistence), _ranged("policy.eps", self.eps))
 
 
 #: EnvParams field -> config key, where they differ
@@ -206,15 +196,13 @@ class EnvParams:
             height, width = movie_info["shape"][1], movie_info["shape"][2]
         else:
             width, height = _pair("env.grid_size", self.grid_size)
-            if width < 1 or height < 1:
-                raise ConfigError(f"env.grid_size must be >= 1x1, got {width}x{height}")
+            if not (1 <= width <= GRID_MAX and 1 <= height <= GRID_MAX):
+                raise ConfigError(f"env.grid_size must have W, H in [1, {GRID_MAX}], got [{width}, {height}]")
             problem = field_problem(width, height) if plume == "static" else None
             if problem:
                 raise ConfigError(problem)
-        given_steps = None if self.max_steps is None else _int("env.max_steps", self.max_steps, 1)
-        given_radius = None if self.goal_radius is None else _float("env.goal_radius", self.goal_radius)
-        if given_radius is not None and given_radius < 0:
-            raise ConfigError(f"env.goal_radius must be >= 0, got {self.goal_radius!r}")
+        given_steps = None if self.max_steps is None else _ranged("env.max_steps", self.max_steps, True)
+        given_radius = None if self.goal_radius is None else _ranged("env.goal_radius", self.goal_radius, True)
         max_steps, radius, goal = resolve_nulls(plume, (width, height), given_steps, given_radius,
                                                 _pair("env.goal_location", self.goal_location))
         if plume == "movie":
@@ -228,20 +216,16 @@ class EnvParams:
         start = _pair("env.start_location", self.start_location)
         if start is not None and not (0 <= start[0] < width and 0 <= start[1] < height):
             raise ConfigError(f"start location {list(start)} is outside the {width}x{height} grid")
-        sigma = _float("env.sigma", self.sigma)
-        if sigma <= 0:
-            raise ConfigError(f"env.sigma must be > 0, got {self.sigma!r}")
+        sigma = _ranged("env.sigma", self.sigma)
         action_type = _choice("env.action_type", self.action_type, tuple(C.ACTION_CODES))
         obs_type = _choice("env.observation_type", self.observation_type, tuple(C.OBSERVATION_CODES))
         reward_type = _choice("env.reward_type", self.reward_type, tuple(C.REWARD_CODES))
-        step_size = _int("env.step_size", self.step_size, 1)
-        n_sensors = _int("env.n_sensors", self.n_sensors, 1)
-        sensor_distance = _float("env.sensor_distance", self.sensor_distance)
-        wind_dir = _float("wind.direction_deg", self.wind_direction_deg)
-        wind_speed = _float("wind.speed", self.wind_speed)
-        wind_noise = _float("wind.noise_std", self.wind_noise_std)
-        if wind_noise < 0:
-            raise ConfigError(f"wind.noise_std must be >= 0, got {self.wind_noise_std!r}")
+        step_size = _ranged("env.step_size", self.step_size)
+        n_sensors = _ranged("env.n_sensors", self.n_sensors)
+        sensor_distance = _ranged("env.sensor_distance", self.sensor_distance)
+        wind_dir = _ranged("wind.direction_deg", self.wind_direction_deg)
+        wind_speed = _ranged("wind.speed", self.wind_speed)
+        wind_noise = _ranged("wind.noise_std", self.wind_noise_std)
         step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICY_CODES))
         bad = puff.problem(self.puff_group())
         if bad:

@@ -91,3 +91,32 @@ def test_one_null_resolver_feeds_the_hash_and_the_physics(monkeypatch, env):
     steps, radius, goal = seen[0]
     assert (hashed["max_steps"], hashed["goal_radius"], hashed["goal_location"]) == (steps, radius, list(goal))
     assert (runs.max_steps, runs.goal_radius, runs.goal_location) == (steps, radius, goal)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("env.sigma", 1e20), ("env.sigma", 0.0), ("env.sensor_distance", -1.0), ("env.goal_radius", -0.5),
+    ("wind.noise_std", -1.0), ("wind.speed", 1e31), ("env.n_sensors", 257), ("env.step_size", 0),
+    ("env.max_steps", 2**31),
+])
+def test_one_range_table_refuses_alike_in_the_config_and_in_gymnasium(key, value):
+    """An out-of-range value is refused with the same line, naming the same bound, by the config
+    check and by ``gymnasium.make("PlumeNav-v0", ...)`` (sigma=1e20 and sensor_distance=-1 used to
+    be accepted by the env)."""
+    import gymnasium
+
+    import plume_capture.envs  # noqa: F401 - registers PlumeNav-v0
+    from plume_capture.config import validate_config
+    from plume_capture.errors import ConfigError
+    from plume_capture.spec import FLOAT_RANGES, INT_RANGES
+
+    group, name = key.split(".")
+    with pytest.raises(ConfigError) as by_config:
+        validate_config({group: {name: value}, **({"env": {"observation_type": "antennae"}} if group == "wind" else {})},
+                        check_paths=False)
+    kwarg = f"wind_{name}" if group == "wind" else name
+    with pytest.raises(ConfigError) as by_env:
+        gymnasium.make("PlumeNav-v0", **{kwarg: value})
+    lo, hi = {**INT_RANGES, **FLOAT_RANGES}[key]
+    assert str(by_env.value) == str(by_config.value), (by_env.value, by_config.value)
+    assert key in str(by_env.value) and (f"{lo:g}" in str(by_env.value) or f"{hi:g}" in str(by_env.value))
+
