@@ -62,7 +62,8 @@ def main(argv=None) -> dict:
     path.write_text(json.dumps(doc, indent=1) + "\n")
     for mode in ("ours", "hydra_compose"):
         m = doc[mode]
-        print(f"{mode}: first {m['first_s']['median'] * 1e3:.0f} ms, next point {m['next_point_s']['median'] * 1e3:.1f} ms, "
+        print(f"{mode}: first {m['first_s']['median'] * 1e3:.0f} ms, "
+              f"next point {m['next_point_s']['median'] * 1e3:.1f} ms, "
               f"{args.points} points {m['all_points_s']['median']:.2f} s (min {m['all_points_s']['min']:.2f}, "
               f"max {m['all_points_s']['max']:.2f})")
     print(path)

@@ -2,9 +2,10 @@
 run, resume and replay.
 
 ``effective_config`` states every value as it runs (nulls resolved by
-:func:`plume_capture.sim.params.resolve_nulls`, which the physics uses too; numbers normalised); ``config_hash`` is the SHA-256 of exactly that
-minus :data:`EXECUTION_ONLY_KEYS` (docs/spec.md §10.4); ``RunSpec.env`` and ``RunSpec.policy`` are built
-from the same effective values, so what is hashed is what runs.
+:func:`plume_capture.sim.params.resolve_nulls`, which the physics uses too; numbers normalised);
+``config_hash`` is the SHA-256 of exactly that minus :data:`EXECUTION_ONLY_KEYS` (docs/spec.md
+§10.4); ``RunSpec.env`` and ``RunSpec.policy`` are built from the same effective values, so what
+is hashed is what runs.
 """
 from __future__ import annotations
 
