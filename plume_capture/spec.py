@@ -6,6 +6,7 @@ produces and of the Parquet files; they match the reference tool's Parquet files
 from __future__ import annotations
 
 import functools
+import math
 
 SCHEMA_VERSION = "0.1"
 
@@ -121,3 +122,49 @@ POLICY_ACTIONS = {
 }
 STEP_PENALTY = -0.01  # reward of a step that does not reach the goal (step_penalty rewards, docs/spec.md §6)
 GOAL_REWARD = 1.0  # reward of the step that reaches the goal
+
+
+I32 = 2**31 - 1
+#: integer keys -> inclusive range, from what the kernels and files can represent (docs/config.md);
+#: the config check and the gymnasium env's keyword arguments both check against these (range_problem)
+INT_RANGES = {
+    "episodes": (1, SEED_MAX + 1),  # every episode has its own seed
+    "rotate_size": (1, 2**62),
+    "env.max_steps": (1, I32),
+    "env.step_size": (1, I32),  # moves stay inside int64 positions before the grid clamps them
+    "env.n_sensors": (1, 256),  # an observation row of a kernel call (~2^18 rows) stays <= 256 MiB
+    "policy.persistence": (0, I32),
+    "engine.num_actors": (1, 65536),
+    "engine.shard_episodes": (1, I32),
+    "engine.window": (1, 1024),
+    "engine.headroom_cpus": (0, 65536),
+    "engine.threads": (1, 1024),
+}
+GRID_MAX = I32  # W and H; the field's memory bounds W x H further (sim.params.field_problem)
+#: float keys -> inclusive range: squares stay normal float64s, float32 observations stay finite
+FLOAT_RANGES = {
+    "env.goal_radius": (0.0, 1e150),
+    "env.sigma": (1e-18, 1e18),  # 2 sigma^2 is a normal, finite float32 (the field is float32)
+    "env.sensor_distance": (0.0, float(I32)),  # sensor cells stay within int64 arithmetic
+    "wind.direction_deg": (-1e15, 1e15),
+    "wind.speed": (-1e30, 1e30),  # speed plus noise stays a finite float32 observation
+    "wind.noise_std": (0.0, 1e30),
+    "policy.threshold": (-1e30, 1e30),
+    "policy.eps": (0.0, 1.0),
+}
+
+
+def range_problem(key: str, value, *, nullable: bool = False) -> str | None:
+    """Why ``value`` is not a valid ``key`` of :data:`INT_RANGES` or :data:`FLOAT_RANGES` (type and
+    inclusive range), as one line naming the bound, or None. (Null is the caller's to allow.)"""
+    tail = " or null" if nullable else ""
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if key in INT_RANGES:
+        lo, hi = INT_RANGES[key]
+        if not is_int or value < lo:
+            return f"{key} must be an integer >= {lo}{tail}, got {shown}"
+        return None if value <= hi else f"{key} must be an integer in [{lo}, {hi}]{tail}, got {shown}"
+    lo, hi = FLOAT_RANGES[key]
+    ok = (is_int or isinstance(value, float)) and math.isfinite(value) and lo <= value <= hi
+    return None if ok else f"{key} must be a number in [{lo:g}, {hi:g}]{tail}, got {shown}"

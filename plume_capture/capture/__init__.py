@@ -9,20 +9,27 @@ Numba or Ray).
 __all__ = ["CaptureResult", "capture", "capture_many"]
 
 
-def capture(cfg: dict, *, overrides=(), progress: bool = False, resume: str | None = None):
-    """Run the capture described by the config ``cfg``; returns its ``CaptureResult``.
+def capture(spec, *, overrides=(), progress: bool = False, resume: str | None = None):
+    """Run the capture described by ``spec`` (a :class:`~plume_capture.config.RunSpec`, from
+    :func:`~plume_capture.config.load_spec`); returns its ``CaptureResult``.
 
+    A config dict is accepted too and resolved once (``RunSpec.from_dict(spec, overrides)``).
     Raises ConfigError for bad input (nothing is written), KeyboardInterrupt when interrupted (the
     staging directory stays, visibly incomplete), CaptureError for internal failures. With
-    ``resume``, finishes the interrupted run there instead (:mod:`.resume`).
+    ``resume``, finishes the interrupted run there instead (:mod:`.resume`); ``spec`` is then its
+    stored config with execution changes only, or None.
     """
+    from plume_capture.config import RunSpec
+
+    if spec is not None and not isinstance(spec, RunSpec):
+        spec = RunSpec.from_dict(spec, overrides)
     if resume is not None:
         from plume_capture.capture.resume import resume_run
 
-        return resume_run(resume, cfg, progress=progress)
+        return resume_run(resume, spec, progress=progress)
     from plume_capture.capture.run import capture_many
 
-    return capture_many([cfg], overrides_list=[overrides], progress=progress)[0]
+    return capture_many([spec], progress=progress)[0]
 
 
 def __getattr__(name):

@@ -298,11 +298,39 @@ def _check_changes(run_dir, stored: dict, cfg: dict) -> None:
                           f"{shown}{more}; only engine settings and parquet may change on resume")
 
 
-def resume_run(run_dir, cfg: dict | None, *, progress: bool = False):
-    """Finish the interrupted run ``run_dir`` from its own stored config. ``cfg`` (the stored config
-    with the operator's changes, or None) may differ from it only in :data:`RESUMABLE_CHANGES`."""
+def _resumed_spec(run_dir, manifest: dict, spec):
+    """The spec the rest of the run executes: ``spec`` (the operator's, resolved once; None: the
+    stored config's) checked against the interrupted run's -- the same ``config_hash`` and the same
+    unhashed settings but for :data:`RESUMABLE_CHANGES` -- with the stored config and overrides
+    (what ``run.json`` records)."""
+    import dataclasses
+
+    from plume_capture import defaults
+    from plume_capture.config import EXECUTION_ONLY_KEYS, resolve
+
+    stored, overrides = manifest["config"], tuple(manifest.get("overrides", ()))
+    given = spec is not None
+    if not given:
+        spec = resolve(stored, overrides)
+    known = defaults.tree()
+    unhashed = {k for k in set(stored) | set(spec.config) if k in EXECUTION_ONLY_KEYS or k not in known}
+    if spec.config_hash != manifest["config_hash"] or given and any(
+            stored.get(k) != spec.config.get(k) for k in unhashed - set(RESUMABLE_CHANGES)):
+        if given:
+            _check_changes(run_dir, stored, spec.config)  # names what the operator changed
+        raise ConfigError(f"cannot resume {str(run_dir)!r}: its stored config no longer hashes to its "
+                          f"config_hash (config_hash {spec.config_hash[:12]} != {manifest['config_hash'][:12]})")
+    config = {**stored, **{k: spec.config[k] for k in RESUMABLE_CHANGES if k in spec.config}}
+    return dataclasses.replace(spec, config=config, overrides=overrides)
+
+
+def resume_run(run_dir, spec=None, *, progress: bool = False):
+    """Finish the interrupted run ``run_dir`` from its own stored config. ``spec`` (a RunSpec of the
+    stored config with the operator's changes, or None) may differ from it only in
+    :data:`RESUMABLE_CHANGES`."""
+    import dataclasses
+
     from plume_capture.capture.run import execute, new_sink, planned_shard_episodes, prepare, session
-    from plume_capture.config import resolve
     from plume_capture.sim.plan import plan
 
     staging = locate(run_dir)
@@ -312,18 +340,15 @@ def resume_run(run_dir, cfg: dict | None, *, progress: bool = False):
             final, staging = staging, staging_path(staging)
             os.rename(final, staging)
         manifest = read_manifest(staging)
-        stored = manifest["config"]
-        overrides = manifest.get("overrides", ())
-        spec = resolve(stored, overrides)
-        if spec.config_hash != manifest["config_hash"]:
-            raise ConfigError(f"cannot resume {str(run_dir)!r}: its stored config no longer hashes to its "
-                              f"config_hash (config_hash {spec.config_hash[:12]} != {manifest['config_hash'][:12]})")
-        if cfg is not None:
-            _check_changes(run_dir, stored, cfg)
-            stored = {**stored, **{k: cfg[k] for k in RESUMABLE_CHANGES if k in cfg}}
-            spec_now = resolve(stored, overrides)
-        else:
-            spec_now = spec
+        spec_now = _resumed_spec(run_dir, manifest, spec)
+        stored_engine = manifest["config"].get("engine")
+        stored_shards = stored_engine.get("shard_episodes") if isinstance(stored_engine, dict) else None
+        if stored_shards is not None and (not isinstance(stored_shards, int) or isinstance(stored_shards, bool)
+                                          or stored_shards < 1):
+            raise ConfigError(f"cannot resume {str(run_dir)!r}: {staging / MANIFEST} is damaged: "
+                              f"engine.shard_episodes {stored_shards!r} is not a positive integer")
+        # the shard plan of the run as it began (engine settings may change on resume)
+        spec = dataclasses.replace(spec_now, engine=dataclasses.replace(spec_now.engine, shard_episodes=stored_shards))
         entries = read_journal(staging)
         # A run begun by an earlier version (journal lines without "files") keeps its one-file layout.
         one_file = any("files" not in e for e in entries)

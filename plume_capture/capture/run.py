@@ -1,4 +1,4 @@
-"""``capture(config) -> CaptureResult``: prepare a run from its :class:`RunSpec`, execute it on a
+"""``capture(spec) -> CaptureResult``: prepare a run from its :class:`RunSpec`, execute it on a
 backend (:mod:`.local` threads or :mod:`.on_ray` actors) through one :class:`RunSink`, and commit it.
 
 Write lifecycle: ``.<run_id>.partial/`` (staging, with ``capture.json`` and the journal) -> shards
@@ -25,7 +25,7 @@ from plume_capture.capture.lock import RunLock
 from plume_capture.sim.plan import plan, shard_size
 from plume_capture.sim.runner import Job
 from plume_capture.capture.sink import MANIFEST, RunSink, ShardedSink, drop_bookkeeping, publish, staging_path
-from plume_capture.config import RunSpec, resolve
+from plume_capture.config import RunSpec
 from plume_capture.errors import CaptureError, ConfigError
 from plume_capture.kernels import _jit
 from plume_capture.sim.params import Physics
@@ -454,12 +454,14 @@ def session(prepared: list[Prepared], progress: bool = False):
             ray.shutdown()
 
 
-def capture_many(cfgs, *, overrides_list=None, progress: bool = False) -> list[CaptureResult]:
-    """Run several captures (a sweep); every config is checked before any runs. The points share
-    one set of workers per engine (in-process threads, or Ray actors on one instance or cluster):
-    each point its own sink and run directory, committed as soon as it is complete."""
-    overrides_list = overrides_list or [()] * len(cfgs)
-    prepared = [prepare(resolve(c, o)) for c, o in zip(cfgs, overrides_list)]
+def capture_many(specs, *, overrides_list=None, progress: bool = False) -> list[CaptureResult]:
+    """Run several captures (a sweep) of :class:`RunSpec` ``specs``, all resolved before any runs
+    (a config dict is resolved once, with its entry of ``overrides_list`` recorded). The points
+    share one set of workers per engine (in-process threads, or Ray actors on one instance or
+    cluster): each point its own sink and run directory, committed as soon as it is complete."""
+    overrides_list = overrides_list or [()] * len(specs)
+    specs = [s if isinstance(s, RunSpec) else RunSpec.from_dict(s, o) for s, o in zip(specs, overrides_list)]
+    prepared = [prepare(s) for s in specs]
     with session(prepared, progress) as info:
         results: list = [None] * len(prepared)
         for engine in ("local", "ray"):

@@ -113,34 +113,34 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if getattr(args, dest) is not None}
 
 
-def _resume_config(args: argparse.Namespace) -> dict:
+def _resume_spec(args: argparse.Namespace):
     """The interrupted run's own config with the operator's overrides and flags applied (the
-    engine then refuses any change but to execution settings); with --config-name, --config-path
-    or --preset, the config composed from those as for a new run."""
+    engine then refuses any change but to execution settings), resolved; with --config-name,
+    --config-path or --preset, the config composed from those as for a new run."""
     from plume_capture.capture.resume import read_manifest
-    from plume_capture.config import DEFAULT_CONFIG_NAME, apply_overrides, load_config, validate_config
+    from plume_capture.config import DEFAULT_CONFIG_NAME, RunSpec, apply_overrides, load_spec
 
     settings = _settings(args)
     if args.config_name is not None or args.config_path is not None or args.preset is not None:
-        return load_config(args.overrides, settings=settings, preset=args.preset, config_path=args.config_path,
-                           config_name=DEFAULT_CONFIG_NAME if args.config_name is None else args.config_name)
+        return load_spec(args.overrides, settings=settings, preset=args.preset, config_path=args.config_path,
+                         config_name=DEFAULT_CONFIG_NAME if args.config_name is None else args.config_name)
     cfg = apply_overrides(read_manifest(args.resume)["config"], args.overrides, settings)
     ray_given = any(o.lstrip("+").startswith("engine.") for o in args.overrides) or \
         {"engine.num_actors", "engine.address"} & set(settings)
-    if args.engine == "local" and not ray_given:
+    if args.engine == "local" and not ray_given and isinstance(cfg.get("engine"), dict):
         cfg["engine"].update(num_actors=None, address=None)  # the stored Ray settings do not apply in-process
-    validate_config(cfg)
-    return cfg
+    return RunSpec.from_dict(cfg, args.overrides)
 
 
-def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[dict], list[list[str]]]:
-    """Parse ``argv`` and build one validated config per run (several with ``-m``).
+def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list, list[list[str]]]:
+    """Parse ``argv`` and build one :class:`~plume_capture.config.RunSpec` per run (several with
+    ``-m``), each composed, checked and resolved once.
 
-    Returns ``(args, cfgs, overrides_per_run)``; raises :class:`ConfigError` on bad input.
+    Returns ``(args, specs, overrides_per_run)``; raises :class:`ConfigError` on bad input.
     Nothing is written and the engine is not imported.
     """
     args = build_parser().parse_intermixed_args(argv)  # --help and --version exit here, before any import
-    from plume_capture.config import DEFAULT_CONFIG_NAME, expand_sweeps, load_config
+    from plume_capture.config import DEFAULT_CONFIG_NAME, expand_sweeps, load_spec
 
     if args.resume is not None:
         if args.multirun:
@@ -156,11 +156,11 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
                 raise ConfigError(f"--resume: the run is already complete ({final})")  # published meanwhile
             if not (staged and os.path.isfile(os.path.join(final, "capture.json"))):  # else: renamed, not committed
                 raise ConfigError(f"--resume: {args.resume!r} is not a run directory")
-        return args, [_resume_config(args)], [list(args.overrides)]
+        return args, [_resume_spec(args)], [list(args.overrides)]
     runs = expand_sweeps(args.overrides) if args.multirun else [list(args.overrides)]
     settings = _settings(args)
-    cfgs = [
-        load_config(
+    specs = [
+        load_spec(
             overrides,
             config_name=DEFAULT_CONFIG_NAME if args.config_name is None else args.config_name,
             config_path=args.config_path,
@@ -169,7 +169,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list
         )
         for overrides in runs
     ]
-    return args, cfgs, runs
+    return args, specs, runs
 
 
 #: said after a run's steps/s when the run compiled the kernels (empty cache before, filled after)
@@ -199,8 +199,8 @@ def _table(results, runs: list[list[str]]) -> str:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse, validate and capture; raises on errors (see :func:`main` for the exit codes)."""
-    args, cfgs, runs = prepare(argv)
-    quiet = cfgs[0]["engine"]["quiet"]
+    args, specs, runs = prepare(argv)
+    quiet = specs[0].engine.quiet
     progress = not quiet and sys.stderr.isatty()
     from plume_capture.kernels._jit import kernel_cache_filled
 
@@ -209,7 +209,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     if not args.multirun:
         from plume_capture.capture import capture  # heavy imports only after validation
 
-        result = capture(cfgs[0], overrides=runs[0], progress=progress, resume=args.resume)
+        result = capture(specs[0], progress=progress, resume=args.resume)
         if result.status != "complete":
             print(f"{PROG}: {result.run_dir}: run ended with status {result.status!r}", file=sys.stderr)
             return 1
@@ -219,7 +219,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     from plume_capture.capture import capture_many
 
-    results = capture_many(cfgs, overrides_list=runs, progress=progress)
+    results = capture_many(specs, progress=progress)
     if not quiet:
         print(_table(results, runs))
         if cold and kernel_cache_filled():

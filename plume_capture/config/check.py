@@ -6,7 +6,6 @@ polars or Ray), so bad input fails fast.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import re
 from pathlib import Path
@@ -14,40 +13,12 @@ from typing import Any, Iterable, Mapping
 
 from plume_capture import defaults
 from plume_capture.errors import ConfigError
-from plume_capture.spec import (ACTION_TYPES, OBSERVATION_TYPES, PLUMES, POLICY_ACTIONS, REWARD_TYPES, SEED_MAX,
-                                 STEP_POLICIES)
+from plume_capture.spec import (ACTION_TYPES, FLOAT_RANGES, GRID_MAX, INT_RANGES, OBSERVATION_TYPES,  # noqa: F401
+                                 PLUMES, POLICY_ACTIONS, REWARD_TYPES, SEED_MAX, STEP_POLICIES, range_problem)
 
 #: groups whose keys the engine consumes; an unknown key inside one is always an error
 CLOSED_GROUPS = ("env", "wind", "movie", "puff", "policy", "engine")
 ENGINE_KINDS = ("auto", "local", "ray")
-
-I32 = 2**31 - 1
-#: integer keys -> inclusive range, from what the kernels and files can represent (docs/config.md)
-INT_RANGES = {
-    "episodes": (1, SEED_MAX + 1),  # every episode has its own seed
-    "rotate_size": (1, 2**62),
-    "env.max_steps": (1, I32),
-    "env.step_size": (1, I32),  # moves stay inside int64 positions before the grid clamps them
-    "env.n_sensors": (1, 256),  # an observation row of a kernel call (~2^18 rows) stays <= 256 MiB
-    "policy.persistence": (0, I32),
-    "engine.num_actors": (1, 65536),
-    "engine.shard_episodes": (1, I32),
-    "engine.window": (1, 1024),
-    "engine.headroom_cpus": (0, 65536),
-    "engine.threads": (1, 1024),
-}
-GRID_MAX = I32  # W and H; the field's memory bounds W x H further (sim.params.field_problem)
-#: float keys -> inclusive range: squares stay normal float64s, float32 observations stay finite
-FLOAT_RANGES = {
-    "env.goal_radius": (0.0, 1e150),
-    "env.sigma": (1e-18, 1e18),  # 2 sigma^2 is a normal, finite float32 (the field is float32)
-    "env.sensor_distance": (0.0, float(I32)),  # sensor cells stay within int64 arithmetic
-    "wind.direction_deg": (-1e15, 1e15),
-    "wind.speed": (-1e30, 1e30),  # speed plus noise stays a finite float32 observation
-    "wind.noise_std": (0.0, 1e30),
-    "policy.threshold": (-1e30, 1e30),
-    "policy.eps": (0.0, 1.0),
-}
 
 
 def complete(cfg: Mapping[str, Any]) -> dict:
@@ -68,27 +39,17 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _finite(v: Any) -> bool:
-    return _is_num(v) and math.isfinite(v)
-
-
 def _check(ok: bool, msg: str) -> None:
     if not ok:
         raise ConfigError(msg)
 
 
-def _int_at_least(cfg: dict, key: str, low: int, *, nullable: bool = False) -> None:
+def _int_at_least(cfg: dict, key: str, *, nullable: bool = False) -> None:
     v = _get(cfg, key)
     if nullable and v is None:
         return
-    tail = " or null" if nullable else ""
-    _check(_is_int(v) and v >= low, f"{key} must be an integer >= {low}{tail}, got {_short(v)}")
-    high = INT_RANGES.get(key, (low, None))[1]
-    _check(high is None or v <= high, f"{key} must be an integer in [{low}, {high}]{tail}, got {_short(v)}")
+    problem = range_problem(key, v, nullable=nullable)
+    _check(problem is None, problem or "")
 
 
 _ADDRESS = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})\Z")
@@ -110,9 +71,8 @@ def _float_in_range(cfg: dict, key: str, *, nullable: bool = False) -> None:
     v = _get(cfg, key)
     if nullable and v is None:
         return
-    lo, hi = FLOAT_RANGES[key]
-    tail = " or null" if nullable else ""
-    _check(_finite(v) and lo <= v <= hi, f"{key} must be a number in [{lo:g}, {hi:g}]{tail}, got {_short(v)}")
+    problem = range_problem(key, v, nullable=nullable)
+    _check(problem is None, problem or "")
 
 
 def _short(v: Any) -> str:
@@ -204,8 +164,9 @@ def nearest_key(key: str) -> str | None:
     return near[0] if near else None
 
 
-def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None:
+def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> dict:
     """Raise :class:`ConfigError` naming the first problem in ``cfg``; missing keys take defaults.
+    Returns the complete config it checked (``complete(cfg)``, a copy).
 
     ``check_paths`` also checks the file system: the output root (and ``<output>/<experiment>``
     if it exists) must be a writable directory or creatable below one, and ``movie.path`` must
@@ -226,12 +187,12 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
 
     # top level
     _check_name("experiment", cfg["experiment"])
-    _int_at_least(cfg, "episodes", 1)
+    _int_at_least(cfg, "episodes")
     seed = cfg["seed"]
     _check(_is_int(seed) and 0 <= seed <= SEED_MAX, f"seed must be an integer in [0, {SEED_MAX}], got {seed!r}")
     last = seed + cfg["episodes"] - 1
     _check(last <= SEED_MAX, f"seed + episodes - 1 = {last} exceeds {SEED_MAX} (episode seeds are seed + i)")
-    _int_at_least(cfg, "rotate_size", 1, nullable=True)
+    _int_at_least(cfg, "rotate_size", nullable=True)
     _check(isinstance(cfg["parquet"], bool), f"parquet must be true or false, got {cfg['parquet']!r}")
 
     # env
@@ -245,15 +206,15 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
     _check(w >= 1 and h >= 1, f"env.grid_size must have W, H >= 1, got [{w}, {h}]")
     _check(w <= GRID_MAX and h <= GRID_MAX,
            f"env.grid_size must have W, H <= {GRID_MAX}, got [{_short(w)}, {_short(h)}]")
-    _int_at_least(cfg, "env.max_steps", 1, nullable=True)
+    _int_at_least(cfg, "env.max_steps", nullable=True)
     _float_in_range(cfg, "env.goal_radius", nullable=True)
     _check_choice(cfg, "env.action_type", ACTION_TYPES)
     _check_choice(cfg, "env.observation_type", OBSERVATION_TYPES)
     _check_choice(cfg, "env.reward_type", REWARD_TYPES)
-    _int_at_least(cfg, "env.step_size", 1)
+    _int_at_least(cfg, "env.step_size")
     _float_in_range(cfg, "env.sigma")
     _check_choice(cfg, "env.plume", PLUMES)
-    _int_at_least(cfg, "env.n_sensors", 1)
+    _int_at_least(cfg, "env.n_sensors")
     _float_in_range(cfg, "env.sensor_distance")
     movie = env["plume"] == "movie"
     # A movie defines its own grid; the engine checks locations against it.
@@ -296,17 +257,17 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
         f"policy.name {name!r} needs env.action_type {' or '.join(fits)}, got {env['action_type']!r}",
     )
     _float_in_range(cfg, "policy.threshold")
-    _int_at_least(cfg, "policy.persistence", 0)
+    _int_at_least(cfg, "policy.persistence")
     _float_in_range(cfg, "policy.eps")
 
     # engine
     eng = cfg["engine"]
     _check_choice(cfg, "engine.kind", ENGINE_KINDS)
-    _int_at_least(cfg, "engine.num_actors", 1, nullable=True)
-    _int_at_least(cfg, "engine.shard_episodes", 1, nullable=True)
-    _int_at_least(cfg, "engine.window", 1, nullable=True)
-    _int_at_least(cfg, "engine.headroom_cpus", 0, nullable=True)
-    _int_at_least(cfg, "engine.threads", 1, nullable=True)
+    _int_at_least(cfg, "engine.num_actors", nullable=True)
+    _int_at_least(cfg, "engine.shard_episodes", nullable=True)
+    _int_at_least(cfg, "engine.window", nullable=True)
+    _int_at_least(cfg, "engine.headroom_cpus", nullable=True)
+    _int_at_least(cfg, "engine.threads", nullable=True)
     addr = eng["address"]
     _check(addr is None or address_problem(addr) is None,
            f"engine.address {_short(addr)}: {address_problem(addr) if isinstance(addr, str) else 'not a string'}")
@@ -320,3 +281,4 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> None
     _check(isinstance(out, str) and out.strip() != "", f"output must be a non-empty path, got {out!r}")
     if check_paths:
         _check_output(out, cfg["experiment"])
+    return cfg

@@ -1,13 +1,15 @@
 """Resolve a checked config into the one frozen :class:`RunSpec` — the only input of the hash, the
 run, resume and replay.
 
-``effective_config`` states every value as it runs (nulls resolved by the rules of
-:mod:`plume_capture.sim.params`, numbers normalised); ``config_hash`` is the SHA-256 of exactly that
-minus :data:`EXECUTION_ONLY_KEYS` (docs/spec.md §10.4); ``RunSpec.env`` and ``RunSpec.policy`` are built
-from the same effective values, so what is hashed is what runs.
+``effective_config`` states every value as it runs (nulls resolved by
+:func:`plume_capture.sim.params.resolve_nulls`, which the physics uses too; numbers normalised);
+``config_hash`` is the SHA-256 of exactly that minus :data:`EXECUTION_ONLY_KEYS` (docs/spec.md
+§10.4); ``RunSpec.env`` and ``RunSpec.policy`` are built from the same effective values, so what
+is hashed is what runs.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -16,11 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from plume_capture import defaults
-from plume_capture.config.check import address_problem, complete, validate_config
+from plume_capture.config.check import address_problem, validate_config
 from plume_capture.errors import ConfigError
 from plume_capture.sim import puff
-from plume_capture.sim.params import (DEFAULT_GOAL_RADIUS, DEFAULT_MAX_STEPS, FLOAT32_EPS, EnvParams, PolicyParams,
-                                      default_goal)
+from plume_capture.sim.params import EnvParams, PolicyParams, resolve_nulls
 
 #: Top-level keys left out of config_hash: they never change a record (docs/spec.md §8, §10.4).
 EXECUTION_ONLY_KEYS: dict[str, str] = {
@@ -32,20 +33,17 @@ EXECUTION_ONLY_KEYS: dict[str, str] = {
 }
 
 
-def _effective(cfg: dict) -> dict:
-    out = complete(cfg)
+def _effective(full: dict) -> dict:
+    """The effective values of the checked complete config ``full`` (a copy)."""
+    out = copy.deepcopy(full)
     env = out["env"]
     w, h = (int(v) for v in env["grid_size"])
     env["grid_size"] = [w, h]
-    if env["max_steps"] is None:
-        env["max_steps"] = DEFAULT_MAX_STEPS
-    r = DEFAULT_GOAL_RADIUS if env["goal_radius"] is None else float(env["goal_radius"])
-    env["goal_radius"] = FLOAT32_EPS if r == 0 else r
-    for key in ("goal_location", "start_location"):
-        if env[key] is not None:
-            env[key] = [int(c) for c in env[key]]
-    if env["goal_location"] is None and env["plume"] != "movie":
-        env["goal_location"] = list(default_goal(w, h))
+    env["max_steps"], env["goal_radius"], goal = resolve_nulls(env["plume"], (w, h), env["max_steps"],
+                                                                env["goal_radius"], env["goal_location"])
+    env["goal_location"] = None if goal is None else list(goal)
+    if env["start_location"] is not None:
+        env["start_location"] = [int(c) for c in env["start_location"]]
     env["sigma"] = float(env["sigma"])
     env["sensor_distance"] = float(env["sensor_distance"])
     out["wind"] = {k: float(v) for k, v in out["wind"].items()}
@@ -77,8 +75,7 @@ def effective_config(cfg: Mapping[str, Any]) -> dict:
     as lists; the ``puff`` group only when ``env.plume`` is puff. Settings that depend on a movie
     file (its grid and source) are left as given.
     """
-    validate_config(cfg, check_paths=False)
-    return _effective(dict(cfg))
+    return _effective(validate_config(cfg, check_paths=False))
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:
@@ -167,11 +164,16 @@ class RunSpec:
     engine: EngineSpec
     config_hash: str
 
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any], overrides=(), *, check_paths: bool = True) -> "RunSpec":
+        """The spec of a config given as a dict (missing keys take the defaults): checked and
+        resolved once, as :func:`resolve`. ``overrides`` are only recorded (``run.json``)."""
+        return resolve(cfg, overrides, check_paths=check_paths)
+
 
 def resolve(cfg: Mapping[str, Any], overrides=(), *, check_paths: bool = True) -> RunSpec:
     """Check ``cfg`` (once) and resolve it; raises ConfigError naming the first problem."""
-    validate_config(cfg, check_paths=check_paths)
-    full = complete(cfg)
+    full = validate_config(cfg, check_paths=check_paths)
     eff = _effective(full)
     env = EnvParams.from_config(eff)
     return RunSpec(config=full, overrides=tuple(overrides), env=env,

@@ -7,7 +7,6 @@ stated once), validates, computes the concentration field once and returns a ``P
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ from plume_capture import defaults
 from plume_capture.errors import ConfigError
 from plume_capture.kernels import codes as C
 from plume_capture.sim import puff
-from plume_capture.spec import N_ACTIONS, PLUMES, POLICY_ACTIONS
+from plume_capture.spec import GRID_MAX, INT_RANGES, N_ACTIONS, PLUMES, POLICY_ACTIONS, range_problem
 from plume_capture.kernels.records import KernelArgs, Params
 
 # What a null means (docs/spec.md §3.1): the one statement of each rule.
@@ -30,6 +29,23 @@ MAX_FIELD_BYTES = 8 << 30  # largest static concentration field (float32 W x H) 
 def default_goal(width: int, height: int) -> tuple[int, int]:
     """The static plume's goal when ``goal_location`` is null."""
     return (min(64, width - 1), min(64, height - 1))
+
+
+def resolve_nulls(plume: str, grid_size, max_steps, goal_radius, goal_location
+                  ) -> tuple[int, float, tuple[int, int] | None]:
+    """``(max_steps, goal_radius, goal_location)`` as they run, from checked values that may be
+    null (docs/spec.md §3.1): the one statement of what a null means, for both what is hashed
+    (:mod:`plume_capture.config.resolve`) and what runs (:meth:`EnvParams.build`). Pure.
+
+    ``max_steps`` null -> 1000; ``goal_radius`` null -> 5.0, 0 -> float32 eps; ``goal_location``
+    null -> :func:`default_goal` of the grid, except on a movie plume (the movie decides: None)."""
+    steps = DEFAULT_MAX_STEPS if max_steps is None else int(max_steps)
+    radius = DEFAULT_GOAL_RADIUS if goal_radius is None else float(goal_radius)
+    if goal_location is not None:
+        goal = (int(goal_location[0]), int(goal_location[1]))
+    else:
+        goal = None if plume == "movie" else default_goal(int(grid_size[0]), int(grid_size[1]))
+    return steps, FLOAT32_EPS if radius == 0 else radius, goal
 
 
 def field_problem(width: int, height: int) -> str | None:
@@ -70,21 +86,15 @@ def _pair(name: str, value: Any) -> tuple[int, int] | None:
     return (out[0], out[1])
 
 
-def _int(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer >= {lo}, got {value!r}")
-    if value < lo:
-        raise ConfigError(f"{name} must be >= {lo}, got {value}")
-    return int(value)
-
-
-def _float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    return v
+def _ranged(key: str, value: Any, nullable: bool = False):
+    """``value`` of config key ``key`` checked against the one range table (plume_capture.spec,
+    as the config check does), as a Python int or float; NumPy scalars are taken."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    problem = range_problem(key, value, nullable=nullable)
+    if problem:
+        raise ConfigError(problem)
+    return int(value) if key in INT_RANGES else float(value)
 
 
 def _choice(name: str, value: Any, options) -> str:
@@ -112,11 +122,8 @@ class PolicyParams:
         if action_type not in fits:
             raise ConfigError(
                 f"policy {name!r} needs action_type {' or '.join(fits)}, got {action_type!r}")
-        eps = _float("policy.eps", self.eps)
-        if not 0.0 <= eps <= 1.0:
-            raise ConfigError(f"policy.eps must be in [0, 1], got {self.eps!r}")
-        return PolicyParams(name, _float("policy.threshold", self.threshold),
-                            _int("policy.persistence", self.persistence, 0), eps)
+        return PolicyParams(name, _ranged("policy.threshold", self.threshold),
+                            _ranged("policy.persistence", self.persistence), _ranged("policy.eps", self.eps))
 
 
 #: EnvParams field -> config key, where they differ
@@ -189,46 +196,36 @@ class EnvParams:
             height, width = movie_info["shape"][1], movie_info["shape"][2]
         else:
             width, height = _pair("env.grid_size", self.grid_size)
-            if width < 1 or height < 1:
-                raise ConfigError(f"env.grid_size must be >= 1x1, got {width}x{height}")
+            if not (1 <= width <= GRID_MAX and 1 <= height <= GRID_MAX):
+                raise ConfigError(f"env.grid_size must have W, H in [1, {GRID_MAX}], got [{width}, {height}]")
             problem = field_problem(width, height) if plume == "static" else None
             if problem:
                 raise ConfigError(problem)
+        given_steps = None if self.max_steps is None else _ranged("env.max_steps", self.max_steps, True)
+        given_radius = None if self.goal_radius is None else _ranged("env.goal_radius", self.goal_radius, True)
+        max_steps, radius, goal = resolve_nulls(plume, (width, height), given_steps, given_radius,
+                                                _pair("env.goal_location", self.goal_location))
         if plume == "movie":
             attr = (movie_info or {}).get("source_location_px")
             goal = (_pair("movie.source_location", self.movie_source_location)
-                    or _pair("env.goal_location", self.goal_location)
+                    or goal
                     or (tuple(attr) if attr is not None else None)
                     or (width // 2, height // 2))
-        else:
-            goal = _pair("env.goal_location", self.goal_location)
-            if goal is None:
-                goal = default_goal(width, height)
         if not (0 <= goal[0] < width and 0 <= goal[1] < height):
             raise ConfigError(f"goal location {list(goal)} is outside the {width}x{height} grid")
         start = _pair("env.start_location", self.start_location)
         if start is not None and not (0 <= start[0] < width and 0 <= start[1] < height):
             raise ConfigError(f"start location {list(start)} is outside the {width}x{height} grid")
-        radius = DEFAULT_GOAL_RADIUS if self.goal_radius is None else _float("env.goal_radius", self.goal_radius)
-        if radius < 0:
-            raise ConfigError(f"env.goal_radius must be >= 0, got {self.goal_radius!r}")
-        if radius == 0:
-            radius = FLOAT32_EPS
-        sigma = _float("env.sigma", self.sigma)
-        if sigma <= 0:
-            raise ConfigError(f"env.sigma must be > 0, got {self.sigma!r}")
-        max_steps = DEFAULT_MAX_STEPS if self.max_steps is None else _int("env.max_steps", self.max_steps, 1)
+        sigma = _ranged("env.sigma", self.sigma)
         action_type = _choice("env.action_type", self.action_type, tuple(C.ACTION_CODES))
         obs_type = _choice("env.observation_type", self.observation_type, tuple(C.OBSERVATION_CODES))
         reward_type = _choice("env.reward_type", self.reward_type, tuple(C.REWARD_CODES))
-        step_size = _int("env.step_size", self.step_size, 1)
-        n_sensors = _int("env.n_sensors", self.n_sensors, 1)
-        sensor_distance = _float("env.sensor_distance", self.sensor_distance)
-        wind_dir = _float("wind.direction_deg", self.wind_direction_deg)
-        wind_speed = _float("wind.speed", self.wind_speed)
-        wind_noise = _float("wind.noise_std", self.wind_noise_std)
-        if wind_noise < 0:
-            raise ConfigError(f"wind.noise_std must be >= 0, got {self.wind_noise_std!r}")
+        step_size = _ranged("env.step_size", self.step_size)
+        n_sensors = _ranged("env.n_sensors", self.n_sensors)
+        sensor_distance = _ranged("env.sensor_distance", self.sensor_distance)
+        wind_dir = _ranged("wind.direction_deg", self.wind_direction_deg)
+        wind_speed = _ranged("wind.speed", self.wind_speed)
+        wind_noise = _ranged("wind.noise_std", self.wind_noise_std)
         step_policy = _choice("movie.step_policy", self.movie_step_policy, tuple(C.STEP_POLICY_CODES))
         bad = puff.problem(self.puff_group())
         if bad:

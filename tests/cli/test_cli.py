@@ -178,15 +178,15 @@ def fake_engine(monkeypatch, tmp_path):
                                steps=10 * cfg["episodes"], wall_s=0.5, steps_per_s=20.0 * cfg["episodes"],
                                status=status, startup_s=0.0)
 
-    def capture(cfg, *, overrides=(), progress=False, resume=None):
-        calls.append(("capture", cfg, list(overrides), progress, resume))
+    def capture(spec, *, progress=False, resume=None):  # the CLI passes resolved specs
+        calls.append(("capture", spec.config, list(spec.overrides), progress, resume))
         if calls and getattr(capture, "raises", None):
             raise capture.raises
-        return result(cfg)
+        return result(spec.config)
 
-    def capture_many(cfgs, *, overrides_list, progress=False):
-        calls.append(("capture_many", cfgs, overrides_list, progress))
-        return [result(c) for c in cfgs]
+    def capture_many(specs, *, progress=False):
+        calls.append(("capture_many", [s.config for s in specs], [list(s.overrides) for s in specs], progress))
+        return [result(s.config) for s in specs]
 
     monkeypatch.setattr(cap, "capture", capture, raising=False)
     monkeypatch.setattr(cap, "capture_many", capture_many, raising=False)

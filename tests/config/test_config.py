@@ -33,9 +33,9 @@ def _cwd(tmp_path, monkeypatch):
 
 def cfg_of(*argv: str) -> dict:
     """The single validated config the CLI would run for ``argv``."""
-    _, cfgs, _ = prepare(list(argv))
-    assert len(cfgs) == 1
-    return cfgs[0]
+    _, specs, _ = prepare(list(argv))
+    assert len(specs) == 1
+    return specs[0].config
 
 
 # ----------------------------------------------------------------------------- the tree
@@ -259,11 +259,13 @@ def test_expand_sweeps_cartesian_product():
 
 
 def test_multirun_builds_one_config_per_combination():
-    _, cfgs, runs = prepare(["-m", "seed=1,2", "env.max_steps=10,20", "--episodes", "3"])
+    _, specs, runs = prepare(["-m", "seed=1,2", "env.max_steps=10,20", "--episodes", "3"])
+    cfgs = [s.config for s in specs]
     assert [(c["seed"], c["env"]["max_steps"], c["episodes"]) for c in cfgs] == [
         (1, 10, 3), (1, 20, 3), (2, 10, 3), (2, 20, 3)]
     assert runs[0] == ["seed=1", "env.max_steps=10"]
-    _, cfgs, _ = prepare(["--multirun", "preset=default", "experiment=a,b"])
+    _, specs, _ = prepare(["--multirun", "preset=default", "experiment=a,b"])
+    cfgs = [s.config for s in specs]
     assert [(c["experiment"], c["episodes"]) for c in cfgs] == [("a", 2), ("b", 2)]
 
 
