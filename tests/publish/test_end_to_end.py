@@ -167,3 +167,15 @@ def test_pulled_run_is_validated_again(repo, two_runs, tmp_path, capsys):
     m = json.loads((other / "data/captures/exp" / pulled.name / "manifest.json").read_text())
     assert "reused_from" not in m["validation"] and m["validation"]["ok"]
     assert m["published"]["source"] == str(pulled)
+
+
+def test_push_to_an_unwritable_remote_is_exit_3_and_the_commit_stays(two_runs, tmp_path, capsys):
+    """DVC failing to push: one line naming the tool, exit 3; the run is committed (say so) and the
+    same command pushes once the remote works."""
+    repo = make_repo(tmp_path / "repo", remote="/proc/plume-capture-no-remote")
+    assert main([str(two_runs[0]), "--repo", str(repo), "--push"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("plume-nav-publish: dvc push failed") and \
+        "published and committed, not pushed" in err, err
+    assert sh(["git", "status", "--porcelain", "--untracked-files=all"], repo).stdout == ""
+    assert sh(["git", "rev-list", "--count", "HEAD"], repo).stdout.strip() == "2"  # init + the publish

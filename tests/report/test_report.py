@@ -371,3 +371,9 @@ def test_a_changed_movie_is_not_drawn(tmp_path):
     make_movie(movie, frames=5, height=12, width=16, seed=4)
     s = summarize_run(run_dir)
     assert s.field is None and s.field_note == "field not drawn: the movie file changed since the capture"
+
+
+def test_an_output_that_is_a_directory_is_one_line_exit_2(parquet_run, tmp_path, capsys):
+    assert main([str(parquet_run), "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a directory" in err, err
