@@ -33,7 +33,6 @@ would reach if it had the 2 cores to itself and overlapped perfectly.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile

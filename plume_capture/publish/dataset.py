@@ -32,9 +32,9 @@ from plume_capture.capture.lock import LOCK
 from plume_capture.capture.runmeta import provenance
 from plume_capture.capture.sink import JOURNAL
 from plume_capture.capture.sink import MANIFEST as CAPTURE_MANIFEST
-from plume_capture.publish.manifest import (MANIFEST_NAME, build_manifest,
-                                            validation_summary)
+from plume_capture.publish.manifest import build_manifest, validation_summary
 from plume_capture.readback.validate import validate_run_artifacts
+from plume_capture.spec import MANIFEST_NAME
 from plume_capture.errors import BadInput, OperationalError
 
 INDEX_NAME = "DATASET_INDEX.json"

@@ -12,7 +12,7 @@ import time
 from importlib import metadata
 
 from plume_capture._version import __version__
-from plume_capture.spec import MANIFEST_NAME, SCHEMA_VERSION
+from plume_capture.spec import SCHEMA_VERSION
 
 MANIFEST_VERSION = 1
 KEY_PACKAGES = ("plume-capture", "numpy", "numba", "pyarrow", "polars", "ray", "isal", "dvc",
