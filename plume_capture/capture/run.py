@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import signal
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plume_capture import interrupts
 from plume_capture._version import __version__
 from plume_capture.capture import runmeta
 from plume_capture.capture.local import local_threads, run_local
@@ -281,24 +281,6 @@ def _commit(p: Prepared, doc: dict) -> None:
     drop_bookkeeping(p.run_dir)
 
 
-@contextlib.contextmanager
-def _signals_held():
-    """SIGINT and SIGTERM wait until the block is done (a commit is never cut in half); yields the
-    list of those that came. Only in the main thread (elsewhere no signal handler runs)."""
-    held: list = []
-    if threading.current_thread() is not threading.main_thread():
-        yield held
-        return
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in old:
-        signal.signal(s, lambda signum, frame: held.append(signum))
-    try:
-        yield held
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-
-
 def open_new(p: Prepared) -> tuple[RunSink, RunLock]:
     """Create the run's staging directory, locked, with its manifest (what a resume needs); -> a
     sink and the lock (held until the run is committed or has failed)."""
@@ -354,14 +336,15 @@ def execute_many(items, progress_enabled: bool, pool=None) -> list[CaptureResult
         started = execution.pop("started", None)  # a sweep's later points: from their first shard
         wall = time.perf_counter() - (t0 if i == 0 or started is None else started)
         doc = _run_doc(p, sink, execution, wall, code)
-        with _signals_held() as held:
+        interrupts.check()  # a signal whose KeyboardInterrupt was lost: the run stays resumable
+        with interrupts.held():
             _commit(p, doc)
             lock.release()
             results[i] = CaptureResult(run_dir=p.run_dir, run_id=p.run_id, episodes=p.episodes,
                                        steps=sink.steps_written, wall_s=wall, config_hash=p.spec.config_hash,
                                        engine=p.engine)
-        if held and any(r is None for r in results):  # this run is published; the others stop here
-            raise KeyboardInterrupt(f"signal {held[0]}")
+        if any(r is None for r in results):  # this run is published; the others stop at a signal
+            interrupts.check()
 
     try:
         if engine == "local":
@@ -411,47 +394,37 @@ def _background(fn):
     return fut
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @contextlib.contextmanager
 def session(prepared: list[Prepared], progress: bool = False):
     """SIGTERM stops a run like SIGINT (exit 130, the run stays resumable), and Ray is started (or
     connected to) when a run needs it and shut down afterwards if we started it. Yields
     ``{"ray_s": seconds spent starting or connecting to Ray}``; with ``progress`` a line on stderr
     says it is under way."""
-    in_main = threading.current_thread() is threading.main_thread()
-    old = signal.getsignal(signal.SIGTERM)
-    if in_main:
-        signal.signal(signal.SIGTERM, _raise_interrupt)
     started = False
     info = {"ray_s": 0.0}
-    try:
-        if any(p.engine == "ray" for p in prepared):
-            from plume_capture.capture.on_ray import ray_init
+    with interrupts.raising():
+        try:
+            if any(p.engine == "ray" for p in prepared):
+                from plume_capture.capture.on_ray import ray_init
 
-            eng = next((p.spec.engine for p in prepared if p.spec.engine.address), None)
-            if progress:
-                where = f"connecting to Ray at {eng.address}" if eng else "starting a local Ray instance"
-                print(f"plume-capture: {where} ...", file=sys.stderr, flush=True)
-            t0 = time.perf_counter()
-            started = ray_init(eng.address if eng else None, eng.address_from if eng else None,
-                               eng.object_store_mb if eng else None)
-            info["ray_s"] = time.perf_counter() - t0 if started else 0.0
-            if in_main:  # ray.init installs its own SIGTERM handlers (exit 15)
-                signal.signal(signal.SIGTERM, _raise_interrupt)
-            from plume_capture.capture.on_ray import check_movies
+                eng = next((p.spec.engine for p in prepared if p.spec.engine.address), None)
+                if progress:
+                    where = f"connecting to Ray at {eng.address}" if eng else "starting a local Ray instance"
+                    print(f"plume-capture: {where} ...", file=sys.stderr, flush=True)
+                t0 = time.perf_counter()
+                started = ray_init(eng.address if eng else None, eng.address_from if eng else None,
+                                   eng.object_store_mb if eng else None)
+                info["ray_s"] = time.perf_counter() - t0 if started else 0.0
+                interrupts.install()  # ray.init installs its own SIGTERM handler (exit 15)
+                from plume_capture.capture.on_ray import check_movies
 
-            check_movies([p.physics.movie for p in prepared if p.engine == "ray" and p.physics.movie])
-        yield info
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, old)
-        if started:
-            import ray
+                check_movies([p.physics.movie for p in prepared if p.engine == "ray" and p.physics.movie])
+            yield info
+        finally:
+            if started:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
 
 
 def capture_many(specs, *, overrides_list=None, progress: bool = False) -> list[CaptureResult]:

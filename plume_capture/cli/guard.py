@@ -19,15 +19,13 @@ anything else                                               1     ``PROG: intern
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import signal
 import sys
-import threading
 import traceback
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+from plume_capture import interrupts
 from plume_capture.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_OPERATIONAL,
                                   BadInput, CaptureError, OperationalError)
 
@@ -61,24 +59,6 @@ def operational(exc: OSError) -> str | None:
     return f"{where}: {os.strerror(code).lower()}"
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises ``KeyboardInterrupt`` in the main thread (so cleanup runs as for Ctrl-C)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _quiet_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
     try:
@@ -103,7 +83,7 @@ def run_command(prog: str, body: Callable[[], int], *,
             pass
 
     try:
-        with sigterm_as_interrupt():
+        with interrupts.raising():
             code = body()
             sys.stdout.flush()
             return code

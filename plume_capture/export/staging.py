@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 
+from plume_capture import interrupts
 from plume_capture.errors import OperationalError
 from plume_capture.export.reader import ExportError
 
@@ -45,6 +46,7 @@ def staged_dir(final: str):
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
+        interrupts.check()  # a signal whose KeyboardInterrupt was lost: never commit after it
         try:
             os.rename(tmp, final)
         except OSError as exc:

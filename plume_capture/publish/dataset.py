@@ -22,7 +22,6 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from plume_capture.capture.sink import MANIFEST as CAPTURE_MANIFEST
 from plume_capture.publish.manifest import build_manifest, validation_summary
 from plume_capture.readback.validate import validate_run_artifacts
 from plume_capture.spec import MANIFEST_NAME
+from plume_capture import interrupts
 from plume_capture.errors import BadInput, OperationalError
 
 INDEX_NAME = "DATASET_INDEX.json"
@@ -296,31 +296,6 @@ def _test_stop(point: str) -> None:
         os.kill(os.getpid(), signal.SIGSTOP)
 
 
-class _Signals:
-    """While the tree, DVC and git are being changed: SIGINT/SIGTERM are noted, not acted on (a
-    git killed mid-commit leaves a commit without its files, or a stale index.lock); ``check``
-    raises KeyboardInterrupt for a noted one at a step where the change can still be undone.
-    Off the main thread (signals cannot be caught there) nothing is deferred."""
-
-    def __enter__(self):
-        self.got, self._old = None, {}
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._note)
-        return self
-
-    def _note(self, signum, frame):
-        self.got = signum
-
-    def check(self, what: str) -> None:
-        if self.got is not None:
-            raise KeyboardInterrupt(what)
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
 def _read_run_json(run_dir: Path) -> tuple[dict, str]:
     """run.json parsed, and the sha256 of the bytes parsed (the copy must publish those bytes)."""
     try:
@@ -537,8 +512,7 @@ def _commit_message(targets: list[Path]) -> str:
         f"publish {len(names)} runs\n\n" + "\n".join(names)
 
 
-def _record(ds: DatasetRepo, runs: list[tuple[Path, dict]], commit: bool, sig: _Signals,
-            lap=lambda key: None) -> bool:
+def _record(ds: DatasetRepo, runs: list[tuple[Path, dict]], commit: bool, lap=lambda key: None) -> bool:
     """``dvc add`` the run directories ``runs`` ((target, manifest)), index them, stage them in
     git and (``commit``) commit them; a noted signal is acted on before the commit only.
     -> whether git had anything new to record."""
@@ -551,11 +525,11 @@ def _record(ds: DatasetRepo, runs: list[tuple[Path, dict]], commit: bool, sig: _
     if missing:
         raise RuntimeError(f"dvc add wrote no {missing[0]}")
     lap("dvc_add_s")
-    sig.check("interrupted; nothing was published")
+    interrupts.check("interrupted; nothing was published")
     _add_to_index(ds, [index_entry(ds, t, m, sha256_file(t / MANIFEST_NAME)) for t, m in runs])
     run_cmd(["git", "add", "--", *paths], ds.top, "git add")
     _test_stop("staged")
-    sig.check("interrupted; nothing was published")
+    interrupts.check("interrupted; nothing was published")
     staged = subprocess.run(["git", "diff", "--cached", "--quiet", "--", *paths], cwd=ds.top,
                             capture_output=True, start_new_session=True).returncode != 0
     if commit and staged:  # nothing staged: a recovery finding its commit already made
@@ -565,7 +539,7 @@ def _record(ds: DatasetRepo, runs: list[tuple[Path, dict]], commit: bool, sig: _
     return staged
 
 
-def _recover(ds: DatasetRepo, commit: bool, sig: _Signals, say) -> set[Path]:
+def _recover(ds: DatasetRepo, commit: bool, say) -> set[Path]:
     """Under the lock: finish the runs a stopped publish left in the tree without a commit — those
     its journal names and any run directory whose ``.dvc`` git does not know. A run whose files
     match its manifest is recorded and committed (as its journal says, else as ``commit``); a
@@ -600,7 +574,7 @@ def _recover(ds: DatasetRepo, commit: bool, sig: _Signals, say) -> set[Path]:
     if finish:
         _write_pending(ds, [t for t, _ in finish], commit)
         try:
-            changed = _record(ds, finish, commit, sig)
+            changed = _record(ds, finish, commit)
         except KeyboardInterrupt:
             raise KeyboardInterrupt("interrupted while finishing an interrupted publish; "
                                     "publish again to finish it") from None
@@ -712,9 +686,9 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
         with repo_lock(ds):
             lap("lock_wait_s")
             read_index(ds)
-            with _Signals() as sig:
+            with interrupts.held():  # noted, acted on where the change can be undone
                 _sweep_stale_stages(ds)
-                recovered = _recover(ds, commit, sig, say)
+                recovered = _recover(ds, commit, say)
                 tracked = _tracked(ds)
                 for p in plans:  # a concurrent publish of the same run may have landed meanwhile
                     p.found = _existing(ds, p.target, p.stage or p.src, p.names, tracked,
@@ -725,8 +699,8 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
                                                "publishing; publish again")
                         fresh.append(p)
                 if fresh:
-                    _commit_to_tree(ds, fresh, commit, lap, sig)
-                late = sig.got
+                    _commit_to_tree(ds, fresh, commit, lap)
+                late = interrupts.noted()
     finally:
         for p in todo:
             if p.stage is not None and p.stage.exists():
@@ -777,7 +751,7 @@ def _landed(ds: DatasetRepo, before: str | None, dvc_files: list[Path]) -> bool:
                               capture_output=True).returncode == 0 for f in dvc_files)
 
 
-def _commit_to_tree(ds: DatasetRepo, plans: list, commit: bool, lap, sig: _Signals):
+def _commit_to_tree(ds: DatasetRepo, plans: list, commit: bool, lap):
     """Under the lock: journal, rename into place, ``dvc add``, index, git; rolled back on failure
     or interrupt unless the commit landed."""
     dvc_files = [_dvc_file(p.target) for p in plans]
@@ -794,8 +768,8 @@ def _commit_to_tree(ds: DatasetRepo, plans: list, commit: bool, lap, sig: _Signa
         for d in sorted({p.target.parent for p in plans}):
             _fsync_dir(d)
         _test_stop("renamed")
-        sig.check("interrupted; nothing was published")
-        _record(ds, [(p.target, p.manifest) for p in plans], commit, sig, lap)
+        interrupts.check("interrupted; nothing was published")
+        _record(ds, [(p.target, p.manifest) for p in plans], commit, lap)
     except BaseException as exc:
         if not (commit and _landed(ds, head, dvc_files)):
             subprocess.run(["git", "reset", "--quiet", "--", *paths], cwd=ds.top,

@@ -6,6 +6,7 @@ import contextlib
 import html
 import os
 
+from plume_capture import interrupts
 from plume_capture.errors import OperationalError
 from plume_capture.report import figures
 from plume_capture.report.data import DEFAULT_SAMPLE, expand_run_dirs, summarize_run
@@ -139,10 +140,14 @@ def build_report(paths, out_html, png_dir=None, sample: int = DEFAULT_SAMPLE) ->
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(page)
+        interrupts.check()  # a signal whose KeyboardInterrupt was lost: never commit after it
         os.replace(tmp, out_html)
-    except OSError as exc:  # e.g. under /proc, a read-only or full file system
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if not isinstance(exc, OSError):
+            raise
+        # e.g. under /proc, a read-only or full file system
         raise OperationalError(f"cannot write {out_html}: {(exc.strerror or str(exc)).lower()}") from None
     if png_dir is not None:
         try:
