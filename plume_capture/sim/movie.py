@@ -635,6 +635,8 @@ def write_canonical(out, arr, *, fps: float, source_location_px=None, pixel_to_g
     if os.path.lexists(out):
         raise ConfigError(f"output {str(out)!r} already exists")
     scale, org = _yx("pixel_to_grid", pixel_to_grid), _yx("origin", origin)
+    if min(scale) <= 0:  # the reference's loader refuses a store whose scale or extent is not positive
+        raise ConfigError(f"pixel_to_grid must be two positive numbers (y, x), got {list(pixel_to_grid)!r}")
     try:
         import numcodecs
         import zarr
@@ -665,9 +667,21 @@ def write_canonical(out, arr, *, fps: float, source_location_px=None, pixel_to_g
                     "env": {"hostname": None, "platform": sys.platform, "python_version": sys.version.split()[0]}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         os.rename(tmp, out)
+    except OSError as exc:
+        raise OperationalError(f"cannot write {str(out)!r}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def tool_error(exc: Exception) -> int:
+    """What the movie tools' CLIs (this module, ``movie_zarr``, ``synth``) do with a failure: one
+    line on stderr; exit 2 for bad input, 3 when the machine refused (an OSError)."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        text = f"{exc.filename}: {text}"
+    print(f"error: {' '.join(text.split())}", file=sys.stderr)
+    return 2 if isinstance(exc, ConfigError) else 3
 
 
 def main(argv=None) -> int:
@@ -684,9 +698,8 @@ def main(argv=None) -> int:
         info = describe_movie(args.path)
         if args.full:
             info["sha256"] = full_sha256(info)
-    except (ConfigError, OperationalError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigError) else 3
+    except (ConfigError, OperationalError, OSError) as exc:
+        return tool_error(exc)
     print(json.dumps(info, indent=1))
     return 0
 

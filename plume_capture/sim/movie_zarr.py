@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plume_capture.errors import ConfigError
-from plume_capture.sim.movie import convert
+from plume_capture.errors import ConfigError, OperationalError
+from plume_capture.sim.movie import convert, tool_error
 
 
 def main(argv=None) -> int:
@@ -36,9 +36,8 @@ def main(argv=None) -> int:
     try:
         out = convert(args.src, args.out, dataset=args.dataset, fps=args.fps, pixel_to_grid=args.pixel_to_grid,
                       origin=args.origin, cli_args=["movie_zarr", *(sys.argv[1:] if argv is None else argv)])
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ConfigError, OperationalError, OSError) as exc:
+        return tool_error(exc)
     print(out)
     return 0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plume_capture.errors import ConfigError
+from plume_capture.errors import ConfigError, OperationalError
 
 SUFFIXES = {"npy": ".npy", "zarr": ".zarr", "hdf5": ".h5"}
 QUANTUM = 2.0 ** -16  # values are multiples of this: identical on every machine despite BLAS/libm ulps
@@ -166,9 +166,10 @@ def main(argv=None) -> int:
     try:
         path = make_movie(args.out, frames=args.frames, height=args.height, width=args.width, seed=args.seed,
                           fmt=args.format, source=args.source, fps=args.fps)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ConfigError, OperationalError, OSError) as exc:
+        from plume_capture.sim.movie import tool_error
+
+        return tool_error(exc)
     print(path)
     return 0
 

@@ -51,6 +51,30 @@ def test_the_plume_is_sensed_and_recorded(baseline):
     assert meta["config_hash"] == config_hash(config(**PUFF))
 
 
+def test_captured_readings_are_the_reference_models(tmp_path):
+    """The capture engine senses the plume of the slow reference model (tests/reference_puff.py) at
+    every recorded position: the engine, the envs and the reference share one physics."""
+    from reference_puff import PuffPlume
+
+    env = {"grid_size": [24, 16], "max_steps": 15, "plume": "puff", "goal_location": [3, 8],
+           "observation_type": "concentration", "goal_radius": 0.0}
+    puff = {"max_puffs": 9, "warmup_steps": 12, "meander_std": 1.0, "noise_std": 0.5}
+    wind = {"speed": 0.8, "direction_deg": 20.0}
+    run = capture(config(episodes=4, seed=7, env=env, puff=puff, wind=wind, output=str(tmp_path),
+                         engine={"kind": "local", "threads": 1})).run_dir
+    group = run_json(run)["extra"]["env"]["puff"]
+    checked = set()
+    plume = None
+    for r in records(run, "steps"):
+        if r["step"] == 1:
+            plume = PuffPlume(r["seed"], 24, 16, (3, 8), wind["speed"], wind["direction_deg"], **group)
+        plume.step()
+        pos = r["agent_position"]
+        assert r["observation_summary"][0] == plume.concentration(pos["x"], pos["y"]), r
+        checked.add(r["observation_summary"][0])
+    assert len(checked) > 10  # the plume was really sensed, and changed
+
+
 @pytest.mark.parametrize("engine", [
     {"kind": "local", "threads": 2, "shard_episodes": 5},
     {"kind": "local", "threads": 3, "shard_episodes": 1, "window": 1},

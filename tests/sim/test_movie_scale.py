@@ -300,6 +300,59 @@ def test_canonical_zarr_round_trip_from_npy_hdf5_and_zarr(tmp_path):
     assert not (tmp_path / "nofps.zarr").exists() and not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_store_written_as_the_reference_writes_it_is_read_as_it_is(tmp_path):
+    """The reference's ingest writes more than the canonical keys (root ``dims`` and
+    ``ingest_args``, array attributes of its own, consolidated metadata): all of it is read as it is."""
+    zarr = pytest.importorskip("zarr")
+    import numcodecs
+
+    frames = np.random.default_rng(5).random((20, 70, 90), dtype=np.float32)
+    path = tmp_path / "ref.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    arr = root.create_array("concentration", shape=frames.shape, dtype="float32", chunks=(8, 64, 64),
+                            compressors=numcodecs.Blosc(cname="zstd", clevel=5, shuffle=1))
+    arr[:] = frames
+    arr.attrs.update({"_ARRAY_DIMENSIONS": ["t", "y", "x"], "plume_nav_sim:chunks": [8, 64, 64],
+                      "plume_nav_sim:compressor": "blosc:zstd"})
+    scale = [0.5, 0.5]
+    root.attrs.update({"schema_version": "1.0.0", "fps": 60.0, "source_dtype": "uint8", "pixel_to_grid": scale,
+                       "origin": [0.0, 0.0], "extent": [35.0, 45.0], "dims": ["t", "y", "x"],
+                       "ingest_args": {"fps": 60.0, "normalize": True, "pixel_to_grid": scale}})
+    zarr.consolidate_metadata(str(path))
+    (path / "manifest.json").write_text(json.dumps({"created_at": "2026-01-01T00:00:00Z", "cli_args": ["ingest"]}))
+    assert (path / ".zmetadata").exists()
+    field, info = load_movie(path)
+    np.testing.assert_array_equal(field, frames)
+    assert info["format"] == "zarr" and info["shape"] == [20, 70, 90] and info["fps"] == 60.0
+
+
+def test_converter_refuses_in_one_line_and_leaves_nothing(tmp_path):
+    """Bad input (a scale the reference's loader refuses) is exit 2; an output the file system
+    refuses is exit 3; one line each, no temporary left."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("zarr")
+    src = make_movie(tmp_path / "m.npy", frames=4, height=8, width=8, seed=1)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    def convert_cli(*args):
+        return subprocess.run([sys.executable, "-m", "plume_capture.sim.movie_zarr", str(src), *args],
+                              capture_output=True, text=True, timeout=120)
+
+    for args, code in [([str(tmp_path / "o.zarr"), "--pixel-to-grid", "0", "1"], 2),
+                       ([str(tmp_path / "o.zarr"), "--pixel-to-grid", "1", "-2"], 2),
+                       ([str(blocker / "o.zarr")], 3)]:
+        r = convert_cli(*args)
+        assert r.returncode == code and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "m.json", "m.npy"]
+    r = subprocess.run([sys.executable, "-m", "plume_capture.sim.synth", str(blocker / "s.zarr"), "--frames", "2"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def test_synthetic_zarr_is_canonical(tmp_path):
     pytest.importorskip("zarr")
     path = make_movie(tmp_path / "s.zarr", frames=10, height=70, width=90, seed=1, fps=20.0)
