@@ -579,6 +579,8 @@ CANONICAL_CHUNKS = (8, 64, 64)
 def _source_array(src: Path, dataset: str | None, stack):
     """``(array-like (T, H, W), attrs)`` of ``src``."""
     fmt = movie_format(src)
+    if dataset is not None and fmt != "hdf5":
+        raise ConfigError(f"a dataset path (--dataset {dataset}) applies to an HDF5 source; {str(src)!r} is {fmt}")
     if fmt == "npy":
         arr = np.load(src, mmap_mode="r", allow_pickle=False)
         return arr, _sidecar(src)

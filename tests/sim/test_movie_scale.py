@@ -343,6 +343,7 @@ def test_converter_refuses_in_one_line_and_leaves_nothing(tmp_path):
 
     for args, code in [([str(tmp_path / "o.zarr"), "--pixel-to-grid", "0", "1"], 2),
                        ([str(tmp_path / "o.zarr"), "--pixel-to-grid", "1", "-2"], 2),
+                       ([str(tmp_path / "o.zarr"), "--dataset", "plumes/jet"], 2),
                        ([str(blocker / "o.zarr")], 3)]:
         r = convert_cli(*args)
         assert r.returncode == code and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
