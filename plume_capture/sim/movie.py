@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from plume_capture import interrupts
 from plume_capture.errors import ConfigError, OperationalError
 from plume_capture.spec import STEP_POLICIES
 
@@ -668,6 +669,7 @@ def write_canonical(out, arr, *, fps: float, source_location_px=None, pixel_to_g
                     "source_dtype": source_dtype,
                     "env": {"hostname": None, "platform": sys.platform, "python_version": sys.version.split()[0]}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        interrupts.check()  # a signal whose raise was lost: never publish a store it cut short
         os.rename(tmp, out)
     except OSError as exc:
         raise OperationalError(f"cannot write {str(out)!r}: {exc.strerror or exc}") from None
@@ -676,14 +678,22 @@ def write_canonical(out, arr, *, fps: float, source_location_px=None, pixel_to_g
     return out
 
 
-def tool_error(exc: Exception) -> int:
-    """What the movie tools' CLIs (this module, ``movie_zarr``, ``synth``) do with a failure: one
-    line on stderr; exit 2 for bad input, 3 when the machine refused (an OSError)."""
-    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    if isinstance(exc, OSError) and exc.filename:
-        text = f"{exc.filename}: {text}"
-    print(f"error: {' '.join(text.split())}", file=sys.stderr)
-    return 2 if isinstance(exc, ConfigError) else 3
+def run_tool(body) -> int:
+    """How the movie tools' CLIs (this module, ``movie_zarr``, ``synth``) end: ``body()``'s exit
+    code, or one line on stderr and exit 2 for bad input, 3 when the machine refused (an OSError),
+    130 for SIGINT / SIGTERM (what was being written is removed)."""
+    try:
+        with interrupts.raising():
+            return body()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (ConfigError, OperationalError, OSError) as exc:
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, OSError) and exc.filename:
+            text = f"{exc.filename}: {text}"
+        print(f"error: {' '.join(text.split())}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 3
 
 
 def main(argv=None) -> int:
@@ -696,14 +706,15 @@ def main(argv=None) -> int:
     ap.add_argument("path")
     ap.add_argument("--full", action="store_true", help="also hash every frame (reads the whole movie)")
     args = ap.parse_args(argv)
-    try:
+
+    def body() -> int:
         info = describe_movie(args.path)
         if args.full:
             info["sha256"] = full_sha256(info)
-    except (ConfigError, OperationalError, OSError) as exc:
-        return tool_error(exc)
-    print(json.dumps(info, indent=1))
-    return 0
+        print(json.dumps(info, indent=1))
+        return 0
+
+    return run_tool(body)
 
 
 if __name__ == "__main__":

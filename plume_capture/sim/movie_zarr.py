@@ -19,8 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plume_capture.errors import ConfigError, OperationalError
-from plume_capture.sim.movie import convert, tool_error
+from plume_capture.sim.movie import convert, run_tool
 
 
 def main(argv=None) -> int:
@@ -33,13 +32,13 @@ def main(argv=None) -> int:
     ap.add_argument("--pixel-to-grid", type=float, nargs=2, metavar=("Y", "X"), default=(1.0, 1.0))
     ap.add_argument("--origin", type=float, nargs=2, metavar=("Y", "X"), default=(0.0, 0.0))
     args = ap.parse_args(argv)
-    try:
-        out = convert(args.src, args.out, dataset=args.dataset, fps=args.fps, pixel_to_grid=args.pixel_to_grid,
-                      origin=args.origin, cli_args=["movie_zarr", *(sys.argv[1:] if argv is None else argv)])
-    except (ConfigError, OperationalError, OSError) as exc:
-        return tool_error(exc)
-    print(out)
-    return 0
+
+    def body() -> int:
+        print(convert(args.src, args.out, dataset=args.dataset, fps=args.fps, pixel_to_grid=args.pixel_to_grid,
+                      origin=args.origin, cli_args=["movie_zarr", *(sys.argv[1:] if argv is None else argv)]))
+        return 0
+
+    return run_tool(body)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plume_capture.errors import ConfigError, OperationalError
+from plume_capture.errors import ConfigError
 
 SUFFIXES = {"npy": ".npy", "zarr": ".zarr", "hdf5": ".h5"}
 QUANTUM = 2.0 ** -16  # values are multiples of this: identical on every machine despite BLAS/libm ulps
@@ -163,15 +163,15 @@ def main(argv=None) -> int:
     ap.add_argument("--source", type=int, nargs=2, metavar=("X", "Y"), default=None)
     ap.add_argument("--fps", type=float, default=15.0)
     args = ap.parse_args(argv)
-    try:
-        path = make_movie(args.out, frames=args.frames, height=args.height, width=args.width, seed=args.seed,
-                          fmt=args.format, source=args.source, fps=args.fps)
-    except (ConfigError, OperationalError, OSError) as exc:
-        from plume_capture.sim.movie import tool_error
 
-        return tool_error(exc)
-    print(path)
-    return 0
+    def body() -> int:
+        print(make_movie(args.out, frames=args.frames, height=args.height, width=args.width, seed=args.seed,
+                         fmt=args.format, source=args.source, fps=args.fps))
+        return 0
+
+    from plume_capture.sim.movie import run_tool
+
+    return run_tool(body)
 
 
 if __name__ == "__main__":

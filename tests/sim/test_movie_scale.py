@@ -354,6 +354,52 @@ def test_converter_refuses_in_one_line_and_leaves_nothing(tmp_path):
     assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+_SLOW_CONVERT = """
+import sys, time
+import numpy as np
+from plume_capture.sim import movie
+from plume_capture.sim.movie import run_tool, write_canonical
+
+movie.CHUNK_BYTES = 8 * 16 * 16 * 4  # blocks of 8 frames
+
+class Slow:  # a source whose second block never comes: the signal arrives mid-write
+    shape, dtype = (64, 16, 16), np.dtype("float32")
+    def __getitem__(self, key):
+        if key.start:
+            open(sys.argv[2], "w").close()
+            time.sleep(600)
+        return np.zeros((8, 16, 16), np.float32)
+
+sys.exit(run_tool(lambda: write_canonical(sys.argv[1], Slow(), fps=1.0) and 0))
+"""
+
+
+def test_a_conversion_stopped_by_sigterm_is_one_line_130_and_leaves_nothing(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("zarr")
+    out, started = tmp_path / "o.zarr", tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_CONVERT, str(out), str(started)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), proc.communicate(timeout=60)
+        assert list(tmp_path.glob(".o.zarr.*.tmp")), "the store is being written"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and err.strip() == "error: interrupted", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["started"]
+
+
 def test_synthetic_zarr_is_canonical(tmp_path):
     pytest.importorskip("zarr")
     path = make_movie(tmp_path / "s.zarr", frames=10, height=70, width=90, seed=1, fps=20.0)
