@@ -300,6 +300,25 @@ def test_canonical_zarr_round_trip_from_npy_hdf5_and_zarr(tmp_path):
     assert not (tmp_path / "nofps.zarr").exists() and not list(tmp_path.glob(".*.tmp"))
 
 
+def test_the_reference_loader_reads_what_the_converter_writes(tmp_path):
+    """Where the reference tool is installed (with its xarray extra), its own movie loader opens a
+    converted store and sees our frames; elsewhere this is skipped (docs/movie.md says what was
+    checked by hand)."""
+    video = pytest.importorskip("plume_nav_sim.plume.video", reason="the reference tool is not installed")
+    pytest.importorskip("xarray")
+    from plume_capture.sim.movie import convert
+
+    frames = np.random.default_rng(3).random((12, 40, 70), dtype=np.float32)
+    np.save(tmp_path / "m.npy", frames)
+    out = convert(tmp_path / "m.npy", tmp_path / "m.zarr", fps=15.0, pixel_to_grid=(0.5, 0.5))
+    plume = video.VideoPlume(video.VideoConfig(path=str(out)))
+    assert plume.num_frames == 12 and (plume.grid_size.width, plume.grid_size.height) == (70, 40)
+    assert plume.attrs.fps == 15.0 and tuple(plume.attrs.extent) == (20.0, 35.0)
+    for k in (0, 5, 11):
+        plume.advance_to_step(k)
+        np.testing.assert_array_equal(plume.field_array, frames[k])
+
+
 def test_a_store_written_as_the_reference_writes_it_is_read_as_it_is(tmp_path):
     """The reference's ingest writes more than the canonical keys (root ``dims`` and
     ``ingest_args``, array attributes of its own, consolidated metadata): all of it is read as it is."""
