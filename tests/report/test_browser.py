@@ -20,7 +20,7 @@ def chromium(tmp_path, *args):
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}"]
-    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=300,
                           check=True)
 
 
