@@ -649,32 +649,34 @@ def write_canonical(out, arr, *, fps: float, source_location_px=None, pixel_to_g
     source_dtype = str(np.dtype(arr.dtype))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        chunks = tuple(min(c, n) for c, n in zip(CANONICAL_CHUNKS, (t, h, w)))
-        z = root.create_array("concentration", shape=(t, h, w), dtype="float32", chunks=chunks,
-                              compressors=numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE))
-        z.attrs["_ARRAY_DIMENSIONS"] = ["t", "y", "x"]  # xarray's dims in Zarr format 2
-        step = max(chunks[0], CHUNK_BYTES // (h * w * 4) // chunks[0] * chunks[0])
-        for t0 in range(0, t, step):
-            with np.errstate(over="ignore", invalid="ignore"):
-                block = np.ascontiguousarray(arr[t0:t0 + step], dtype=np.float32)
-            _check_finite(block, Path(label), t0)
-            z[t0:t0 + len(block)] = block
-        root.attrs.update({"schema_version": CANONICAL_SCHEMA_VERSION, "fps": float(fps), "source_dtype": source_dtype,
-                           "pixel_to_grid": scale, "origin": org, "extent": [h * scale[0], w * scale[1]],
-                           **({"source_location_px": list(source_location_px)} if source_location_px is not None else {})})
-        manifest = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_sha": None,
-                    "package_version": __version__, "config_hash": None, "cli_args": list(cli_args),
-                    "source_dtype": source_dtype,
-                    "env": {"hostname": None, "platform": sys.platform, "python_version": sys.version.split()[0]}}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        interrupts.check()  # a signal whose raise was lost: never publish a store it cut short
-        os.rename(tmp, out)
-    except OSError as exc:
-        raise OperationalError(f"cannot write {str(out)!r}: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with interrupts.raising():  # SIGTERM too removes the temporary store; a lost raise is caught below
+        try:
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+            chunks = tuple(min(c, n) for c, n in zip(CANONICAL_CHUNKS, (t, h, w)))
+            blosc = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+            z = root.create_array("concentration", shape=(t, h, w), dtype="float32", chunks=chunks, compressors=blosc)
+            z.attrs["_ARRAY_DIMENSIONS"] = ["t", "y", "x"]  # xarray's dims in Zarr format 2
+            step = max(chunks[0], CHUNK_BYTES // (h * w * 4) // chunks[0] * chunks[0])
+            for t0 in range(0, t, step):
+                with np.errstate(over="ignore", invalid="ignore"):
+                    block = np.ascontiguousarray(arr[t0:t0 + step], dtype=np.float32)
+                _check_finite(block, Path(label), t0)
+                z[t0:t0 + len(block)] = block
+            source = {"source_location_px": list(source_location_px)} if source_location_px is not None else {}
+            root.attrs.update({"schema_version": CANONICAL_SCHEMA_VERSION, "fps": float(fps),
+                               "source_dtype": source_dtype, "pixel_to_grid": scale, "origin": org,
+                               "extent": [h * scale[0], w * scale[1]], **source})
+            manifest = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_sha": None,
+                        "package_version": __version__, "config_hash": None, "cli_args": list(cli_args),
+                        "source_dtype": source_dtype,
+                        "env": {"hostname": None, "platform": sys.platform, "python_version": sys.version.split()[0]}}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+            interrupts.check()  # a signal whose raise was lost: never publish a store it cut short
+            os.rename(tmp, out)
+        except OSError as exc:
+            raise OperationalError(f"cannot write {str(out)!r}: {exc.strerror or exc}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -700,7 +702,6 @@ def main(argv=None) -> int:
     """``python -m plume_capture.sim.movie FILE [--full]``: the movie's ``info`` as JSON (what
     ``run.json`` records), with ``--full`` also the SHA-256 of all its frames."""
     import argparse
-    import sys
 
     ap = argparse.ArgumentParser(prog="python -m plume_capture.sim.movie", description=main.__doc__.splitlines()[0])
     ap.add_argument("path")

@@ -419,6 +419,22 @@ def test_a_conversion_stopped_by_sigterm_is_one_line_130_and_leaves_nothing(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["started"]
 
 
+def test_a_signal_an_earlier_command_saw_does_not_stop_a_later_store(tmp_path):
+    """The converter acts on a signal seen while it writes, not on one an earlier command (in the
+    same process) already handled."""
+    import signal
+    import time
+
+    from plume_capture import interrupts
+
+    pytest.importorskip("zarr")
+    with pytest.raises(KeyboardInterrupt), interrupts.raising():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)
+    path = make_movie(tmp_path / "s.zarr", frames=4, height=8, width=8, seed=1)
+    assert load_movie(path)[0].shape == (4, 8, 8)
+
+
 def test_synthetic_zarr_is_canonical(tmp_path):
     pytest.importorskip("zarr")
     path = make_movie(tmp_path / "s.zarr", frames=10, height=70, width=90, seed=1, fps=20.0)
