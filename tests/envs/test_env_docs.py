@@ -56,6 +56,25 @@ def test_spec_max_episode_steps_is_max_steps(kw):
     assert again.unwrapped.params == env.unwrapped.params
 
 
+@pytest.mark.parametrize("kw", [{}, {"max_steps": 37}])
+def test_vector_spec_max_episode_steps_is_max_steps(kw):
+    venv = gymnasium.make_vec("PlumeNav-v0", num_envs=2, **kw)  # the vector entry point by default
+    assert venv.spec.max_episode_steps == kw.get("max_steps", 1000)
+    again = gymnasium.make_vec(venv.spec)  # make_vec passes the spec's limit on as max_episode_steps
+    assert type(again) is type(venv) and again.num_envs == 2
+    assert again.spec.max_episode_steps == venv.spec.max_episode_steps
+    assert again.params == venv.params
+
+
+def test_vector_max_episode_steps_truncates_as_a_time_limit():
+    venv = gymnasium.make_vec("PlumeNav-v0", num_envs=2, max_steps=50, max_episode_steps=10)
+    assert venv.spec.max_episode_steps == venv.params.max_steps == 10
+    venv.reset(seed=0)
+    for _ in range(10):
+        _, _, term, trunc, _ = venv.step(np.zeros(2, np.int64))
+    assert (term | trunc).all()
+
+
 def test_rgb_array_render_shows_plume_goal_and_agent():
     env = gymnasium.make("PlumeNav-v0", grid_size=(16, 8), goal_location=(12, 2), start_location=(3, 5),
                          action_type="discrete", render_mode="rgb_array")
