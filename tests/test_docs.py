@@ -138,5 +138,7 @@ def test_every_cited_results_file_exists():
             if "<" in name or name.endswith("-"):
                 continue  # a pattern such as report-<date>-<host>.json
             cited |= {f"{name}.{e}" for e in exts.split(",")} if exts else {name.rstrip(".")}
+        # a table's file column names a dated results file without its folder
+        cited |= set(re.findall(r"`([\w.\-]*\d{4}-\d\d-\d\d[\w.\-]*\.(?:json|md|png))`", p.read_text()))
     missing = sorted(f for f in cited if not (REPO / "benchmarks" / "results" / f).is_file())
     assert len(cited) > 10 and missing == []
