@@ -6,10 +6,12 @@ import fcntl
 import os
 import pty
 import re
+import select
 import struct
 import subprocess
 import sys
 import termios
+import time
 
 import pytest
 
@@ -36,7 +38,14 @@ def _cli(cli, args, tty: bool, cwd=None, size=(40, 120)):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, cwd=cwd)
     os.close(slave)
     err = b""
-    while True:
+    deadline = time.monotonic() + 300
+    # Read until the pty closes, or until the child has exited and nothing more comes: a process it
+    # started (a Ray daemon) may hold the pty open after it exits.
+    while time.monotonic() < deadline:
+        if not select.select([master], [], [], 1.0)[0]:
+            if proc.poll() is not None:
+                break
+            continue
         try:
             chunk = os.read(master, 65536)
         except OSError:  # the child closed its end
