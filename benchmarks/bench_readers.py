@@ -100,7 +100,7 @@ def main(argv=None):
            "readers": rows,
            "note": "shared 2-core machine: other engineers' work ran at the same time; wall includes imports"}
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"readers-{dt.date.today().isoformat()}-{socket.gethostname()}.json"
+    out = RESULTS / f"readers-{dt.datetime.now().strftime('%Y-%m-%d-%H%M')}-{socket.gethostname()}.json"
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"results: {out}")
     if not args.keep:
