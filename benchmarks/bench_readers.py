@@ -6,7 +6,7 @@ Captures one multi-shard run (64x64, max_steps 1000, random policy, JSON Lines +
 under $TMPDIR), then reads its steps with every reader that README.md and docs/format.md show, each
 in its own child process (peak RSS is the child's ru_maxrss; the time includes importing the
 library). Each child checks that it read run.json's step count. Results:
-benchmarks/results/readers-<date>-<host>.json.
+benchmarks/results/readers-<date>-<time>-<host>.json.
 """
 from __future__ import annotations
 
