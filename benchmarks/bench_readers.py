@@ -6,7 +6,7 @@ Captures one multi-shard run (64x64, max_steps 1000, random policy, JSON Lines +
 under $TMPDIR), then reads its steps with every reader that README.md and docs/format.md show, each
 in its own child process (peak RSS is the child's ru_maxrss; the time includes importing the
 library). Each child checks that it read run.json's step count. Results:
-benchmarks/results/readers-<date>-<host>.json.
+benchmarks/results/readers-<date>-<time>-<host>.json.
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def main(argv=None):
            "readers": rows,
            "note": "shared 2-core machine: other engineers' work ran at the same time; wall includes imports"}
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"readers-{dt.date.today().isoformat()}-{socket.gethostname()}.json"
+    out = RESULTS / f"readers-{dt.datetime.now().strftime('%Y-%m-%d-%H%M')}-{socket.gethostname()}.json"
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"results: {out}")
     if not args.keep:

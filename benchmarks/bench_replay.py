@@ -8,7 +8,7 @@ cache, one thread). Capture's time is run.json's ``extra.timing.wall_s`` (record
 written) and its process's CPU time (start-up included); replay's is the whole call (records
 decoded, re-simulated and compared) and its process's CPU time. The machine's load makes wall
 times noisy; CPU times are the steadier comparison. Results:
-benchmarks/results/replay-<date>-<host>.json.
+benchmarks/results/replay-<date>-<time>-<host>.json.
 """
 from __future__ import annotations
 

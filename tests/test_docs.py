@@ -104,3 +104,41 @@ def test_help_has_no_markup(cli):
     done = subprocess.run([sys.executable, "-c", f"from plume_capture.cli.{cli} import main; main(['--help'])"],
                           capture_output=True, text=True, timeout=120)
     assert "usage:" in done.stdout and "``" not in done.stdout and ":func:" not in done.stdout
+
+
+def _anchors(md: Path) -> set[str]:
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.*)$", md.read_text(), re.M)}
+
+
+def test_every_link_of_the_docs_resolves():
+    """Each relative link of README.md and docs/ names a file of the repository (and a heading of it)."""
+    bad, n = [], 0
+    for p in USER_DOCS:
+        prose = re.sub(r"```.*?```", "", p.read_text(), flags=re.S)
+        for link in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if re.match(r"[a-z]+:", link):
+                continue
+            n += 1
+            path, _, anchor = link.partition("#")
+            target = (p.parent / path).resolve() if path else p
+            if not target.is_relative_to(REPO) or not target.exists():
+                bad.append((p.name, link))
+            elif anchor and target.suffix == ".md" and anchor not in _anchors(target):
+                bad.append((p.name, link))
+    assert n > 40 and bad == []
+
+
+def test_every_cited_results_file_exists():
+    """A figure names its results file under benchmarks/results/; that file is in the repository."""
+    cited = set()
+    for p in USER_DOCS:
+        for m in re.finditer(r"benchmarks/results/([\w.\-]+?)(?:\.\{([\w,]+)\})?(?=[`)\s,;:]|$)", p.read_text(), re.M):
+            name, exts = m.groups()
+            if "<" in name or name.endswith("-"):
+                continue  # a pattern such as report-<date>-<host>.json
+            cited |= {f"{name}.{e}" for e in exts.split(",")} if exts else {name.rstrip(".")}
+        # a table's file column names a dated results file without its folder
+        cited |= set(re.findall(r"`([\w.\-]*\d{4}-\d\d-\d\d[\w.\-]*\.(?:json|md|png))`", p.read_text()))
+    missing = sorted(f for f in cited if not (REPO / "benchmarks" / "results" / f).is_file())
+    assert len(cited) > 10 and missing == []

@@ -49,8 +49,14 @@ class _Bar:
             except ImportError:
                 self.on = False
                 return
+            # tqdm draws nothing on a terminal that reports no size (a bare pty: script, some CI runners).
+            try:
+                sized = min(os.get_terminal_size(sys.stderr.fileno())) > 0
+            except OSError:
+                sized = False
             self.bar = tqdm(total=total, desc=self.desc, unit="step", unit_scale=True, file=sys.stderr,
-                            dynamic_ncols=True, leave=False)
+                            dynamic_ncols=sized, ncols=None if sized else 80, nrows=None if sized else 24,
+                            leave=False)
         self.bar.update(n)
 
     def __exit__(self, *exc):

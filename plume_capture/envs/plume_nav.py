@@ -51,7 +51,22 @@ def render_rgb(field: np.ndarray, params, step: int, goal, agent, *, sampled: bo
     return np.ascontiguousarray(img[::-1])
 
 
-class PlumeNavEnv(gym.Env):
+class StepLimitSpec:
+    """``spec.max_episode_steps`` is the env's ``params.max_steps``: ``gymnasium.make`` and
+    ``make_vec`` set a spec without a step limit, and the env truncates itself."""
+
+    _spec = None
+
+    @property
+    def spec(self):
+        return self._spec
+
+    @spec.setter
+    def spec(self, value):
+        self._spec = None if value is None else dataclasses.replace(value, max_episode_steps=self.params.max_steps)
+
+
+class PlumeNavEnv(StepLimitSpec, gym.Env):
     """An agent on a ``W x H`` grid seeks the odor source from concentration readings.
 
     Keyword arguments are the fields of :class:`plume_capture.sim.params.EnvParams` (defaults: the
@@ -93,15 +108,6 @@ class PlumeNavEnv(gym.Env):
         self._reached = False
         self._episodes = 0
         self._dist = 0.0
-
-    @property
-    def spec(self):
-        return self._spec
-
-    @spec.setter
-    def spec(self, value):
-        # gymnasium.make sets a spec without a step limit; ours is max_steps (the env truncates itself).
-        self._spec = None if value is None else dataclasses.replace(value, max_episode_steps=self.params.max_steps)
 
     def render(self):
         """With ``render_mode="rgb_array"``: the plume (dark to bright with concentration), the goal

@@ -7,16 +7,18 @@ from gymnasium.vector.utils import batch_space
 
 from plume_capture.kernels import specialize
 from plume_capture.kernels.rollout import reset_envs, step_envs
-from plume_capture.envs.plume_nav import SEED_MAX, check_seed
+from plume_capture.envs.plume_nav import SEED_MAX, StepLimitSpec, check_seed
 
 
-class PlumeNavVectorEnv(VectorEnv):
+class PlumeNavVectorEnv(StepLimitSpec, VectorEnv):
     """``num_envs`` envs with the same parameters as :class:`PlumeNavEnv`, state as arrays with a
     leading env axis.
 
     Seeds: ``reset(seed=s)`` gives env i the seed ``s + i``; each later episode of env i (after
     autoreset) has seed ``(previous + num_envs) mod 2**32``. Autoreset mode is NEXT_STEP: the step
     after an episode ended resets that env (its action is ignored, reward 0, flags false).
+    ``max_episode_steps`` (passed on by ``make_vec`` from a spec's step limit) truncates as a
+    ``TimeLimit`` would: episodes end at the smaller of it and ``max_steps``.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -29,8 +31,10 @@ class PlumeNavVectorEnv(VectorEnv):
                              "render a single PlumeNav-v0 with render_mode='rgb_array'")
 
         self.num_envs = int(num_envs)
-        probe = PlumeNavEnv.__new__(PlumeNavEnv)
-        PlumeNavEnv.__init__(probe, **kwargs)
+        limit = kwargs.pop("max_episode_steps", None)
+        probe = PlumeNavEnv(**kwargs)
+        if limit is not None and limit != probe.params.max_steps:
+            probe = PlumeNavEnv(**{**kwargs, "max_steps": min(int(limit), probe.params.max_steps)})
         self.physics, self.params = probe.physics, probe.params
         self.single_action_space = probe.action_space
         self.single_observation_space = probe.observation_space

@@ -72,10 +72,14 @@ def order_runs(runs) -> tuple[list, list[str]]:
 
 
 def swept_label(run, keys, short: bool = False) -> str:
-    """``key=value, ...`` of the swept keys (last name component only with ``short``), else the run's label."""
+    """``key=value, ...`` of the swept keys, else the run's label. With ``short``, each key by its
+    last name component, unless two keys share it (``wind.noise_std``, ``puff.noise_std``)."""
     if not keys:
         return run.label
-    return ", ".join(f"{k.rsplit('.', 1)[-1] if short else k}={_fmt(run.settings().get(k))}" for k in keys)
+    names = [k.rsplit(".", 1)[-1] for k in keys] if short else list(keys)
+    if len(set(names)) < len(names):
+        names = list(keys)
+    return ", ".join(f"{n}={_fmt(run.settings().get(k))}" for n, k in zip(names, keys))
 
 
 def build_report(paths, out_html, png_dir=None, sample: int = DEFAULT_SAMPLE) -> dict:

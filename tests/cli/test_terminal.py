@@ -6,10 +6,12 @@ import fcntl
 import os
 import pty
 import re
+import select
 import struct
 import subprocess
 import sys
 import termios
+import time
 
 import pytest
 
@@ -26,17 +28,24 @@ def run_dir(tmp_path_factory):
                           engine={"kind": "local"})).run_dir
 
 
-def _cli(cli, args, tty: bool, cwd=None):
+def _cli(cli, args, tty: bool, cwd=None, size=(40, 120)):
     cmd = [sys.executable, "-c", CODE.format(cli), *args]
     if not tty:
         done = subprocess.run(cmd, capture_output=True, timeout=300, cwd=cwd)
         return done.returncode, done.stdout.decode(), done.stderr.decode()
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a terminal has a width
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, cwd=cwd)
     os.close(slave)
     err = b""
-    while True:
+    deadline = time.monotonic() + 300
+    # Read until the pty closes, or until the child has exited and nothing more comes: a process it
+    # started (a Ray daemon) may hold the pty open after it exits.
+    while time.monotonic() < deadline:
+        if not select.select([master], [], [], 1.0)[0]:
+            if proc.poll() is not None:
+                break
+            continue
         try:
             chunk = os.read(master, 65536)
         except OSError:  # the child closed its end
@@ -50,8 +59,9 @@ def _cli(cli, args, tty: bool, cwd=None):
     return proc.wait(timeout=300), out, err.decode(errors="replace")
 
 
-def test_validate_and_replay_show_progress_on_a_terminal(run_dir):
-    rc, out, err = _cli("validate", ["--replay", str(run_dir)], tty=True)
+@pytest.mark.parametrize("size", [(40, 120), (0, 0)])  # (0, 0): a pty that reports no size (script, CI)
+def test_validate_and_replay_show_progress_on_a_terminal(run_dir, size):
+    rc, out, err = _cli("validate", ["--replay", str(run_dir)], tty=True, size=size)
     assert rc == 0 and out.splitlines()[3].startswith("OK")
     assert "validating" in err and "replaying" in err and "step" in err
 

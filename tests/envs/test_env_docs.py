@@ -19,7 +19,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "env.md"
 def test_training_loop_runs_as_written_and_learns():
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
     loop = [b for b in blocks if "for episode in range" in b]
-    assert len(loop) == 1 and len(loop[0].strip().splitlines()) <= 14
+    assert len(loop) == 1 and len(loop[0].strip().splitlines()) <= 11  # the import and ten lines
     ns: dict = {}
     exec(compile(loop[0], str(DOC), "exec"), ns)  # noqa: S102 - the documentation's own code
     env, q = ns["env"], ns["q"]
@@ -54,6 +54,25 @@ def test_spec_max_episode_steps_is_max_steps(kw):
     again = gymnasium.make(env.spec)  # a spec recreates the same env
     assert again.spec.max_episode_steps == env.spec.max_episode_steps
     assert again.unwrapped.params == env.unwrapped.params
+
+
+@pytest.mark.parametrize("kw", [{}, {"max_steps": 37}])
+def test_vector_spec_max_episode_steps_is_max_steps(kw):
+    venv = gymnasium.make_vec("PlumeNav-v0", num_envs=2, **kw)  # the vector entry point by default
+    assert venv.spec.max_episode_steps == kw.get("max_steps", 1000)
+    again = gymnasium.make_vec(venv.spec)  # make_vec passes the spec's limit on as max_episode_steps
+    assert type(again) is type(venv) and again.num_envs == 2
+    assert again.spec.max_episode_steps == venv.spec.max_episode_steps
+    assert again.params == venv.params
+
+
+def test_vector_max_episode_steps_truncates_as_a_time_limit():
+    venv = gymnasium.make_vec("PlumeNav-v0", num_envs=2, max_steps=50, max_episode_steps=10)
+    assert venv.spec.max_episode_steps == venv.params.max_steps == 10
+    venv.reset(seed=0)
+    for _ in range(10):
+        _, _, term, trunc, _ = venv.step(np.zeros(2, np.int64))
+    assert (term | trunc).all()
 
 
 def test_rgb_array_render_shows_plume_goal_and_agent():

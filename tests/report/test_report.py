@@ -123,6 +123,17 @@ def test_sweep_reads_in_the_order_of_its_grid(sweep_dir, tmp_path):
     assert labels == [f"name={p}, goal_radius={g}" for p, g in grid]
 
 
+def test_bar_labels_keep_full_keys_where_short_ones_would_clash():
+    from types import SimpleNamespace
+
+    from plume_capture.report.page import swept_label
+
+    run = SimpleNamespace(settings=lambda: {"wind.noise_std": 0.5, "puff.noise_std": 0.2, "policy.name": "random"})
+    assert swept_label(run, ["policy.name", "wind.noise_std"], short=True) == "name=random, noise_std=0.5"
+    assert swept_label(run, ["wind.noise_std", "puff.noise_std"], short=True) == \
+        "wind.noise_std=0.5, puff.noise_std=0.2"
+
+
 def test_long_walks_are_drawn_thinner_and_fewer():
     from types import SimpleNamespace
 
