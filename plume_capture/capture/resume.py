@@ -16,6 +16,7 @@ and the run is published as usual.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -72,11 +73,27 @@ def _strict(path: Path, raw: bytes, where: str):
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
+def _read_own(path: Path) -> bytes:
+    """The bytes of the run's own bookkeeping file ``path``: a regular file, never through a
+    symlink (a FIFO would block, ``/dev/zero`` never end); FileNotFoundError if it is missing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        why = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror or exc}"
+        raise ConfigError(f"cannot resume: {path} {why}, not a file of the run") from None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"cannot resume: {path} is not a regular file, not a file of the run")
+        return f.read()
+
+
 def read_manifest(run_dir) -> dict:
     """The interrupted run's ``capture.json``, checked; ConfigError naming the damage."""
     path = locate(run_dir) / MANIFEST
     try:
-        raw = path.read_bytes()
+        raw = _read_own(path)
     except OSError as exc:
         raise ConfigError(f"cannot resume: cannot read {path}: {exc.strerror or exc}") from None
     doc = _strict(path, raw, "")
@@ -134,7 +151,7 @@ def read_journal(staging: Path) -> list[dict]:
     was cut by the interruption and is not an entry; any other damage is a ConfigError."""
     path = staging / JOURNAL
     try:
-        raw = path.read_bytes()
+        raw = _read_own(path)
     except FileNotFoundError:
         return []
     except OSError as exc:
@@ -337,9 +354,16 @@ def resume_run(run_dir, spec=None, *, progress: bool = False):
     lock = RunLock(staging)
     try:
         if not staging.name.endswith(".partial"):  # stopped inside the commit: back to its staging name
+            if (staging / "run.json").exists() or not (staging / MANIFEST).is_file():
+                (staging / LOCK).unlink()  # ours: the commit it raced had already dropped its own
+                raise ConfigError(f"cannot resume {str(run_dir)!r}: the run is already complete ({staging})")
             final, staging = staging, staging_path(staging)
             os.rename(final, staging)
         manifest = read_manifest(staging)
+        if manifest["run_id"] != staging.name[1:-len(".partial")]:  # every record written holds it
+            raise ConfigError(f"cannot resume {str(run_dir)!r}: {staging / MANIFEST} names run "
+                              f"{manifest['run_id']!r}, not {staging.name[1:-len('.partial')]} (damaged, or the "
+                              "directory was renamed)")
         spec_now = _resumed_spec(run_dir, manifest, spec)
         stored_engine = manifest["config"].get("engine")
         stored_shards = stored_engine.get("shard_episodes") if isinstance(stored_engine, dict) else None

@@ -329,3 +329,21 @@ def test_one_file_layout_resume_goes_back_before_a_flipped_bit(tmp_path, monkeyp
     assert meta["extra"]["engine"]["layout"] == "one_file" and meta["extra"]["engine"]["resumed_from_shard"] == 3
     assert validate_run_artifacts(result.run_dir)["ok"]
     assert_same_records(clean, result.run_dir, parquet=True)
+
+
+def test_a_resume_that_loses_the_race_to_the_commit_leaves_the_run_alone(tmp_path, monkeypatch):
+    """A resume saw a commit half done (renamed, no run.json yet) and the commit finished before
+    the resume took the lock: the resume refuses in one line and leaves the published run as it
+    is (it used to rename it back to its hidden staging name)."""
+    from plume_capture.capture import resume
+    from plume_capture.errors import ConfigError
+    from plume_capture.readback.validate import validate_run_artifacts
+
+    final = capture(config(output=str(tmp_path / "out"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
+    before = sorted(str(p.relative_to(final)) for p in final.rglob("*"))
+    monkeypatch.setattr(resume, "locate", lambda run_dir: final)  # what it saw before the commit ended
+    with pytest.raises(ConfigError, match="already complete"):
+        resume.resume_run(final)
+    assert sorted(str(p.relative_to(final)) for p in final.rglob("*")) == before
+    assert [p.name for p in final.parent.iterdir()] == [final.name]
+    assert validate_run_artifacts(final)["ok"]

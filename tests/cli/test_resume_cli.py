@@ -481,15 +481,27 @@ def test_a_bit_flipped_in_any_digit_of_the_last_journal_line_is_never_published_
     assert outcomes == {"shard": 2, "steps": 0, "a size": 0, "a sha256": 0}, outcomes
 
 
-def test_capture_json_shard_size_halved_is_refused(tmp_path, killed_late):
+def _halve_shards(manifest):
+    manifest["shard_episodes"] //= 2
+    return "shard_episodes 2 is not the run's shard plan (4)"
+
+
+def _flip_run_id(manifest):  # one bit of its last hex digit: every record written holds the old one
+    rid = manifest["run_id"]
+    manifest["run_id"] = rid[:-1] + chr(ord(rid[-1]) ^ 1)
+    return f"names run {manifest['run_id']!r}, not {rid}"
+
+
+@pytest.mark.parametrize("edit", [_halve_shards, _flip_run_id], ids=["shard-size-halved", "run-id-bit-flip"])
+def test_capture_json_damage_is_refused(tmp_path, killed_late, edit):
     staging = _copy(killed_late, tmp_path)
     manifest = json.loads((staging / "capture.json").read_text())
-    manifest["shard_episodes"] //= 2
+    said = edit(manifest)
     (staging / "capture.json").write_text(json.dumps(manifest))
     before = {p.name: p.read_bytes() for p in staging.iterdir() if p.is_file() and p.name != "lock"}
     res = _run(["--resume", str(staging.relative_to(tmp_path)), "--quiet"], tmp_path)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
-    assert "shard_episodes 2 is not the run's shard plan (4)" in res.stderr, res.stderr
+    assert said in res.stderr, res.stderr
     assert {p.name: p.read_bytes() for p in staging.iterdir() if p.is_file() and p.name != "lock"} == before
     assert complete_runs(tmp_path / "out") == []
 
@@ -512,6 +524,40 @@ def test_resume_never_deletes_through_a_symlink(tmp_path, killed_late, where):
     assert "symbolic link" in res.stderr and where.split("/")[0] in res.stderr, res.stderr
     assert (precious / "a.txt").read_text() == "keep me" and (precious / "steps.part0042.jsonl.gz").exists()
     assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*")) == before
+
+
+@pytest.mark.parametrize("name,make", [
+    ("journal.jsonl", "fifo"), ("journal.jsonl", "devzero"), ("capture.json", "devzero"),
+    ("lock", "fifo"), ("lock", "dir")])
+def test_bookkeeping_that_is_not_a_regular_file_is_refused_in_one_line(tmp_path, killed_late, name, make):
+    """The journal, capture.json or the lock replaced by a FIFO (reading it blocked forever), a
+    symlink to /dev/zero (read until the OOM killer came) or a directory (an internal error):
+    one line, exit 2, in seconds, and the run stays as it was."""
+    staging = _copy(killed_late, tmp_path)
+    (staging / name).unlink()
+    if make == "fifo":
+        os.mkfifo(staging / name)
+    elif make == "dir":
+        (staging / name).mkdir()
+    else:
+        (staging / name).symlink_to("/dev/zero")
+    before = sorted(str(p.relative_to(staging)) for p in staging.rglob("*"))
+    # the old code read /dev/zero into memory: a cap on the child's memory keeps the machine safe
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_DATA, (6 << 30, 6 << 30)); "
+    proc = subprocess.Popen([sys.executable, "-c", limit + "import runpy; runpy.run_module('plume_capture', "
+                             "run_name='__main__')", "--resume", str(staging.relative_to(tmp_path)), "--quiet"],
+                            cwd=tmp_path, env=_env(uuid.uuid4().hex), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert name in err and "Traceback" not in err, err
+    assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*")) == before
+    assert complete_runs(tmp_path / "out") == []
 
 
 def test_an_unknown_name_in_the_staging_directory_is_refused_not_deleted(tmp_path, killed_late):
