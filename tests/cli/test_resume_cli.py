@@ -76,7 +76,7 @@ def _interrupt_mid_run(tmp_path, sig, extra_args=()):
     mark = uuid.uuid4().hex
     proc = _cli([*LONG_ARGS, *extra_args], tmp_path, mark)
     exp = tmp_path / "out" / "default"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # process start (and Ray) on a loaded 2-core box
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             journals = list(exp.glob(".*.partial/journal.jsonl"))
@@ -239,7 +239,7 @@ def test_unicode_experiment_names(tmp_path):
 # ----------------------------------------------------------------------------- one writer per run
 
 def _wait_for_shards(proc, exp: Path, shards: int = 3) -> Path:
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # process start (and Ray) on a loaded 2-core box
     while time.monotonic() < deadline and proc.poll() is None:
         journals = list(exp.glob(".*.partial/journal.jsonl"))
         if journals and journals[0].read_text().count("\n") >= shards:
@@ -527,10 +527,9 @@ def test_resume_never_deletes_through_a_symlink(tmp_path, killed_late, where):
 
 
 @pytest.mark.parametrize("name,make", [
-    ("journal.jsonl", "fifo"), ("journal.jsonl", "devzero"), ("capture.json", "devzero"),
-    ("lock", "fifo"), ("lock", "dir")])
+    ("journal.jsonl", "fifo"), ("journal.jsonl", "devzero"), ("lock", "fifo"), ("lock", "dir")])
 def test_bookkeeping_that_is_not_a_regular_file_is_refused_in_one_line(tmp_path, killed_late, name, make):
-    """The journal, capture.json or the lock replaced by a FIFO (reading it blocked forever), a
+    """The journal or the lock replaced by a FIFO (reading it blocked forever), a
     symlink to /dev/zero (read until the OOM killer came) or a directory (an internal error):
     one line, exit 2, in seconds, and the run stays as it was."""
     staging = _copy(killed_late, tmp_path)
