@@ -171,8 +171,9 @@ def kept_entries(staging: Path, entries: list[dict], shards: list, max_steps: in
     """The longest prefix of ``entries`` that agrees with the shard plan ``shards`` (episodes,
     steps within ``max_steps`` per episode, rows, file names) and whose files on disk hold what
     it records: each file's first ``bytes`` bytes hash to its sha256 (one read per file; a
-    multi-shard run's files are exactly that long). Parquet files count only with ``parquet``
-    (else they are not kept)."""
+    multi-shard run's files are exactly that long), or, in an earlier version's journal without
+    sha256s, are whole gzip members (CRCs checked) holding its ``rows`` lines. Parquet files count
+    only with ``parquet`` (else they are not kept)."""
     planned, wanted = [], {}
     parts = {STEPS_BASENAME: 0, EPISODES_BASENAME: 0}
     steps_before = 0
@@ -185,23 +186,36 @@ def kept_entries(staging: Path, entries: list[dict], shards: list, max_steps: in
         for name, size, *_ in files:
             wanted.setdefault(name, set()).add(size)
         steps_before = e["steps"]
-    on_disk = {}  # name -> (its size, {prefix size: sha256}); (-1, {}) if missing
+    unhashed = {f[0] for _, files in planned for f in files if len(f) == 3}  # an earlier version's journal
+    on_disk = {}  # name -> (its size, {prefix size: sha256}, {prefix size: lines}); (-1, {}, {}) if missing
     for name, sizes in wanted.items():
         try:
             st = os.lstat(staging / name)
         except FileNotFoundError:
-            on_disk[name] = (-1, {})
+            on_disk[name] = (-1, {}, {})
             continue
-        on_disk[name] = (st.st_size, _digests(staging / name, sizes) if stat.S_ISREG(st.st_mode) else {})
+        regular = stat.S_ISREG(st.st_mode)
+        on_disk[name] = (st.st_size, _digests(staging / name, sizes) if regular else {},
+                         _member_rows(staging / name, max(sizes)) if regular and name in unhashed else {})
     out = []
     for e, files in planned:
         exact = "files" in e  # a committed shard's file never grows; a one-file part does
-        for name, size, _, *sha in files:
-            have, digest = on_disk[name]
-            if (have != size if exact else have < size) or (sha and digest.get(size) != sha[0]):
+        for name, size, rows, *sha in files:
+            have, digest, lines = on_disk[name]
+            if (have != size if exact else have < size) or (sha and digest.get(size) != sha[0]) \
+                    or (not sha and lines.get(size) != rows):  # no sha256: whole members, CRCs, rows
                 return out
         out.append(e)
     return out
+
+
+def _member_rows(path: Path, upto: int) -> dict:
+    from plume_capture.io.files import gzip_member_rows
+
+    try:
+        return gzip_member_rows(path, upto)
+    except OSError as exc:  # the machine refused (exit 3): the run stays as it was, resumable later
+        raise OperationalError(f"cannot resume: cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _digests(path: Path, sizes) -> dict:
