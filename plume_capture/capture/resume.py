@@ -365,6 +365,8 @@ def resume_run(run_dir, spec=None, *, progress: bool = False):
     from plume_capture.sim.plan import plan
 
     staging = locate(run_dir)
+    if not staging.name.endswith(".partial"):  # before a lock file is made in a directory maybe not a run's
+        _check_run_id(run_dir, staging, read_manifest(staging), staging.name)
     lock = RunLock(staging)
     try:
         if not staging.name.endswith(".partial"):  # stopped inside the commit: back to its staging name
@@ -374,10 +376,7 @@ def resume_run(run_dir, spec=None, *, progress: bool = False):
             final, staging = staging, staging_path(staging)
             os.rename(final, staging)
         manifest = read_manifest(staging)
-        if manifest["run_id"] != staging.name[1:-len(".partial")]:  # every record written holds it
-            raise ConfigError(f"cannot resume {str(run_dir)!r}: {staging / MANIFEST} names run "
-                              f"{manifest['run_id']!r}, not {staging.name[1:-len('.partial')]} (damaged, or the "
-                              "directory was renamed)")
+        _check_run_id(run_dir, staging, manifest, staging.name[1:-len(".partial")])
         spec_now = _resumed_spec(run_dir, manifest, spec)
         stored_engine = manifest["config"].get("engine")
         stored_shards = stored_engine.get("shard_episodes") if isinstance(stored_engine, dict) else None
@@ -422,6 +421,13 @@ def resume_run(run_dir, spec=None, *, progress: bool = False):
             lock.release()
             raise ConfigError(f"cannot resume {str(run_dir)!r}: {exc}") from None
         return execute(p, sink, lock, progress)
+
+
+def _check_run_id(run_dir, where: Path, manifest: dict, name: str) -> None:
+    """``capture.json`` must name the run of its directory: every record written holds the run id."""
+    if manifest["run_id"] != name:
+        raise ConfigError(f"cannot resume {str(run_dir)!r}: {where / MANIFEST} names run {manifest['run_id']!r}, "
+                          f"not {name} (damaged, or the directory was renamed)")
 
 
 def _cut_journal(staging: Path, keep: int) -> None:

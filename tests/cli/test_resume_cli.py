@@ -506,6 +506,22 @@ def test_capture_json_damage_is_refused(tmp_path, killed_late, edit):
     assert complete_runs(tmp_path / "out") == []
 
 
+def test_a_directory_that_is_not_the_run_of_its_capture_json_is_never_renamed(tmp_path, killed_late):
+    """``--resume mine/`` where ``mine`` holds some run's capture.json (not ``.partial``, no
+    run.json: what a commit stopped after its rename looks like): one line, exit 2, and ``mine``
+    keeps its name and its files, with no lock file added (it used to be renamed ``.mine.partial``
+    and left so)."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "capture.json").write_bytes((killed_late / "capture.json").read_bytes())
+    (mine / "notes.txt").write_text("mine")
+    res = _run(["--resume", "mine", "--quiet"], tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "not mine" in res.stderr, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    assert sorted(p.name for p in mine.iterdir()) == ["capture.json", "notes.txt"]
+
+
 @pytest.mark.parametrize("where", ["steps.backup", "steps.parquet/part-09999.parquet", "lock"])
 def test_resume_never_deletes_through_a_symlink(tmp_path, killed_late, where):
     """A symlink in the staging directory (to a directory, a file, or in place of the lock) is
