@@ -367,16 +367,29 @@ def test_an_earlier_versions_journal_without_sha256s_still_catches_a_flipped_bit
 
 
 def test_a_resume_that_loses_the_race_to_the_commit_leaves_the_run_alone(tmp_path, monkeypatch):
-    """A resume saw a commit half done (renamed, no run.json yet) and the commit finished before
-    the resume took the lock: the resume refuses in one line and leaves the published run as it
-    is (it used to rename it back to its hidden staging name)."""
+    """A resume finds a commit half done (renamed, capture.json still there, no run.json yet) and
+    the commit finishes just before the resume takes the lock: the resume refuses in one line and
+    leaves the published run as it is (it used to rename it back to its hidden staging name)."""
+    import json
+
     from plume_capture.capture import resume
+    from plume_capture.capture.lock import RunLock
     from plume_capture.errors import ConfigError
     from plume_capture.readback.validate import validate_run_artifacts
 
     final = capture(config(output=str(tmp_path / "out"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
     before = sorted(str(p.relative_to(final)) for p in final.rglob("*"))
-    monkeypatch.setattr(resume, "locate", lambda run_dir: final)  # what it saw before the commit ended
+    meta = (final / "run.json").read_bytes()
+    (final / "run.json").unlink()  # the commit between its rename and run.json
+    (final / MANIFEST).write_text(json.dumps({"run_id": final.name, "config_hash": "0" * 64, "config": {},
+                                              "start_time": 0}))
+
+    def commit_finishes_first(staging):
+        (final / "run.json").write_bytes(meta)
+        (final / MANIFEST).unlink()
+        return RunLock(staging)
+
+    monkeypatch.setattr(resume, "RunLock", commit_finishes_first)
     with pytest.raises(ConfigError, match="already complete"):
         resume.resume_run(final)
     assert sorted(str(p.relative_to(final)) for p in final.rglob("*")) == before
