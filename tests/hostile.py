@@ -47,16 +47,6 @@ def run_cli(module: str, *args, deadline: float = 60.0):
     return p.returncode, p.stderr.strip().splitlines(), time.monotonic() - t
 
 
-def assert_prompt(secs: float, bound: float, baseline) -> None:
-    """``secs`` (a hostile case's time) is under ``bound``, or, on a machine so loaded that even that
-    is slow, under twice ``baseline()`` (the seconds the same command takes on an intact run, measured
-    now, only then) plus ``bound - 5``. A hang or an unbounded read (the deadline) still fails."""
-    if secs < bound:
-        return
-    base = baseline()
-    assert secs < 2 * base + bound - 5, f"{secs:.1f} s; the same command on an intact run takes {base:.1f} s now"
-
-
 def run_python(code: str, deadline: float = 60.0):
     """-> (exit code, stderr lines, seconds) of ``python -c code``."""
     t = time.monotonic()

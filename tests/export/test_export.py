@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from hostile import HOSTILE, assert_prompt, run_cli
+from hostile import HOSTILE, run_cli
 from plume_capture.capture import capture
 from plume_capture.cli.export import main as export_main
 from plume_capture.config import complete_config
@@ -343,12 +343,11 @@ def test_a_fifo_a_device_or_a_gzip_bomb_is_refused_in_seconds(tmp_path, kind, pa
     name = "steps.parquet" if parquet and "bomb" not in kind else "steps.jsonl.gz"
     HOSTILE[kind](run_dir / name)
     out = tmp_path / "out"
-    code, err, secs = run_cli("plume_capture.cli.export", run_dir, "--to", "rllib", out, deadline=180)
+    code, err, secs = run_cli("plume_capture.cli.export", run_dir, "--to", "rllib", out, deadline=60)
     assert code == 2 and len(err) == 1 and err[0].startswith("plume-nav-export: "), (code, err)
     assert name in err[0], err
     assert os.listdir(tmp_path) == ["runs"]  # no output, no staging
-    assert_prompt(secs, 15, lambda: run_cli("plume_capture.cli.export", _run(tmp_path / "base", parquet=parquet),
-                                            "--to", "rllib", tmp_path / "base-out", deadline=300)[2])
+    assert secs < 15, secs
 
 
 def test_sigterm_mid_export_exits_130_and_leaves_no_staging(tmp_path):

@@ -248,7 +248,7 @@ def test_episode_index():
 # ------------------------------------------------------------------------------------------------
 # Issue 31: load_run opens regular files only and reads no more text than run.json's records hold
 
-from hostile import HOSTILE, assert_prompt, run_python  # noqa: E402
+from hostile import HOSTILE, run_python  # noqa: E402
 
 
 @pytest.mark.parametrize("kind,name", [(k, n) for k in sorted(HOSTILE) for n in (
@@ -257,12 +257,10 @@ from hostile import HOSTILE, assert_prompt, run_python  # noqa: E402
 def test_load_run_neither_hangs_nor_reads_forever(tmp_path, kind, name, check):
     run = Path(make_run(tmp_path / "run", episodes=4, steps_per_episode=30, rotate=45, parquet=False))
     HOSTILE[kind](run / name)
-    code_of = ("import sys\nfrom plume_capture.readback.load import load_run\n"
-               "try:\n    load_run({!r}, check={})\n"
-               "except ValueError as e:\n    print(e, file=sys.stderr); sys.exit(2)\n").format
-    code, err, secs = run_python(code_of(str(run), check), deadline=180)
+    code, err, secs = run_python(
+        "import sys\nfrom plume_capture.readback.load import load_run\n"
+        f"try:\n    load_run({str(run)!r}, check={check})\n"
+        "except ValueError as e:\n    print(e, file=sys.stderr); sys.exit(2)\n", deadline=60)
     assert code == 2 and len(err) == 1 and name in err[0], (code, err)
     assert ("decompresses to more than" in err[0]) if "bomb" in kind else ("not a regular file" in err[0])
-    intact = tmp_path / "intact"
-    assert_prompt(secs, 15, lambda: run_python(code_of(str(make_run(intact, episodes=4, steps_per_episode=30, rotate=45,
-                                                                     parquet=False)), check), deadline=300)[2])
+    assert secs < 15, secs

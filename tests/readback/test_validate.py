@@ -13,7 +13,7 @@ import pytest
 from plume_capture import spec as records
 from plume_capture.cli.validate import main
 from plume_capture.readback.validate import CODES, WARNING_CODES, validate_run_artifacts
-from hostile import HOSTILE, assert_prompt, fifo, gzip_bomb, run_cli
+from hostile import HOSTILE, fifo, gzip_bomb, run_cli
 from runfactory import (make_run, read_lines, read_meta, refresh_manifest, write_lines,
                         write_meta, write_parquet)
 
@@ -722,12 +722,11 @@ def test_parquet_source_only_where_it_can_stand_for_the_full_check(tmp_path):
 
 @pytest.mark.parametrize("kind,name", [(k, n) for k in sorted(HOSTILE) for n in (
     ["steps.part0002.jsonl.gz"] if "bomb" in k else ["steps.part0002.jsonl.gz", "run.json", "steps.parquet"])])
-def test_cli_neither_hangs_nor_reads_forever(run, good_run, kind, name):
+def test_cli_neither_hangs_nor_reads_forever(run, kind, name):
     HOSTILE[kind](run / name)
-    code, err, secs = run_cli("plume_capture.cli.validate", run, deadline=180)
+    code, err, secs = run_cli("plume_capture.cli.validate", run, deadline=60)
     if "bomb" in kind:  # read (bounded): a damaged part of an invalid run
-        assert code == 1, (code, err, secs)
-        assert_prompt(secs, 20, lambda: run_cli("plume_capture.cli.validate", good_run, deadline=300)[2])
+        assert code == 1 and secs < 20, (code, err, secs)
     else:  # nothing of the run read: refused in one line
         assert code == 2 and len(err) == 1 and "FILE_NOT_REGULAR" in err[0] and name in err[0], err
         assert ("a FIFO" if kind == "fifo" else "a character device") in err[0]

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from hostile import HOSTILE, assert_prompt, run_cli
+from hostile import HOSTILE, run_cli
 from plume_capture.cli.report import main
 from runfactory import refresh_manifest
 from plume_capture.report import summarize_run
@@ -352,11 +352,9 @@ def test_a_fifo_a_device_or_a_gzip_bomb_is_refused_in_seconds(kind, parquet_run,
     refresh_manifest(target)
     HOSTILE[kind](target / "steps.jsonl.gz")
     out = tmp_path / "r.html"
-    code, err, secs = run_cli("plume_capture.cli.report", target, "-o", out, deadline=180)
+    code, err, secs = run_cli("plume_capture.cli.report", target, "-o", out, deadline=60)
     assert code == 2 and len(err) == 1 and "steps.jsonl.gz" in err[0], (code, err)
-    assert not out.exists()
-    assert_prompt(secs, 15, lambda: run_cli("plume_capture.cli.report", parquet_run, "-o", tmp_path / "base.html",
-                                            deadline=300)[2])
+    assert not out.exists() and secs < 15, secs
 
 
 def test_a_changed_movie_is_not_drawn(tmp_path):
