@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from plume_capture.errors import ConfigError
@@ -17,11 +18,17 @@ class RunLock:
     def __init__(self, staging: Path):
         self.path = Path(staging) / LOCK
         try:  # never through a symlink: the lock file is truncated
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as exc:
-            if exc.errno != errno.ELOOP:
+            if exc.errno == errno.ENOENT:  # e.g. a resume racing the commit that renamed it away
+                raise ConfigError(f"cannot lock {self.path}: {staging} is gone (finished or moved)") from None
+            if exc.errno not in (errno.ELOOP, errno.EISDIR):
                 raise
-            raise ConfigError(f"cannot lock {self.path}: it is a symbolic link") from None
+            what = "a symbolic link" if exc.errno == errno.ELOOP else "a directory"
+            raise ConfigError(f"cannot lock {self.path}: it is {what}, not a lock file") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ConfigError(f"cannot lock {self.path}: it is not a regular file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -16,6 +16,7 @@ and the run is published as usual.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -72,11 +73,27 @@ def _strict(path: Path, raw: bytes, where: str):
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
+def _read_own(path: Path) -> bytes:
+    """The bytes of the run's own bookkeeping file ``path``: a regular file, never through a
+    symlink (a FIFO would block, ``/dev/zero`` never end); FileNotFoundError if it is missing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        why = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror or exc}"
+        raise ConfigError(f"cannot resume: {path} {why}, not a file of the run") from None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"cannot resume: {path} is not a regular file, not a file of the run")
+        return f.read()
+
+
 def read_manifest(run_dir) -> dict:
     """The interrupted run's ``capture.json``, checked; ConfigError naming the damage."""
     path = locate(run_dir) / MANIFEST
     try:
-        raw = path.read_bytes()
+        raw = _read_own(path)
     except OSError as exc:
         raise ConfigError(f"cannot resume: cannot read {path}: {exc.strerror or exc}") from None
     doc = _strict(path, raw, "")
@@ -134,7 +151,7 @@ def read_journal(staging: Path) -> list[dict]:
     was cut by the interruption and is not an entry; any other damage is a ConfigError."""
     path = staging / JOURNAL
     try:
-        raw = path.read_bytes()
+        raw = _read_own(path)
     except FileNotFoundError:
         return []
     except OSError as exc:
@@ -154,8 +171,9 @@ def kept_entries(staging: Path, entries: list[dict], shards: list, max_steps: in
     """The longest prefix of ``entries`` that agrees with the shard plan ``shards`` (episodes,
     steps within ``max_steps`` per episode, rows, file names) and whose files on disk hold what
     it records: each file's first ``bytes`` bytes hash to its sha256 (one read per file; a
-    multi-shard run's files are exactly that long). Parquet files count only with ``parquet``
-    (else they are not kept)."""
+    multi-shard run's files are exactly that long), or, in an earlier version's journal without
+    sha256s, are whole gzip members (CRCs checked) holding its ``rows`` lines. Parquet files count
+    only with ``parquet`` (else they are not kept)."""
     planned, wanted = [], {}
     parts = {STEPS_BASENAME: 0, EPISODES_BASENAME: 0}
     steps_before = 0
@@ -168,23 +186,36 @@ def kept_entries(staging: Path, entries: list[dict], shards: list, max_steps: in
         for name, size, *_ in files:
             wanted.setdefault(name, set()).add(size)
         steps_before = e["steps"]
-    on_disk = {}  # name -> (its size, {prefix size: sha256}); (-1, {}) if missing
+    unhashed = {f[0] for _, files in planned for f in files if len(f) == 3}  # an earlier version's journal
+    on_disk = {}  # name -> (its size, {prefix size: sha256}, {prefix size: lines}); (-1, {}, {}) if missing
     for name, sizes in wanted.items():
         try:
             st = os.lstat(staging / name)
         except FileNotFoundError:
-            on_disk[name] = (-1, {})
+            on_disk[name] = (-1, {}, {})
             continue
-        on_disk[name] = (st.st_size, _digests(staging / name, sizes) if stat.S_ISREG(st.st_mode) else {})
+        regular = stat.S_ISREG(st.st_mode)
+        on_disk[name] = (st.st_size, _digests(staging / name, sizes) if regular else {},
+                         _member_rows(staging / name, max(sizes)) if regular and name in unhashed else {})
     out = []
     for e, files in planned:
         exact = "files" in e  # a committed shard's file never grows; a one-file part does
-        for name, size, _, *sha in files:
-            have, digest = on_disk[name]
-            if (have != size if exact else have < size) or (sha and digest.get(size) != sha[0]):
+        for name, size, rows, *sha in files:
+            have, digest, lines = on_disk[name]
+            if (have != size if exact else have < size) or (sha and digest.get(size) != sha[0]) \
+                    or (not sha and lines.get(size) != rows):  # no sha256: whole members, CRCs, rows
                 return out
         out.append(e)
     return out
+
+
+def _member_rows(path: Path, upto: int) -> dict:
+    from plume_capture.io.files import gzip_member_rows
+
+    try:
+        return gzip_member_rows(path, upto)
+    except OSError as exc:  # the machine refused (exit 3): the run stays as it was, resumable later
+        raise OperationalError(f"cannot resume: cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _digests(path: Path, sizes) -> dict:
@@ -334,12 +365,18 @@ def resume_run(run_dir, spec=None, *, progress: bool = False):
     from plume_capture.sim.plan import plan
 
     staging = locate(run_dir)
+    if not staging.name.endswith(".partial"):  # before a lock file is made in a directory maybe not a run's
+        _check_run_id(run_dir, staging, read_manifest(staging), staging.name)
     lock = RunLock(staging)
     try:
         if not staging.name.endswith(".partial"):  # stopped inside the commit: back to its staging name
+            if (staging / "run.json").exists() or not (staging / MANIFEST).is_file():
+                (staging / LOCK).unlink()  # ours: the commit it raced had already dropped its own
+                raise ConfigError(f"cannot resume {str(run_dir)!r}: the run is already complete ({staging})")
             final, staging = staging, staging_path(staging)
             os.rename(final, staging)
         manifest = read_manifest(staging)
+        _check_run_id(run_dir, staging, manifest, staging.name[1:-len(".partial")])
         spec_now = _resumed_spec(run_dir, manifest, spec)
         stored_engine = manifest["config"].get("engine")
         stored_shards = stored_engine.get("shard_episodes") if isinstance(stored_engine, dict) else None
@@ -384,6 +421,13 @@ def resume_run(run_dir, spec=None, *, progress: bool = False):
             lock.release()
             raise ConfigError(f"cannot resume {str(run_dir)!r}: {exc}") from None
         return execute(p, sink, lock, progress)
+
+
+def _check_run_id(run_dir, where: Path, manifest: dict, name: str) -> None:
+    """``capture.json`` must name the run of its directory: every record written holds the run id."""
+    if manifest["run_id"] != name:
+        raise ConfigError(f"cannot resume {str(run_dir)!r}: {where / MANIFEST} names run {manifest['run_id']!r}, "
+                          f"not {name} (damaged, or the directory was renamed)")
 
 
 def _cut_journal(staging: Path, keep: int) -> None:

@@ -329,3 +329,69 @@ def test_one_file_layout_resume_goes_back_before_a_flipped_bit(tmp_path, monkeyp
     assert meta["extra"]["engine"]["layout"] == "one_file" and meta["extra"]["engine"]["resumed_from_shard"] == 3
     assert validate_run_artifacts(result.run_dir)["ok"]
     assert_same_records(clean, result.run_dir, parquet=True)
+
+
+def test_an_earlier_versions_journal_without_sha256s_still_catches_a_flipped_bit(tmp_path, monkeypatch):
+    """A one-file run interrupted by an earlier version: its journal lists each part's size and
+    rows but no sha256. A bit flipped inside shard 3's bytes is caught by the gzip CRC of its
+    member (every kept member is decompressed and its lines counted): resume goes back to shard 3."""
+    import json
+
+    from plume_capture.capture import run as engine
+    from plume_capture.readback.validate import validate_run_artifacts
+
+    clean = capture(config(output=str(tmp_path / "clean"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
+    cfg = config(output=str(tmp_path / "out"), parquet=True, engine={"kind": "local", "shard_episodes": 4}, **SMALL)
+    real_prepare = engine.prepare
+    with monkeypatch.context() as m:
+        m.setattr(engine, "prepare", lambda spec, **kw: real_prepare(spec, **{**kw, "one_file": True}))
+        _crash_publish(m)
+        with pytest.raises(Boom) as info:
+            capture(cfg)
+    staging = info.value.staging
+    entries = [json.loads(ln) for ln in (staging / JOURNAL).read_text().splitlines()]
+    for e in entries:  # as an earlier version wrote them
+        for f in e["steps_files"] + e["episodes_files"]:
+            del f[3:]
+    (staging / JOURNAL).write_text("".join(json.dumps(e) + "\n" for e in entries))
+    (name, start, _), = entries[2]["steps_files"]
+    (_, end, _), = entries[3]["steps_files"]
+    data = bytearray((staging / name).read_bytes())
+    data[(start + end) // 2] ^= 0x10
+    (staging / name).write_bytes(bytes(data))
+    result = capture(cfg, resume=str(staging))
+    meta = run_json(result.run_dir)
+    assert meta["extra"]["engine"]["layout"] == "one_file" and meta["extra"]["engine"]["resumed_from_shard"] == 3
+    assert validate_run_artifacts(result.run_dir)["ok"]
+    assert_same_records(clean, result.run_dir, parquet=True)
+
+
+def test_a_resume_that_loses_the_race_to_the_commit_leaves_the_run_alone(tmp_path, monkeypatch):
+    """A resume finds a commit half done (renamed, capture.json still there, no run.json yet) and
+    the commit finishes just before the resume takes the lock: the resume refuses in one line and
+    leaves the published run as it is (it used to rename it back to its hidden staging name)."""
+    import json
+
+    from plume_capture.capture import resume
+    from plume_capture.capture.lock import RunLock
+    from plume_capture.errors import ConfigError
+    from plume_capture.readback.validate import validate_run_artifacts
+
+    final = capture(config(output=str(tmp_path / "out"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
+    before = sorted(str(p.relative_to(final)) for p in final.rglob("*"))
+    meta = (final / "run.json").read_bytes()
+    (final / "run.json").unlink()  # the commit between its rename and run.json
+    (final / MANIFEST).write_text(json.dumps({"run_id": final.name, "config_hash": "0" * 64, "config": {},
+                                              "start_time": 0}))
+
+    def commit_finishes_first(staging):
+        (final / "run.json").write_bytes(meta)
+        (final / MANIFEST).unlink()
+        return RunLock(staging)
+
+    monkeypatch.setattr(resume, "RunLock", commit_finishes_first)
+    with pytest.raises(ConfigError, match="already complete"):
+        resume.resume_run(final)
+    assert sorted(str(p.relative_to(final)) for p in final.rglob("*")) == before
+    assert [p.name for p in final.parent.iterdir()] == [final.name]
+    assert validate_run_artifacts(final)["ok"]

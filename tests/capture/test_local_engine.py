@@ -116,7 +116,7 @@ def test_a_worker_that_cannot_start_ends_the_run_in_one_line(tmp_path, threads):
             "--engine", "local", "--quiet", "--output", "out", f"engine.threads={threads}", "engine.shard_episodes=4"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _, err = proc.communicate(timeout=90)
+        _, err = proc.communicate(timeout=300)  # a hang is forever; a loaded CI box starts slowly
     except subprocess.TimeoutExpired:
         proc.kill()  # our own child, by its handle
         proc.communicate()

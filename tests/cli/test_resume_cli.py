@@ -76,7 +76,7 @@ def _interrupt_mid_run(tmp_path, sig, extra_args=()):
     mark = uuid.uuid4().hex
     proc = _cli([*LONG_ARGS, *extra_args], tmp_path, mark)
     exp = tmp_path / "out" / "default"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # process start (and Ray) on a loaded 2-core box
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             journals = list(exp.glob(".*.partial/journal.jsonl"))
@@ -239,7 +239,7 @@ def test_unicode_experiment_names(tmp_path):
 # ----------------------------------------------------------------------------- one writer per run
 
 def _wait_for_shards(proc, exp: Path, shards: int = 3) -> Path:
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # process start (and Ray) on a loaded 2-core box
     while time.monotonic() < deadline and proc.poll() is None:
         journals = list(exp.glob(".*.partial/journal.jsonl"))
         if journals and journals[0].read_text().count("\n") >= shards:
@@ -481,17 +481,45 @@ def test_a_bit_flipped_in_any_digit_of_the_last_journal_line_is_never_published_
     assert outcomes == {"shard": 2, "steps": 0, "a size": 0, "a sha256": 0}, outcomes
 
 
-def test_capture_json_shard_size_halved_is_refused(tmp_path, killed_late):
+def _halve_shards(manifest):
+    manifest["shard_episodes"] //= 2
+    return "shard_episodes 2 is not the run's shard plan (4)"
+
+
+def _flip_run_id(manifest):  # one bit of its last hex digit: every record written holds the old one
+    rid = manifest["run_id"]
+    manifest["run_id"] = rid[:-1] + chr(ord(rid[-1]) ^ 1)
+    return f"names run {manifest['run_id']!r}, not {rid}"
+
+
+@pytest.mark.parametrize("edit", [_halve_shards, _flip_run_id], ids=["shard-size-halved", "run-id-bit-flip"])
+def test_capture_json_damage_is_refused(tmp_path, killed_late, edit):
     staging = _copy(killed_late, tmp_path)
     manifest = json.loads((staging / "capture.json").read_text())
-    manifest["shard_episodes"] //= 2
+    said = edit(manifest)
     (staging / "capture.json").write_text(json.dumps(manifest))
     before = {p.name: p.read_bytes() for p in staging.iterdir() if p.is_file() and p.name != "lock"}
     res = _run(["--resume", str(staging.relative_to(tmp_path)), "--quiet"], tmp_path)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
-    assert "shard_episodes 2 is not the run's shard plan (4)" in res.stderr, res.stderr
+    assert said in res.stderr, res.stderr
     assert {p.name: p.read_bytes() for p in staging.iterdir() if p.is_file() and p.name != "lock"} == before
     assert complete_runs(tmp_path / "out") == []
+
+
+def test_a_directory_that_is_not_the_run_of_its_capture_json_is_never_renamed(tmp_path, killed_late):
+    """``--resume mine/`` where ``mine`` holds some run's capture.json (not ``.partial``, no
+    run.json: what a commit stopped after its rename looks like): one line, exit 2, and ``mine``
+    keeps its name and its files, with no lock file added (it used to be renamed ``.mine.partial``
+    and left so)."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "capture.json").write_bytes((killed_late / "capture.json").read_bytes())
+    (mine / "notes.txt").write_text("mine")
+    res = _run(["--resume", "mine", "--quiet"], tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "not mine" in res.stderr, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    assert sorted(p.name for p in mine.iterdir()) == ["capture.json", "notes.txt"]
 
 
 @pytest.mark.parametrize("where", ["steps.backup", "steps.parquet/part-09999.parquet", "lock"])
@@ -512,6 +540,39 @@ def test_resume_never_deletes_through_a_symlink(tmp_path, killed_late, where):
     assert "symbolic link" in res.stderr and where.split("/")[0] in res.stderr, res.stderr
     assert (precious / "a.txt").read_text() == "keep me" and (precious / "steps.part0042.jsonl.gz").exists()
     assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*")) == before
+
+
+@pytest.mark.parametrize("name,make", [
+    ("journal.jsonl", "fifo"), ("journal.jsonl", "devzero"), ("lock", "fifo"), ("lock", "dir")])
+def test_bookkeeping_that_is_not_a_regular_file_is_refused_in_one_line(tmp_path, killed_late, name, make):
+    """The journal or the lock replaced by a FIFO (reading it blocked forever), a
+    symlink to /dev/zero (read until the OOM killer came) or a directory (an internal error):
+    one line, exit 2, in seconds, and the run stays as it was."""
+    staging = _copy(killed_late, tmp_path)
+    (staging / name).unlink()
+    if make == "fifo":
+        os.mkfifo(staging / name)
+    elif make == "dir":
+        (staging / name).mkdir()
+    else:
+        (staging / name).symlink_to("/dev/zero")
+    before = sorted(str(p.relative_to(staging)) for p in staging.rglob("*"))
+    # the old code read /dev/zero into memory: a cap on the child's memory keeps the machine safe
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_DATA, (6 << 30, 6 << 30)); "
+    proc = subprocess.Popen([sys.executable, "-c", limit + "import runpy; runpy.run_module('plume_capture', "
+                             "run_name='__main__')", "--resume", str(staging.relative_to(tmp_path)), "--quiet"],
+                            cwd=tmp_path, env=_env(uuid.uuid4().hex), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert name in err and "Traceback" not in err, err
+    assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*")) == before
+    assert complete_runs(tmp_path / "out") == []
 
 
 def test_an_unknown_name_in_the_staging_directory_is_refused_not_deleted(tmp_path, killed_late):

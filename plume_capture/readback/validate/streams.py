@@ -119,17 +119,21 @@ def _chunks(reader: GzipLines):
 
     t = threading.Thread(target=produce, daemon=True)
     t.start()
+    done = False
     try:
         while True:
             item = q.get()
             if item is None:
+                done = True
                 break
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
         stop.set()
-        if t.is_alive():  # the consumer stopped early: the producer may wait for a buffer
+        # the consumer stopped early: the producer may wait for a buffer (a producer that is done
+        # may still be alive; the pool it shares with the next file must stay open)
+        if not done and t.is_alive():
             reader.pool.close()
         t.join()
 
