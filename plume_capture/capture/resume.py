@@ -25,6 +25,7 @@ from pathlib import Path
 from plume_capture.capture.lock import LOCK, RunLock
 from plume_capture.capture.sink import JOURNAL, MANIFEST, staging_path
 from plume_capture.errors import ConfigError, OperationalError
+from plume_capture.sim.movie import file_version
 from plume_capture.spec import EPISODES_BASENAME, STEPS_BASENAME, part_name
 
 #: keys a resume may change: how the rest of the run executes, and whether it also gets Parquet
@@ -400,6 +401,12 @@ def resume_run(run_dir, spec=None, *, progress: bool = False):
         if "env" in manifest and p.physics.effective() != manifest["env"]:
             raise ConfigError(f"cannot resume {str(run_dir)!r}: the environment that would run differs from the "
                               "interrupted run's (e.g. the movie file changed)")
+        if p.physics.movie and "movie_version" in manifest:
+            now = file_version(p.physics.movie["path"])
+            if now != manifest["movie_version"]:
+                raise ConfigError(f"cannot resume {str(run_dir)!r}: the movie file changed since the run began "
+                                  f"({manifest['movie_version']} -> {now}); if its content is the same, give "
+                                  "it back its modification time (touch -d)")
         foreign = foreign_entry(staging, p.sharded)
         if foreign is not None:
             raise ConfigError(f"cannot resume {str(run_dir)!r}: {staging} holds {foreign}, which is not part of "

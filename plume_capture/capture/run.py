@@ -28,6 +28,7 @@ from plume_capture.capture.sink import MANIFEST, RunSink, ShardedSink, drop_book
 from plume_capture.config import RunSpec
 from plume_capture.errors import CaptureError, ConfigError
 from plume_capture.kernels import _jit
+from plume_capture.sim.movie import file_version
 from plume_capture.sim.params import Physics
 from plume_capture.spec import EPISODES_BASENAME, MAX_PARTS, STEPS_BASENAME
 
@@ -292,10 +293,13 @@ def open_new(p: Prepared) -> tuple[RunSink, RunLock]:
     except FileExistsError as exc:
         raise CaptureError(f"staging directory {p.staging} already exists") from exc
     lock = RunLock(p.staging)  # before the manifest: a resume needs the manifest, then the lock
-    runmeta.write_json_atomic(p.staging / MANIFEST, {
+    manifest = {
         "run_id": p.run_id, "config_hash": p.spec.config_hash, "config": p.spec.config,
         "overrides": list(p.spec.overrides), "start_time": p.start_time, "env": p.physics.effective(),
-        "shard_episodes": p.shard_episodes})
+        "shard_episodes": p.shard_episodes}
+    if p.physics.movie:  # what resume compares beside the sampled identity (an edit between samples)
+        manifest["movie_version"] = file_version(p.physics.movie["path"])
+    runmeta.write_json_atomic(p.staging / MANIFEST, manifest)
     return new_sink(p), lock
 
 

@@ -335,20 +335,29 @@ def cache_dir() -> Path:
     return path
 
 
-def _stat_key(p: Path, info: dict) -> str:
-    """The identity plus this node's view of the file version (size, mtime, inode; for a Zarr store
-    the newest mtime of its files): names cache entries, so an edit the sampled identity misses
-    still gets a fresh decode and check."""
+def file_version(path) -> str:
+    """The movie's version as the file system sees it: size and modification time of the file (for
+    a Zarr store: its file count, total size and newest modification time). An edit the sampled
+    identity misses still changes it; a copy that keeps modification times (``cp -p``) does not."""
+    p = Path(path)
     if p.is_dir():
-        newest, count = 0, 0
+        newest, count, size = 0, 0, 0
         for root, _, files in os.walk(p):
             for name in files:
                 st = os.stat(os.path.join(root, name))
-                newest, count = max(newest, st.st_mtime_ns), count + 1
-        local = f"{newest}:{count}"
-    else:
+                newest, count, size = max(newest, st.st_mtime_ns), count + 1, size + st.st_size
+        return f"files={count} size={size} mtime_ns={newest}"
+    st = p.stat()
+    return f"size={st.st_size} mtime_ns={st.st_mtime_ns}"
+
+
+def _stat_key(p: Path, info: dict) -> str:
+    """The identity plus this node's view of the file version (and, for a file, its inode): names
+    cache entries, so an edit the sampled identity misses still gets a fresh decode and check."""
+    local = file_version(p)
+    if not p.is_dir():
         st = p.stat()
-        local = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_dev}"
+        local += f":{st.st_ino}:{st.st_dev}"
     return hashlib.sha256(f"{info['identity']}|{local}".encode()).hexdigest()[:40]
 
 

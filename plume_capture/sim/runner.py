@@ -19,10 +19,10 @@ _OBS_TYPE = STEP_SCHEMA.field("observation_summary").type
 # A movie larger than MOVIE_MAPPED_BYTES runs at most MOVIE_CHUNK_ROWS steps per kernel call, and the
 # pages a call mapped are released after it. A touched cell maps its page and up to 15 cached
 # neighbours (the kernel's 64 KiB fault-around): 8Ki-step calls peaked at ~330 MB mapped per actor
-# on an 8 GiB movie. A smaller movie stays mapped (releasing it after every call cost ~3x in page
-# faults on a 46 MB movie).
+# on an 8 GiB movie, and 2Ki-step calls left an in-process driver at 569 MB (460 MB with 512). A
+# smaller movie stays mapped (releasing it after every call cost ~3x in page faults on a 46 MB movie).
 MOVIE_MAPPED_BYTES = 256 << 20
-MOVIE_CHUNK_ROWS = 1 << 11
+MOVIE_CHUNK_ROWS = 1 << 9
 
 
 @dataclass(frozen=True)

@@ -223,14 +223,36 @@ def test_resume_refuses_a_changed_movie_and_finishes_an_unchanged_one(tmp_path):
 
     path = make_movie(tmp_path / "m.npy", frames=12, height=16, width=16, seed=1)
     staging = _interrupted(tmp_path, path, {"kind": "local"})
-    arr = np.load(path)
+    arr, was = np.load(path), os.stat(path).st_mtime_ns
     np.save(path, arr[::-1].copy())  # same shape and size, other frames
     with pytest.raises(ConfigError, match="movie file changed"):
         capture(None, resume=str(staging))
     np.save(path, arr)
+    with pytest.raises(ConfigError, match="movie file changed since the run began"):  # same bytes, new mtime
+        capture(None, resume=str(staging))
+    os.utime(path, ns=(was, was))  # what the refusal suggests for the same content
     done = capture(None, resume=str(staging))
     fresh = capture(_cfg(tmp_path, "fresh", path, {"kind": "local"}))
     assert_same_records(fresh.run_dir, done.run_dir)
+
+
+def test_resume_refuses_an_edit_between_the_sampled_blocks(tmp_path):
+    """The sampled identity reads 64 blocks of 64 KiB: an in-place edit of the same size between two
+    of them leaves it unchanged, and the file's modification time refuses the resume."""
+    from plume_capture.capture import capture
+    from plume_capture.sim.movie import SAMPLE_BYTES, SAMPLES, describe_movie
+
+    path = make_movie(tmp_path / "m.npy", frames=20, height=256, width=256, seed=1)
+    assert os.path.getsize(path) > SAMPLES * SAMPLE_BYTES
+    staging = _interrupted(tmp_path, path, {"kind": "local"})
+    before = describe_movie(path)["identity"]
+    arr = np.load(path, mmap_mode="r+")
+    arr.reshape(-1)[(SAMPLE_BYTES + 4096) // 4] += 1.0  # between the first two sampled blocks
+    arr.flush()
+    del arr
+    assert describe_movie(path)["identity"] == before  # the trade the sampled identity makes
+    with pytest.raises(ConfigError, match="movie file changed since the run began"):
+        capture(None, resume=str(staging))
 
 
 def test_replay_refuses_a_changed_movie(tmp_path):
