@@ -91,6 +91,18 @@ def test_bad_input_is_exit_2_one_line(prog, tmp_path):
         assert one_line(r.stderr).startswith(f"{prog}: ")
 
 
+@pytest.mark.parametrize("prog", sorted(COMMANDS))
+@pytest.mark.parametrize("args", [["--no-such-flag"], []], ids=["unknown-flag", "nothing"])
+def test_usage_errors_are_bad_input_one_line(prog, args, tmp_path):
+    """argparse's own error path prints the usage too; every command says one line, exit 2."""
+    if prog == "plume-nav-capture" and not args:
+        args = ["--episodes", "x"]
+    r = run_main(COMMANDS[prog], args, tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert one_line(r.stderr).startswith(f"{prog}: error: ")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_report_read_only_output_is_exit_3_naming_the_path(run_dir, mount, tmp_path):
     ro = mount("ro,size=1m")
     r = run_main(COMMANDS["plume-nav-report"], [str(run_dir), "-o", str(ro / "r.html")], tmp_path)
