@@ -52,9 +52,26 @@ class ShardWriter:
                 self.close()
 
     def close(self):
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except BaseException:
+                writer.is_open = False  # else its finalizer retries the failed write and prints a traceback
+                raise
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        """On success close the shard; on a failure drop it quietly (the staging directory goes)."""
+        if exc_type is None:
+            self.close()
+        else:
+            try:
+                self.close()
+            except Exception:
+                pass
 
 
 def export_rllib(run_dir, out=None, *, shard_rows: int = SHARD_ROWS, full_validation: bool = False) -> str:
@@ -62,9 +79,7 @@ def export_rllib(run_dir, out=None, *, shard_rows: int = SHARD_ROWS, full_valida
     out = check_free(out if out is not None else os.fspath(run_dir).rstrip(os.sep) + ".rllib", run_dir)
     src = open_run(run_dir, full_validation=full_validation)
     meta = {b"plume_capture.provenance": json.dumps(provenance(src)).encode()}
-    with staged_dir(out) as tmp, validated(src):
-        w = ShardWriter(tmp, shard_rows, meta)
+    with staged_dir(out) as tmp, validated(src), ShardWriter(tmp, shard_rows, meta) as w:
         for c in iter_chunks(src):
             w.write(transitions(c))
-        w.close()
     return out

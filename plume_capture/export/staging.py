@@ -53,8 +53,10 @@ def staged_dir(final: str):
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) or os.path.lexists(final):
                 raise ExportError(f"output already exists: {final} (another export finished first)") from None
             raise
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(top if created else tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # e.g. pyarrow's "no space left": name where
+            exc.filename = final
         raise
 
 

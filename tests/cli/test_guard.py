@@ -111,7 +111,10 @@ def test_report_read_only_output_is_exit_3_naming_the_path(run_dir, mount, tmp_p
     assert str(ro) in line and "read-only" in line
 
 
-def test_export_full_disk_is_exit_3_and_leaves_nothing(run_dir, mount, tmp_path):
+@pytest.mark.parametrize("target", ["rllib", "hf"])
+def test_export_full_disk_is_exit_3_and_leaves_nothing(target, run_dir, mount, tmp_path):
+    """One line naming the output (the Parquet writer's own error names no file), and no second
+    account from a writer's finalizer retrying the failed write ("Exception ignored in ...")."""
     tiny = mount("size=64k")
     filler = tiny / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # the disk is full before the export starts
@@ -122,9 +125,9 @@ def test_export_full_disk_is_exit_3_and_leaves_nothing(run_dir, mount, tmp_path)
         pass
     finally:
         os.close(fd)
-    r = run_main(COMMANDS["plume-nav-export"], [str(run_dir), "--to", "rllib", str(tiny / "out")], tmp_path)
+    r = run_main(COMMANDS["plume-nav-export"], [str(run_dir), "--to", target, str(tiny / "out")], tmp_path)
     assert r.returncode == 3, r.stderr
-    assert "no space left" in one_line(r.stderr)
+    assert one_line(r.stderr) == f"plume-nav-export: cannot write {tiny / 'out'}: no space left on device"
     assert [p.name for p in tiny.iterdir()] == ["filler"]
 
 
