@@ -111,6 +111,20 @@ def test_report_read_only_output_is_exit_3_naming_the_path(run_dir, mount, tmp_p
     assert str(ro) in line and "read-only" in line
 
 
+@pytest.mark.parametrize("html, png", [("{tmp}/r.html", "/proc/plume-png"), ("/proc/r.html", "{tmp}/new/pngs")],
+                         ids=["figures-refused", "page-refused"])
+def test_report_refused_half_way_leaves_neither_page_nor_figures(run_dir, tmp_path, html, png):
+    """The page and the figures land together or not at all (a user's ``r.html.tmp`` is not touched)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "r.html.tmp").write_text("mine")
+    html, png = html.format(tmp=out), png.format(tmp=out)
+    r = run_main(COMMANDS["plume-nav-report"], [str(run_dir), "-o", html, "--png", png], tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert "/proc/" in one_line(r.stderr)
+    assert sorted(p.name for p in out.iterdir()) == ["r.html.tmp"] and (out / "r.html.tmp").read_text() == "mine"
+
+
 @pytest.mark.parametrize("target", ["rllib", "hf"])
 def test_export_full_disk_is_exit_3_and_leaves_nothing(target, run_dir, mount, tmp_path):
     """One line naming the output (the Parquet writer's own error names no file), and no second
