@@ -162,9 +162,10 @@ def test_export_read_only_output_is_exit_3(run_dir, mount, tmp_path):
     assert "read-only" in one_line(r.stderr)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("prog", sorted(COMMANDS))
-def test_sigterm_is_exit_130_one_line(prog, tmp_path):
-    """A real SIGTERM (from another process, by PID) while the command's body runs."""
+def test_sigterm_is_exit_130_one_line(prog, sig, tmp_path):
+    """A real SIGTERM or SIGINT (from another process, by PID) while the command's body runs."""
     module = COMMANDS[prog]
     body = {  # the function each entry point runs its work in, made to wait for the signal
         "plume-nav-capture": ("plume_capture.cli.capture", "run"),
@@ -192,8 +193,8 @@ def test_sigterm_is_exit_130_one_line(prog, tmp_path):
     while not marker.exists() and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.05)
     assert marker.exists(), p.communicate()[1]
-    os.kill(p.pid, signal.SIGTERM)
-    out, err = p.communicate(timeout=30)
+    os.kill(p.pid, sig)
+    out, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     said = {"plume-nav-publish": "interrupted; nothing was published"}.get(prog, "interrupted")
     assert one_line(err) == f"{prog}: {said}"
@@ -249,3 +250,28 @@ def test_concurrent_exports_to_one_output_one_wins_the_others_say_so(run_dir, tm
         if rc == 2:
             assert "output already exists" in one_line(err)
     assert out.is_dir() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("at_call", [1, 2], ids=["single", "second-sweep-point"])
+def test_an_interrupt_while_runs_are_opened_leaves_no_staging(at_call, tmp_path):
+    """A real SIGINT between a staging directory's creation and the first shard: nothing recorded, so
+    nothing left (it used to stay, unnamed by the "interrupted" line, without even a manifest)."""
+    prelude = textwrap.dedent(f"""
+        import os, signal, time
+        import plume_capture.capture.run as run
+        real, calls = run.new_sink, []
+        def new_sink(p):
+            calls.append(p)
+            if len(calls) == {at_call}:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(30)
+            return real(p)
+        run.new_sink = new_sink
+    """)
+    sweep = ["-m", "seed=1,2"] if at_call == 2 else []
+    r = run_main(COMMANDS["plume-nav-capture"], ["--engine", "local", "--quiet", *sweep, "episodes=1",
+                                                 "env.max_steps=5", f"output={tmp_path / 'out'}"], tmp_path,
+                 prelude=prelude)
+    assert r.returncode == 130, r.stderr
+    assert one_line(r.stderr) == "plume-nav-capture: interrupted"
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file() or p.name.endswith(".partial")] == []
