@@ -3,6 +3,7 @@ offline reader expects by default (obs, new_obs, actions, rewards, terminateds, 
 eps_id) plus ``t`` (0-based step index)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -60,18 +61,16 @@ class ShardWriter:
                 writer.is_open = False  # else its finalizer retries the failed write and prints a traceback
                 raise
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self):
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
-        """On success close the shard; on a failure drop it quietly (the staging directory goes)."""
+        """On success close the shard; after a failure drop it quietly (the staging directory goes)."""
         if exc_type is None:
             self.close()
-        else:
-            try:
-                self.close()
-            except Exception:
-                pass
+            return
+        with contextlib.suppress(Exception):  # the failure that brought us here is the one to report
+            self.close()
 
 
 def export_rllib(run_dir, out=None, *, shard_rows: int = SHARD_ROWS, full_validation: bool = False) -> str:

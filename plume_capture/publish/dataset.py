@@ -458,7 +458,8 @@ _GIT_UNDER_WAY = {"MERGE_HEAD": "a merge", "CHERRY_PICK_HEAD": "a cherry-pick", 
 def _check_no_operation_under_way(ds: DatasetRepo) -> None:
     """Refuse, before anything is written, a repository in the middle of a merge, rebase, ...:
     git would refuse the commit at the end."""
-    p = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=ds.top, capture_output=True, text=True)
+    p = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=ds.top, capture_output=True, text=True,
+                       check=False)
     gitdir = Path(p.stdout.strip()) if p.returncode == 0 else ds.top / ".git"
     for name, what in _GIT_UNDER_WAY.items():
         if (gitdir / name).exists():

@@ -394,14 +394,12 @@ def test_a_losing_export_never_removes_the_winners_output(tmp_path):
     from plume_capture.export.staging import staged_dir
 
     final = tmp_path / "new" / "deeper" / "out"
-    with pytest.raises(ExportError, match="another export finished first"):
-        with staged_dir(final) as tmp:
-            (final.parent / os.path.basename(tmp) / "mine").write_text("loser")
-            final.mkdir()  # the winner lands first
-            (final / "part-00000.parquet").write_text("winner")
+    with pytest.raises(ExportError, match="another export finished first"), staged_dir(final) as tmp:
+        (final.parent / os.path.basename(tmp) / "mine").write_text("loser")
+        final.mkdir()  # the winner lands first
+        (final / "part-00000.parquet").write_text("winner")
     assert sorted(p.name for p in final.parent.iterdir()) == ["out"]
     assert (final / "part-00000.parquet").read_text() == "winner"
-    with pytest.raises(OSError):
-        with staged_dir(tmp_path / "made" / "out"):
-            raise OSError("boom")
+    with pytest.raises(OSError), staged_dir(tmp_path / "made" / "out"):
+        raise OSError("boom")
     assert not (tmp_path / "made").exists()  # what it made, left empty, goes
