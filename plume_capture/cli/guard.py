@@ -65,7 +65,8 @@ def operational(exc: OSError) -> str | None:
     if code not in OPERATIONAL_ERRNOS:
         return None
     path = exc.filename or exc.filename2
-    where = f"cannot write {path}" if path else "a file operation failed"
+    verb = "write" if code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "access"
+    where = f"cannot {verb} {path}" if path else "a file operation failed"
     return f"{where}: {os.strerror(code).lower()}"
 
 

@@ -233,6 +233,21 @@ def test_unexpected_failure_is_exit_1_one_line_with_debug_hint(prog, tmp_path):
     assert line.startswith(f"{prog}: internal error: ZeroDivisionError: boom") and "PLUME_CAPTURE_DEBUG=1" in line
 
 
+@pytest.mark.parametrize("prog", sorted(COMMANDS))
+def test_the_machine_refusing_is_exit_3_one_line_naming_the_path(prog, tmp_path):
+    """An operational OSError (here EACCES on a named file) raised by any command's body."""
+    fn = {"plume-nav-capture": "run", "plume-nav-validate": "_validate", "plume-nav-publish": "_publish",
+          "plume-nav-report": "_report", "plume-nav-export": "_export"}[prog]
+    prelude = (f"import errno, importlib\nm = importlib.import_module({COMMANDS[prog]!r})\n"
+               f"def _refused(*a, **k):\n    raise PermissionError(errno.EACCES, 'Permission denied', '/srv/x')\n"
+               f"setattr(m, {fn!r}, _refused)\n")
+    args = {"plume-nav-capture": [], "plume-nav-validate": [str(tmp_path)], "plume-nav-publish": [str(tmp_path)],
+            "plume-nav-report": [str(tmp_path)], "plume-nav-export": [str(tmp_path), "--to", "hf"]}[prog]
+    r = run_main(COMMANDS[prog], args, tmp_path, prelude=prelude)
+    assert r.returncode == 3, r.stderr
+    assert one_line(r.stderr) == f"{prog}: cannot access /srv/x: permission denied"
+
+
 def test_lone_surrogate_in_a_message_is_printed_escaped(tmp_path):
     r = run_main(COMMANDS["plume-nav-capture"], ["experiment=a\udcffb", "episodes=1"], tmp_path)
     assert r.returncode == 2, r.stderr
