@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from tests.cli_helpers import small_real_run
+from tests.cli_helpers import said, small_real_run
 
 from plume_capture.cli import capture, export, publish, report, validate
 
@@ -124,7 +124,7 @@ def test_property_no_command_ends_in_a_traceback(base_run, tmp_path, capsys, mon
         allowed = {0, 2, 3, 130} | ({1} if cmd == "validate" else set())
         assert rc in allowed, where
         if rc not in (0, 1):  # exactly one line, the command's own
-            lines = [ln for ln in cap.err.splitlines() if ln.strip()]
+            lines = said(cap.err)
             assert len(lines) == 1 and lines[0].startswith(f"plume-nav-{cmd}: "), where
         seen[(cmd, rc)] = seen.get((cmd, rc), 0) + 1
         shutil.rmtree(tmp, ignore_errors=True)

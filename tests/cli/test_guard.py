@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import small_real_run
+from tests.cli_helpers import said, small_real_run
 
 
 COMMANDS = {
@@ -40,7 +40,7 @@ def run_main(module: str, args: list[str], cwd, *, prelude: str = "", stdout=sub
 
 
 def one_line(stderr: str) -> str:
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    lines = said(stderr)
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr
     return lines[0]
@@ -196,8 +196,8 @@ def test_sigterm_is_exit_130_one_line(prog, sig, tmp_path):
     os.kill(p.pid, sig)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
-    said = {"plume-nav-publish": "interrupted; nothing was published"}.get(prog, "interrupted")
-    assert one_line(err) == f"{prog}: {said}"
+    expected = {"plume-nav-publish": "interrupted; nothing was published"}.get(prog, "interrupted")
+    assert one_line(err) == f"{prog}: {expected}"
 
 
 @pytest.mark.parametrize("prog", ["plume-nav-report", "plume-nav-export", "plume-nav-validate"])
