@@ -154,6 +154,13 @@ FLOAT_RANGES = {
 }
 
 
+def policy_fit_problem(name: str, action_type: str, *, key: str = "env.action_type") -> str | None:
+    """Why policy ``name`` (a key of :data:`POLICY_ACTIONS`) cannot drive ``action_type`` actions,
+    as one line (``key`` names the setting: ``action_type`` for the env's keyword), or None."""
+    fits = POLICY_ACTIONS[name]
+    return None if action_type in fits else f"policy.name {name!r} needs {key} {' or '.join(fits)}, got {action_type!r}"
+
+
 def range_problem(key: str, value, *, nullable: bool = False) -> str | None:
     """Why ``value`` is not a valid ``key`` of :data:`INT_RANGES` or :data:`FLOAT_RANGES` (type and
     inclusive range), as one line naming the bound, or None. (Null is the caller's to allow.)"""

@@ -25,6 +25,16 @@ def run_cli(args, cwd, *, env=None, timeout=300, python=sys.executable, script=F
     )
 
 
+#: the one line a process prints before it compiles the kernels into an empty cache (kernels/_jit.py)
+COMPILE_NOTE = "plume-capture: compiling kernels once"
+
+
+def said(stderr: str) -> list[str]:
+    """The non-empty lines of ``stderr`` but the compile note, which any command may print first on
+    a cold kernel cache (which test first compiles depends on the order tests run in)."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith(COMPILE_NOTE)]
+
+
 def tree(root: Path) -> set[str]:
     """Every path under ``root`` (relative), directories included."""
     root = Path(root)

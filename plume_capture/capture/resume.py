@@ -25,7 +25,6 @@ from pathlib import Path
 from plume_capture.capture.lock import LOCK, RunLock
 from plume_capture.capture.sink import JOURNAL, MANIFEST, staging_path
 from plume_capture.errors import ConfigError, OperationalError
-from plume_capture.sim.movie import file_version
 from plume_capture.spec import EPISODES_BASENAME, STEPS_BASENAME, part_name
 
 #: keys a resume may change: how the rest of the run executes, and whether it also gets Parquet
@@ -398,15 +397,11 @@ def resume_run(run_dir, spec=None, *, progress: bool = False):
         if manifest.get("shard_episodes", planned) != planned:
             raise ConfigError(f"cannot resume {str(run_dir)!r}: {staging / MANIFEST} is damaged: shard_episodes "
                               f"{manifest['shard_episodes']} is not the run's shard plan ({planned})")
-        if "env" in manifest and p.physics.effective() != manifest["env"]:
+        diff = p.physics.differs_from(manifest["env"]) if "env" in manifest else None
+        if diff is not None:
+            what = "the movie file changed since the run began; " if diff.startswith("movie.") else ""
             raise ConfigError(f"cannot resume {str(run_dir)!r}: the environment that would run differs from the "
-                              "interrupted run's (e.g. the movie file changed)")
-        if p.physics.movie and "movie_version" in manifest:
-            now = file_version(p.physics.movie["path"])
-            if now != manifest["movie_version"]:
-                raise ConfigError(f"cannot resume {str(run_dir)!r}: the movie file changed since the run began "
-                                  f"({manifest['movie_version']} -> {now}); if its content is the same, give "
-                                  "it back its modification time (touch -d)")
+                              f"interrupted run's ({what}{diff})")
         foreign = foreign_entry(staging, p.sharded)
         if foreign is not None:
             raise ConfigError(f"cannot resume {str(run_dir)!r}: {staging} holds {foreign}, which is not part of "

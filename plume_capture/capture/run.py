@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import shutil
 import sys
 import threading
 import time
@@ -28,7 +29,6 @@ from plume_capture.capture.sink import MANIFEST, RunSink, ShardedSink, drop_book
 from plume_capture.config import RunSpec
 from plume_capture.errors import CaptureError, ConfigError
 from plume_capture.kernels import _jit
-from plume_capture.sim.movie import file_version
 from plume_capture.sim.params import Physics
 from plume_capture.spec import EPISODES_BASENAME, MAX_PARTS, STEPS_BASENAME
 
@@ -292,15 +292,34 @@ def open_new(p: Prepared) -> tuple[RunSink, RunLock]:
         os.mkdir(p.staging)
     except FileExistsError as exc:
         raise CaptureError(f"staging directory {p.staging} already exists") from exc
-    lock = RunLock(p.staging)  # before the manifest: a resume needs the manifest, then the lock
-    manifest = {
-        "run_id": p.run_id, "config_hash": p.spec.config_hash, "config": p.spec.config,
-        "overrides": list(p.spec.overrides), "start_time": p.start_time, "env": p.physics.effective(),
-        "shard_episodes": p.shard_episodes}
-    if p.physics.movie:  # what resume compares beside the sampled identity (an edit between samples)
-        manifest["movie_version"] = file_version(p.physics.movie["path"])
-    runmeta.write_json_atomic(p.staging / MANIFEST, manifest)
-    return new_sink(p), lock
+    lock = None
+    try:
+        lock = RunLock(p.staging)  # before the manifest: a resume needs the manifest, then the lock
+        runmeta.write_json_atomic(p.staging / MANIFEST, {
+            "run_id": p.run_id, "config_hash": p.spec.config_hash, "config": p.spec.config,
+            "overrides": list(p.spec.overrides), "start_time": p.start_time, "env": p.physics.effective(),
+            "shard_episodes": p.shard_episodes})
+        return new_sink(p), lock
+    except BaseException:  # e.g. an interrupt: nothing is recorded yet, so nothing is left
+        if lock is not None:
+            lock.release()
+        shutil.rmtree(p.staging, ignore_errors=True)
+        raise
+
+
+def _open_all(prepared: list[Prepared]) -> list:
+    """:func:`open_new` for each run, all or none: a failure (an interrupt) removes the staging
+    directories already opened, which hold nothing yet."""
+    opened = []
+    try:
+        for p in prepared:
+            opened.append((p, *open_new(p)))
+    except BaseException:
+        for p, _, lock in opened:
+            lock.release()
+            shutil.rmtree(p.staging, ignore_errors=True)
+        raise
+    return opened
 
 
 def new_sink(p: Prepared):
@@ -444,7 +463,7 @@ def capture_many(specs, *, overrides_list=None, progress: bool = False) -> list[
         for engine in ("local", "ray"):
             idx = [i for i, p in enumerate(prepared) if p.engine == engine]
             if idx:
-                done = execute_many([(prepared[i], *open_new(prepared[i])) for i in idx], progress)
+                done = execute_many(_open_all([prepared[i] for i in idx]), progress)
                 for i, r in zip(idx, done):
                     results[i] = dataclasses.replace(r, startup_s=info["ray_s"]) if engine == "ray" else r
         return results

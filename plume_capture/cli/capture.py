@@ -12,7 +12,7 @@ import sys
 from typing import Any, Sequence
 
 from plume_capture.cli.guard import run_command
-from plume_capture.errors import ConfigError
+from plume_capture.errors import EXIT_INTERNAL, EXIT_OK, ConfigError
 
 PROG = "plume-nav-capture"
 
@@ -212,10 +212,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         result = capture(specs[0], progress=progress, resume=args.resume)
         if result.status != "complete":
             print(f"{PROG}: {result.run_dir}: run ended with status {result.status!r}", file=sys.stderr)
-            return 1
+            return EXIT_INTERNAL
         if not quiet:
             print(_summary_line(result, compiled=cold and kernel_cache_filled()), file=sys.stderr)
-        return 0
+        return EXIT_OK
 
     from plume_capture.capture import capture_many
 
@@ -231,7 +231,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     for res in results:
         if res.status != "complete":
             print(f"{PROG}: {res.run_dir}: run ended with status {res.status!r}", file=sys.stderr)
-    return 0 if all(r.status == "complete" for r in results) else 1
+    return EXIT_OK if all(r.status == "complete" for r in results) else EXIT_INTERNAL
 
 
 def _resumable(exc: BaseException) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plume_capture.cli.guard import run_command
+from plume_capture.cli.guard import ArgumentParser, run_command
 
 PROG = "plume-nav-export"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog=PROG, description="Export a run for learners: a Minari dataset, "
+def _parser() -> argparse.ArgumentParser:
+    ap = ArgumentParser(prog=PROG, description="Export a run for learners: a Minari dataset, "
                                  "RLlib offline transitions or a Hugging Face dataset (docs/export.md).")
     ap.add_argument("run_dir", help="the run directory")
     ap.add_argument("--to", required=True, choices=("minari", "rllib", "hf"), help="the target format")
@@ -19,8 +19,11 @@ def main(argv=None) -> int:
     ap.add_argument("--full-validation", action="store_true",
                     help="also parse the JSON Lines of a run with Parquet (by default they are checked by "
                          "size and sha256 against run.json; the records are checked on the Parquet)")
-    args = ap.parse_intermixed_args(argv)
-    return run_command(PROG, lambda: _export(args))
+    return ap
+
+
+def main(argv=None) -> int:
+    return run_command(PROG, lambda: _export(_parser().parse_intermixed_args(argv)))
 
 
 def _export(args: argparse.Namespace) -> int:

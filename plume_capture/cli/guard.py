@@ -15,10 +15,12 @@ the reader of stdout went away (``| head -1``)              the   nothing
 anything else                                               1     ``PROG: internal error: …``
 =========================================================  ====  ===================================
 
-``PLUME_CAPTURE_DEBUG=1`` adds the traceback. ``argparse``'s own ``SystemExit`` passes through.
+``PLUME_CAPTURE_DEBUG=1`` adds the traceback. Each command parses its arguments inside the guard
+with :class:`ArgumentParser`, so a usage error is bad input too; ``--help`` exits 0 through argparse.
 """
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import sys
@@ -34,6 +36,14 @@ DEBUG_ENV = "PLUME_CAPTURE_DEBUG"
 #: errno values that mean the machine refused, not that the input or the program is wrong
 OPERATIONAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
                       errno.EMFILE, errno.ENFILE, errno.ENOMEM}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors raise :class:`~plume_capture.errors.BadInput`: one line, exit 2,
+    like any other bad input (argparse's own way prints the usage too)."""
+
+    def error(self, message: str):
+        raise BadInput(message)
 
 
 def one_line(text: Any) -> str:
@@ -55,7 +65,8 @@ def operational(exc: OSError) -> str | None:
     if code not in OPERATIONAL_ERRNOS:
         return None
     path = exc.filename or exc.filename2
-    where = f"cannot write {path}" if path else "a file operation failed"
+    verb = "write" if code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "access"
+    where = f"cannot {verb} {path}" if path else "a file operation failed"
     return f"{where}: {os.strerror(code).lower()}"
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plume_capture.cli.guard import run_command
-from plume_capture.errors import EXIT_BAD_INPUT
+from plume_capture.cli.guard import ArgumentParser, run_command
+from plume_capture.errors import BadInput
 
 PROG = "plume-nav-publish"
 
@@ -15,7 +15,7 @@ PROG = "plume-nav-publish"
 def _parser() -> argparse.ArgumentParser:
     from plume_capture.publish.dataset import DEFAULT_DEST
 
-    p = argparse.ArgumentParser(prog=PROG, description="Validate a capture run and publish it as a "
+    p = ArgumentParser(prog=PROG, description="Validate a capture run and publish it as a "
                                 "DVC-versioned dataset (see docs/publishing.md).")
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
                    help="run directories written by plume-nav-capture (several: one dvc add, "
@@ -35,30 +35,32 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+    parsed: list[argparse.Namespace] = []
+
+    def body() -> int:
+        parsed.append(_parse(argv))
+        return _publish(parsed[0])
+
+    return run_command(PROG, body, suffix=lambda exc: _interrupted(exc, parsed[0] if parsed else None))
+
+
+def _parse(argv) -> argparse.Namespace:
+    args = _parser().parse_args(argv)
     if sum((bool(args.run_dirs), args.init_stage is not None, args.rebuild_index)) != 1:
-        return _fail("give exactly one of RUN_DIR..., --init-stage CONFIG, --rebuild-index")
+        raise BadInput("give exactly one of RUN_DIR..., --init-stage CONFIG, --rebuild-index")
     if args.remote is not None and not args.push:
-        return _fail("--remote needs --push")
-    return run_command(PROG, lambda: _publish(args), suffix=lambda exc: _interrupted(exc, args))
+        raise BadInput("--remote needs --push")
+    return args
 
 
-def _interrupted(exc: BaseException, args: argparse.Namespace) -> str:
+def _interrupted(exc: BaseException, args: argparse.Namespace | None) -> str:
     """What an interrupt left: the core's own account, else (before any change) nothing."""
     if not isinstance(exc, KeyboardInterrupt):
         return ""
     said = str(exc)
     if said.startswith("interrupted"):
         return said[len("interrupted"):]
-    return f": {said}" if said else ("; nothing was published" if args.run_dirs else "")
-
-
-def _fail(msg: str) -> int:
-    print(f"{PROG}: error: {msg}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+    return f": {said}" if said else ("; nothing was published" if args is not None and args.run_dirs else "")
 
 
 def _publish(args: argparse.Namespace) -> int:

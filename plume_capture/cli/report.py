@@ -6,26 +6,26 @@ import os
 import sys
 from typing import Sequence
 
-from plume_capture.cli.guard import run_command
+from plume_capture.cli.guard import ArgumentParser, run_command
 from plume_capture.errors import BadInput
 
 PROG = "plume-nav-report"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: 0 ok, 1 internal error, 2 bad input, 3 the machine refused, 130 interrupted."""
-    ap = argparse.ArgumentParser(prog=PROG, description="Report of one or more runs (a directory "
+def _parser() -> argparse.ArgumentParser:
+    ap = ArgumentParser(prog=PROG, description="Report of one or more runs (a directory "
                                  "of runs, e.g. a sweep's experiment directory, expands to its runs).")
     ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     ap.add_argument("-o", "--output", default="report.html", help="HTML file (default report.html)")
     ap.add_argument("--png", metavar="DIR", help="also write the figures as PNG files into DIR")
     ap.add_argument("--sample", type=int, default=None,
                     help="trajectories drawn per run (default 300, chosen by episode seed)")
-    try:
-        args = ap.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return run_command(PROG, lambda: _report(args))
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: 0 ok, 1 internal error, 2 bad input, 3 the machine refused, 130 interrupted."""
+    return run_command(PROG, lambda: _report(_parser().parse_args(argv)))
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -12,13 +12,14 @@ import json
 import os
 import sys
 
-from plume_capture.cli.guard import run_command
+from plume_capture.cli.guard import ArgumentParser, run_command
+from plume_capture.errors import BadInput
 
 PROG = "plume-nav-validate"
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=PROG, description="Validate a plume-capture run directory.")
+    ap = ArgumentParser(prog=PROG, description="Validate a plume-capture run directory.")
     ap.add_argument("run_dir", nargs="?", help="run directory (contains run.json, steps.jsonl.gz, ...)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("--no-parquet", action="store_true", help="do not compare Parquet files")
@@ -64,30 +65,27 @@ class _Bar:
             self.bar.close()
 
 
-def _usage(msg: str) -> int:
-    print(f"{PROG}: {msg}", file=sys.stderr)
-    return 2
-
-
-def main(argv=None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+def _parse(argv) -> tuple[argparse.Namespace, str | None]:
+    """The arguments and the replay count (``"all"``, a count, or None); BadInput on bad usage."""
+    args = _parser().parse_args(argv)
     replay = args.replay
     if replay is not None and replay != "all" and not replay.lstrip("-").isdigit():
         if args.run_dir is not None:  # --replay took a word that is not a count
-            return _usage(f"--replay K needs an integer K, got {replay!r}")
+            raise BadInput(f"--replay K needs an integer K, got {replay!r}")
         args.run_dir, replay = replay, "all"  # `--replay RUN_DIR`
     if args.run_dir is None:
-        return _usage("a run directory is required")
+        raise BadInput("a run directory is required")
     if args.max_errors < 1:
-        return _usage("--max-errors must be >= 1")
+        raise BadInput("--max-errors must be >= 1")
     if not os.path.isdir(args.run_dir):
-        return _usage(f"not a directory: {args.run_dir}")
+        raise BadInput(f"not a directory: {args.run_dir}")
     if replay not in (None, "all") and int(replay) < 1:
-        return _usage("--replay K needs K >= 1")
-    return run_command(PROG, lambda: _validate(args, replay))
+        raise BadInput("--replay K needs K >= 1")
+    return args, replay
+
+
+def main(argv=None) -> int:
+    return run_command(PROG, lambda: _validate(*_parse(argv)))
 
 
 def _validate(args: argparse.Namespace, replay: str | None) -> int:
@@ -98,7 +96,7 @@ def _validate(args: argparse.Namespace, replay: str | None) -> int:
                                      progress=bar.update)
     unread = next((e for e in res["errors"] if e.startswith("FILE_NOT_REGULAR")), None)
     if unread:  # not a run that can be read at all (a FIFO, a device in it)
-        return _usage(f"{args.run_dir}: {unread}")
+        raise BadInput(f"{args.run_dir}: {unread}")
     if replay is not None and res["ok"]:
         from plume_capture.errors import ConfigError
         from plume_capture.readback.replay import replay_run
@@ -109,7 +107,7 @@ def _validate(args: argparse.Namespace, replay: str | None) -> int:
                 rep = replay_run(args.run_dir, episodes=None if replay == "all" else int(replay),
                                  progress=lambda n: bar.update(n, total))
         except ConfigError as exc:  # e.g. the movie changed since the capture: nothing to replay against
-            return _usage(f"cannot replay {args.run_dir}: {str(exc).splitlines()[0]}")
+            raise BadInput(f"cannot replay {args.run_dir}: {str(exc).splitlines()[0]}") from None
         res["replay"] = rep
         if not rep["ok"]:
             d = rep["divergence"]

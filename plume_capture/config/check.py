@@ -14,7 +14,8 @@ from typing import Any, Iterable, Mapping
 from plume_capture import defaults
 from plume_capture.errors import ConfigError
 from plume_capture.spec import (ACTION_TYPES, FLOAT_RANGES, GRID_MAX, INT_RANGES, OBSERVATION_TYPES,  # noqa: F401
-                                 PLUMES, POLICY_ACTIONS, REWARD_TYPES, SEED_MAX, STEP_POLICIES, range_problem)
+                                 PLUMES, POLICY_ACTIONS, REWARD_TYPES, SEED_MAX, STEP_POLICIES, policy_fit_problem,
+                                 range_problem)
 
 #: groups whose keys the engine consumes; an unknown key inside one is always an error
 CLOSED_GROUPS = ("env", "wind", "movie", "puff", "policy", "engine")
@@ -251,11 +252,8 @@ def validate_config(cfg: Mapping[str, Any], *, check_paths: bool = True) -> dict
     pol = cfg["policy"]
     name = pol["name"]
     _check_choice(cfg, "policy.name", POLICY_ACTIONS)
-    fits = POLICY_ACTIONS[name]
-    _check(
-        env["action_type"] in fits,
-        f"policy.name {name!r} needs env.action_type {' or '.join(fits)}, got {env['action_type']!r}",
-    )
+    misfit = policy_fit_problem(name, env["action_type"])
+    _check(misfit is None, misfit or "")
     _float_in_range(cfg, "policy.threshold")
     _int_at_least(cfg, "policy.persistence")
     _float_in_range(cfg, "policy.eps")

@@ -91,13 +91,11 @@ def export_hf(run_dir, out=None, *, shard_rows: int = SHARD_ROWS, full_validatio
     meta = {b"plume_capture.provenance": json.dumps(prov).encode()}
     prov = {**prov, "episode_seeds": "the seed column of the episodes config"}
     with staged_dir(out) as tmp, validated(src):
-        sw = ShardWriter(os.path.join(tmp, "steps"), shard_rows, meta)
-        ew = ShardWriter(os.path.join(tmp, "episodes"), shard_rows, meta)
-        for c in iter_chunks(src):
-            sw.write(steps_table(c))
-            ew.write(episodes_table(c))
-        sw.close()
-        ew.close()
+        with ShardWriter(os.path.join(tmp, "steps"), shard_rows, meta) as sw, \
+                ShardWriter(os.path.join(tmp, "episodes"), shard_rows, meta) as ew:
+            for c in iter_chunks(src):
+                sw.write(steps_table(c))
+                ew.write(episodes_table(c))
         counts = src.confirm()
         with open(os.path.join(tmp, "README.md"), "w") as f:
             f.write(_CARD.format(title=f"plume-capture run {prov['run_id']}", run_id=prov["run_id"],

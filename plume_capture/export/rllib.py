@@ -3,6 +3,7 @@ offline reader expects by default (obs, new_obs, actions, rewards, terminateds, 
 eps_id) plus ``t`` (0-based step index)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -52,9 +53,24 @@ class ShardWriter:
                 self.close()
 
     def close(self):
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except BaseException:
+                writer.is_open = False  # else its finalizer retries the failed write and prints a traceback
+                raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        """On success close the shard; after a failure drop it quietly (the staging directory goes)."""
+        if exc_type is None:
+            self.close()
+            return
+        with contextlib.suppress(Exception):  # the failure that brought us here is the one to report
+            self.close()
 
 
 def export_rllib(run_dir, out=None, *, shard_rows: int = SHARD_ROWS, full_validation: bool = False) -> str:
@@ -62,9 +78,7 @@ def export_rllib(run_dir, out=None, *, shard_rows: int = SHARD_ROWS, full_valida
     out = check_free(out if out is not None else os.fspath(run_dir).rstrip(os.sep) + ".rllib", run_dir)
     src = open_run(run_dir, full_validation=full_validation)
     meta = {b"plume_capture.provenance": json.dumps(provenance(src)).encode()}
-    with staged_dir(out) as tmp, validated(src):
-        w = ShardWriter(tmp, shard_rows, meta)
+    with staged_dir(out) as tmp, validated(src), ShardWriter(tmp, shard_rows, meta) as w:
         for c in iter_chunks(src):
             w.write(transitions(c))
-        w.close()
     return out

@@ -29,19 +29,24 @@ def check_free(final, run_dir=None) -> str:
 @contextlib.contextmanager
 def staged_dir(final: str):
     """Yield a fresh sibling directory of ``final``; rename it to ``final`` on success, delete it
-    on any failure. ``final`` must not exist."""
+    on any failure (with the parent directories this call made, when they are left empty: a
+    concurrent export may have made them too, and its output must stay). ``final`` must not exist."""
     final = check_free(final)
-    parent = os.path.dirname(final)
-    top = parent  # the outermost directory this export creates, removed again on failure
-    while not os.path.exists(os.path.dirname(top)):
-        top = os.path.dirname(top)
-    created = not os.path.exists(parent)
+    missing, d = [], os.path.dirname(final)
+    while not os.path.isdir(d) and os.path.dirname(d) != d:
+        missing.append(d)
+        d = os.path.dirname(d)
+    made = []  # the directories this call created, outermost first
     try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.partial-", dir=parent)
+        for d in reversed(missing):
+            try:
+                os.mkdir(d)
+                made.append(d)
+            except FileExistsError:  # made meanwhile (or a file in the way: the next step says so)
+                pass
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.partial-", dir=os.path.dirname(final))
     except OSError as exc:  # e.g. under /proc, a read-only or full file system, a file in the way
-        if created:
-            shutil.rmtree(top, ignore_errors=True)
+        _remove_empty(made)
         raise OperationalError(f"cannot write {final}: {(exc.strerror or str(exc)).lower()}") from None
     try:
         yield tmp
@@ -53,9 +58,18 @@ def staged_dir(final: str):
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) or os.path.lexists(final):
                 raise ExportError(f"output already exists: {final} (another export finished first)") from None
             raise
-    except BaseException:
-        shutil.rmtree(top if created else tmp, ignore_errors=True)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
+        if isinstance(exc, OSError) and exc.filename is None:  # e.g. pyarrow's "no space left": name where
+            exc.filename = final
         raise
+
+
+def _remove_empty(dirs: list) -> None:
+    for d in reversed(dirs):
+        with contextlib.suppress(OSError):
+            os.rmdir(d)
 
 
 def provenance(src) -> dict:

@@ -11,6 +11,7 @@ published is never overwritten.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -69,9 +70,19 @@ def run_cmd(args, cwd, what: str, stdin: str | None = None) -> subprocess.Comple
     p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, input=stdin,
                        start_new_session=True)
     if p.returncode != 0:
-        msg = (p.stderr.strip() or p.stdout.strip()).splitlines()
-        raise ToolError(f"{what} failed: {msg[-1] if msg else f'exit {p.returncode}'}")
+        raise ToolError(f"{what} failed: {_tool_says(p.stderr or p.stdout) or f'exit {p.returncode}'}")
     return p
+
+
+def _tool_says(text: str) -> str:
+    """The line of a tool's output that says what failed: DVC's last ``ERROR:`` line (its last line
+    is an advert for its support forum), else the last line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("ERROR:")]
+    if errors:
+        return errors[-1][len("ERROR:"):].strip().removeprefix("unexpected error - ")
+    lines = [ln for ln in lines if not ln.startswith("Having any troubles?")]
+    return lines[-1] if lines else ""
 
 
 def dvc_cmd(*args) -> list[str]:
@@ -219,6 +230,9 @@ def read_index(repo: DatasetRepo) -> dict:
         return PublishError(f"{path}: {what}; rebuild it with plume-nav-publish --rebuild-index "
                             f"--repo {repo.top}")
 
+    if path.is_dir() and not path.is_symlink():  # --rebuild-index cannot write over it
+        raise PublishError(f"{path}: a directory where the index belongs; move it away, then rebuild "
+                           f"the index with plume-nav-publish --rebuild-index --repo {repo.top}")
     if os.path.islink(path) or not path.is_file():
         raise damaged("not a regular file")
     try:
@@ -436,12 +450,33 @@ def _stage_copy(src: Path, stage: Path, names: list[str], inventory: dict,
     return files
 
 
+#: files git keeps while an operation waits for the user; a commit of some paths is refused then
+_GIT_UNDER_WAY = {"MERGE_HEAD": "a merge", "CHERRY_PICK_HEAD": "a cherry-pick", "REVERT_HEAD": "a revert",
+                  "rebase-merge": "a rebase", "rebase-apply": "a rebase or git am"}
+
+
+def _check_no_operation_under_way(ds: DatasetRepo) -> None:
+    """Refuse, before anything is written, a repository in the middle of a merge, rebase, ...:
+    git would refuse the commit at the end."""
+    p = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=ds.top, capture_output=True, text=True,
+                       check=False)
+    gitdir = Path(p.stdout.strip()) if p.returncode == 0 else ds.top / ".git"
+    for name, what in _GIT_UNDER_WAY.items():
+        if (gitdir / name).exists():
+            raise PublishError(f"{ds.top} is in the middle of {what} ({gitdir / name} exists): finish or "
+                               "abort it first, or publish with --no-commit")
+
+
 def _check_not_tracked_whole(ds: DatasetRepo, target: Path) -> None:
     """A directory above the run that is one DVC output would swallow the run (DVC 3 then updates
-    that output instead of writing ``<run_id>.dvc``): refuse."""
+    that output instead of writing ``<run_id>.dvc``), and DVC adds nothing behind a symbolic link:
+    refuse both."""
     for d in [target.parent, *target.parent.parents]:
         if d == ds.top:
             return
+        if d.is_symlink():
+            raise PublishError(f"{ds.rel(d)} is a symbolic link; DVC cannot track a run behind one "
+                               "(make it a directory, or publish into another --dest)")
         if d.with_name(d.name + ".dvc").exists():
             raise PublishError(f"{ds.rel(d)} is tracked by DVC as a whole ({ds.rel(d)}.dvc); "
                                "publish into another --dest")
@@ -520,7 +555,7 @@ def _record(ds: DatasetRepo, runs: list[tuple[Path, dict]], commit: bool, lap=la
     dvc_files = [_dvc_file(t) for t in targets]
     paths = [ds.rel(f) for f in [*dvc_files, *sorted({t.parent / ".gitignore" for t in targets}),
                                  ds.index_path]]
-    run_cmd(dvc_cmd("add", "--quiet", *[ds.rel(t) for t in targets]), ds.top, "dvc add")
+    run_cmd(dvc_cmd("add", *[ds.rel(t) for t in targets]), ds.top, "dvc add")  # --quiet hides its errors too
     missing = [ds.rel(f) for f in dvc_files if not f.exists()]
     if missing:
         raise RuntimeError(f"dvc add wrote no {missing[0]}")
@@ -638,6 +673,7 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
         if ident.returncode != 0:
             raise PublishError("git has no committer identity here (set user.name/user.email "
                                "or use --no-commit)")
+        _check_no_operation_under_way(ds)
     plans, seen = [], set()
     tracked = _tracked(ds)
     for rd in run_dirs:
@@ -669,10 +705,12 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
         reports[p.target] = res
     lap("validate_s")
     fresh, recovered, late = [], set(), None
+    made: list[Path] = []  # directories this call created: removed again if they end up empty
     try:
         for p in todo:
             extra = p.meta.get("extra") if isinstance(p.meta.get("extra"), dict) else {}
             inventory = extra.get("files") if isinstance(extra.get("files"), dict) else {}
+            made += [d for d in [p.target.parent, *p.target.parent.parents] if not d.exists()]
             p.target.parent.mkdir(parents=True, exist_ok=True)
             p.stage = p.target.parent / f".{p.meta['run_id']}{_STAGE_TAG}{_HOST}-{os.getpid()}"
             files = _stage_copy(p.src, p.stage, p.names, inventory, p.run_json_sha)
@@ -705,6 +743,9 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
         for p in todo:
             if p.stage is not None and p.stage.exists():
                 shutil.rmtree(p.stage)
+        for d in sorted(set(made), key=lambda d: len(d.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if empty: nothing was published into it
     out = []
     for p in plans:
         if p.found is None or p.target in recovered:  # published by this call
@@ -725,7 +766,7 @@ def publish_runs(run_dirs, repo, *, dest: str = DEFAULT_DEST, push: bool = False
             "completed first")
     if push_remote:
         try:
-            run_cmd(dvc_cmd("push", "--quiet", "-r", push_remote,
+            run_cmd(dvc_cmd("push", "-r", push_remote,
                             *[ds.rel(p.target) + ".dvc" for p in plans]), ds.top, "dvc push")
         except ToolError as exc:
             raise ToolError(f"{exc}; the run is published and committed, not pushed (fix the remote "

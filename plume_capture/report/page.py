@@ -5,6 +5,8 @@ import base64
 import contextlib
 import html
 import os
+import shutil
+import tempfile
 
 from plume_capture import interrupts
 from plume_capture.errors import OperationalError
@@ -139,27 +141,57 @@ def build_report(paths, out_html, png_dir=None, sample: int = DEFAULT_SAMPLE) ->
     body.append('<h2>runs</h2><div class="row">' + "".join(sections) + "</div>")
     page = ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>plume-capture report</title>'
             f"<style>{_CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
-    out_html = os.fspath(out_html)
-    tmp = out_html + ".tmp"
+    _write_all(os.fspath(out_html), page, png_dir, figs)
+    return {"runs": runs, "figures": [n for n, _ in figs], "notes": notes}
+
+
+def _write_all(out_html: str, page: str, png_dir, figs) -> None:
+    """Write the page and (into ``png_dir``) the figures, all or nothing: each goes to a temporary
+    name of its own beside its target and is renamed into place only once all are written. On
+    failure nothing is left (a ``png_dir`` this call created is removed); an ``OSError`` becomes
+    :class:`OperationalError` naming the path."""
+    made_dir, temps, what = None, [], out_html
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(page)
+        if png_dir is not None:
+            png_dir = os.fspath(png_dir)
+            what = f"the figures into {png_dir}"
+            if not os.path.isdir(png_dir):
+                made_dir = os.path.abspath(png_dir)
+                while not os.path.isdir(os.path.dirname(made_dir)):
+                    made_dir = os.path.dirname(made_dir)
+                os.makedirs(png_dir)
+            for name, png in figs:
+                final = os.path.join(png_dir, name + ".png")
+                temps.append((_temp_with(final, png), final))
+        what = out_html
+        temps.append((_temp_with(out_html, page.encode("utf-8")), out_html))
         interrupts.check()  # a signal whose KeyboardInterrupt was lost: never commit after it
-        os.replace(tmp, out_html)
+        for tmp, final in temps:
+            os.replace(tmp, final)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        for tmp, _ in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if made_dir is not None:
+            shutil.rmtree(made_dir, ignore_errors=True)
         if not isinstance(exc, OSError):
             raise
         # e.g. under /proc, a read-only or full file system
-        raise OperationalError(f"cannot write {out_html}: {(exc.strerror or str(exc)).lower()}") from None
-    if png_dir is not None:
-        try:
-            os.makedirs(png_dir, exist_ok=True)
-            for name, png in figs:
-                with open(os.path.join(png_dir, name + ".png"), "wb") as f:
-                    f.write(png)
-        except OSError as exc:
-            raise OperationalError(f"cannot write the figures into {png_dir}: "
-                                   f"{(exc.strerror or str(exc)).lower()}") from None
-    return {"runs": runs, "figures": [n for n, _ in figs], "notes": notes}
+        raise OperationalError(f"cannot write {what}: {(exc.strerror or str(exc)).lower()}") from None
+
+
+def _temp_with(final: str, data: bytes) -> str:
+    """A new file beside ``final`` holding ``data``, with the permissions a plain ``open`` gives."""
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(final) + ".", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(final)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp

@@ -63,7 +63,7 @@ def load_movie(path, step_policy: str = "wrap") -> tuple[np.ndarray, dict]:
 
 def describe_movie(path, step_policy: str = "wrap") -> dict:
     """Validate a movie's metadata; returns ``info`` = ``{path, format, shape, dtype, bytes,
-    identity, step_policy, fps, source_location_px}`` (what ``run.json`` records).
+    identity, file_version, step_policy, fps, source_location_px}`` (what ``run.json`` records).
 
     Raises :class:`ConfigError` (one line) for a missing path, unknown format, scheme or step
     policy, missing optional library, wrong rank or dims, empty dims, non-numeric dtype, or bad
@@ -87,6 +87,7 @@ def describe_movie(path, step_policy: str = "wrap") -> dict:
         "dtype": meta["dtype"],
         "bytes": meta["bytes"],
         "identity": meta["identity"],
+        "file_version": file_version(p),
         "step_policy": step_policy,
         "fps": _fps(meta["attrs"].get("fps"), p),
         "source_location_px": _source(meta["attrs"].get("source_location_px"), w, h, p),

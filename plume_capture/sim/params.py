@@ -16,7 +16,7 @@ from plume_capture import defaults
 from plume_capture.errors import ConfigError
 from plume_capture.kernels import codes as C
 from plume_capture.sim import puff
-from plume_capture.spec import GRID_MAX, INT_RANGES, N_ACTIONS, PLUMES, POLICY_ACTIONS, range_problem
+from plume_capture.spec import GRID_MAX, INT_RANGES, N_ACTIONS, PLUMES, policy_fit_problem, range_problem
 from plume_capture.kernels.records import KernelArgs, Params
 
 # What a null means (docs/spec.md §3.1): the one statement of each rule.
@@ -118,10 +118,9 @@ class PolicyParams:
 
     def validated(self, action_type: str) -> "PolicyParams":
         name = _choice("policy.name", self.name, tuple(C.POLICY_CODES))
-        fits = POLICY_ACTIONS[name]
-        if action_type not in fits:
-            raise ConfigError(
-                f"policy {name!r} needs action_type {' or '.join(fits)}, got {action_type!r}")
+        misfit = policy_fit_problem(name, action_type, key="action_type")
+        if misfit:
+            raise ConfigError(misfit)
         return PolicyParams(name, _ranged("policy.threshold", self.threshold),
                             _ranged("policy.persistence", self.persistence), _ranged("policy.eps", self.eps))
 
@@ -351,6 +350,10 @@ class Physics:
         now = leaves(json.loads(json.dumps(self.effective())))
         was = leaves(recorded) if isinstance(recorded, dict) else {}
         for key in sorted(set(now) | set(was), key=lambda k: (not k.startswith("movie."), k)):
+            if key == "movie.file_version" and key not in was:  # a run made before it was recorded
+                continue
             if now.get(key) != was.get(key):
-                return f"{key}: {was.get(key)!r} -> {now.get(key)!r}"
+                hint = ("; if its content is the same, give it back its modification time (touch -d)"
+                        if key == "movie.file_version" else "")
+                return f"{key}: {was.get(key)!r} -> {now.get(key)!r}{hint}"
         return None

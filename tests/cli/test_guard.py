@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import small_real_run
+from tests.cli_helpers import said, small_real_run
 
 
 COMMANDS = {
@@ -40,7 +40,7 @@ def run_main(module: str, args: list[str], cwd, *, prelude: str = "", stdout=sub
 
 
 def one_line(stderr: str) -> str:
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    lines = said(stderr)
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr
     return lines[0]
@@ -91,6 +91,18 @@ def test_bad_input_is_exit_2_one_line(prog, tmp_path):
         assert one_line(r.stderr).startswith(f"{prog}: ")
 
 
+@pytest.mark.parametrize("prog", sorted(COMMANDS))
+@pytest.mark.parametrize("args", [["--no-such-flag"], []], ids=["unknown-flag", "nothing"])
+def test_usage_errors_are_bad_input_one_line(prog, args, tmp_path):
+    """argparse's own error path prints the usage too; every command says one line, exit 2."""
+    if prog == "plume-nav-capture" and not args:
+        args = ["--episodes", "x"]
+    r = run_main(COMMANDS[prog], args, tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert one_line(r.stderr).startswith(f"{prog}: error: ")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_report_read_only_output_is_exit_3_naming_the_path(run_dir, mount, tmp_path):
     ro = mount("ro,size=1m")
     r = run_main(COMMANDS["plume-nav-report"], [str(run_dir), "-o", str(ro / "r.html")], tmp_path)
@@ -99,7 +111,24 @@ def test_report_read_only_output_is_exit_3_naming_the_path(run_dir, mount, tmp_p
     assert str(ro) in line and "read-only" in line
 
 
-def test_export_full_disk_is_exit_3_and_leaves_nothing(run_dir, mount, tmp_path):
+@pytest.mark.parametrize("html, png", [("{tmp}/r.html", "/proc/plume-png"), ("/proc/r.html", "{tmp}/new/pngs")],
+                         ids=["figures-refused", "page-refused"])
+def test_report_refused_half_way_leaves_neither_page_nor_figures(run_dir, tmp_path, html, png):
+    """The page and the figures land together or not at all (a user's ``r.html.tmp`` is not touched)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "r.html.tmp").write_text("mine")
+    html, png = html.format(tmp=out), png.format(tmp=out)
+    r = run_main(COMMANDS["plume-nav-report"], [str(run_dir), "-o", html, "--png", png], tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert "/proc/" in one_line(r.stderr)
+    assert sorted(p.name for p in out.iterdir()) == ["r.html.tmp"] and (out / "r.html.tmp").read_text() == "mine"
+
+
+@pytest.mark.parametrize("target", ["rllib", "hf"])
+def test_export_full_disk_is_exit_3_and_leaves_nothing(target, run_dir, mount, tmp_path):
+    """One line naming the output (the Parquet writer's own error names no file), and no second
+    account from a writer's finalizer retrying the failed write ("Exception ignored in ...")."""
     tiny = mount("size=64k")
     filler = tiny / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # the disk is full before the export starts
@@ -110,9 +139,9 @@ def test_export_full_disk_is_exit_3_and_leaves_nothing(run_dir, mount, tmp_path)
         pass
     finally:
         os.close(fd)
-    r = run_main(COMMANDS["plume-nav-export"], [str(run_dir), "--to", "rllib", str(tiny / "out")], tmp_path)
+    r = run_main(COMMANDS["plume-nav-export"], [str(run_dir), "--to", target, str(tiny / "out")], tmp_path)
     assert r.returncode == 3, r.stderr
-    assert "no space left" in one_line(r.stderr)
+    assert one_line(r.stderr) == f"plume-nav-export: cannot write {tiny / 'out'}: no space left on device"
     assert [p.name for p in tiny.iterdir()] == ["filler"]
 
 
@@ -133,9 +162,10 @@ def test_export_read_only_output_is_exit_3(run_dir, mount, tmp_path):
     assert "read-only" in one_line(r.stderr)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("prog", sorted(COMMANDS))
-def test_sigterm_is_exit_130_one_line(prog, tmp_path):
-    """A real SIGTERM (from another process, by PID) while the command's body runs."""
+def test_sigterm_is_exit_130_one_line(prog, sig, tmp_path):
+    """A real SIGTERM or SIGINT (from another process, by PID) while the command's body runs."""
     module = COMMANDS[prog]
     body = {  # the function each entry point runs its work in, made to wait for the signal
         "plume-nav-capture": ("plume_capture.cli.capture", "run"),
@@ -163,11 +193,11 @@ def test_sigterm_is_exit_130_one_line(prog, tmp_path):
     while not marker.exists() and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.05)
     assert marker.exists(), p.communicate()[1]
-    os.kill(p.pid, signal.SIGTERM)
-    out, err = p.communicate(timeout=30)
+    os.kill(p.pid, sig)
+    out, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
-    said = {"plume-nav-publish": "interrupted; nothing was published"}.get(prog, "interrupted")
-    assert one_line(err) == f"{prog}: {said}"
+    expected = {"plume-nav-publish": "interrupted; nothing was published"}.get(prog, "interrupted")
+    assert one_line(err) == f"{prog}: {expected}"
 
 
 @pytest.mark.parametrize("prog", ["plume-nav-report", "plume-nav-export", "plume-nav-validate"])
@@ -203,6 +233,21 @@ def test_unexpected_failure_is_exit_1_one_line_with_debug_hint(prog, tmp_path):
     assert line.startswith(f"{prog}: internal error: ZeroDivisionError: boom") and "PLUME_CAPTURE_DEBUG=1" in line
 
 
+@pytest.mark.parametrize("prog", sorted(COMMANDS))
+def test_the_machine_refusing_is_exit_3_one_line_naming_the_path(prog, tmp_path):
+    """An operational OSError (here EACCES on a named file) raised by any command's body."""
+    fn = {"plume-nav-capture": "run", "plume-nav-validate": "_validate", "plume-nav-publish": "_publish",
+          "plume-nav-report": "_report", "plume-nav-export": "_export"}[prog]
+    prelude = (f"import errno, importlib\nm = importlib.import_module({COMMANDS[prog]!r})\n"
+               f"def _refused(*a, **k):\n    raise PermissionError(errno.EACCES, 'Permission denied', '/srv/x')\n"
+               f"setattr(m, {fn!r}, _refused)\n")
+    args = {"plume-nav-capture": [], "plume-nav-validate": [str(tmp_path)], "plume-nav-publish": [str(tmp_path)],
+            "plume-nav-report": [str(tmp_path)], "plume-nav-export": [str(tmp_path), "--to", "hf"]}[prog]
+    r = run_main(COMMANDS[prog], args, tmp_path, prelude=prelude)
+    assert r.returncode == 3, r.stderr
+    assert one_line(r.stderr) == f"{prog}: cannot access /srv/x: permission denied"
+
+
 def test_lone_surrogate_in_a_message_is_printed_escaped(tmp_path):
     r = run_main(COMMANDS["plume-nav-capture"], ["experiment=a\udcffb", "episodes=1"], tmp_path)
     assert r.returncode == 2, r.stderr
@@ -220,3 +265,28 @@ def test_concurrent_exports_to_one_output_one_wins_the_others_say_so(run_dir, tm
         if rc == 2:
             assert "output already exists" in one_line(err)
     assert out.is_dir() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("at_call", [1, 2], ids=["single", "second-sweep-point"])
+def test_an_interrupt_while_runs_are_opened_leaves_no_staging(at_call, tmp_path):
+    """A real SIGINT between a staging directory's creation and the first shard: nothing recorded, so
+    nothing left (it used to stay, unnamed by the "interrupted" line, without even a manifest)."""
+    prelude = textwrap.dedent(f"""
+        import os, signal, time
+        import plume_capture.capture.run as run
+        real, calls = run.new_sink, []
+        def new_sink(p):
+            calls.append(p)
+            if len(calls) == {at_call}:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(30)
+            return real(p)
+        run.new_sink = new_sink
+    """)
+    sweep = ["-m", "seed=1,2"] if at_call == 2 else []
+    r = run_main(COMMANDS["plume-nav-capture"], ["--engine", "local", "--quiet", *sweep, "episodes=1",
+                                                 "env.max_steps=5", f"output={tmp_path / 'out'}"], tmp_path,
+                 prelude=prelude)
+    assert r.returncode == 130, r.stderr
+    assert one_line(r.stderr) == "plume-nav-capture: interrupted"
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file() or p.name.endswith(".partial")] == []

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.cli_helpers import run_cli, tree
+from tests.cli_helpers import run_cli, said, tree
 
 BOMB = """\
 a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
@@ -26,7 +26,7 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 
 def one_error_line(r, code: int) -> str:
     assert r.returncode == code, (r.returncode, r.stderr)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    lines = said(r.stderr)
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     return lines[0]
 

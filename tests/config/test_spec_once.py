@@ -156,3 +156,18 @@ def test_the_override_step_composes_what_hydras_public_compose_does(overrides):
     assert compose_config(overrides) == public
     with pytest.raises(Exception, match="unknown config key 'env.sigmaa'"):
         compose_config(["env.sigmaa=3"])
+
+
+def test_one_policy_fit_check_refuses_alike_in_the_config_and_in_the_physics():
+    """The policy/action fit has one home (``spec.policy_fit_problem``): the config check and
+    ``PolicyParams.validated`` say the same line, naming the setting as each caller spells it."""
+    from plume_capture.config import validate_config
+    from plume_capture.errors import ConfigError
+    from plume_capture.sim.params import PolicyParams
+
+    with pytest.raises(ConfigError) as in_config:
+        validate_config({"policy": {"name": "surge_cast"}, "env": {"action_type": "discrete"}}, check_paths=False)
+    with pytest.raises(ConfigError) as in_physics:
+        PolicyParams("surge_cast", 0.0, 1, 0.0).validated("discrete")
+    assert str(in_config.value) == "policy.name 'surge_cast' needs env.action_type oriented, got 'discrete'"
+    assert str(in_physics.value) == str(in_config.value).replace("env.action_type", "action_type")

@@ -385,3 +385,21 @@ def test_a_staging_directory_is_never_a_run(tmp_path, capsys):
     err = capsys.readouterr()
     assert err.err.count("staging directory") == 2 and "RUN_INCOMPLETE" in err.out
     assert not (tmp_path / "out").exists() and not (tmp_path / "r.html").exists()
+
+
+def test_a_losing_export_never_removes_the_winners_output(tmp_path):
+    """Two exports into a parent neither found: the loser removes its staging and the directories
+    it made only if empty, never the winner's output (the parent used to go with rmtree)."""
+    from plume_capture.export.reader import ExportError
+    from plume_capture.export.staging import staged_dir
+
+    final = tmp_path / "new" / "deeper" / "out"
+    with pytest.raises(ExportError, match="another export finished first"), staged_dir(final) as tmp:
+        (final.parent / os.path.basename(tmp) / "mine").write_text("loser")
+        final.mkdir()  # the winner lands first
+        (final / "part-00000.parquet").write_text("winner")
+    assert sorted(p.name for p in final.parent.iterdir()) == ["out"]
+    assert (final / "part-00000.parquet").read_text() == "winner"
+    with pytest.raises(OSError), staged_dir(tmp_path / "made" / "out"):
+        raise OSError("boom")
+    assert not (tmp_path / "made").exists()  # what it made, left empty, goes

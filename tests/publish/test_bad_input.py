@@ -201,7 +201,7 @@ def test_damaged_index_is_one_line_and_rebuildable(repo, two_runs, capsys, damag
     else:
         index.write_text({"not-json": "{oops", "array": "[]", "nan": '{"runs": [], "x": NaN}',
                           "entry-without-run-id": json.dumps({"runs": [{"experiment": "exp"}]})}[damage])
-    match = "not a regular file" if damage == "directory" else "rebuild it with plume-nav-publish --rebuild-index"
+    match = "move it away, then rebuild" if damage == "directory" else "rebuild it with plume-nav-publish --rebuild-index"
     _fails(capsys, [str(two_runs[1]), "--repo", str(repo)], repo, match)
     if damage == "directory":
         _fails(capsys, ["--rebuild-index", "--repo", str(repo)], repo, "is a directory")
@@ -221,3 +221,29 @@ def test_experiment_names_that_cannot_be_published(repo, two_runs, tmp_path, cap
     meta["experiment"] = experiment
     (run / "run.json").write_text(json.dumps(meta))
     _fails(capsys, [str(run), "--repo", str(repo)], repo, match)
+
+
+def test_a_repository_in_the_middle_of_a_merge_is_refused_before_anything_is_written(repo, two_runs, capsys):
+    """git would refuse the commit at the end (exit 3, and the dataset tree's new directories left)."""
+    branch = sh(["git", "rev-parse", "--abbrev-ref", "HEAD"], repo).stdout.strip()
+    (repo / "f").write_text("a\n")
+    sh(["git", "add", "f"], repo)
+    sh(["git", "commit", "-qm", "a"], repo)
+    sh(["git", "checkout", "-qb", "other"], repo)
+    (repo / "f").write_text("b\n")
+    sh(["git", "commit", "-qam", "b"], repo)
+    sh(["git", "checkout", "-q", branch], repo)
+    (repo / "f").write_text("c\n")
+    sh(["git", "commit", "-qam", "c"], repo)
+    assert sh(["git", "merge", "other"], repo, check=False).returncode != 0  # a conflict: MERGE_HEAD
+    _fails(capsys, [str(two_runs[0]), "--repo", str(repo)], repo, "in the middle of a merge")
+
+
+def test_an_experiment_directory_behind_a_symlink_is_refused(repo, two_runs, tmp_path, capsys):
+    """DVC adds nothing behind a symbolic link (its error used to be hidden: "dvc add failed: exit 1")."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (repo / "data" / "captures").mkdir(parents=True)
+    (repo / "data" / "captures" / "exp").symlink_to(elsewhere)
+    _fails(capsys, [str(two_runs[0]), "--repo", str(repo)], repo, "data/captures/exp is a symbolic link")
+    assert list(elsewhere.iterdir()) == []

@@ -150,7 +150,7 @@ def test_git_failure_rolls_back(repo, two_runs, capsys):
                    "the repository is as it was\n")
     assert sh(["git", "rev-parse", "HEAD"], repo).stdout == head
     assert sh(["git", "status", "--porcelain", "--untracked-files=all"], repo).stdout == ""
-    assert not (repo / "data").exists() or not any((repo / "data").rglob("*.*"))
+    assert not (repo / "data").exists()  # not even the empty directories the copy made
     hook.unlink()
     assert main([str(two_runs[0]), "--repo", str(repo)]) == 0  # nothing stale left in the way
 
@@ -177,5 +177,6 @@ def test_push_to_an_unwritable_remote_is_exit_3_and_the_commit_stays(two_runs, t
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("plume-nav-publish: dvc push failed") and \
         "published and committed, not pushed" in err, err
+    assert "/proc/plume-capture-no-remote" in err and "Having any troubles" not in err, err  # DVC's cause
     assert sh(["git", "status", "--porcelain", "--untracked-files=all"], repo).stdout == ""
     assert sh(["git", "rev-list", "--count", "HEAD"], repo).stdout.strip() == "2"  # init + the publish

@@ -126,7 +126,7 @@ def test_validate_replay_refuses_a_run_whose_movie_changed(tmp_path, capsys):
     make_movie(movie, frames=6, height=12, width=16, seed=4)
     assert main([str(run_dir), "--replay"]) == 2
     cap = capsys.readouterr()
-    assert cap.err.count("\n") == 1 and cap.err.startswith(f"plume-nav-validate: cannot replay {run_dir}: ")
+    assert cap.err.count("\n") == 1 and cap.err.startswith(f"plume-nav-validate: error: cannot replay {run_dir}: ")
     assert "the movie file changed since the capture" in cap.err and cap.out == ""
     assert main([str(run_dir)]) == 0  # the run itself is valid
     with pytest.raises(EnvChanged):

@@ -228,8 +228,8 @@ def test_resume_refuses_a_changed_movie_and_finishes_an_unchanged_one(tmp_path):
     with pytest.raises(ConfigError, match="movie file changed"):
         capture(None, resume=str(staging))
     np.save(path, arr)
-    with pytest.raises(ConfigError, match="movie file changed since the run began"):  # same bytes, new mtime
-        capture(None, resume=str(staging))
+    with pytest.raises(ConfigError, match="movie file changed since the run began.*movie.file_version.*touch -d"):
+        capture(None, resume=str(staging))  # same bytes, another modification time
     os.utime(path, ns=(was, was))  # what the refusal suggests for the same content
     done = capture(None, resume=str(staging))
     fresh = capture(_cfg(tmp_path, "fresh", path, {"kind": "local"}))
@@ -253,6 +253,30 @@ def test_resume_refuses_an_edit_between_the_sampled_blocks(tmp_path):
     assert describe_movie(path)["identity"] == before  # the trade the sampled identity makes
     with pytest.raises(ConfigError, match="movie file changed since the run began"):
         capture(None, resume=str(staging))
+
+
+def test_export_and_replay_refuse_an_edit_between_the_sampled_blocks(tmp_path, capsys):
+    """run.json records the movie's file version beside its identity: readers that recompute from
+    the movie refuse an edit the sampled identity misses, as resume does."""
+    from plume_capture.capture import capture
+    from plume_capture.cli.export import main as export_main
+    from plume_capture.readback.replay import EnvChanged, replay_run
+    from plume_capture.sim.movie import SAMPLE_BYTES, describe_movie
+
+    path = make_movie(tmp_path / "m.npy", frames=20, height=256, width=256, seed=1)
+    run = capture(_cfg(tmp_path, "out", path, {"kind": "local"}, episodes=2)).run_dir
+    before = describe_movie(path)["identity"]
+    arr = np.load(path, mmap_mode="r+")
+    arr.reshape(-1)[(SAMPLE_BYTES + 4096) // 4] += 1.0
+    arr.flush()
+    del arr
+    assert describe_movie(path)["identity"] == before
+    with pytest.raises(EnvChanged, match="movie file changed since the capture.*file_version"):
+        replay_run(run)
+    assert export_main([str(run), "--to", "hf", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "the movie file changed since the capture" in err, err
+    assert not (tmp_path / "hf").exists()
 
 
 def test_replay_refuses_a_changed_movie(tmp_path):
