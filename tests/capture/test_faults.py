@@ -301,9 +301,10 @@ def test_a_signal_during_the_commit_never_lies(tmp_path, where):
     assert_same_records(clean, final, parquet=True)
 
 
-def test_one_file_layout_resume_goes_back_before_a_flipped_bit(tmp_path, monkeypatch):
-    """In the one-file layout every journal entry holds the sha256 of each file's first bytes: a
-    bit flipped inside shard 3's bytes of steps.jsonl.gz sends resume back to shard 3's start."""
+def _one_file_resume_after_a_flipped_bit(tmp_path, monkeypatch, as_earlier_version: bool) -> None:
+    """A one-file run stopped before its commit, a bit flipped inside shard 3's bytes of
+    steps.jsonl.gz, then resumed: it goes back to shard 3 and ends with a clean run's records.
+    ``as_earlier_version`` strips the journal's sha256s, as versions before them wrote it."""
     import json
 
     from plume_capture.capture import run as engine
@@ -319,8 +320,13 @@ def test_one_file_layout_resume_goes_back_before_a_flipped_bit(tmp_path, monkeyp
             capture(cfg)
     staging = info.value.staging
     entries = [json.loads(ln) for ln in (staging / JOURNAL).read_text().splitlines()]
-    (name, start, _, _), = entries[2]["steps_files"]
-    (_, end, _, _), = entries[3]["steps_files"]
+    if as_earlier_version:
+        for e in entries:
+            for f in e["steps_files"] + e["episodes_files"]:
+                del f[3:]
+        (staging / JOURNAL).write_text("".join(json.dumps(e) + "\n" for e in entries))
+    name, start = entries[2]["steps_files"][0][:2]
+    end = entries[3]["steps_files"][0][1]
     data = bytearray((staging / name).read_bytes())
     data[(start + end) // 2] ^= 0x10
     (staging / name).write_bytes(bytes(data))
@@ -329,41 +335,18 @@ def test_one_file_layout_resume_goes_back_before_a_flipped_bit(tmp_path, monkeyp
     assert meta["extra"]["engine"]["layout"] == "one_file" and meta["extra"]["engine"]["resumed_from_shard"] == 3
     assert validate_run_artifacts(result.run_dir)["ok"]
     assert_same_records(clean, result.run_dir, parquet=True)
+
+
+def test_one_file_layout_resume_goes_back_before_a_flipped_bit(tmp_path, monkeypatch):
+    """In the one-file layout every journal entry holds the sha256 of each file's first bytes."""
+    _one_file_resume_after_a_flipped_bit(tmp_path, monkeypatch, as_earlier_version=False)
 
 
 def test_an_earlier_versions_journal_without_sha256s_still_catches_a_flipped_bit(tmp_path, monkeypatch):
-    """A one-file run interrupted by an earlier version: its journal lists each part's size and
-    rows but no sha256. A bit flipped inside shard 3's bytes is caught by the gzip CRC of its
-    member (every kept member is decompressed and its lines counted): resume goes back to shard 3."""
-    import json
-
-    from plume_capture.capture import run as engine
-    from plume_capture.readback.validate import validate_run_artifacts
-
-    clean = capture(config(output=str(tmp_path / "clean"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
-    cfg = config(output=str(tmp_path / "out"), parquet=True, engine={"kind": "local", "shard_episodes": 4}, **SMALL)
-    real_prepare = engine.prepare
-    with monkeypatch.context() as m:
-        m.setattr(engine, "prepare", lambda spec, **kw: real_prepare(spec, **{**kw, "one_file": True}))
-        _crash_publish(m)
-        with pytest.raises(Boom) as info:
-            capture(cfg)
-    staging = info.value.staging
-    entries = [json.loads(ln) for ln in (staging / JOURNAL).read_text().splitlines()]
-    for e in entries:  # as an earlier version wrote them
-        for f in e["steps_files"] + e["episodes_files"]:
-            del f[3:]
-    (staging / JOURNAL).write_text("".join(json.dumps(e) + "\n" for e in entries))
-    (name, start, _), = entries[2]["steps_files"]
-    (_, end, _), = entries[3]["steps_files"]
-    data = bytearray((staging / name).read_bytes())
-    data[(start + end) // 2] ^= 0x10
-    (staging / name).write_bytes(bytes(data))
-    result = capture(cfg, resume=str(staging))
-    meta = run_json(result.run_dir)
-    assert meta["extra"]["engine"]["layout"] == "one_file" and meta["extra"]["engine"]["resumed_from_shard"] == 3
-    assert validate_run_artifacts(result.run_dir)["ok"]
-    assert_same_records(clean, result.run_dir, parquet=True)
+    """An earlier version's journal lists each part's size and rows but no sha256: the flipped bit
+    is caught by the gzip CRC of its member (every kept member is decompressed and its lines
+    counted)."""
+    _one_file_resume_after_a_flipped_bit(tmp_path, monkeypatch, as_earlier_version=True)
 
 
 def test_a_resume_that_loses_the_race_to_the_commit_leaves_the_run_alone(tmp_path, monkeypatch):
