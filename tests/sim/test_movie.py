@@ -144,8 +144,10 @@ def test_npy_float32_is_memory_mapped_and_read_only(tmp_path):
     np.testing.assert_array_equal(field, arr)
     identity = info.pop("identity")
     assert len(identity) == 64 and int(identity, 16) >= 0
+    st = path.stat()
     assert info == {"path": str(path.absolute()), "format": "npy", "shape": [4, 3, 5], "dtype": "<f4",
-                    "bytes": path.stat().st_size, "step_policy": "clamp", "fps": 30.0, "source_location_px": [4, 2]}
+                    "bytes": st.st_size, "file_version": f"size={st.st_size} mtime_ns={st.st_mtime_ns}",
+                    "step_policy": "clamp", "fps": 30.0, "source_location_px": [4, 2]}
     assert full_sha256({**info, "identity": identity}) == hashlib.sha256(arr.tobytes()).hexdigest()
 
 
