@@ -25,7 +25,7 @@ _IO_BLOCK = 4096  # O_DIRECT alignment of buffer, offsets and lengths (covers 51
 _IO_BUFFER = 1 << 20
 
 
-class _HashingFile:
+class HashingFile:
     """Binary file, created exclusively, that hashes and counts what is appended.
 
     Bytes go through an aligned buffer to the disk with ``O_DIRECT`` where the filesystem allows
@@ -66,7 +66,7 @@ class _HashingFile:
                 f.readinto(self._mv[:self._fill])
 
     @classmethod
-    def reopen(cls, path: Path, size: int, sha) -> _HashingFile:
+    def reopen(cls, path: Path, size: int, sha) -> HashingFile:
         """Append to an existing file of ``size`` bytes whose hash so far is ``sha``."""
         return cls(path, _resume_size=size, _sha=sha)
 
@@ -164,7 +164,7 @@ class _HashingFile:
 def write_new(path: Path, buffers) -> tuple[int, str]:
     """Write ``buffers`` to a new file at ``path`` (O_DIRECT where allowed), fsynced;
     -> (bytes, sha256 hex)."""
-    f = _HashingFile(path)
+    f = HashingFile(path)
     try:
         for b in buffers:
             f.write(b)
@@ -190,13 +190,13 @@ class JsonlPartWriter:
         self.base = base
         self.rotate_size = rotate_size
         self._files: list[FileInfo] = []
-        self._f: _HashingFile | None = None
+        self._f: HashingFile | None = None
         self._rows = 0
         self._closed = False
 
     def _next_part(self) -> None:
         self._finish_part()
-        self._f = _HashingFile(self.directory / part_name(self.base, len(self._files)))
+        self._f = HashingFile(self.directory / part_name(self.base, len(self._files)))
 
     def _finish_part(self) -> None:
         if self._f is not None:
@@ -263,7 +263,7 @@ class JsonlPartWriter:
             if i < len(parts) - 1:
                 self._files.append(FileInfo(name, size, rows, sha.hexdigest()))
             else:
-                self._f, self._rows = _HashingFile.reopen(path, size, sha), rows
+                self._f, self._rows = HashingFile.reopen(path, size, sha), rows
 
 
 def prefix_digests(path: Path, sizes) -> dict:

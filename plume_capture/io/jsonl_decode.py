@@ -24,7 +24,7 @@ from plume_capture import spec as records
 from plume_capture.io.arrow import from_numpy, strings, to_numpy
 from plume_capture.io.rundir import open_regular
 from plume_capture.kernels.jsonl_scan import (T_BOOL, T_EPID, T_FLIST, T_FLOAT, T_INT, T_POS, T_STR,
-                                              _gather, _last_newline, _scan, count_lines)
+                                              gather, last_newline, scan, count_lines)
 
 __all__ = ["EPISODE_LAYOUT", "STEP_LAYOUT", "Batch", "BufferPool", "GzipLines", "Layout", "StrictJSONError",
            "count_lines", "episode_index", "iter_jsonl_batches", "parse_chunk", "parse_fast", "parse_slow",
@@ -117,7 +117,7 @@ EPISODE_LAYOUT = Layout(records.EPISODE_SCHEMA)
 
 
 def _strings_from_spans(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> pa.Array:
-    data, off = _gather(buf, starts, starts + lens)
+    data, off = gather(buf, starts, starts + lens)
     return pa.StringArray.from_buffers(len(starts), pa.py_buffer(off), pa.py_buffer(data))
 
 
@@ -200,7 +200,7 @@ def _scan_chunk(layout: Layout, buf: np.ndarray, expected, rows: int, values: in
             slow=np.empty((L.n_flt * rows + values, 3), np.int64),
             lstart=np.empty(rows, np.int64),
         )
-        status, n, nv, ns = _scan(buf, len(buf), L.key_bytes, L.key_len, L.key_type, L.key_slot,
+        status, n, nv, ns = scan(buf, len(buf), L.key_bytes, L.key_len, L.key_type, L.key_slot,
                                   L.key_slot2, expected[0], expected[1], out["ints"], out["flts"],
                                   out["bools"], out["sst"], out["sln"], out["loff"],
                                   out["lvals"], out["slow"], out["lstart"], order)
@@ -230,7 +230,7 @@ def parse_fast(layout: Layout, chunk, expected, rows: int | None = None) -> Batc
     flts, lvals = out["flts"], out["lvals"]
     if ns:
         slow = out["slow"][:ns]
-        data, off = _gather(buf, slow[:, 0], slow[:, 1])
+        data, off = gather(buf, slow[:, 0], slow[:, 1])
         text = pa.StringArray.from_buffers(ns, pa.py_buffer(off), pa.py_buffer(data))
         try:
             vals = to_numpy(pc.cast(text, pa.float64()))
@@ -563,7 +563,7 @@ class GzipLines:
                         slot[fill:fill + n] = np.frombuffer(out, np.uint8)
                         fill += n
                         if fill >= self.chunk_bytes:
-                            cut = _last_newline(slot, no_nl, fill) + 1
+                            cut = last_newline(slot, no_nl, fill) + 1
                             no_nl = fill
                             if cut > 0:
                                 if out_of_turn is not None:
@@ -595,7 +595,7 @@ class GzipLines:
                     slot[fill] = 10
                     fill += 1
             # After damage: hand on the complete lines decoded before it.
-            cut = _last_newline(slot, 0, fill) + 1
+            cut = last_newline(slot, 0, fill) + 1
             if cut > 0:
                 if out_of_turn is not None:
                     pool.put(out_of_turn)

@@ -31,8 +31,8 @@ import pyarrow as pa
 from isal import isal_zlib
 
 from plume_capture.io.arrow import column, to_numpy
-from plume_capture.kernels.jsonl_encode import (_BOOL, _FLOAT, _FLOAT_LIST, _INT, _TOKEN, _TOKEN_LIST, _assemble,
-                                                _periodic)
+from plume_capture.kernels.jsonl_encode import (BOOL, FLOAT, FLOAT_LIST, INT, TOKEN, TOKEN_LIST, assemble,
+                                                periodic)
 
 __all__ = ["BLOCK_BYTES", "EMPTY_GZIP_MEMBER", "EncodedJsonl", "configure_threads", "encode_jsonl",
            "load_polars_for"]
@@ -265,14 +265,14 @@ class _Plan:
             if n and np.all(x == x[0]):
                 self._cur += str(int(x[0]))
             else:
-                self._op(_INT, len(self.ints))
+                self._op(INT, len(self.ints))
                 self.ints.append(x)
         elif pa.types.is_boolean(t):
             x = to_numpy(arr)
             if n and np.all(x == x[0]):
                 self._cur += "true" if x[0] else "false"
             else:
-                self._op(_BOOL, len(self.bools))
+                self._op(BOOL, len(self.bools))
                 self.bools.append(x)
         elif pa.types.is_floating(t):
             x = self._float_values(name, arr)
@@ -280,7 +280,7 @@ class _Plan:
                 off, data = _format_floats(x[:1], self.python_floats)
                 self._cur += bytes(data[off[0] : off[1]]).decode()
             else:
-                self._op(_FLOAT, len(self.fcols))
+                self._op(FLOAT, len(self.fcols))
                 self.fcols.append(x)
         elif _is_string(t):
             off, data = _string_buffers(arr)
@@ -292,7 +292,7 @@ class _Plan:
             # Plain strings are copied raw between literal quotes; others get json.dumps tokens.
             base = self._static_tokens(self._escaped(arr) if escape else arr)
             self._cur += "" if escape else '"'
-            self._op(_TOKEN, len(self.ts_base))
+            self._op(TOKEN, len(self.ts_base))
             self._cur += "" if escape else '"'
             self.ts_base.append(base)
         else:
@@ -311,7 +311,7 @@ class _Plan:
         self.list_offs.append(offs)
         vt = values.type
         if pa.types.is_floating(vt):
-            self._op(_FLOAT_LIST, len(self.flists))
+            self._op(FLOAT_LIST, len(self.flists))
             self.flists.append((self._float_values(name, values), lrow))
             return
         if pa.types.is_integer(vt):
@@ -322,7 +322,7 @@ class _Plan:
             tokens = self._escaped(values)
         else:
             raise TypeError(f"column {name!r}: list of {vt} is not supported in JSON Lines records")
-        self._op(_TOKEN_LIST, len(self.tl))
+        self._op(TOKEN_LIST, len(self.tl))
         self.tl.append((self._static_tokens(tokens), lrow))
 
     @staticmethod
@@ -346,7 +346,7 @@ class _Plan:
         size = int(off[1] - off[0])
         if int(off[-1] - off[-2]) != size or not np.all(np.diff(off) == size):
             return False
-        return bool(_periodic(data[off[0] : off[-1]], size)) if size else True
+        return bool(periodic(data[off[0] : off[-1]], size)) if size else True
 
     @staticmethod
     def _escaped(arr: pa.Array) -> pa.Array:
@@ -454,7 +454,7 @@ def encode_jsonl(table: pa.Table, *, block_bytes: int | None = None, level: int 
             buf = grown
         if carry_rows + m > len(ends):
             ends = np.concatenate([ends[:carry_rows], np.empty(m, np.int64)])
-        pos = int(_assemble(r0, r1, kinds, cols, plan.lit_data, plan.lit_off, ints, bools, fidx,
+        pos = int(assemble(r0, r1, kinds, cols, plan.lit_data, plan.lit_off, ints, bools, fidx,
                             fl_base, fl_lrow, ts_base, tl_base, tl_lrow, plan.list_off,
                             plan.off0, plan.data0, off1, data1, buf, np.uint64(carry_bytes),
                             ends[carry_rows:]))

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plume_capture.io.arrow import column
-from plume_capture.io.files import FileInfo, _HashingFile
+from plume_capture.io.files import FileInfo, HashingFile
 
-def _dictionary_columns(schema: pa.Schema) -> list[str]:
+def dictionary_columns(schema: pa.Schema) -> list[str]:
     """Parquet paths of the non-float leaf columns.
 
     Dictionary encoding pays for ids, positions, seeds and strings; float columns (timestamps,
@@ -58,11 +58,11 @@ class ParquetStreamWriter:
         self.schema = schema.with_metadata({**(schema.metadata or {}), **{
             str(k).encode(): str(v).encode() for k, v in metadata.items()}})
         self.row_group_rows = row_group_rows
-        self._sink = _HashingFile(self.path)
+        self._sink = HashingFile(self.path)
         try:
             self._writer = pq.ParquetWriter(self._sink, self.schema, compression="zstd",
                                             compression_level=compression_level,
-                                            use_dictionary=_dictionary_columns(schema))
+                                            use_dictionary=dictionary_columns(schema))
         except BaseException:
             self._sink.close(sync=False)
             raise

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plume_capture.io.files import write_new
-from plume_capture.io.parquet import _dictionary_columns
+from plume_capture.io.parquet import dictionary_columns
 
 PARQUET_ROW_GROUP_ROWS = 1 << 18
 TMP_DIR = ".shards"  # in the staging directory: files written but not committed yet
@@ -98,7 +98,7 @@ def encode_parquet(table: pa.Table, metadata: dict) -> pa.Buffer:
         str(k).encode(): str(v).encode() for k, v in metadata.items()}})
     out = pa.BufferOutputStream()
     with pq.ParquetWriter(out, schema, compression="zstd",
-                          use_dictionary=_dictionary_columns(table.schema)) as w:
+                          use_dictionary=dictionary_columns(table.schema)) as w:
         w.write_table(table.replace_schema_metadata(schema.metadata), row_group_size=PARQUET_ROW_GROUP_ROWS)
     return out.getvalue()
 

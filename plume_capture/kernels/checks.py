@@ -8,7 +8,7 @@ EV_EP_GAP, EV_ORDER, EV_FIRST, EV_DUP, EV_GAP, EV_BACK, EV_AFTER_END = range(1, 
 
 
 @njit
-def _step_sequence(ep, step, reward, term, trunc, x, y, dist, st, sf,
+def step_sequence(ep, step, reward, term, trunc, x, y, dist, st, sf,
                    o_idx, o_cnt, o_sum, o_x, o_y, o_dist, o_term, o_trunc, ev):
     """Walk the steps in file order with the state carried in ``st``/``sf``.
 
@@ -95,7 +95,7 @@ def _step_sequence(ep, step, reward, term, trunc, x, y, dist, st, sf,
 
 
 @njit
-def _epid_parse(off, data, out):
+def epid_parse(off, data, out):
     for r in range(out.shape[0]):
         a, b = off[r], off[r + 1]
         nd = b - a - 3

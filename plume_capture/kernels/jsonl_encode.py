@@ -8,7 +8,7 @@ from plume_capture.kernels._jit import njit
 
 # Kernel value kinds; "pool 0" holds per-table tokens (strings, non-float list items), "pool 1" the
 # chunk's formatted floats.
-_INT, _BOOL, _TOKEN, _TOKEN_LIST, _FLOAT, _FLOAT_LIST = range(6)
+INT, BOOL, TOKEN, TOKEN_LIST, FLOAT, FLOAT_LIST = range(6)
 _ONE = np.uint64(1)
 _TWO = np.uint64(2)
 _THREE, _FOUR, _FIVE, _SIX, _SEVEN, _EIGHT = (np.uint64(k) for k in range(3, 9))
@@ -106,7 +106,7 @@ def _put_list(out, pos, off, data, t0, t1):
 
 
 @njit
-def _assemble(r0, r1, kinds, cols, lit_data, lit_off, ints, bools, fidx, fl_base, fl_lrow,
+def assemble(r0, r1, kinds, cols, lit_data, lit_off, ints, bools, fidx, fl_base, fl_lrow,
               ts_base, tl_base, tl_lrow, list_off, off0, data0, off1, data1, out, pos, line_end):
     """Write rows r0..r1-1 into out[pos:] and their end offsets into line_end; returns the end."""
     nk = kinds.shape[0]
@@ -118,24 +118,24 @@ def _assemble(r0, r1, kinds, cols, lit_data, lit_off, ints, bools, fidx, fl_base
                 break
             kind = kinds[k]
             c = cols[k]
-            if kind == _INT:
+            if kind == INT:
                 pos = _put_int(out, pos, ints[c, j])
-            elif kind == _BOOL:
+            elif kind == BOOL:
                 if bools[c, j]:
                     pos = _copy(out, pos, _TRUE, np.uint64(0), np.uint64(4))
                 else:
                     pos = _copy(out, pos, _FALSE, np.uint64(0), np.uint64(5))
-            elif kind == _TOKEN:
+            elif kind == TOKEN:
                 t = ts_base[c] + i
                 pos = _copy(out, pos, data0, off0[t], off0[t + 1])
-            elif kind == _TOKEN_LIST:
+            elif kind == TOKEN_LIST:
                 lr = tl_lrow[c]
                 pos = _put_list(out, pos, off0, data0, tl_base[c] + list_off[lr, i],
                                 tl_base[c] + list_off[lr, i + 1])
-            elif kind == _FLOAT:
+            elif kind == FLOAT:
                 t = fidx[c, j]
                 pos = _copy(out, pos, data1, off1[t], off1[t + 1])
-            else:  # _FLOAT_LIST
+            else:  # FLOAT_LIST
                 lr = fl_lrow[c]
                 pos = _put_list(out, pos, off1, data1, fl_base[c] + list_off[lr, i],
                                 fl_base[c] + list_off[lr, i + 1])
@@ -144,7 +144,7 @@ def _assemble(r0, r1, kinds, cols, lit_data, lit_off, ints, bools, fidx, fl_base
 
 
 @njit
-def _periodic(data, size):
+def periodic(data, size):
     """Whether data is one `size`-byte value repeated."""
     s = np.uint64(size)
     n = np.uint64(data.shape[0])

@@ -116,7 +116,7 @@ def _string_end(buf, p):
 
 
 @njit
-def _scan(buf, end, key_bytes, key_len, key_type, key_slot, key_slot2, exp_bytes, exp_len,
+def scan(buf, end, key_bytes, key_len, key_type, key_slot, key_slot2, exp_bytes, exp_len,
           ints, flts, bools, sst, sln, loff, lvals, slow, lstart, order):
     """Parse the complete lines of ``buf[:end]`` (which ends with a newline) into the matrices.
 
@@ -345,7 +345,7 @@ def _scan(buf, end, key_bytes, key_len, key_type, key_slot, key_slot2, exp_bytes
 
 
 @njit
-def _gather(buf, starts, ends):
+def gather(buf, starts, ends):
     """Concatenate byte ranges -> (data, int32 offsets) for an Arrow string array."""
     n = starts.shape[0]
     off = np.empty(n + 1, np.int32)
@@ -364,7 +364,7 @@ def _gather(buf, starts, ends):
 
 
 @njit
-def _last_newline(buf, lo, end):
+def last_newline(buf, lo, end):
     """Index of the last newline in ``buf[lo:end]``, else -1."""
     for i in range(end - 1, lo - 1, -1):
         if buf[i] == 10:

@@ -571,7 +571,7 @@ def test_zcat_reads_multi_member_stream(tmp_path, rng):
 @pytest.mark.parametrize("refused", [None, "open", "write"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_hashing_file_holds_every_byte_at_each_flush(tmp_path, monkeypatch, seed, refused):
-    from plume_capture.io.files import _IO_BLOCK, _IO_BUFFER, _HashingFile
+    from plume_capture.io.files import _IO_BLOCK, _IO_BUFFER, HashingFile
 
     if not supports_o_direct(tmp_path):
         pytest.skip("the test directory's filesystem refuses O_DIRECT")
@@ -582,7 +582,7 @@ def test_hashing_file_holds_every_byte_at_each_flush(tmp_path, monkeypatch, seed
              *rng.integers(1, 200_000, 40).tolist()]
     rng.shuffle(sizes)
     path = tmp_path / "f.bin"
-    f = _HashingFile(path)
+    f = HashingFile(path)
     assert f.direct is (refused != "open")
     want = bytearray()
     for i, n in enumerate(sizes):
@@ -597,25 +597,25 @@ def test_hashing_file_holds_every_byte_at_each_flush(tmp_path, monkeypatch, seed
     assert f.direct is (refused is None)  # a refused write falls back to the page cache for good
     assert path.read_bytes() == want and f.hexdigest() == hashlib.sha256(want).hexdigest()
     with pytest.raises(FileExistsError):
-        _HashingFile(path)
+        HashingFile(path)
 
 
 def test_hashing_file_reopens_after_truncation(tmp_path):
     """Resume: truncate at any size (mid-block), reopen with the prefix's hash, append."""
-    from plume_capture.io.files import _IO_BLOCK, _HashingFile
+    from plume_capture.io.files import _IO_BLOCK, HashingFile
 
     rng = np.random.default_rng(5)
     data = rng.integers(0, 256, 3 * _IO_BLOCK + 1000, dtype=np.uint8).tobytes()
     more = rng.integers(0, 256, 2 * _IO_BLOCK + 7, dtype=np.uint8).tobytes()
     for cut in (0, 1, _IO_BLOCK, 2 * _IO_BLOCK + 123, len(data)):
         path = tmp_path / f"r{cut}.bin"
-        f = _HashingFile(path)
+        f = HashingFile(path)
         f.write(data)
         f.close(sync=False)
         import os
 
         os.truncate(path, cut)
-        g = _HashingFile.reopen(path, cut, hashlib.sha256(data[:cut]))
+        g = HashingFile.reopen(path, cut, hashlib.sha256(data[:cut]))
         g.write(more[:10])
         g.flush()
         assert path.read_bytes() == data[:cut] + more[:10]
@@ -630,10 +630,10 @@ def test_hashing_file_without_o_direct(tmp_path, monkeypatch):
     """Platforms without O_DIRECT write through the page cache, same bytes."""
     import os
 
-    from plume_capture.io.files import _HashingFile
+    from plume_capture.io.files import HashingFile
 
     monkeypatch.delattr(os, "O_DIRECT")
-    f = _HashingFile(tmp_path / "x.bin")
+    f = HashingFile(tmp_path / "x.bin")
     assert f.direct is False
     f.write(b"abc" * 5000)
     f.flush()

@@ -579,14 +579,14 @@ def test_bad_lines_are_named_and_the_rest_still_checked(run):
 
 def test_long_episode_seeds_list(run):
     """A run.json above 4 MB has its episode_seeds parsed by numpy; a wrong one is still found."""
-    from plume_capture.readback.validate.run_json import _load_run_json
+    from plume_capture.readback.validate.run_json import load_run_json
     meta = read_meta(run)
     n = 700_000
     meta["episode_seeds"] = list(range(123, 123 + n))
     meta["episode_seeds"][n - 2] = 7
     write_meta(run, meta)
     assert os.path.getsize(run / "run.json") > 4 << 20
-    obj, err = _load_run_json(run / "run.json")
+    obj, err = load_run_json(run / "run.json")
     assert err is None and obj["episode_seeds"].dtype.kind == "i" and len(obj["episode_seeds"]) == n
     res = validate_run_artifacts(run)
     assert any(e.startswith(f"SEEDS_MISMATCH: run.json: episode_seeds[{n - 2}] is 7") for e in

@@ -40,19 +40,19 @@ from plume_capture import spec as records
 from plume_capture.io.jsonl_decode import EPISODE_LAYOUT, STEP_LAYOUT, GzipLines, episode_index, sha256_file
 from plume_capture.io.rundir import STAGING_NOTE, is_staging, list_run_files, not_regular, open_regular
 from plume_capture.kernels.jsonl_scan import count_lines
-from plume_capture.readback.validate.parquet import _ParquetSide, _ParquetStream
-from plume_capture.readback.validate.report import CODES, WARNING_CODES, _Report, _eid, _eids
-from plume_capture.readback.validate.run_json import _Ctx, _EPISODES, _STEPS, _check_run_json, _load_run_json
-from plume_capture.readback.validate.streams import (_EpisodeState, _Joiner, _StepState, _Stream, _check_episodes,
-                                                    _check_steps)
+from plume_capture.readback.validate.parquet import ParquetSide, ParquetStream
+from plume_capture.readback.validate.report import CODES, WARNING_CODES, Report, eid, eid_range
+from plume_capture.readback.validate.run_json import Context, EPISODES, STEPS, check_run_json, load_run_json
+from plume_capture.readback.validate.streams import (EpisodeState, Joiner, StepState, Stream, check_episodes,
+                                                    check_steps)
 
 __all__ = ["CODES", "WARNING_CODES", "format_report", "validate_run_artifacts", "verify_files"]
 
 
-def _check_files(run_dir, files, ctx: _Ctx, rep: _Report):
+def _check_files(run_dir, files, ctx: Context, rep: Report):
     for base, name in files.missing_parts:
         rep.error("PART_MISSING", name, f"rotated part of {base} missing (numbering has a gap)")
-    for base in (_STEPS, _EPISODES):
+    for base in (STEPS, EPISODES):
         if not files.jsonl[base]:
             rep.error("FILE_MISSING", records.part_name(base, 0), "no such file")
         elif files.jsonl[base][0] != records.part_name(base, 0):
@@ -69,7 +69,7 @@ def _check_files(run_dir, files, ctx: _Ctx, rep: _Report):
             reader = GzipLines(path, max_bytes=_STRAY_TEXT)
             n = sum(count_lines(chunk) for chunk in reader)
             what = f"{'more than ' if reader.problem and reader.problem[0] == 'GZIP_TOO_LARGE' else ''}{n} lines"
-        base = _STEPS if name.startswith(_STEPS + ".") else _EPISODES
+        base = STEPS if name.startswith(STEPS + ".") else EPISODES
         m = re.fullmatch(r"(steps|episodes)\.jsonl\.part(\d+)\.gz", name)
         hint = (f"; the reference tool's naming, the part is "
                 f"{records.part_name(base, int(m.group(2)))}" if m and int(m.group(2)) else "")
@@ -96,7 +96,7 @@ def _check_files(run_dir, files, ctx: _Ctx, rep: _Report):
 _STRAY_TEXT = 256 << 20  # decompressed bytes of a stray part counted at most
 
 
-def _check_manifest_entry(run_dir, name, ctx: _Ctx, rep: _Report, rows: int | None, sha=None,
+def _check_manifest_entry(run_dir, name, ctx: Context, rep: Report, rows: int | None, sha=None,
                           size=None):
     if ctx.files is None or name not in ctx.files:
         return
@@ -125,10 +125,10 @@ def _first_record(path):
         return None, None, -1
 
 
-def _fill_from_records(run_dir, files, ctx: _Ctx, rep: _Report):
-    if (ctx.run_id is not None and ctx.base_seed is not None) or not files.jsonl[_STEPS]:
+def _fill_from_records(run_dir, files, ctx: Context, rep: Report):
+    if (ctx.run_id is not None and ctx.base_seed is not None) or not files.jsonl[STEPS]:
         return
-    rid, seed, idx = _first_record(os.path.join(run_dir, files.jsonl[_STEPS][0]))
+    rid, seed, idx = _first_record(os.path.join(run_dir, files.jsonl[STEPS][0]))
     if ctx.run_id is None and isinstance(rid, str):
         ctx.run_id = rid
         rep.warn("UNCHECKED", "run.json", f"no usable run_id: records are checked against the "
@@ -139,14 +139,14 @@ def _fill_from_records(run_dir, files, ctx: _Ctx, rep: _Report):
                  "first record's")
 
 
-def _check_records(steps: _Stream, episodes: _Stream, ctx: _Ctx, rep: _Report, progress=None):
+def _check_records(steps: Stream, episodes: Stream, ctx: Context, rep: Report, progress=None):
     """Stream the steps, pulling episode records along as far as the steps have got;
     ``progress(steps, total or None)`` after each batch of steps."""
     total = ctx.counts.get("steps") if isinstance(ctx.counts, dict) else None
     ep_iter = episodes.batches()
     ep_done = False
-    sstate, estate = _StepState(), _EpisodeState()
-    joiner = _Joiner(rep)
+    sstate, estate = StepState(), EpisodeState()
+    joiner = Joiner(rep)
 
     def pull_episodes(everything: bool):
         nonlocal ep_done
@@ -156,11 +156,11 @@ def _check_records(steps: _Stream, episodes: _Stream, ctx: _Ctx, rep: _Report, p
             except StopIteration:
                 ep_done = True
                 return
-            _check_episodes(rep, ctx, fname, eb)
+            check_episodes(rep, ctx, fname, eb)
             joiner.E.append(estate.run(eb, rep, fname))
 
     for fname, sb in steps.batches():
-        _check_steps(rep, ctx, fname, sb)
+        check_steps(rep, ctx, fname, sb)
         joiner.S.append(sstate.run(sb, rep, fname))
         pull_episodes(False)
         joiner.match(final=False)
@@ -177,10 +177,10 @@ def _check_records(steps: _Stream, episodes: _Stream, ctx: _Ctx, rep: _Report, p
             continue
         if last + 1 < n_ep and not stream.damaged:
             rep.error("EPISODE_MISSING", stream.files[-1], f"no {label} for "
-                      f"{_eids(last + 1, n_ep - 1)} (run.json lists {n_ep} episodes)")
+                      f"{eid_range(last + 1, n_ep - 1)} (run.json lists {n_ep} episodes)")
         elif last + 1 > n_ep:
             rep.error("COUNTS_MISMATCH", stream.files[-1],
-                      f"{label} go up to {_eid(last)}, run.json lists {n_ep} episodes")
+                      f"{label} go up to {eid(last)}, run.json lists {n_ep} episodes")
     if ctx.counts is not None:
         for key, stream in (("steps", steps), ("episodes", episodes)):
             if ctx.counts[key] != stream.lines:
@@ -192,9 +192,9 @@ def _check_from_parquet(run_dir, files, ctx, rep, checked) -> dict:
     """``source="parquet"``: every record check on the Parquet records; each JSON Lines file
     checked by its size and sha256 against run.json (the capture wrote both from the same
     records), not parsed."""
-    streams = {base: _ParquetStream(run_dir, files.parquet[base], layout, ctx, rep)
-               for base, layout in ((_STEPS, STEP_LAYOUT), (_EPISODES, EPISODE_LAYOUT))}
-    _check_records(streams[_STEPS], streams[_EPISODES], ctx, rep)
+    streams = {base: ParquetStream(run_dir, files.parquet[base], layout, ctx, rep)
+               for base, layout in ((STEPS, STEP_LAYOUT), (EPISODES, EPISODE_LAYOUT))}
+    _check_records(streams[STEPS], streams[EPISODES], ctx, rep)
     for base, stream in streams.items():
         for name, (rows, _, _) in zip(stream.files, stream.file_info):
             checked.append(name)
@@ -208,7 +208,7 @@ def _check_from_parquet(run_dir, files, ctx, rep, checked) -> dict:
         if lines != stream.lines:
             rep.error("PARQUET_MISMATCH", base, f"the Parquet files hold {stream.lines} records, run.json "
                       f"lists {lines} in the JSON Lines")
-    return {"steps": streams[_STEPS].lines, "episodes": streams[_EPISODES].lines}
+    return {"steps": streams[STEPS].lines, "episodes": streams[EPISODES].lines}
 
 
 def parquet_source_usable(run_dir) -> bool:
@@ -216,15 +216,15 @@ def parquet_source_usable(run_dir) -> bool:
     every file with its sha256) with Parquet for both bases."""
     try:
         files = list_run_files(run_dir)
-        meta, err = _load_run_json(os.path.join(run_dir, "run.json"))
+        meta, err = load_run_json(os.path.join(run_dir, "run.json"))
     except OSError:
         return False
     if files.irregular:
         return False
     listed = (meta.get("extra") or {}).get("files") if isinstance(meta, dict) and err is None else None
-    return bool(isinstance(listed, dict) and all(files.parquet[b] for b in (_STEPS, _EPISODES))
+    return bool(isinstance(listed, dict) and all(files.parquet[b] for b in (STEPS, EPISODES))
                 and all(isinstance(listed.get(n), dict) and "sha256" in listed[n]
-                        for b in (_STEPS, _EPISODES) for n in files.jsonl[b]))
+                        for b in (STEPS, EPISODES) for n in files.jsonl[b]))
 
 
 def verify_files(run_dir, *, max_errors: int = 1) -> list[str]:
@@ -233,15 +233,15 @@ def verify_files(run_dir, *, max_errors: int = 1) -> list[str]:
     ``source="parquet"`` checks of the JSON Lines, for every file. [] for a run that lists no files
     (the reference tool's); a file that is not a regular file is a problem, never opened."""
     run_dir = os.fspath(run_dir)
-    rep, ctx = _Report(max_errors), _Ctx()
+    rep, ctx = Report(max_errors), Context()
     files = list_run_files(run_dir)
     for name, what in files.irregular:
         rep.error("FILE_NOT_REGULAR", name, f"is {what}, not a regular file")
     if not files.irregular:
-        meta, err = _load_run_json(os.path.join(run_dir, "run.json"))
+        meta, err = load_run_json(os.path.join(run_dir, "run.json"))
         if err is None and isinstance(meta, dict):
             ctx.meta_ok, ctx.meta = True, meta
-            _check_run_json(meta, ctx, _Report(1))  # fills ctx.files; run.json's own problems are not these
+            check_run_json(meta, ctx, Report(1))  # fills ctx.files; run.json's own problems are not these
         else:
             rep.error("RUN_JSON_INVALID", "run.json", f"not a JSON object: {err or type(meta).__name__}")
     if ctx.meta_ok and ctx.ours and ctx.files is None:
@@ -277,7 +277,7 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
     if source not in ("jsonl", "parquet"):
         raise ValueError(f"source must be 'jsonl' or 'parquet', not {source!r}")
     run_dir = os.fspath(run_dir)
-    rep, ctx, checked = _Report(max_errors), _Ctx(), []
+    rep, ctx, checked = Report(max_errors), Context(), []
     counts = {"steps": 0, "episodes": 0}
     if os.path.isdir(run_dir) and is_staging(run_dir):  # whatever its run.json says
         rep.error("RUN_INCOMPLETE", os.path.basename(os.path.normpath(run_dir)), STAGING_NOTE)
@@ -290,14 +290,14 @@ def validate_run_artifacts(run_dir, *, check_parquet: bool = True, max_errors: i
         pass  # reported with the other files that are not regular files
     else:
         checked.append("run.json")
-        meta, err = _load_run_json(os.path.join(run_dir, "run.json"))
+        meta, err = load_run_json(os.path.join(run_dir, "run.json"))
         if err is not None:
             rep.error("RUN_JSON_INVALID", "run.json", f"not valid JSON: {err}")
         elif not isinstance(meta, dict):
             rep.error("RUN_JSON_INVALID", "run.json", f"not a JSON object ({type(meta).__name__})")
         else:
             ctx.meta_ok, ctx.meta = True, meta
-            _check_run_json(meta, ctx, rep)
+            check_run_json(meta, ctx, rep)
     if os.path.isdir(run_dir):
         counts = _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, source, progress)
     unchecked = []
@@ -327,16 +327,16 @@ def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, sourc
     pool = ThreadPoolExecutor(max_workers=2)  # parsing; decompression has its own thread
     sides = {}
     try:
-        for base, layout in ((_STEPS, STEP_LAYOUT), (_EPISODES, EPISODE_LAYOUT)):
+        for base, layout in ((STEPS, STEP_LAYOUT), (EPISODES, EPISODE_LAYOUT)):
             names = files.parquet[base]
             if names and check_parquet:
-                sides[base] = _ParquetSide(run_dir, names, layout, ctx, rep)
+                sides[base] = ParquetSide(run_dir, names, layout, ctx, rep)
             elif names:
                 rep.warn("PARQUET_SKIPPED", names[0].split("/")[0], "not compared (check_parquet=False)")
-        streams = {base: _Stream(run_dir, files.jsonl[base], layout, ctx, rep, sides.get(base),
+        streams = {base: Stream(run_dir, files.jsonl[base], layout, ctx, rep, sides.get(base),
                                  pool, chunk_bytes)
-                   for base, layout in ((_STEPS, STEP_LAYOUT), (_EPISODES, EPISODE_LAYOUT))}
-        _check_records(streams[_STEPS], streams[_EPISODES], ctx, rep, progress)
+                   for base, layout in ((STEPS, STEP_LAYOUT), (EPISODES, EPISODE_LAYOUT))}
+        _check_records(streams[STEPS], streams[EPISODES], ctx, rep, progress)
         for stream in streams.values():
             for name, (nlines, size, sha) in zip(stream.files, stream.file_info):
                 checked.append(name)
@@ -357,7 +357,7 @@ def _check_run_dir(run_dir, ctx, rep, checked, check_parquet, chunk_bytes, sourc
             if os.path.isfile(os.path.join(run_dir, name)):
                 checked.append(name)
                 _check_manifest_entry(run_dir, name, ctx, rep, None)
-        return {"steps": streams[_STEPS].lines, "episodes": streams[_EPISODES].lines}
+        return {"steps": streams[STEPS].lines, "episodes": streams[EPISODES].lines}
     finally:
         for side in sides.values():
             side.close()

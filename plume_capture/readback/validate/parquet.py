@@ -11,12 +11,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from plume_capture import spec as records
-from plume_capture.kernels.checks import _epid_parse
+from plume_capture.kernels.checks import epid_parse
 from plume_capture.io.arrow import from_numpy, to_numpy
 from plume_capture.io.jsonl_decode import Layout
 from plume_capture.kernels.jsonl_scan import T_EPID, T_FLIST, T_POS, T_STR
-from plume_capture.readback.validate.report import _Report, _cat, _eid, _fmt
-from plume_capture.readback.validate.run_json import _Ctx, _short
+from plume_capture.readback.validate.report import Report, concat_columns, eid, fmt_value
+from plume_capture.readback.validate.run_json import Context, short
 
 
 def _epid_index_arrow(strs: pa.Array) -> np.ndarray:
@@ -26,7 +26,7 @@ def _epid_index_arrow(strs: pa.Array) -> np.ndarray:
     off = np.frombuffer(bufs[1], np.int32)[strs.offset:strs.offset + len(strs) + 1]
     data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(1, np.uint8)
     out = np.empty(len(strs), np.int64)
-    _epid_parse(off, data, out)
+    epid_parse(off, data, out)
     return out
 
 
@@ -88,7 +88,7 @@ def _slice_cols(cols: dict, start: int, n: int, lf: str | None) -> dict:
 def _cat_cols(parts: list[dict], lf: str | None) -> dict:
     if len(parts) == 1:
         return parts[0]
-    out = _cat(parts)
+    out = concat_columns(parts)
     if lf:
         lens = np.concatenate([np.diff(p[lf + ".offsets"]) for p in parts])
         out[lf + ".offsets"] = np.concatenate([[0], np.cumsum(lens)])
@@ -108,23 +108,23 @@ def _slice_rows(cols: dict, rows: np.ndarray, lf: str | None) -> dict:
     return out
 
 
-def _schema_ok(pf, layout: Layout, rep: _Report, name: str) -> bool:
+def _schema_ok(pf, layout: Layout, rep: Report, name: str) -> bool:
     """The file's columns are the record schema's (strings may be dictionary-encoded); else reported."""
     got, want = pf.schema_arrow.remove_metadata(), layout.schema
     if got.names != want.names or any(not g.type.equals(w.type) and not (
             pa.types.is_dictionary(g.type) and g.type.value_type == w.type) for g, w in zip(got, want)):
-        rep.error("PARQUET_SCHEMA", name, f"schema differs from the record schema: {_short(str(got), 200)}")
+        rep.error("PARQUET_SCHEMA", name, f"schema differs from the record schema: {short(str(got), 200)}")
         return False
     return True
 
 
-class _ParquetSide:
+class ParquetSide:
     """Reads a Parquet file batch by batch in a background thread and compares it, row for row,
     with the JSON Lines records of the same base (all parts in order)."""
 
     BATCH = 1 << 14
 
-    def __init__(self, run_dir: str, names: list[str], layout: Layout, ctx: _Ctx, rep: _Report):
+    def __init__(self, run_dir: str, names: list[str], layout: Layout, ctx: Context, rep: Report):
         # One file, or the parts of a Parquet directory (one per shard) read as one sequence.
         self.name = names[0] if len(names) == 1 else names[0].split("/")[0]
         self.layout, self.ctx, self.rep = layout, ctx, rep
@@ -206,7 +206,7 @@ class _ParquetSide:
         self.parts.append([cols, 0, k])
         return True
 
-    def _take(self, n: int):
+    def take_rows(self, n: int):
         """Yield ``(cols, start, count, row)`` pieces of the next ``n`` Parquet rows (views;
         ``row`` is the file row of the piece's first row)."""
         while n > 0:
@@ -229,11 +229,11 @@ class _ParquetSide:
             return
         nlines, got = batch.nlines, 0
         if batch.rows is None and not self.diverged:
-            for cols, off, m, row in self._take(nlines):
+            for cols, off, m, row in self.take_rows(nlines):
                 self._diff(batch, got, cols, off, m, fname, row)
                 got += m
         else:
-            pieces = list(self._take(nlines))
+            pieces = list(self.take_rows(nlines))
             got = sum(m for _, _, m, _ in pieces)
             if not self.diverged and batch.n and got == nlines:
                 lf = self.layout.list_field
@@ -289,13 +289,13 @@ class _ParquetSide:
         lf = self.layout.list_field
         if name == lf:
             off, vals = cols[lf + ".offsets"], cols[lf + ".values"]
-            return _fmt([float(v) for v in vals[off[i]:off[i + 1]]])
+            return fmt_value([float(v) for v in vals[off[i]:off[i + 1]]])
         v = cols[name]
         if name == "episode_id":
-            return _eid(v[i]) if v[i] >= 0 else "<malformed>"
+            return eid(v[i]) if v[i] >= 0 else "<malformed>"
         if name in self.layout.str_fields:
             return "expected value" if v[i] else "other value"
-        return _fmt(v[i].item())
+        return fmt_value(v[i].item())
 
     def _report(self, fname, line, msg, count, check):
         self.rep.rows("PARQUET_MISMATCH", fname, line, msg, count, check + self.name)
@@ -345,13 +345,13 @@ class _ParquetBatch:
         return self._rb.column(name)[row].as_py()
 
 
-class _ParquetStream:
-    """The records of one base read from its Parquet files (the ``_Stream`` interface), for
+class ParquetStream:
+    """The records of one base read from its Parquet files (the ``Stream`` interface), for
     ``source="parquet"``: the JSON Lines are then checked by size and sha256 only."""
 
     BATCH = 1 << 16
 
-    def __init__(self, run_dir: str, names: list[str], layout: Layout, ctx: _Ctx, rep: _Report):
+    def __init__(self, run_dir: str, names: list[str], layout: Layout, ctx: Context, rep: Report):
         self.run_dir, self.files, self.layout, self.ctx, self.rep = run_dir, names, layout, ctx, rep
         self.file_info: list[tuple] = []
         self.lines = 0

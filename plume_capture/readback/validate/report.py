@@ -73,7 +73,7 @@ WARNING_CODES = {
 # Report
 
 
-class _Report:
+class Report:
     def __init__(self, max_errors: int):
         self.max_errors = max(int(max_errors), 1)
         self.entries: list[list] = []  # [code, where, message, rows]
@@ -118,7 +118,7 @@ class _Report:
         return out
 
 
-def _fmt(v) -> str:
+def fmt_value(v) -> str:
     if isinstance(v, (bool, np.bool_)):
         return "true" if v else "false"
     if isinstance(v, (float, np.floating)):
@@ -130,19 +130,19 @@ def _fmt(v) -> str:
 # run.json
 
 
-def _cat(parts: list[dict]) -> dict:
+def concat_columns(parts: list[dict]) -> dict:
     if len(parts) == 1:
         return parts[0]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _take(d: dict, sel) -> dict:
+def take_rows(d: dict, sel) -> dict:
     return {k: v[sel] for k, v in d.items()}
 
 
-def _eid(i) -> str:
+def eid(i) -> str:
     return records.episode_id(int(i))
 
 
-def _eids(a, b) -> str:
-    return _eid(a) if a == b else f"{_eid(a)}..{_eid(b)}"
+def eid_range(a, b) -> str:
+    return eid(a) if a == b else f"{eid(a)}..{eid(b)}"

@@ -11,20 +11,20 @@ import numpy as np
 from plume_capture import spec as records
 from plume_capture.io.jsonl_decode import strict_loads
 from plume_capture.io.rundir import open_regular
-from plume_capture.readback.validate.report import _Report
+from plume_capture.readback.validate.report import Report
 
 
 _RUN_ID_RE = re.compile(r"run-\d{8}-\d{6}(-[A-Za-z0-9_.-]+)?\Z")
 _START_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _SYSTEM_KEYS = ("hostname", "platform", "python_version", "pid", "user")
-_STEPS, _EPISODES = records.STEPS_BASENAME, records.EPISODES_BASENAME
+STEPS, EPISODES = records.STEPS_BASENAME, records.EPISODES_BASENAME
 
 
 _SEEDS_RE = re.compile(rb'"episode_seeds"\s*:\s*\[([\s\d,-]*)\]')
 
 
-def _load_run_json(path, fast_seeds: bool = True):
+def load_run_json(path, fast_seeds: bool = True):
     """-> (object, error message or None); ``episode_seeds`` becomes an int64 array.
 
     A very long ``episode_seeds`` list (up to 10^7 entries, docs/spec.md §9.2) is parsed by numpy
@@ -52,7 +52,7 @@ def _load_run_json(path, fast_seeds: bool = True):
         return None, str(e)
     if seeds is not None:
         if not (isinstance(obj, dict) and obj.get("episode_seeds") == []):
-            return _load_run_json(path, fast_seeds=False)  # the match was not the top-level key
+            return load_run_json(path, fast_seeds=False)  # the match was not the top-level key
         obj["episode_seeds"] = seeds
     return obj, None
 
@@ -70,7 +70,7 @@ def _is_xy(v) -> bool:
 
 
 @dataclass
-class _Ctx:
+class Context:
     """What the records are checked against (from run.json, else from the first record)."""
 
     kind: str = "unknown"
@@ -100,7 +100,7 @@ class _Ctx:
         return {"run_id": self.run_id, "schema_version": records.SCHEMA_VERSION}
 
 
-def _check_run_json(meta: dict, ctx: _Ctx, rep: _Report):
+def check_run_json(meta: dict, ctx: Context, rep: Report):
     """Check run.json (docs/spec.md §9.2) and fill ``ctx`` with what the records are checked against."""
     keys = list(meta)
     if keys != list(records.RUN_JSON_KEYS):
@@ -126,13 +126,13 @@ def _check_run_json(meta: dict, ctx: _Ctx, rep: _Report):
 
 
 def _bad_type(rep, key, value, what):
-    rep.error("RUN_JSON_TYPE", "run.json", f"{key} must be {what}, got {_short(value)}")
+    rep.error("RUN_JSON_TYPE", "run.json", f"{key} must be {what}, got {short(value)}")
 
 
 def _check_top_level(meta, ctx, rep):
     sv = meta.get("schema_version", records.SCHEMA_VERSION)
     if sv != records.SCHEMA_VERSION:
-        rep.error("SCHEMA_VERSION", "run.json", f"schema_version {_short(sv)}, expected '0.1'")
+        rep.error("SCHEMA_VERSION", "run.json", f"schema_version {short(sv)}, expected '0.1'")
     rid = meta.get("run_id")
     m = _RUN_ID_RE.match(rid) if isinstance(rid, str) else None
     if isinstance(rid, str) and rid:
@@ -202,8 +202,8 @@ def _check_env_config(meta, ctx, rep):
             _bad_type(rep, "env_config.plume_params.sigma", pp["sigma"], "a number > 0")
     psrc = pp.get("source_location")
     if psrc is not None and ctx.goal is not None and (not _is_xy(psrc) or tuple(psrc) != ctx.goal):
-        rep.error("RUN_JSON_VALUE", "run.json", f"env_config.plume_params.source_location {_short(psrc)} "
-                  f"differs from env_config.source_location ({_short(list(ctx.goal))})")
+        rep.error("RUN_JSON_VALUE", "run.json", f"env_config.plume_params.source_location {short(psrc)} "
+                  f"differs from env_config.source_location ({short(list(ctx.goal))})")
 
 
 def _check_seeds(meta, ctx, rep):
@@ -238,7 +238,7 @@ def _check_extra(extra, ctx, rep):
     if ctx.ours:
         status = extra.get("status")
         if status != "complete":
-            rep.error("RUN_INCOMPLETE", W, f"extra.status is {_short(status)}, not 'complete'"
+            rep.error("RUN_INCOMPLETE", W, f"extra.status is {short(status)}, not 'complete'"
                       if "status" in extra else "extra.status is missing (the run did not finish)")
         if not env:
             rep.error("RUN_JSON_VALUE", W, "extra.env (the effective env settings) is missing")
@@ -269,14 +269,14 @@ def _check_extra(extra, ctx, rep):
                      ("source_location", ctx.goal), ("goal_location", ctx.goal), ("sigma", ctx.sigma)):
         v = env.get(key)
         if v is not None and ref is not None and (tuple(v) if isinstance(v, list) else v) != ref:
-            msg = f"extra.env.{key} {_short(v)} differs from env_config ({_short(ref)})"
+            msg = f"extra.env.{key} {short(v)} differs from env_config ({short(ref)})"
             if ctx.ours:
                 rep.error("RUN_JSON_VALUE", W, msg)
             else:
                 rep.warn("UNCHECKED", W, msg + "; env_config is used")
     if ctx.ours and env and (env.get("sigma") is None) != (ctx.sigma is None):
         rep.error("RUN_JSON_VALUE", W, "extra.env.sigma and env_config.plume_params.sigma: one is missing "
-                  f"({_short(env.get('sigma'))} vs {_short(ctx.sigma)})")
+                  f"({short(env.get('sigma'))} vs {short(ctx.sigma)})")
     if env.get("reward_type") in ("sparse", "step_penalty"):
         ctx.reward_type = env["reward_type"]
     ctx.n_actions = records.N_ACTIONS.get(env.get("action_type"))
@@ -291,7 +291,7 @@ def _check_extra(extra, ctx, rep):
                  f"{' and '.join(unchecked)} not checked against it")
 
 
-def _short(v, n: int = 60) -> str:
+def short(v, n: int = 60) -> str:
     try:
         s = json.dumps(v.tolist() if isinstance(v, np.ndarray) else v)
     except (TypeError, ValueError):

@@ -12,20 +12,20 @@ import numpy as np
 
 from plume_capture import spec as records
 from plume_capture.kernels.checks import (EV_AFTER_END, EV_BACK, EV_DUP, EV_EP_GAP, EV_FIRST, EV_GAP, EV_ORDER,
-                                          _step_sequence)
+                                          step_sequence)
 from plume_capture.io.jsonl_decode import BufferPool, GzipLines, Layout, parse_fast, parse_slow
 from plume_capture.io.rundir import jsonl_text_limit
-from plume_capture.readback.validate.report import _Report, _cat, _eid, _eids, _fmt, _take
-from plume_capture.readback.validate.run_json import _Ctx, _short
+from plume_capture.readback.validate.report import Report, concat_columns, eid, eid_range, fmt_value, take_rows
+from plume_capture.readback.validate.run_json import Context, short
 
 if TYPE_CHECKING:
-    from plume_capture.readback.validate.parquet import _ParquetSide
+    from plume_capture.readback.validate.parquet import ParquetSide
 
 
-class _Joiner:
+class Joiner:
     """Matches per-episode summaries of the steps with the episode records, both in order."""
 
-    def __init__(self, rep: _Report):
+    def __init__(self, rep: Report):
         self.rep = rep
         self.S: list[dict] = []
         self.E: list[dict] = []
@@ -46,7 +46,7 @@ class _Joiner:
             if final:
                 self.S, self.E = [], []
             return
-        S, E = _cat(self.S), _cat(self.E)
+        S, E = concat_columns(self.S), concat_columns(self.E)
         if final:
             ns, ne = len(S["idx"]), len(E["idx"])
         else:
@@ -59,9 +59,9 @@ class _Joiner:
         _, si, ei = np.intersect1d(S["idx"][:ns], E["idx"][:ne], assume_unique=True,
                                    return_indices=True)
         if len(si):
-            self._compare(_take(S, si), _take(E, ei))
-        self.S = [_take(S, slice(ns, None))] if ns < len(S["idx"]) else []
-        self.E = [_take(E, slice(ne, None))] if ne < len(E["idx"]) else []
+            self._compare(take_rows(S, si), take_rows(E, ei))
+        self.S = [take_rows(S, slice(ns, None))] if ns < len(S["idx"]) else []
+        self.E = [take_rows(E, slice(ne, None))] if ne < len(E["idx"]) else []
 
     def _compare(self, s: dict, e: dict):
         bad_steps = s["count"] != e["total_steps"]
@@ -76,21 +76,21 @@ class _Joiner:
             if bad_steps[k]:
                 parts.append(f"total_steps {e['total_steps'][k]} but {s['count'][k]} step records")
             if bad_sum[k]:
-                parts.append(f"total_reward {_fmt(e['total_reward'][k])} but the steps' rewards "
-                             f"sum to {_fmt(s['rsum'][k])}")
+                parts.append(f"total_reward {fmt_value(e['total_reward'][k])} but the steps' rewards "
+                             f"sum to {fmt_value(s['rsum'][k])}")
             if bad_pos[k]:
                 parts.append(f"final_position ({e['x'][k]}, {e['y'][k]}) but the last step is at "
                              f"({s['x'][k]}, {s['y'][k]})")
             if bad_dist[k]:
-                parts.append(f"final_distance_to_goal {_fmt(e['dist'][k])} but the last step has "
-                             f"{_fmt(s['dist'][k])}")
+                parts.append(f"final_distance_to_goal {fmt_value(e['dist'][k])} but the last step has "
+                             f"{fmt_value(s['dist'][k])}")
             for flag, badf in (("terminated", bad_term), ("truncated", bad_trunc)):
                 key = flag[:4] if flag == "terminated" else "trunc"
                 if badf[k]:
-                    parts.append(f"{flag} {_fmt(bool(e[key][k]))} but the last step has "
-                                 f"{_fmt(bool(s[key][k]))}")
+                    parts.append(f"{flag} {fmt_value(bool(e[key][k]))} but the last step has "
+                                 f"{fmt_value(bool(s[key][k]))}")
             self.rep.error("EPISODE_MISMATCH", f"{e['file'][k]}:{e['line'][k]}",
-                           f"{_eid(s['idx'][k])}: " + "; ".join(parts))
+                           f"{eid(s['idx'][k])}: " + "; ".join(parts))
         extra = int(bad.sum()) - min(int(bad.sum()), self.rep.max_errors + 1)
         self.rep.suppressed += extra
 
@@ -138,12 +138,12 @@ def _chunks(reader: GzipLines):
         t.join()
 
 
-class _Stream:
+class Stream:
     """The JSON Lines files of one base, parsed chunk by chunk (parsing overlaps with the next
     chunk's parse and decompression in worker threads)."""
 
-    def __init__(self, run_dir, files, layout: Layout, ctx: _Ctx, rep: _Report,
-                 parquet: _ParquetSide | None, pool: ThreadPoolExecutor, chunk_bytes: int):
+    def __init__(self, run_dir, files, layout: Layout, ctx: Context, rep: Report,
+                 parquet: ParquetSide | None, pool: ThreadPoolExecutor, chunk_bytes: int):
         self.run_dir, self.files, self.layout = run_dir, files, layout
         self.ctx, self.rep, self.parquet, self.pool = ctx, rep, parquet, pool
         self.chunk_bytes = chunk_bytes
@@ -206,7 +206,7 @@ class _Stream:
         return name, batch
 
 
-def _flag(rep: _Report, code: str, fname: str, batch, mask: np.ndarray, msg, check: str = ""):
+def _flag(rep: Report, code: str, fname: str, batch, mask: np.ndarray, msg, check: str = ""):
     if mask.any():
         i = int(np.argmax(mask))
         rep.rows(code, fname, int(batch.lines[i]), msg(i), int(mask.sum()), check)
@@ -231,14 +231,14 @@ def _check_positions(rep, ctx, fname, b, xs, ys, what):
           lambda i: f"{what} ({xs[i]}, {ys[i]}) is outside the {W}x{H} grid")
 
 
-def _check_steps(rep: _Report, ctx: _Ctx, fname: str, b):
+def check_steps(rep: Report, ctx: Context, fname: str, b):
     c = b.cols
     _check_common(rep, ctx, fname, b)
     ep = c["episode_id"]
     if ctx.base_seed is not None:
         want = ctx.base_seed + ep
         _flag(rep, "SEED_MISMATCH", fname, b, (ep >= 0) & (c["seed"] != want),
-              lambda i: f"{_eid(ep[i])} step {c['step'][i]} has seed {c['seed'][i]}, expected "
+              lambda i: f"{eid(ep[i])} step {c['step'][i]} has seed {c['seed'][i]}, expected "
                         f"base_seed + {ep[i]} = {want[i]}")
     x, y = c["agent_position.x"], c["agent_position.y"]
     dist, step = c["distance_to_goal"], c["step"]
@@ -247,27 +247,27 @@ def _check_steps(rep: _Report, ctx: _Ctx, fname: str, b):
         dx, dy = x - ctx.goal[0], y - ctx.goal[1]
         want_d = np.sqrt((dx * dx + dy * dy).astype(np.float64))
         _flag(rep, "DISTANCE_MISMATCH", fname, b, want_d != dist,
-              lambda i: f"distance_to_goal {_fmt(dist[i])} at ({x[i]}, {y[i]}), expected "
-                        f"{_fmt(want_d[i])} from the goal {ctx.goal}")
+              lambda i: f"distance_to_goal {fmt_value(dist[i])} at ({x[i]}, {y[i]}), expected "
+                        f"{fmt_value(want_d[i])} from the goal {ctx.goal}")
     else:
         _flag(rep, "RECORD_VALUE", fname, b, dist < 0,
-              lambda i: f"distance_to_goal {_fmt(dist[i])} is negative", "dist")
+              lambda i: f"distance_to_goal {fmt_value(dist[i])} is negative", "dist")
     term, trunc = c["terminated"], c["truncated"]
     if ctx.radius is not None:
         reached = dist <= ctx.radius
         _flag(rep, "FLAG_MISMATCH", fname, b, term != reached,
-              lambda i: f"terminated {_fmt(term[i])} with distance_to_goal {_fmt(dist[i])} and "
-                        f"goal_radius {_fmt(ctx.radius)}", "term")
+              lambda i: f"terminated {fmt_value(term[i])} with distance_to_goal {fmt_value(dist[i])} and "
+                        f"goal_radius {fmt_value(ctx.radius)}", "term")
         if ctx.reward_type is not None:
             miss = 0.0 if ctx.reward_type == "sparse" else records.STEP_PENALTY
             want_r = np.where(reached, 1.0, miss)
             r = c["reward"]
             _flag(rep, "REWARD_MISMATCH", fname, b, r != want_r,
-                  lambda i: f"reward {_fmt(r[i])} with distance_to_goal {_fmt(dist[i])}, expected "
-                            f"{_fmt(want_r[i])} ({ctx.reward_type})")
+                  lambda i: f"reward {fmt_value(r[i])} with distance_to_goal {fmt_value(dist[i])}, expected "
+                            f"{fmt_value(want_r[i])} ({ctx.reward_type})")
     if ctx.max_steps is not None:
         _flag(rep, "FLAG_MISMATCH", fname, b, trunc != (step >= ctx.max_steps),
-              lambda i: f"truncated {_fmt(trunc[i])} at step {step[i]} with max_steps "
+              lambda i: f"truncated {fmt_value(trunc[i])} at step {step[i]} with max_steps "
                         f"{ctx.max_steps}", "trunc")
     a = c["action"]
     hi = ctx.n_actions
@@ -288,38 +288,38 @@ def _check_steps(rep: _Report, ctx: _Ctx, fname: str, b):
             m = np.zeros(b.n, bool)
             m[rows] = True
             _flag(rep, "OBS_VALUE", fname, b, m,
-                  lambda i: f"observation_summary {_short(vals[off[i]:off[i + 1]])} outside [0, 1]")
+                  lambda i: f"observation_summary {short(vals[off[i]:off[i + 1]])} outside [0, 1]")
 
 
-def _check_episodes(rep: _Report, ctx: _Ctx, fname: str, b):
+def check_episodes(rep: Report, ctx: Context, fname: str, b):
     c = b.cols
     _check_common(rep, ctx, fname, b)
     ts, dur, avg = c["total_steps"], c["duration_ms"], c["avg_step_time_ms"]
     _flag(rep, "RECORD_VALUE", fname, b, ts < 1, lambda i: f"total_steps {ts[i]} < 1", "steps")
     _flag(rep, "RECORD_VALUE", fname, b, (dur < 0) | (avg < 0),
-          lambda i: f"duration_ms {_fmt(dur[i])} / avg_step_time_ms {_fmt(avg[i])} negative", "neg")
+          lambda i: f"duration_ms {fmt_value(dur[i])} / avg_step_time_ms {fmt_value(avg[i])} negative", "neg")
     with np.errstate(divide="ignore", invalid="ignore"):
         want = dur / np.maximum(ts, 1)
     _flag(rep, "RECORD_VALUE", fname, b, (ts >= 1) & (np.abs(avg - want) > 1e-9 * np.maximum(
-        1.0, np.abs(want))), lambda i: f"avg_step_time_ms {_fmt(avg[i])} != duration_ms / "
-                                       f"total_steps = {_fmt(want[i])}", "avg")
+        1.0, np.abs(want))), lambda i: f"avg_step_time_ms {fmt_value(avg[i])} != duration_ms / "
+                                       f"total_steps = {fmt_value(want[i])}", "avg")
     fd = c["final_distance_to_goal"]
     _flag(rep, "RECORD_VALUE", fname, b, fd < 0,
-          lambda i: f"final_distance_to_goal {_fmt(fd[i])} is negative", "fdist")
+          lambda i: f"final_distance_to_goal {fmt_value(fd[i])} is negative", "fdist")
     _flag(rep, "RECORD_VALUE", fname, b, ~(c["terminated"] | c["truncated"]),
-          lambda i: f"{_eid(c['episode_id'][i])} is neither terminated nor truncated", "unfinished")
+          lambda i: f"{eid(c['episode_id'][i])} is neither terminated nor truncated", "unfinished")
     _check_positions(rep, ctx, fname, b, c["final_position.x"], c["final_position.y"],
                      "final_position")
 
 
-class _StepState:
+class StepState:
     """Sequence checks of the steps, with the state carried from batch to batch."""
 
     def __init__(self):
         self.st = np.array([-1, -1, 0, 0, 0, 0, 0, 0, 0, 0], np.int64)
         self.sf = np.zeros(2, np.float64)
 
-    def run(self, b, rep: _Report, fname: str) -> dict:
+    def run(self, b, rep: Report, fname: str) -> dict:
         c = b.cols
         n = b.n + 1
         out = {"idx": np.empty(n, np.int64), "count": np.empty(n, np.int64),
@@ -327,7 +327,7 @@ class _StepState:
                "y": np.empty(n, np.int64), "dist": np.empty(n, np.float64),
                "term": np.empty(n, np.int64), "trunc": np.empty(n, np.int64)}
         ev = np.empty((64, 4), np.int64)
-        no, ne, ntot = _step_sequence(
+        no, ne, ntot = step_sequence(
             c["episode_id"], c["step"], c["reward"], c["terminated"], c["truncated"],
             c["agent_position.x"], c["agent_position.y"], c["distance_to_goal"], self.st, self.sf,
             out["idx"], out["count"], out["rsum"], out["x"], out["y"], out["dist"], out["term"],
@@ -337,23 +337,23 @@ class _StepState:
             where = f"{fname}:{lines[row]}"
             e = c["episode_id"][row]
             if code == EV_EP_GAP:
-                rep.error("EPISODE_MISSING", where, f"no steps for {_eids(a, bb)} "
-                          f"(next is {_eid(e)})")
+                rep.error("EPISODE_MISSING", where, f"no steps for {eid_range(a, bb)} "
+                          f"(next is {eid(e)})")
             elif code == EV_ORDER:
-                rep.error("EPISODE_ORDER", where, f"{_eid(a)} again, after other records" if a == bb
-                          else f"{_eid(a)} after {_eid(bb)}")
+                rep.error("EPISODE_ORDER", where, f"{eid(a)} again, after other records" if a == bb
+                          else f"{eid(a)} after {eid(bb)}")
             elif code == EV_FIRST:
-                rep.error("STEP_SEQUENCE", where, f"{_eid(e)} starts at step {a}, expected 1")
+                rep.error("STEP_SEQUENCE", where, f"{eid(e)} starts at step {a}, expected 1")
             elif code == EV_DUP:
-                rep.error("DUPLICATE", where, f"{_eid(e)} step {a} repeated")
+                rep.error("DUPLICATE", where, f"{eid(e)} step {a} repeated")
             elif code == EV_GAP:
                 missing = f"step {a + 1}" if bb - a == 2 else f"steps {a + 1}..{bb - 1}"
-                rep.error("STEP_GAP", where, f"{_eid(e)} step {bb} follows step {a} "
+                rep.error("STEP_GAP", where, f"{eid(e)} step {bb} follows step {a} "
                           f"({missing} missing)")
             elif code == EV_BACK:
-                rep.error("STEP_SEQUENCE", where, f"{_eid(e)} step {bb} follows step {a}")
+                rep.error("STEP_SEQUENCE", where, f"{eid(e)} step {bb} follows step {a}")
             elif code == EV_AFTER_END:
-                rep.error("STEP_AFTER_END", where, f"{_eid(e)} step {bb} follows step {a}, which "
+                rep.error("STEP_AFTER_END", where, f"{eid(e)} step {bb} follows step {a}, which "
                           "ended the episode")
         rep.suppressed += ntot - ne
         return {k: v[:no] for k, v in out.items()}
@@ -369,13 +369,13 @@ class _StepState:
                 for k, v in one.items()}
 
 
-class _EpisodeState:
+class EpisodeState:
     """Order checks of the episode records; returns the rows to match with the steps."""
 
     def __init__(self):
         self.max_ep = -1
 
-    def run(self, b, rep: _Report, fname: str) -> dict:
+    def run(self, b, rep: Report, fname: str) -> dict:
         c = b.cols
         ep = c["episode_id"]
         valid = ep >= 0
@@ -391,12 +391,12 @@ class _EpisodeState:
         for i in events[: rep.max_errors + 1]:
             where = f"{fname}:{lines[i]}"
             if dup[i]:
-                rep.error("DUPLICATE", where, f"episode record {_eid(e[i])} repeated")
+                rep.error("DUPLICATE", where, f"episode record {eid(e[i])} repeated")
             elif order[i]:
-                rep.error("EPISODE_ORDER", where, f"{_eid(e[i])} after {_eid(prior[i])}")
+                rep.error("EPISODE_ORDER", where, f"{eid(e[i])} after {eid(prior[i])}")
             else:
                 rep.error("EPISODE_MISSING", where,
-                          f"no episode record for {_eids(prior[i] + 1, e[i] - 1)}")
+                          f"no episode record for {eid_range(prior[i] + 1, e[i] - 1)}")
         rep.suppressed += max(0, len(events) - rep.max_errors - 1)
         keep = valid & (e > prior)
         return {"idx": e[keep], "total_steps": c["total_steps"][keep],
