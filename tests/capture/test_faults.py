@@ -206,11 +206,9 @@ def test_fsync_at_most_every_interval_and_every_artifact_before_run_json(tmp_pat
         assert d in before, (d, before)
 
 
-def test_a_run_begun_in_the_one_file_layout_resumes_in_it(tmp_path, monkeypatch):
-    """A multi-shard run interrupted by an earlier version (one file per artifact, journal lines
-    with ``steps_files``) is finished in that layout."""
-    import json
-
+def _one_file_run_stopped_before_its_commit(tmp_path, monkeypatch):
+    """A clean run, and a multi-shard run written in the one-file layout (as earlier versions did)
+    whose commit crashed: (the clean run's directory, the config, the staging directory)."""
     from plume_capture.capture import run as engine
 
     clean = capture(config(output=str(tmp_path / "clean"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
@@ -221,7 +219,15 @@ def test_a_run_begun_in_the_one_file_layout_resumes_in_it(tmp_path, monkeypatch)
         _crash_publish(m)
         with pytest.raises(Boom) as info:
             capture(cfg)
-    staging = info.value.staging
+    return clean, cfg, info.value.staging
+
+
+def test_a_run_begun_in_the_one_file_layout_resumes_in_it(tmp_path, monkeypatch):
+    """A multi-shard run interrupted by an earlier version (one file per artifact, journal lines
+    with ``steps_files``) is finished in that layout."""
+    import json
+
+    clean, cfg, staging = _one_file_run_stopped_before_its_commit(tmp_path, monkeypatch)
     entries = [json.loads(ln) for ln in (staging / JOURNAL).read_text().splitlines()]
     assert len(entries) == 8 and all("steps_files" in e for e in entries)
     result = capture(cfg, resume=str(staging))
@@ -307,18 +313,9 @@ def _one_file_resume_after_a_flipped_bit(tmp_path, monkeypatch, as_earlier_versi
     ``as_earlier_version`` strips the journal's sha256s, as versions before them wrote it."""
     import json
 
-    from plume_capture.capture import run as engine
     from plume_capture.readback.validate import validate_run_artifacts
 
-    clean = capture(config(output=str(tmp_path / "clean"), parquet=True, engine={"kind": "local"}, **SMALL)).run_dir
-    cfg = config(output=str(tmp_path / "out"), parquet=True, engine={"kind": "local", "shard_episodes": 4}, **SMALL)
-    real_prepare = engine.prepare
-    with monkeypatch.context() as m:
-        m.setattr(engine, "prepare", lambda spec, **kw: real_prepare(spec, **{**kw, "one_file": True}))
-        _crash_publish(m)
-        with pytest.raises(Boom) as info:
-            capture(cfg)
-    staging = info.value.staging
+    clean, cfg, staging = _one_file_run_stopped_before_its_commit(tmp_path, monkeypatch)
     entries = [json.loads(ln) for ln in (staging / JOURNAL).read_text().splitlines()]
     if as_earlier_version:
         for e in entries:

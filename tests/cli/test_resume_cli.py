@@ -288,17 +288,24 @@ def test_resume_while_the_original_runs_is_refused(tmp_path, clean_long):
     _published_and_clean(tmp_path, clean_long)
 
 
-def test_a_sigkilled_holder_releases_the_lock(tmp_path, clean_long):
+def _sigkilled_long_run(cwd: Path, shards: int = 3) -> tuple[Path, str]:
+    """The long run (in-process) SIGKILLed by PID once ``shards`` shards are journaled: (its
+    staging directory, the mark of its processes)."""
     mark = uuid.uuid4().hex
-    proc = _cli([*LONG_ARGS, "--engine", "local"], tmp_path, mark)
+    proc = _cli([*LONG_ARGS, "--engine", "local"], cwd, mark)
     try:
-        staging = _wait_for_shards(proc, tmp_path / "out" / "default")
+        staging = _wait_for_shards(proc, cwd / "out" / "default", shards)
         os.kill(proc.pid, signal.SIGKILL)  # our own child, by PID
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return staging, mark
+
+
+def test_a_sigkilled_holder_releases_the_lock(tmp_path, clean_long):
+    staging, _ = _sigkilled_long_run(tmp_path)
     assert (staging / "lock").is_file()  # left behind, but no longer held
     ok = _run(["--resume", str(staging.relative_to(tmp_path)), "--engine", "local", "--quiet"], tmp_path)
     assert ok.returncode == 0, ok.stderr
@@ -343,17 +350,7 @@ def test_an_interrupted_sweep_names_every_incomplete_point_and_each_resumes(tmp_
 def killed_late(tmp_path_factory) -> Path:
     """The long run (in-process), SIGKILLed by PID after 200 of its 300 shards: its staging dir
     (each test works on its own copy, see ``_copy``)."""
-    cwd = tmp_path_factory.mktemp("killed")
-    mark = uuid.uuid4().hex
-    proc = _cli([*LONG_ARGS, "--engine", "local"], cwd, mark)
-    try:
-        staging = _wait_for_shards(proc, cwd / "out" / "default", 200)
-        os.kill(proc.pid, signal.SIGKILL)  # our own child, by PID
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    staging, mark = _sigkilled_long_run(tmp_path_factory.mktemp("killed"), 200)
     _assert_no_leftovers(mark)
     return staging
 
